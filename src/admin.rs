@@ -1,0 +1,322 @@
+//! The local admin socket (`<data_dir>/confab.sock`, mode 0600) and the
+//! operations behind it.
+//!
+//! redb lets one process open the store. While a server runs, the CLI
+//! (and later the console) talks to it through this socket, so changes go
+//! through the running hub and take effect at once (a deleted user's
+//! sockets close). When no server runs, the CLI opens the store itself and
+//! runs the very same [`execute`]. One request per line, one JSON answer
+//! per line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::app::{Actor, App, AppError};
+use crate::domain::{Password, Role, RoomName, Topic, Username, Visibility};
+
+/// What the operator can ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    UserAdd {
+        username: String,
+        password: String,
+        role: Role,
+    },
+    UserList,
+    UserShow {
+        username: String,
+    },
+    UserPasswd {
+        username: String,
+        password: String,
+    },
+    UserRole {
+        username: String,
+        role: Role,
+    },
+    UserDelete {
+        username: String,
+    },
+    RoomCreate {
+        name: String,
+        private: bool,
+        topic: Option<String>,
+    },
+    RoomList,
+    RoomShow {
+        room: String,
+    },
+    RoomDelete {
+        room: String,
+    },
+    RoomAddMember {
+        room: String,
+        username: String,
+    },
+}
+
+/// The error half of an answer, as it crosses the socket.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&AppError> for AdminError {
+    fn from(e: &AppError) -> Self {
+        AdminError {
+            code: e.code().as_str().to_string(),
+            message: e.client_message(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Ok(Value),
+    Error(AdminError),
+}
+
+/// Runs one operator request against the app, in the server or in the
+/// CLI's own process alike.
+pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
+    let op = Actor::Operator;
+    Ok(match req {
+        Request::Status => json!({
+            "connections": app.hub.session_count(),
+            "online_users": app.hub.online_users().len(),
+            "users": app.store.read()?.user_count()?,
+            "data_dir": app.config.server.data_dir,
+            "pid": std::process::id(),
+        }),
+        Request::UserAdd {
+            username,
+            password,
+            role,
+        } => {
+            let user = app
+                .create_user(
+                    Username::parse(&username)?,
+                    Password::parse(&password)?,
+                    role,
+                )
+                .await?;
+            json!({ "user": user })
+        }
+        Request::UserList => {
+            let users: Vec<Value> = app
+                .users()?
+                .into_iter()
+                .map(|u| {
+                    json!({
+                        "id": u.id,
+                        "username": u.username,
+                        "role": u.role,
+                        "created_at": u.created_at,
+                        "online": app.hub.is_online(u.id),
+                    })
+                })
+                .collect();
+            json!({ "users": users })
+        }
+        Request::UserShow { username } => {
+            let u = app.user_by_name(&username)?;
+            let rooms: Vec<String> = app.rooms_of(u.id)?.into_iter().map(|r| r.name).collect();
+            json!({
+                "user": u.public(),
+                "created_at": u.created_at,
+                "online": app.hub.is_online(u.id),
+                "rooms": rooms,
+            })
+        }
+        Request::UserPasswd { username, password } => {
+            app.set_password(&username, Password::parse(&password)?)
+                .await?;
+            json!({})
+        }
+        Request::UserRole { username, role } => {
+            json!({ "user": app.set_role(&username, role).await? })
+        }
+        Request::UserDelete { username } => {
+            json!({ "user": app.delete_user(&username).await? })
+        }
+        Request::RoomCreate {
+            name,
+            private,
+            topic,
+        } => {
+            let vis = if private {
+                Visibility::Private
+            } else {
+                Visibility::Public
+            };
+            let topic = topic
+                .as_deref()
+                .map(|t| Topic::parse(t, app.config.limits.max_topic_chars))
+                .transpose()?;
+            let room = app
+                .create_room(&op, RoomName::parse(&name)?, vis, topic)
+                .await?;
+            json!({ "room": room })
+        }
+        Request::RoomList => {
+            let online = app.hub.room_online_counts();
+            let rx = app.store.read()?;
+            let mut rooms = Vec::new();
+            for r in app.list_rooms(&op)? {
+                rooms.push(json!({
+                    "room": r,
+                    "members": rx.member_ids(r.id)?.len(),
+                    "online": online.get(&r.id).copied().unwrap_or(0),
+                    "last_seq": rx.last_seq(r.id)?,
+                }));
+            }
+            json!({ "rooms": rooms })
+        }
+        Request::RoomShow { room } => {
+            let r = app.find_room(&room)?;
+            let (room, members) = app.room_details(&op, r.id)?;
+            let last_seq = app.store.read()?.last_seq(room.id)?;
+            json!({ "room": room, "members": members, "last_seq": last_seq })
+        }
+        Request::RoomDelete { room } => {
+            let r = app.find_room(&room)?;
+            json!({ "room": app.delete_room(&op, r.id).await? })
+        }
+        Request::RoomAddMember { room, username } => {
+            let r = app.find_room(&room)?;
+            let added = app.add_member(&op, r.id, &username).await?;
+            json!({ "added": added })
+        }
+    })
+}
+
+/// Binds the socket, replacing a stale file left by a crashed server. The
+/// store's lock has already proven that no other server uses this data
+/// directory.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(listener)
+}
+
+/// Serves operator connections until the task is aborted, then removes the
+/// socket file.
+pub async fn serve(app: Arc<App>, listener: UnixListener) {
+    let path: Option<PathBuf> = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let _cleanup = RemoveOnDrop(path);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_one(app, stream).await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn serve_one(app: Arc<App>, stream: UnixStream) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match execute(&app, req).await {
+                Ok(v) => Answer::Ok(v),
+                Err(e) => Answer::Error((&e).into()),
+            },
+            Err(e) => Answer::Error(AdminError {
+                code: "bad_request".into(),
+                message: format!("bad admin request: {e}"),
+            }),
+        };
+        let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+        out.push(b'\n');
+        w.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// The operator's side of the socket.
+pub struct Client {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    w: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects to a running server, or returns `None` when none listens.
+    pub async fn connect(path: &Path) -> Option<Client> {
+        let stream = UnixStream::connect(path).await.ok()?;
+        let (r, w) = stream.into_split();
+        Some(Client {
+            lines: BufReader::new(r).lines(),
+            w,
+        })
+    }
+
+    pub async fn call(&mut self, req: &Request) -> Result<Value, AdminError> {
+        let io = |e: std::io::Error| AdminError {
+            code: "internal".into(),
+            message: format!("admin socket: {e}"),
+        };
+        let mut line = serde_json::to_vec(req).map_err(|e| AdminError {
+            code: "internal".into(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        self.w.write_all(&line).await.map_err(io)?;
+        let answer = self
+            .lines
+            .next_line()
+            .await
+            .map_err(io)?
+            .ok_or_else(|| AdminError {
+                code: "internal".into(),
+                message: "the server closed the admin socket".into(),
+            })?;
+        match serde_json::from_str::<Answer>(&answer) {
+            Ok(Answer::Ok(v)) => Ok(v),
+            Ok(Answer::Error(e)) => Err(e),
+            Err(e) => Err(AdminError {
+                code: "internal".into(),
+                message: format!("bad answer from server: {e}"),
+            }),
+        }
+    }
+}

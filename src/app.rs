@@ -1,0 +1,671 @@
+//! The use cases: every rule about who may do what lives here, once, and
+//! HTTP, WebSocket and the admin socket all call these functions. Input
+//! arrives already validated into domain types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Auth, AuthError};
+use crate::config::{Config, Registration};
+use crate::domain::{
+    ClientMsgId, DomainError, Id, Message, MessageText, Password, Role, Room, RoomKind, RoomName,
+    Topic, User, Username, Visibility,
+};
+use crate::hub::Hub;
+use crate::protocol::ErrorCode;
+use crate::store::{Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, UserRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The one mapping from errors to the protocol's codes.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
+            AppError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AppError::Forbidden(_) => ErrorCode::Forbidden,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::RateLimited(_) => ErrorCode::RateLimited,
+            AppError::TooLarge(_) => ErrorCode::TooLarge,
+            AppError::MethodNotAllowed => ErrorCode::BadRequest,
+            AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
+                ErrorCode::Unauthorized
+            }
+            AppError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
+            AppError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
+            AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
+            AppError::Store(_) | AppError::Auth(AuthError::Hash(_)) | AppError::Internal(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    /// What the client is told. Internal details stay in the log.
+    pub fn client_message(&self) -> String {
+        if self.code() == ErrorCode::Internal {
+            tracing::error!(error = %self, "internal error");
+            "internal error".into()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// Who asks: a signed-in user, or the operator at the CLI or console, who
+/// may do anything.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    User(User),
+    Operator,
+}
+
+impl Actor {
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Actor::User(u) => Some(u),
+            Actor::Operator => None,
+        }
+    }
+
+    fn is_staff(&self) -> bool {
+        match self {
+            Actor::User(u) => u.role.is_staff(),
+            Actor::Operator => true,
+        }
+    }
+
+    fn is_admin(&self) -> bool {
+        match self {
+            Actor::User(u) => u.role == Role::Admin,
+            Actor::Operator => true,
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Room(Id),
+    User(Username),
+}
+
+pub struct SendInput {
+    pub target: Target,
+    pub text: String,
+    pub attachments: Vec<String>,
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub auth: Auth,
+}
+
+impl App {
+    /// Opens the store in the data directory and wires its changes to a new
+    /// hub.
+    pub fn open(config: Config) -> Result<Arc<App>> {
+        let hub = Hub::new(
+            config.limits.outbound_queue,
+            Duration::from_millis(config.ws.typing_timeout_ms),
+        );
+        let listener_hub = hub.clone();
+        let store = Store::open(
+            &config.db_path(),
+            config.store.cache_mib,
+            config.store.max_batch,
+            Arc::new(move |changes: &[Change]| listener_hub.apply(changes)),
+            None,
+        )?;
+        let secret = store.jwt_secret()?;
+        let auth = Auth::new(&config.auth, &secret)?;
+        Ok(Arc::new(App {
+            config,
+            store,
+            hub,
+            auth,
+        }))
+    }
+
+    // ----- accounts -----
+
+    async fn hash(self: &Arc<Self>, pw: Password) -> Result<String> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.auth.hash_password(&pw))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(AppError::from)
+    }
+
+    pub async fn create_user(
+        self: &Arc<Self>,
+        username: Username,
+        password: Password,
+        role: Role,
+    ) -> Result<User> {
+        let password_hash = self.hash(password).await?;
+        let rec = self
+            .store
+            .write(move |tx| {
+                tx.create_user(NewUser {
+                    username: username.as_str().to_string(),
+                    role,
+                    password_hash,
+                })
+            })
+            .await?;
+        tracing::info!(user = %rec.username, role = %rec.role, "user created");
+        Ok(rec.public())
+    }
+
+    pub async fn register(
+        self: &Arc<Self>,
+        username: Username,
+        password: Password,
+    ) -> Result<(String, User)> {
+        if self.config.auth.registration == Registration::Closed {
+            return Err(AppError::Forbidden("registration is closed".into()));
+        }
+        if self
+            .store
+            .read()?
+            .user_by_name(username.as_str())?
+            .is_some()
+        {
+            return Err(AppError::Conflict("username is taken".into()));
+        }
+        let user = self.create_user(username, password, Role::User).await?;
+        Ok((self.auth.issue(user.id), user))
+    }
+
+    pub async fn login(
+        self: &Arc<Self>,
+        username: &str,
+        password: String,
+    ) -> Result<(String, User)> {
+        let rec = match Username::parse(username) {
+            Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
+            Err(_) => None,
+        };
+        let app = self.clone();
+        let hash = rec.as_ref().map(|r| r.password_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            app.auth.verify_password(&password, hash.as_deref())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        match rec {
+            Some(rec) if ok => Ok((self.auth.issue(rec.id), rec.public())),
+            _ => Err(AuthError::BadCredentials.into()),
+        }
+    }
+
+    /// The user a token belongs to, if the token is valid and the account
+    /// still exists: a deleted account's tokens stop working at once.
+    pub fn authenticate(&self, token: &str) -> Result<User> {
+        let id = self.auth.verify(token)?;
+        let rec = self
+            .store
+            .read()?
+            .user(id)?
+            .ok_or(AppError::Auth(AuthError::BadToken))?;
+        Ok(rec.public())
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<UserRecord> {
+        let name = Username::parse(name)?;
+        self.store
+            .read()?
+            .user_by_name(name.as_str())?
+            .ok_or(AppError::NotFound("user"))
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let mut users = self.store.read()?.users()?;
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    pub async fn set_password(self: &Arc<Self>, name: &str, password: Password) -> Result<()> {
+        let id = self.user_by_name(name)?.id;
+        let hash = self.hash(password).await?;
+        self.store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.password_hash = hash;
+                tx.put_user(&rec)
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<User> {
+        let id = self.user_by_name(name)?.id;
+        let rec = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.role = role;
+                tx.put_user(&rec)?;
+                Ok(rec)
+            })
+            .await?;
+        Ok(rec.public())
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<User> {
+        let id = self.user_by_name(name)?.id;
+        let rec = self.store.write(move |tx| tx.delete_user(id)).await?;
+        tracing::info!(user = %rec.username, "user deleted");
+        Ok(rec.public())
+    }
+
+    // ----- rooms -----
+
+    fn visible(&self, actor: &Actor, room: &Room) -> Result<bool> {
+        if room.visibility == Visibility::Public {
+            return Ok(true);
+        }
+        let Some(user) = actor.user() else {
+            return Ok(true);
+        };
+        if self.store.read()?.member(room.id, user.id)?.is_some() {
+            return Ok(true);
+        }
+        // Staff see private rooms to moderate them, but not others' DMs.
+        Ok(room.kind == RoomKind::Room && actor.is_staff())
+    }
+
+    /// A room the actor may see; a private room of others is `forbidden`.
+    pub fn room_for(&self, actor: &Actor, id: Id) -> Result<Room> {
+        let room = self
+            .store
+            .read()?
+            .room(id)?
+            .ok_or(AppError::NotFound("room"))?;
+        if !self.visible(actor, &room)? {
+            return Err(AppError::Forbidden("this room is private".into()));
+        }
+        Ok(room)
+    }
+
+    /// A room by id or by name (for the operator's CLI).
+    pub fn find_room(&self, key: &str) -> Result<Room> {
+        let rx = self.store.read()?;
+        let by_name = rx.room_by_name(key)?;
+        let room = match by_name {
+            Some(r) => Some(r),
+            None => match Id::parse("room", key) {
+                Ok(id) => rx.room(id)?,
+                Err(_) => None,
+            },
+        };
+        room.ok_or(AppError::NotFound("room"))
+    }
+
+    /// Public rooms, and the actor's private rooms and DMs.
+    pub fn list_rooms(&self, actor: &Actor) -> Result<Vec<Room>> {
+        let rx = self.store.read()?;
+        let mine: std::collections::HashSet<Id> = match actor.user() {
+            Some(u) => rx.room_ids_of(u.id)?.into_iter().collect(),
+            None => Default::default(),
+        };
+        let mut rooms: Vec<Room> = rx
+            .rooms()?
+            .into_iter()
+            .filter(|r| {
+                r.visibility == Visibility::Public
+                    || mine.contains(&r.id)
+                    || (actor.user().is_none() && r.kind == RoomKind::Room)
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
+    }
+
+    pub fn rooms_of(&self, user: Id) -> Result<Vec<Room>> {
+        Ok(self.store.read()?.rooms_of(user)?)
+    }
+
+    pub async fn create_room(
+        &self,
+        actor: &Actor,
+        name: RoomName,
+        visibility: Visibility,
+        topic: Option<Topic>,
+    ) -> Result<Room> {
+        let owner = actor.user().map(|u| u.id);
+        let room = self
+            .store
+            .write(move |tx| {
+                tx.create_room(NewRoom {
+                    name: name.as_str().to_string(),
+                    visibility,
+                    topic: topic.map(Topic::into_string).unwrap_or_default(),
+                    owner,
+                })
+            })
+            .await?;
+        tracing::info!(room = %room.name, "room created");
+        Ok(room)
+    }
+
+    pub fn room_details(&self, actor: &Actor, id: Id) -> Result<(Room, Vec<User>)> {
+        let room = self.room_for(actor, id)?;
+        let members = self.store.read()?.members(id)?;
+        Ok((room, members))
+    }
+
+    fn may_manage(&self, actor: &Actor, room: &Room) -> bool {
+        match actor.user() {
+            None => true,
+            Some(u) => u.role.is_staff() || room.owner == Some(u.id),
+        }
+    }
+
+    pub async fn update_room(
+        &self,
+        actor: &Actor,
+        id: Id,
+        topic: Option<Topic>,
+        visibility: Option<Visibility>,
+    ) -> Result<Room> {
+        let room = self.room_for(actor, id)?;
+        if room.kind == RoomKind::Dm {
+            return Err(AppError::Forbidden(
+                "direct messages cannot be changed".into(),
+            ));
+        }
+        if !self.may_manage(actor, &room) {
+            return Err(AppError::Forbidden(
+                "only the owner, a moderator or an admin may change this room".into(),
+            ));
+        }
+        let room = self
+            .store
+            .write(move |tx| {
+                let mut room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
+                if let Some(t) = topic {
+                    room.topic = t.into_string();
+                }
+                if let Some(v) = visibility {
+                    room.visibility = v;
+                }
+                tx.put_room(&room)?;
+                Ok(room)
+            })
+            .await?;
+        Ok(room)
+    }
+
+    pub async fn delete_room(&self, actor: &Actor, id: Id) -> Result<Room> {
+        let room = self.room_for(actor, id)?;
+        let allowed = match actor.user() {
+            None => true,
+            Some(u) => u.role == Role::Admin || room.owner == Some(u.id),
+        };
+        if !allowed || room.kind == RoomKind::Dm && !actor.is_admin() {
+            return Err(AppError::Forbidden(
+                "only the owner or an admin may delete this room".into(),
+            ));
+        }
+        let room = self.store.write(move |tx| tx.delete_room(id)).await?;
+        tracing::info!(room = %room.name, "room deleted");
+        Ok(room)
+    }
+
+    /// Adds `username` to the room. Anyone who can see a public room may
+    /// add to it; private rooms take the owner, a moderator or an admin.
+    pub async fn add_member(&self, actor: &Actor, id: Id, username: &str) -> Result<bool> {
+        let room = self.room_for(actor, id)?;
+        if room.kind == RoomKind::Dm {
+            return Err(AppError::Forbidden(
+                "direct messages have two members".into(),
+            ));
+        }
+        if room.visibility == Visibility::Private && !self.may_manage(actor, &room) {
+            return Err(AppError::Forbidden(
+                "only the owner, a moderator or an admin may add members to a private room".into(),
+            ));
+        }
+        let user = self.user_by_name(username)?.public();
+        let added = self
+            .store
+            .write(move |tx| {
+                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
+                tx.add_member(&room, &user)
+            })
+            .await?;
+        Ok(added)
+    }
+
+    /// `join_room`: joins a public room, or confirms membership of a
+    /// private one. Returns the room and its last seq.
+    pub async fn join_room(&self, user: &User, id: Id) -> Result<(Room, u64)> {
+        let user = user.clone();
+        let (room, last) = self
+            .store
+            .write(move |tx| {
+                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
+                let member = tx.member(id, user.id)?.is_some();
+                if !member {
+                    if room.visibility == Visibility::Private {
+                        return Err(StoreError::Forbidden("this room is private".into()));
+                    }
+                    tx.add_member(&room, &user)?;
+                }
+                let last = tx.last_seq(id)?;
+                Ok((room, last))
+            })
+            .await?;
+        Ok((room, last))
+    }
+
+    pub async fn leave_room(&self, user: &User, id: Id) -> Result<()> {
+        let user = user.clone();
+        self.store
+            .write(move |tx| {
+                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
+                if room.kind == RoomKind::Dm {
+                    return Err(StoreError::Forbidden(
+                        "a direct message cannot be left".into(),
+                    ));
+                }
+                if !tx.remove_member(&room, &user)? {
+                    return Err(StoreError::NotFound("membership"));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    // ----- messages -----
+
+    pub async fn send_message(&self, sender: &User, input: SendInput) -> Result<Message> {
+        if !input.attachments.is_empty() {
+            return Err(AppError::BadRequest(
+                "attachments: unknown upload id".into(),
+            ));
+        }
+        let text = MessageText::parse(&input.text, self.config.limits.max_message_chars, false)?
+            .into_string();
+        let sender = sender.clone();
+        let cid = input.client_msg_id.map(|c| c.as_str().to_string());
+        let peer = match &input.target {
+            Target::User(name) => Some(
+                self.store
+                    .read()?
+                    .user_by_name(name.as_str())?
+                    .ok_or(AppError::NotFound("user"))?
+                    .public(),
+            ),
+            Target::Room(_) => None,
+        };
+        let target = input.target;
+        let (msg, _) = self
+            .store
+            .write(move |tx| {
+                let room = match (&target, &peer) {
+                    (_, Some(peer)) => tx.dm_room(&sender, peer)?,
+                    (Target::Room(id), None) => {
+                        let room = tx.room(*id)?.ok_or(StoreError::NotFound("room"))?;
+                        if tx.member(room.id, sender.id)?.is_none() {
+                            if room.visibility == Visibility::Private {
+                                return Err(StoreError::Forbidden(
+                                    "not a member of this room".into(),
+                                ));
+                            }
+                            // Speaking in a public room joins it.
+                            tx.add_member(&room, &sender)?;
+                        }
+                        room
+                    }
+                    (Target::User(_), None) => return Err(StoreError::NotFound("user")),
+                };
+                tx.append_message(NewMessage {
+                    room: room.id,
+                    sender: sender.id,
+                    text,
+                    attachments: Vec::new(),
+                    client_msg_id: cid,
+                })
+            })
+            .await?;
+        Ok(msg)
+    }
+
+    pub async fn edit_message(&self, user: &User, id: Id, text: &str) -> Result<Message> {
+        let text =
+            MessageText::parse(text, self.config.limits.max_message_chars, false)?.into_string();
+        let uid = user.id;
+        let msg = self
+            .store
+            .write(move |tx| {
+                let msg = tx.message(id)?.ok_or(StoreError::NotFound("message"))?;
+                if msg.sender.id != uid {
+                    return Err(StoreError::Forbidden(
+                        "only the sender may edit a message".into(),
+                    ));
+                }
+                if msg.deleted {
+                    return Err(StoreError::NotFound("message"));
+                }
+                tx.edit_message(msg, text)
+            })
+            .await?;
+        Ok(msg)
+    }
+
+    pub async fn delete_message(&self, actor: &Actor, id: Id) -> Result<Message> {
+        let actor = actor.clone();
+        let msg = self
+            .store
+            .write(move |tx| {
+                let msg = tx.message(id)?.ok_or(StoreError::NotFound("message"))?;
+                let allowed = match &actor {
+                    Actor::Operator => true,
+                    Actor::User(u) => u.id == msg.sender.id || u.role.is_staff(),
+                };
+                if !allowed {
+                    return Err(StoreError::Forbidden(
+                        "only the sender, a moderator or an admin may delete a message".into(),
+                    ));
+                }
+                if msg.deleted {
+                    return Ok(msg);
+                }
+                tx.delete_message(msg)
+            })
+            .await?;
+        Ok(msg)
+    }
+
+    pub fn history(&self, actor: &Actor, room: Id, page: Page) -> Result<(Vec<Message>, bool)> {
+        self.room_for(actor, room)?;
+        Ok(self.store.read()?.history(room, page)?)
+    }
+
+    pub async fn mark_read(&self, user: &User, room: Id, seq: u64) -> Result<()> {
+        let user = user.clone();
+        self.store
+            .write(move |tx| {
+                if tx.member(room, user.id)?.is_none() {
+                    return Err(StoreError::Forbidden("not a member of this room".into()));
+                }
+                if seq > tx.last_seq(room)? {
+                    return Err(StoreError::Invalid(
+                        "seq: beyond the room's last message".into(),
+                    ));
+                }
+                tx.mark_read(room, &user, seq)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Typing and presence need membership of the room (for public rooms,
+    /// visibility is enough to read presence).
+    pub fn require_member(&self, user: &User, room: Id) -> Result<()> {
+        let rx = self.store.read()?;
+        if rx.room(room)?.is_none() {
+            return Err(AppError::NotFound("room"));
+        }
+        if rx.member(room, user.id)?.is_none() {
+            return Err(AppError::Forbidden("not a member of this room".into()));
+        }
+        Ok(())
+    }
+
+    pub fn presence(&self, actor: &Actor, room: Id) -> Result<Vec<User>> {
+        self.room_for(actor, room)?;
+        Ok(self.hub.room_presence(room))
+    }
+}
+
+/// Parses a page request with the protocol's bounds.
+pub fn page(before: Option<u64>, after: Option<u64>, limit: Option<u64>) -> Result<Page> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "limit: must be between 1 and 200".into(),
+        ));
+    }
+    Ok(Page {
+        before,
+        after,
+        limit: limit as usize,
+    })
+}

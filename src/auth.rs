@@ -1,0 +1,208 @@
+//! Passwords (argon2id) and tokens (HS256 JWTs). Hashing is slow on
+//! purpose, so callers run it off the async threads.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
+use crate::domain::{Id, Password};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid or expired token")]
+    BadToken,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// Keys and parameters, built once at start.
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    params: Params,
+    ttl_secs: u64,
+    /// A hash of a random password, verified against when the user does not
+    /// exist, so a login for an unknown name costs the same time.
+    dummy_hash: String,
+}
+
+impl Auth {
+    pub fn new(config: &AuthConfig, stored_secret: &[u8]) -> Result<Auth, AuthError> {
+        let secret: &[u8] = if config.jwt_secret.is_empty() {
+            stored_secret
+        } else {
+            config.jwt_secret.as_bytes()
+        };
+        let params = Params::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+        // Only HS256 is accepted: a token that names `none` or an RSA
+        // algorithm is refused before its signature is looked at.
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut auth = Auth {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            params,
+            ttl_secs: config.token_ttl_secs,
+            dummy_hash: String::new(),
+        };
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| AuthError::Hash(e.to_string()))?;
+        auth.dummy_hash = auth.hash_bytes(&random)?;
+        Ok(auth)
+    }
+
+    fn hasher(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    fn hash_bytes(&self, pw: &[u8]) -> Result<String, AuthError> {
+        self.hasher()
+            .hash_password(pw)
+            .map(|h| h.to_string())
+            .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+
+    pub fn hash_password(&self, pw: &Password) -> Result<String, AuthError> {
+        self.hash_bytes(pw.expose().as_bytes())
+    }
+
+    /// Checks `pw` against `hash`, or against a dummy hash when there is no
+    /// user, so the answer takes the same time either way.
+    pub fn verify_password(&self, pw: &str, hash: Option<&str>) -> bool {
+        let target = hash.unwrap_or(&self.dummy_hash);
+        let ok = match PasswordHash::new(target) {
+            Ok(parsed) => self
+                .hasher()
+                .verify_password(pw.as_bytes(), &parsed)
+                .is_ok(),
+            Err(_) => false,
+        };
+        ok && hash.is_some()
+    }
+
+    pub fn issue(&self, user: Id) -> String {
+        let now = now_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            iat: now,
+            exp: now + self.ttl_secs,
+        };
+        // HS256 signing of a small struct cannot fail.
+        jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )
+        .unwrap_or_default()
+    }
+
+    /// The user id a valid token names. Whether that user still exists and
+    /// may log in is the caller's check.
+    pub fn verify(&self, token: &str) -> Result<Id, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| AuthError::BadToken)?;
+        Id::parse("token", &data.claims.sub).map_err(|_| AuthError::BadToken)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let config = AuthConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..AuthConfig::default()
+        };
+        Auth::new(&config, &[7u8; 64]).unwrap()
+    }
+
+    #[test]
+    fn passwords_verify() {
+        let a = auth();
+        let h = a
+            .hash_password(&Password::parse("correct horse").unwrap())
+            .unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(a.verify_password("correct horse", Some(&h)));
+        assert!(!a.verify_password("wrong horse!", Some(&h)));
+        assert!(!a.verify_password("correct horse", None));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_tampering() {
+        let a = auth();
+        let id = Id::new();
+        let t = a.issue(id);
+        assert_eq!(a.verify(&t).unwrap(), id);
+        let mut tampered = t.clone();
+        tampered.pop();
+        tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(a.verify(&tampered).is_err());
+        let other = Auth::new(&AuthConfig::default(), &[8u8; 64]).unwrap();
+        assert!(other.verify(&t).is_err());
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused() {
+        let a = auth();
+        // {"alg":"none"} header with a valid-looking body and no signature.
+        let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+        let body = format!(
+            "{{\"sub\":\"{}\",\"iat\":1,\"exp\":{}}}",
+            Id::new(),
+            now_secs() + 1000
+        );
+        use std::fmt::Write;
+        let b64 = base64url(body.as_bytes());
+        let mut token = String::new();
+        let _ = write!(token, "{header}.{b64}.");
+        assert!(a.verify(&token).is_err());
+    }
+
+    fn base64url(data: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+            for i in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}

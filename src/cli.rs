@@ -1,0 +1,475 @@
+//! The command line: clap definitions and what each command does. `main`
+//! only parses and calls [`run`].
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::admin::{self, Request};
+use crate::app::App;
+use crate::config::{Config, Overrides};
+use crate::domain::Role;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "confab",
+    version,
+    about = "A self-hosted real-time chat server: one binary, an embedded store, a terminal console.",
+    long_about = "confab runs a chat server (HTTP + WebSocket) over an embedded store in a data \
+directory, and administers it. The user and room commands work whether or not the server is \
+running: with a running server they go through its admin socket (<data_dir>/confab.sock), \
+otherwise they open the store directly."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Config file (TOML). Without it, defaults and CONFAB_* variables apply.
+    #[arg(long, global = true, value_name = "PATH", env = "CONFAB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding confab.redb and the admin socket (default ./data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the chat server until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080 (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage rooms.
+    #[command(subcommand)]
+    Room(RoomCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create an account (the way to make the first admin).
+    Add {
+        /// 3-32 characters of a-z 0-9 _ . - (stored lowercase).
+        name: String,
+        /// user, moderator or admin.
+        #[arg(long, default_value = "user")]
+        role: Role,
+        /// Read the password from the first line of standard input instead
+        /// of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account.
+    List,
+    /// Show one account and its rooms.
+    Show { name: String },
+    /// Set a new password.
+    Passwd {
+        name: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change an account's role.
+    Role {
+        name: String,
+        /// user, moderator or admin.
+        role: Role,
+    },
+    /// Delete an account; its tokens and connections stop working at once.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoomCmd {
+    /// Create a room owned by no user (operators manage it).
+    Create {
+        /// 1-64 characters of a-z 0-9 _ -.
+        name: String,
+        /// Only members can see and join it.
+        #[arg(long)]
+        private: bool,
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// List rooms with member counts.
+    List,
+    /// Show a room (by name or id) and its members.
+    Show { name: String },
+    /// Delete a room with its history.
+    Delete { name: String },
+    /// Add a user to a room.
+    AddMember { room: String, user: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Serve(#[from] crate::server::ServeError),
+    #[error("{0}")]
+    App(#[from] crate::app::AppError),
+    #[error("{0}")]
+    Admin(#[from] admin::AdminError),
+    #[error("{0}")]
+    Input(String),
+}
+
+pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
+    Ok(Config::load(
+        global.config.as_deref(),
+        &Overrides {
+            data_dir: global.data_dir.clone(),
+            bind,
+        },
+    )?)
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve { bind } => {
+            let config = load_config(&cli.global, bind)?;
+            let running = crate::server::start(config).await?;
+            println!("confab listening on http://{}", running.addr);
+            crate::server::signal().await;
+            tracing::info!("shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let req = match cmd {
+                UserCmd::Add {
+                    name,
+                    role,
+                    password_stdin,
+                } => Request::UserAdd {
+                    username: name,
+                    password: read_password(password_stdin)?,
+                    role,
+                },
+                UserCmd::List => Request::UserList,
+                UserCmd::Show { name } => Request::UserShow { username: name },
+                UserCmd::Passwd {
+                    name,
+                    password_stdin,
+                } => Request::UserPasswd {
+                    username: name,
+                    password: read_password(password_stdin)?,
+                },
+                UserCmd::Role { name, role } => Request::UserRole {
+                    username: name,
+                    role,
+                },
+                UserCmd::Delete { name } => Request::UserDelete { username: name },
+            };
+            operator(&cli.global, req).await
+        }
+        Command::Room(cmd) => {
+            let req = match cmd {
+                RoomCmd::Create {
+                    name,
+                    private,
+                    topic,
+                } => Request::RoomCreate {
+                    name,
+                    private,
+                    topic,
+                },
+                RoomCmd::List => Request::RoomList,
+                RoomCmd::Show { name } => Request::RoomShow { room: name },
+                RoomCmd::Delete { name } => Request::RoomDelete { room: name },
+                RoomCmd::AddMember { room, user } => Request::RoomAddMember {
+                    room,
+                    username: user,
+                },
+            };
+            operator(&cli.global, req).await
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> Result<String, CliError> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Input(format!("reading the password: {e}")))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("Password: ")
+        .map_err(|e| CliError::Input(format!("reading the password: {e}")))?;
+    let second = rpassword::prompt_password("Again: ")
+        .map_err(|e| CliError::Input(format!("reading the password: {e}")))?;
+    if first != second {
+        return Err(CliError::Input("the passwords differ".into()));
+    }
+    Ok(first)
+}
+
+/// Runs an operator request through a live server's admin socket, or on
+/// the store directly when no server runs.
+async fn operator(global: &Global, req: Request) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    let value = match admin::Client::connect(&config.socket_path()).await {
+        Some(mut client) => client.call(&req).await?,
+        None => {
+            let app = App::open(config)?;
+            let result = admin::execute(&app, req.clone()).await;
+            close(app).await;
+            result?
+        }
+    };
+    print(&req, &value, global.json);
+    Ok(())
+}
+
+/// Lets the store writer finish and close the file before the process
+/// exits.
+async fn close(app: Arc<App>) {
+    let closed = app.store.closed();
+    drop(app);
+    let _ = tokio::task::spawn_blocking(move || closed.wait(Duration::from_secs(10))).await;
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+fn time(v: &Value) -> String {
+    let Some(ms) = v.as_i64() else {
+        return "-".into();
+    };
+    let secs = ms / 1000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+// Howard Hinnant's days-to-civil algorithm: UTC dates with no time crate.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    let empty = rows.is_empty();
+    for row in rows {
+        line(row);
+    }
+    if empty {
+        println!("(none)");
+    }
+}
+
+fn print(req: &Request, v: &Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    match req {
+        Request::UserList => table(
+            &["username", "role", "online", "created", "id"],
+            v["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|u| {
+                    vec![
+                        s(&u["username"]),
+                        s(&u["role"]),
+                        if u["online"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        time(&u["created_at"]),
+                        s(&u["id"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::UserShow { .. } => {
+            let u = &v["user"];
+            println!("username  {}", s(&u["username"]));
+            println!("id        {}", s(&u["id"]));
+            println!("role      {}", s(&u["role"]));
+            println!("created   {}", time(&v["created_at"]));
+            println!(
+                "online    {}",
+                if v["online"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            let rooms: Vec<String> = v["rooms"].as_array().into_iter().flatten().map(s).collect();
+            println!(
+                "rooms     {}",
+                if rooms.is_empty() {
+                    "-".into()
+                } else {
+                    rooms.join(", ")
+                }
+            );
+        }
+        Request::UserAdd { .. } | Request::UserRole { .. } => {
+            let u = &v["user"];
+            println!("{} ({}) {}", s(&u["username"]), s(&u["role"]), s(&u["id"]));
+        }
+        Request::UserDelete { username } => println!("deleted user {username}"),
+        Request::UserPasswd { username, .. } => println!("password changed for {username}"),
+        Request::RoomList => table(
+            &[
+                "name",
+                "visibility",
+                "members",
+                "online",
+                "messages",
+                "topic",
+                "id",
+            ],
+            v["rooms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        s(&r["room"]["name"]),
+                        s(&r["room"]["visibility"]),
+                        s(&r["members"]),
+                        s(&r["online"]),
+                        s(&r["last_seq"]),
+                        s(&r["room"]["topic"]),
+                        s(&r["room"]["id"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::RoomShow { .. } => {
+            let r = &v["room"];
+            println!("name        {}", s(&r["name"]));
+            println!("id          {}", s(&r["id"]));
+            println!("kind        {}", s(&r["kind"]));
+            println!("visibility  {}", s(&r["visibility"]));
+            println!("topic       {}", s(&r["topic"]));
+            println!("created     {}", time(&r["created_at"]));
+            println!("messages    {}", s(&v["last_seq"]));
+            let members: Vec<String> = v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| s(&m["username"]))
+                .collect();
+            println!(
+                "members     {}",
+                if members.is_empty() {
+                    "-".into()
+                } else {
+                    members.join(", ")
+                }
+            );
+        }
+        Request::RoomCreate { .. } => {
+            let r = &v["room"];
+            println!(
+                "{} ({}) {}",
+                s(&r["name"]),
+                s(&r["visibility"]),
+                s(&r["id"])
+            );
+        }
+        Request::RoomDelete { room } => println!("deleted room {room}"),
+        Request::RoomAddMember { room, username } => {
+            if v["added"].as_bool() == Some(true) {
+                println!("added {username} to {room}");
+            } else {
+                println!("{username} was already in {room}");
+            }
+        }
+        Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(time(&Value::from(0)), "1970-01-01 00:00");
+        assert_eq!(time(&Value::from(1_763_841_600_000i64)), "2025-11-22 20:00");
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from([
+            "confab",
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            "/tmp/x",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::User(UserCmd::Add {
+                role: Role::Admin,
+                ..
+            })
+        ));
+        assert_eq!(cli.global.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+}

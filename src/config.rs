@@ -1,0 +1,478 @@
+//! Typed settings: defaults, then `config.toml`, then `CONFAB_*` environment
+//! variables, then command-line flags. Every key has a default, so `confab
+//! serve` runs with no file at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub ws: WsConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    /// Origins (scheme://host[:port]) allowed to open WebSockets and call the
+    /// REST API from a browser, besides the server's own.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub registration: Registration,
+    /// Empty means: generate one on first start and keep it in the store.
+    pub jwt_secret: String,
+    pub token_ttl_secs: u64,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+// The secret must never reach a log line, even through `{:?}` of the config.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("registration", &self.registration)
+            .field(
+                "jwt_secret",
+                &if self.jwt_secret.is_empty() {
+                    "<generated>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("argon2_parallelism", &self.argon2_parallelism)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_message_chars: usize,
+    pub max_topic_chars: usize,
+    pub outbound_queue: usize,
+    pub frames_per_sec: u32,
+    pub frames_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    pub auth_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub typing_timeout_ms: u64,
+    pub close_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub max_batch: usize,
+    pub cache_mib: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            ws: WsConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            log_level: "info".into(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        // OWASP's recommended argon2id minimum: 19 MiB, 2 iterations, 1 lane.
+        AuthConfig {
+            registration: Registration::Open,
+            jwt_secret: String::new(),
+            token_ttl_secs: 7 * 24 * 3600,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_message_chars: 4000,
+            max_topic_chars: 256,
+            outbound_queue: 512,
+            frames_per_sec: 50,
+            frames_burst: 200,
+        }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            auth_timeout_ms: 10_000,
+            heartbeat_interval_ms: 25_000,
+            heartbeat_timeout_ms: 20_000,
+            typing_timeout_ms: 6_000,
+            close_grace_ms: 5_000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_batch: 1024,
+            cache_mib: 64,
+        }
+    }
+}
+
+/// Overrides given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+}
+
+impl Config {
+    /// Loads the file (if any), then `CONFAB_SECTION_KEY` variables from the
+    /// process environment, then the overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, overrides, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: "(defaults)".into(),
+                message: e.to_string(),
+            })?;
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?;
+            merge(&mut tree, file, "").map_err(|key| ConfigError::Invalid {
+                message: format!("unknown key in {}", path.display()),
+                key,
+            })?;
+        }
+        apply_env(&mut tree, env)?;
+        let mut config: Config =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.map(Path::to_path_buf).unwrap_or_default(),
+                    message: e.to_string(),
+                })?;
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(bind) = &overrides.bind {
+            config.server.bind = bind.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        self.bind_addr()?;
+        if self.limits.max_frame_bytes < 1024 {
+            return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
+        }
+        if self.limits.max_message_chars == 0 {
+            return Err(invalid("limits.max_message_chars", "must be positive"));
+        }
+        if self.limits.outbound_queue < 8 {
+            return Err(invalid("limits.outbound_queue", "must be at least 8"));
+        }
+        if self.ws.heartbeat_interval_ms < 10 {
+            return Err(invalid("ws.heartbeat_interval_ms", "must be at least 10"));
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(invalid("auth.token_ttl_secs", "must be positive"));
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "must be at least 32 characters (or empty to generate one)",
+            ));
+        }
+        argon2::Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            self.auth.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| invalid("auth.argon2_*", &e.to_string()))?;
+        if self.store.max_batch == 0 {
+            return Err(invalid("store.max_batch", "must be positive"));
+        }
+        for origin in &self.server.cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "server.cors_origins",
+                    &format!("{origin:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .bind
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                key: "server.bind".into(),
+                message: format!("{:?}: {e}", self.server.bind),
+            })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.server.data_dir.join("confab.redb")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.server.data_dir.join("confab.sock")
+    }
+}
+
+/// Copies `from` into `into`; a key that the defaults do not have is an
+/// error (returned as its dotted path), so typos are caught.
+fn merge(into: &mut toml::Table, from: toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in from {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => merge(dst, src, &path)?,
+            (Some(slot), value) => *slot = value,
+            (None, _) => return Err(path),
+        }
+    }
+    Ok(())
+}
+
+/// `CONFAB_SERVER_BIND=…` sets `server.bind`. The value is read as TOML
+/// (numbers, booleans, arrays) and falls back to a plain string.
+fn apply_env(
+    tree: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("CONFAB_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let mut target = None;
+        for (section, value) in tree.iter_mut() {
+            let toml::Value::Table(table) = value else {
+                continue;
+            };
+            let Some(key) = rest
+                .strip_prefix(section.as_str())
+                .and_then(|k| k.strip_prefix('_'))
+            else {
+                continue;
+            };
+            if table.contains_key(key) {
+                target = Some((table, key.to_string()));
+                break;
+            }
+        }
+        let Some((table, key)) = target else {
+            // Variables the server does not know (CONFAB_URL for scripts, …)
+            // are left alone rather than refused.
+            continue;
+        };
+        let value = parse_env_value(&raw, table.get(&key));
+        table.insert(key, value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
+    if let Some(toml::Value::String(_)) = current {
+        return toml::Value::String(raw.to_string());
+    }
+    let wrapped = format!("v = {raw}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => {
+            if let Some(toml::Value::Array(_)) = current {
+                // Comma-separated lists are the natural shell spelling.
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                )
+            } else {
+                toml::Value::String(raw.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let c = Config::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nbind = \"127.0.0.1:1\"\n[limits]\nmax_frame_bytes = 2048\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_SERVER_BIND", "127.0.0.1:2"),
+                ("CONFAB_WS_HEARTBEAT_INTERVAL_MS", "100"),
+                (
+                    "CONFAB_SERVER_CORS_ORIGINS",
+                    "http://a.example, https://b.example",
+                ),
+                ("CONFAB_AUTH_REGISTRATION", "closed"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:2");
+        assert_eq!(c.limits.max_frame_bytes, 2048);
+        assert_eq!(c.ws.heartbeat_interval_ms, 100);
+        assert_eq!(c.server.cors_origins.len(), 2);
+        assert_eq!(c.auth.registration, Registration::Closed);
+        let c = Config::load_with_env(
+            Some(&path),
+            &Overrides {
+                bind: Some("127.0.0.1:3".into()),
+                data_dir: None,
+            },
+            env(&[("CONFAB_SERVER_BIND", "127.0.0.1:2")]),
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nbnd = \"x\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.bnd"), "{e}");
+        std::fs::write(&path, "[limits]\nmax_frame_bytes = \"big\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_frame_bytes"), "{e}");
+        std::fs::write(&path, "[server]\nbind = \"nowhere\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.bind"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_never_printed() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

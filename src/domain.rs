@@ -1,0 +1,422 @@
+//! Validated values. Each type checks its input once, at construction, so
+//! the layers below the edge never see an invalid name, id or text.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DomainError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl DomainError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        DomainError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Ids of users, rooms and messages: ULIDs, sortable by creation time,
+/// shown to clients as 26-character strings that they never parse.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub u128);
+
+impl Id {
+    pub fn new() -> Id {
+        Id(ulid::Ulid::new().0)
+    }
+
+    pub fn parse(field: &'static str, s: &str) -> Result<Id, DomainError> {
+        ulid::Ulid::from_string(s)
+            .map(|u| Id(u.0))
+            .map_err(|_| DomainError::new(field, "not a valid id"))
+    }
+}
+
+impl Default for Id {
+    fn default() -> Self {
+        Id::new()
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ulid::Ulid(self.0), f)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ulid::Ulid::from_string(&s)
+            .map(|u| Id(u.0))
+            .map_err(|_| serde::de::Error::custom("not a valid id"))
+    }
+}
+
+/// 3–32 characters of `a-z 0-9 _ . -`, compared and stored lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: &str) -> Result<Username, DomainError> {
+        let lower = s.to_ascii_lowercase();
+        let n = lower.chars().count();
+        if !(3..=32).contains(&n) {
+            return Err(DomainError::new(
+                "username",
+                "must be 3 to 32 characters long",
+            ));
+        }
+        if !lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        {
+            return Err(DomainError::new(
+                "username",
+                "may contain only a-z, 0-9, '_', '.' and '-'",
+            ));
+        }
+        Ok(Username(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 8–1024 bytes. Never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(s: &str) -> Result<Password, DomainError> {
+        if s.len() < 8 {
+            return Err(DomainError::new(
+                "password",
+                "must be at least 8 bytes long",
+            ));
+        }
+        if s.len() > 1024 {
+            return Err(DomainError::new(
+                "password",
+                "must be at most 1024 bytes long",
+            ));
+        }
+        Ok(Password(s.to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// 1–64 characters of `a-z 0-9 _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(s: &str) -> Result<RoomName, DomainError> {
+        let n = s.len();
+        if !(1..=64).contains(&n) {
+            return Err(DomainError::new("name", "must be 1 to 64 characters long"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        {
+            return Err(DomainError::new(
+                "name",
+                "may contain only a-z, 0-9, '_' and '-'",
+            ));
+        }
+        Ok(RoomName(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A message body: not blank (unless attachments carry the message), at
+/// most the configured number of characters, no control characters but
+/// newlines and tabs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(s: &str, max_chars: usize, allow_empty: bool) -> Result<MessageText, DomainError> {
+        if s.trim().is_empty() && !allow_empty {
+            return Err(DomainError::new("text", "must not be empty"));
+        }
+        if s.chars().count() > max_chars {
+            return Err(DomainError::new(
+                "text",
+                format!("must be at most {max_chars} characters"),
+            ));
+        }
+        if s.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
+            return Err(DomainError::new(
+                "text",
+                "must not contain control characters",
+            ));
+        }
+        Ok(MessageText(s.to_string()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A room topic: at most the configured number of characters, one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic(String);
+
+impl Topic {
+    pub fn parse(s: &str, max_chars: usize) -> Result<Topic, DomainError> {
+        if s.chars().count() > max_chars {
+            return Err(DomainError::new(
+                "topic",
+                format!("must be at most {max_chars} characters"),
+            ));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(DomainError::new(
+                "topic",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Topic(s.to_string()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A client's idempotency key for a send: at most 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMsgId(String);
+
+impl ClientMsgId {
+    pub fn parse(s: &str) -> Result<ClientMsgId, DomainError> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(DomainError::new(
+                "client_msg_id",
+                "must be 1 to 64 bytes long",
+            ));
+        }
+        Ok(ClientMsgId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Moderator,
+    Admin,
+}
+
+impl Role {
+    pub fn is_staff(self) -> bool {
+        matches!(self, Role::Moderator | Role::Admin)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Moderator => "moderator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "moderator" => Ok(Role::Moderator),
+            "admin" => Ok(Role::Admin),
+            _ => Err(DomainError::new("role", "must be user, moderator or admin")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+impl Visibility {
+    pub fn parse(s: &str) -> Result<Visibility, DomainError> {
+        match s {
+            "public" => Ok(Visibility::Public),
+            "private" => Ok(Visibility::Private),
+            _ => Err(DomainError::new("visibility", "must be public or private")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    Room,
+    Dm,
+}
+
+/// Milliseconds since the Unix epoch, the protocol's one time format.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert_eq!(
+            Username::parse("Alice_1.x-y").unwrap().as_str(),
+            "alice_1.x-y"
+        );
+        for bad in ["ab", "", "a b", "ali ce", "álice", &"a".repeat(33), "bob!"] {
+            assert!(Username::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(RoomName::parse("general-2_x").is_ok());
+        for bad in ["", "General", "a.b", "a b", &"a".repeat(65)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_and_texts() {
+        assert!(Password::parse("1234567").is_err());
+        assert!(Password::parse("12345678").is_ok());
+        assert!(Password::parse(&"x".repeat(1025)).is_err());
+        assert!(!format!("{:?}", Password::parse("hunter2hunter2").unwrap()).contains("hunter"));
+        assert!(MessageText::parse("  ", 10, false).is_err());
+        assert!(MessageText::parse("hi\nthere", 10, false).is_ok());
+        assert!(MessageText::parse("x\u{7}", 10, false).is_err());
+        assert!(MessageText::parse("ééééé", 5, false).is_ok());
+        assert!(MessageText::parse("éééééé", 5, false).is_err());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let id = Id::new();
+        assert_eq!(Id::parse("id", &id.to_string()).unwrap(), id);
+        assert!(Id::parse("id", "../../etc/passwd").is_err());
+    }
+}
+
+/// The public face of an account, as the protocol shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Id,
+    pub username: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    pub id: Id,
+    pub name: String,
+    pub kind: RoomKind,
+    pub visibility: Visibility,
+    pub topic: String,
+    pub owner: Option<Id>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: String,
+    pub url: String,
+    pub thumb_url: String,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: Id,
+    pub room: Id,
+    pub seq: u64,
+    pub sender: User,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub deleted: bool,
+    pub client_msg_id: Option<String>,
+}

@@ -1,0 +1,431 @@
+//! HTTP: the warp filters, a small router, and the handlers. This is the
+//! one place where errors become status codes and JSON error bodies.
+//!
+//! The REST API goes through one catch-all filter and a `match` on method
+//! and path segments rather than a tree of warp filters: it compiles much
+//! faster, and every route stays visible in one table below.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::reply::Response;
+use warp::{Buf, Filter};
+
+use crate::app::{Actor, App, AppError, SendInput, Target, page};
+use crate::domain::{ClientMsgId, Id, Password, RoomName, Topic, User, Username, Visibility};
+use crate::protocol::ErrorCode;
+
+type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// All routes: the WebSocket upgrade at `/ws`, everything else through the
+/// router.
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let ws = crate::ws::route(app.clone());
+    let with_app = warp::any().map(move || app.clone());
+    let api = warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(
+            warp::query::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .and(with_app)
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             headers: HeaderMap,
+             query: HashMap<String, String>,
+             addr: Option<SocketAddr>,
+             body,
+             app: Arc<App>| async move {
+                let req = Request {
+                    method,
+                    path: path.as_str().to_string(),
+                    headers,
+                    query,
+                    addr,
+                };
+                let origin_ok = cors_allowed(&app, &req.headers);
+                let mut resp = if req.method == Method::OPTIONS {
+                    empty(StatusCode::NO_CONTENT)
+                } else {
+                    let limit = app.config.limits.max_body_bytes;
+                    match read_body(body, limit).await {
+                        Ok(bytes) => match dispatch(&app, &req, bytes).await {
+                            Ok(resp) => resp,
+                            Err(e) => error_response(&e),
+                        },
+                        Err(e) => error_response(&e),
+                    }
+                };
+                security_headers(resp.headers_mut());
+                if let Some(origin) = origin_ok {
+                    cors_headers(resp.headers_mut(), origin);
+                }
+                resp
+            },
+        );
+    ws.or(api).unify()
+}
+
+struct Request {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    #[allow(dead_code)]
+    addr: Option<SocketAddr>,
+}
+
+/// Reads the body up to `limit` bytes; past it the request is refused
+/// without reading more.
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>>
+where
+    S: futures_util::Stream<Item = std::result::Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| AppError::BadRequest(format!("body: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(AppError::TooLarge(format!(
+                "body: larger than {limit} bytes"
+            )));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            out.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The router. Method and path segments, one row per endpoint.
+async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let m = &req.method;
+    match (m, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
+        (&Method::POST, ["api", "auth", "register"]) => register(app, body).await,
+        (&Method::POST, ["api", "auth", "login"]) => login(app, body).await,
+        (&Method::GET, ["api", "me"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "user": user }))
+        }
+        (&Method::GET, ["api", "users", "online"]) => {
+            authed(app, req)?;
+            let users: Vec<User> = app.hub.online_users().into_iter().map(|o| o.user).collect();
+            ok(json!({ "users": users }))
+        }
+        (&Method::GET, ["api", "rooms"]) => {
+            let actor = Actor::User(authed(app, req)?);
+            ok(json!({ "rooms": app.list_rooms(&actor)? }))
+        }
+        (&Method::POST, ["api", "rooms"]) => create_room(app, req, body).await,
+        (&Method::GET, ["api", "rooms", id]) => {
+            let actor = Actor::User(authed(app, req)?);
+            let (room, members) = app.room_details(&actor, room_id(id)?)?;
+            ok(json!({ "room": room, "members": members }))
+        }
+        (&Method::PATCH, ["api", "rooms", id]) => patch_room(app, req, id, body).await,
+        (&Method::DELETE, ["api", "rooms", id]) => {
+            let actor = Actor::User(authed(app, req)?);
+            app.delete_room(&actor, room_id(id)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api", "rooms", id, "members"]) => {
+            let actor = Actor::User(authed(app, req)?);
+            let input: UsernameBody = parse(&body)?;
+            app.add_member(&actor, room_id(id)?, &input.username)
+                .await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["api", "rooms", id, "messages"]) => {
+            let actor = Actor::User(authed(app, req)?);
+            let q = |k: &str| -> Result<Option<u64>> {
+                req.query
+                    .get(k)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| {
+                        v.parse::<u64>()
+                            .map_err(|_| AppError::BadRequest(format!("{k}: must be a number")))
+                    })
+                    .transpose()
+            };
+            let page = page(q("before")?, q("after")?, q("limit")?)?;
+            let (messages, has_more) = app.history(&actor, room_id(id)?, page)?;
+            ok(json!({ "messages": messages, "has_more": has_more }))
+        }
+        (&Method::POST, ["api", "rooms", id, "messages"]) => {
+            let target = Target::Room(room_id(id)?);
+            post_message(app, req, target, body).await
+        }
+        (&Method::POST, ["api", "dm", username, "messages"]) => {
+            let target = Target::User(Username::parse(username)?);
+            post_message(app, req, target, body).await
+        }
+        (_, ["healthz"] | ["api", ..]) if known_path(&segs) => Err(AppError::MethodNotAllowed),
+        (_, ["ws"]) => Err(AppError::BadRequest(
+            "expected a WebSocket upgrade request".into(),
+        )),
+        _ => Err(AppError::NotFound("route")),
+    }
+}
+
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["healthz"]
+            | ["api", "auth", "register" | "login"]
+            | ["api", "me"]
+            | ["api", "users", "online"]
+            | ["api", "rooms"]
+            | ["api", "rooms", _]
+            | ["api", "rooms", _, "members" | "messages"]
+            | ["api", "dm", _, "messages"]
+    )
+}
+
+fn ok(v: Value) -> Result<Response> {
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+fn created(v: Value) -> Result<Response> {
+    Ok(json_response(StatusCode::CREATED, &v))
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut resp = Response::new(v.to_string().into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Vec::<u8>::new().into());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// The error body of the contract: `{"error": {"code", "message"}}`.
+pub fn error_response(e: &AppError) -> Response {
+    if let AppError::MethodNotAllowed = e {
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": {"code": "bad_request", "message": e.to_string()}}),
+        );
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, POST, PATCH, DELETE"),
+        );
+        return r;
+    }
+    let code = e.code();
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = json_response(
+        status,
+        &json!({"error": {"code": code.as_str(), "message": e.client_message()}}),
+    );
+    if code == ErrorCode::Unauthorized {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// The request's Origin when the config allows it.
+fn cors_allowed(app: &App, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
+    let s = origin.to_str().ok()?;
+    app.config
+        .server
+        .cors_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/') == s)
+        .then(|| origin.clone())
+}
+
+fn cors_headers(h: &mut HeaderMap, origin: HeaderValue) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
+/// Parses a JSON body; the error names what is wrong.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.is_empty() {
+        return Err(AppError::BadRequest("body: expected a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("body: {e}")))
+}
+
+fn room_id(s: &str) -> Result<Id> {
+    // An id that cannot exist is simply not found.
+    Id::parse("room", s).map_err(|_| AppError::NotFound("room"))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn authed(app: &App, req: &Request) -> Result<User> {
+    let token = bearer(&req.headers)
+        .ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+    app.authenticate(token)
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct UsernameBody {
+    username: String,
+}
+
+async fn register(app: &Arc<App>, body: Vec<u8>) -> Result<Response> {
+    let c: Credentials = parse(&body)?;
+    let username = Username::parse(&c.username)?;
+    let password = Password::parse(&c.password)?;
+    let (token, user) = app.register(username, password).await?;
+    created(json!({ "token": token, "user": user }))
+}
+
+async fn login(app: &Arc<App>, body: Vec<u8>) -> Result<Response> {
+    let c: Credentials = parse(&body)?;
+    let (token, user) = app.login(&c.username, c.password).await?;
+    ok(json!({ "token": token, "user": user }))
+}
+
+#[derive(Deserialize)]
+pub struct CreateRoomBody {
+    pub name: String,
+    pub visibility: Option<String>,
+    pub topic: Option<String>,
+}
+
+async fn create_room(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
+    let actor = Actor::User(authed(app, req)?);
+    let input: CreateRoomBody = parse(&body)?;
+    let (name, vis, topic) = validate_new_room(app, &input)?;
+    let room = app.create_room(&actor, name, vis, topic).await?;
+    created(json!({ "room": room }))
+}
+
+pub fn validate_new_room(
+    app: &App,
+    input: &CreateRoomBody,
+) -> Result<(RoomName, Visibility, Option<Topic>)> {
+    let name = RoomName::parse(&input.name)?;
+    let vis = match &input.visibility {
+        Some(v) => Visibility::parse(v)?,
+        None => Visibility::Public,
+    };
+    let topic = input
+        .topic
+        .as_deref()
+        .map(|t| Topic::parse(t, app.config.limits.max_topic_chars))
+        .transpose()?;
+    Ok((name, vis, topic))
+}
+
+#[derive(Deserialize)]
+struct PatchRoomBody {
+    topic: Option<String>,
+    visibility: Option<String>,
+}
+
+async fn patch_room(app: &Arc<App>, req: &Request, id: &str, body: Vec<u8>) -> Result<Response> {
+    let actor = Actor::User(authed(app, req)?);
+    let input: PatchRoomBody = parse(&body)?;
+    let topic = input
+        .topic
+        .as_deref()
+        .map(|t| Topic::parse(t, app.config.limits.max_topic_chars))
+        .transpose()?;
+    let vis = input
+        .visibility
+        .as_deref()
+        .map(Visibility::parse)
+        .transpose()?;
+    let room = app.update_room(&actor, room_id(id)?, topic, vis).await?;
+    ok(json!({ "room": room }))
+}
+
+#[derive(Deserialize)]
+pub struct MessageBody {
+    pub text: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<String>,
+    pub client_msg_id: Option<String>,
+}
+
+impl MessageBody {
+    pub fn into_input(self, target: Target) -> Result<SendInput> {
+        Ok(SendInput {
+            target,
+            text: self.text.unwrap_or_default(),
+            attachments: self.attachments,
+            client_msg_id: self
+                .client_msg_id
+                .as_deref()
+                .map(ClientMsgId::parse)
+                .transpose()?,
+        })
+    }
+}
+
+async fn post_message(
+    app: &Arc<App>,
+    req: &Request,
+    target: Target,
+    body: Vec<u8>,
+) -> Result<Response> {
+    let user = authed(app, req)?;
+    let input: MessageBody = parse(&body)?;
+    let message = app.send_message(&user, input.into_input(target)?).await?;
+    created(json!({ "message": message }))
+}

@@ -1,0 +1,563 @@
+//! Sessions, subscriptions, presence, typing and fan-out. Knows nothing of
+//! warp or sockets: a session is a bounded queue of serialized frames plus
+//! a control block the hub uses to close it.
+//!
+//! Locking: one `RwLock` over the whole state, held only for in-memory work
+//! (never across an `.await` or a disk write). Fan-out takes it for reading
+//! and only `try_send`s, so a slow connection never blocks a room: when its
+//! queue is full it is told to close with 4009.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+use crate::domain::{Id, Room, User, Visibility, now_ms};
+use crate::protocol::{close, frame};
+use crate::store::Change;
+
+pub type SessionId = u64;
+pub type Frame = Arc<str>;
+
+/// A request to close a session, with an optional last frame to send.
+#[derive(Debug, Clone)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+    pub last_frame: Option<Frame>,
+}
+
+/// How the hub reaches a connection besides its queue: a close request
+/// that takes effect even when the queue is full.
+#[derive(Default)]
+pub struct SessionControl {
+    notify: Notify,
+    request: Mutex<Option<CloseRequest>>,
+}
+
+impl SessionControl {
+    pub fn close(&self, req: CloseRequest) {
+        if let Ok(mut slot) = self.request.lock()
+            && slot.is_none()
+        {
+            *slot = Some(req);
+        }
+        self.notify.notify_one();
+    }
+
+    pub async fn closed(&self) -> CloseRequest {
+        loop {
+            if let Some(req) = self.request.lock().ok().and_then(|mut s| s.take()) {
+                return req;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Session {
+    user: Id,
+    tx: mpsc::Sender<Frame>,
+    ctl: Arc<SessionControl>,
+    addr: Option<SocketAddr>,
+}
+
+struct Online {
+    user: User,
+    sessions: Vec<SessionId>,
+    /// The rooms this user is a member of, so presence and fan-out need no
+    /// store read.
+    rooms: HashSet<Id>,
+    since: i64,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionId, Session>,
+    users: HashMap<Id, Online>,
+    /// Online members of each room.
+    rooms: HashMap<Id, HashSet<Id>>,
+    /// (room, user) → generation of the latest typing_start.
+    typing: HashMap<(Id, Id), u64>,
+}
+
+/// A snapshot of one online user, for `/api/users/online` and the console.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OnlineUser {
+    pub user: User,
+    pub connections: usize,
+    pub rooms: usize,
+    pub since: i64,
+    pub addr: Option<SocketAddr>,
+}
+
+pub struct Hub {
+    state: RwLock<State>,
+    next_session: AtomicU64,
+    next_typing: AtomicU64,
+    queue_len: usize,
+    typing_timeout: Duration,
+}
+
+/// What `connect` returns to the new connection.
+pub struct Connected {
+    pub session: SessionId,
+    pub rx: mpsc::Receiver<Frame>,
+    pub ctl: Arc<SessionControl>,
+}
+
+impl Hub {
+    pub fn new(queue_len: usize, typing_timeout: Duration) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: RwLock::new(State::default()),
+            next_session: AtomicU64::new(1),
+            next_typing: AtomicU64::new(1),
+            queue_len,
+            typing_timeout,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still
+        // usable: recover rather than take every connection down with it.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection of `user`. `load_rooms` runs under the hub's
+    /// lock when this is the user's first connection, so no membership
+    /// change can slip between reading the rooms and subscribing to them.
+    pub fn connect<E>(
+        &self,
+        user: User,
+        addr: Option<SocketAddr>,
+        load_rooms: impl FnOnce() -> Result<Vec<Id>, E>,
+    ) -> Result<Connected, E> {
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        let ctl = Arc::new(SessionControl::default());
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let mut st = self.write();
+        let first = !st.users.contains_key(&user.id);
+        if first {
+            let rooms: HashSet<Id> = load_rooms()?.into_iter().collect();
+            for room in &rooms {
+                st.rooms.entry(*room).or_default().insert(user.id);
+            }
+            st.users.insert(
+                user.id,
+                Online {
+                    user: user.clone(),
+                    sessions: Vec::new(),
+                    rooms,
+                    since: now,
+                },
+            );
+        }
+        if let Some(online) = st.users.get_mut(&user.id) {
+            online.sessions.push(session);
+        }
+        st.sessions.insert(
+            session,
+            Session {
+                user: user.id,
+                tx,
+                ctl: ctl.clone(),
+                addr,
+            },
+        );
+        if first {
+            let f = frame("user_online", None, &json!({ "user": user }));
+            let audience = audience_of(&st, user.id);
+            send_to_users(&st, audience.iter(), &f, None);
+        }
+        Ok(Connected { session, rx, ctl })
+    }
+
+    /// Forgets a connection; after a user's last one, tells the others.
+    pub fn disconnect(&self, session: SessionId) {
+        let mut st = self.write();
+        let Some(s) = st.sessions.remove(&session) else {
+            return;
+        };
+        let Some(online) = st.users.get_mut(&s.user) else {
+            return;
+        };
+        online.sessions.retain(|&x| x != session);
+        if !online.sessions.is_empty() {
+            return;
+        }
+        let audience = audience_of(&st, s.user);
+        let Some(online) = st.users.remove(&s.user) else {
+            return;
+        };
+        for room in &online.rooms {
+            if let Some(set) = st.rooms.get_mut(room) {
+                set.remove(&s.user);
+                if set.is_empty() {
+                    st.rooms.remove(room);
+                }
+            }
+        }
+        // A user who leaves mid-sentence stops typing.
+        let typing: Vec<Id> = st
+            .typing
+            .keys()
+            .filter(|(_, u)| *u == s.user)
+            .map(|(r, _)| *r)
+            .collect();
+        for room in typing {
+            st.typing.remove(&(room, s.user));
+            let f = frame(
+                "typing",
+                None,
+                &json!({"room": room, "user": online.user, "typing": false}),
+            );
+            send_to_room(&st, room, &f, Some(s.user));
+        }
+        let f = frame("user_offline", None, &json!({ "user": online.user }));
+        send_to_users(&st, audience.iter(), &f, None);
+    }
+
+    pub fn is_online(&self, user: Id) -> bool {
+        self.read().users.contains_key(&user)
+    }
+
+    pub fn online_users(&self) -> Vec<OnlineUser> {
+        let st = self.read();
+        let mut out: Vec<OnlineUser> = st
+            .users
+            .values()
+            .map(|o| OnlineUser {
+                user: o.user.clone(),
+                connections: o.sessions.len(),
+                rooms: o.rooms.len(),
+                since: o.since,
+                addr: o
+                    .sessions
+                    .first()
+                    .and_then(|s| st.sessions.get(s))
+                    .and_then(|s| s.addr),
+            })
+            .collect();
+        out.sort_by(|a, b| a.user.username.cmp(&b.user.username));
+        out
+    }
+
+    /// Online members of a room.
+    pub fn room_presence(&self, room: Id) -> Vec<User> {
+        let st = self.read();
+        let mut out: Vec<User> = st
+            .rooms
+            .get(&room)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| st.users.get(u).map(|o| o.user.clone()))
+            .collect();
+        out.sort_by(|a, b| a.username.cmp(&b.username));
+        out
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.read().sessions.len()
+    }
+
+    /// Counts of online members per room, for the console.
+    pub fn room_online_counts(&self) -> HashMap<Id, usize> {
+        self.read()
+            .rooms
+            .iter()
+            .map(|(r, s)| (*r, s.len()))
+            .collect()
+    }
+
+    /// Sends a frame to one session (answers, `authenticated`). False when
+    /// its queue is full, in which case the session is being closed.
+    pub fn send_to_session(&self, session: SessionId, f: Frame) -> bool {
+        let st = self.read();
+        let Some(s) = st.sessions.get(&session) else {
+            return false;
+        };
+        deliver(s, f)
+    }
+
+    /// Closes every connection of `user`, sending `last_frame` first.
+    pub fn close_user(
+        &self,
+        user: Id,
+        code: u16,
+        reason: &str,
+        last_frame: Option<Frame>,
+    ) -> usize {
+        let st = self.read();
+        let Some(online) = st.users.get(&user) else {
+            return 0;
+        };
+        for sid in &online.sessions {
+            if let Some(s) = st.sessions.get(sid) {
+                s.ctl.close(CloseRequest {
+                    code,
+                    reason: reason.to_string(),
+                    last_frame: last_frame.clone(),
+                });
+            }
+        }
+        online.sessions.len()
+    }
+
+    /// Closes every connection (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let st = self.read();
+        for s in st.sessions.values() {
+            s.ctl.close(CloseRequest {
+                code,
+                reason: reason.to_string(),
+                last_frame: None,
+            });
+        }
+    }
+
+    pub fn broadcast(&self, f: &Frame) {
+        let st = self.read();
+        let all: Vec<Id> = st.users.keys().copied().collect();
+        send_to_users(&st, all.iter(), f, None);
+    }
+
+    pub fn send_to_room(&self, room: Id, f: &Frame, except: Option<Id>) {
+        let st = self.read();
+        send_to_room(&st, room, f, except);
+    }
+
+    /// typing_start / typing_stop. A start is followed by a stop on its
+    /// own after the typing timeout unless another start renews it.
+    pub fn typing(self: &Arc<Self>, room: Id, user: &User, on: bool) {
+        let mut st = self.write();
+        let key = (room, user.id);
+        let was = st.typing.contains_key(&key);
+        if on {
+            let generation = self.next_typing.fetch_add(1, Ordering::Relaxed);
+            st.typing.insert(key, generation);
+            let hub = Arc::downgrade(self);
+            let user2 = user.clone();
+            let timeout = self.typing_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(hub) = hub.upgrade() {
+                    hub.typing_expired(room, &user2, generation);
+                }
+            });
+        } else {
+            st.typing.remove(&key);
+        }
+        // Repeated starts are not repeated to others: the first said it.
+        if on != was {
+            let f = frame(
+                "typing",
+                None,
+                &json!({"room": room, "user": user, "typing": on}),
+            );
+            send_to_room(&st, room, &f, Some(user.id));
+        }
+    }
+
+    fn typing_expired(&self, room: Id, user: &User, generation: u64) {
+        let mut st = self.write();
+        if st.typing.get(&(room, user.id)) != Some(&generation) {
+            return;
+        }
+        st.typing.remove(&(room, user.id));
+        let f = frame(
+            "typing",
+            None,
+            &json!({"room": room, "user": user, "typing": false}),
+        );
+        send_to_room(&st, room, &f, Some(user.id));
+    }
+
+    /// Applies committed changes, in commit order: keeps subscriptions in
+    /// step with memberships and fans out the events they mean.
+    pub fn apply(&self, changes: &[Change]) {
+        for change in changes {
+            self.apply_one(change);
+        }
+    }
+
+    fn apply_one(&self, change: &Change) {
+        match change {
+            Change::MessageCreated(m) => {
+                let f = frame("message", None, &json!({ "message": m }));
+                self.send_to_room(m.room, &f, None);
+            }
+            Change::MessageUpdated(m) => {
+                let f = frame("message_updated", None, &json!({ "message": m }));
+                self.send_to_room(m.room, &f, None);
+            }
+            Change::MessageDeleted { room, id, seq } => {
+                let f = frame(
+                    "message_deleted",
+                    None,
+                    &json!({"room": room, "message_id": id, "seq": seq}),
+                );
+                self.send_to_room(*room, &f, None);
+            }
+            Change::Read { room, user, seq } => {
+                let f = frame(
+                    "read",
+                    None,
+                    &json!({"room": room, "user": user, "seq": seq}),
+                );
+                self.send_to_room(*room, &f, None);
+            }
+            Change::RoomCreated { room, members } => {
+                let mut st = self.write();
+                for m in members {
+                    subscribe(&mut st, room.id, m.id);
+                }
+                let f = frame("room_created", None, &json!({ "room": room }));
+                room_audience_send(&st, room, &f);
+            }
+            Change::RoomUpdated(room) => {
+                let st = self.read();
+                let f = frame("room_updated", None, &json!({ "room": room }));
+                room_audience_send(&st, room, &f);
+            }
+            Change::RoomDeleted { room, members } => {
+                let mut st = self.write();
+                let f = frame("room_deleted", None, &json!({ "room_id": room.id }));
+                if room.visibility == Visibility::Public {
+                    let all: Vec<Id> = st.users.keys().copied().collect();
+                    send_to_users(&st, all.iter(), &f, None);
+                } else {
+                    send_to_users(&st, members.iter(), &f, None);
+                }
+                for m in members {
+                    unsubscribe(&mut st, room.id, *m);
+                }
+                st.rooms.remove(&room.id);
+            }
+            Change::MemberAdded { room, user } => {
+                let mut st = self.write();
+                subscribe(&mut st, room.id, user.id);
+                let f = frame(
+                    "member_joined",
+                    None,
+                    &json!({"room": room.id, "user": user}),
+                );
+                send_to_room(&st, room.id, &f, None);
+            }
+            Change::MemberRemoved { room, user } => {
+                let mut st = self.write();
+                let f = frame("member_left", None, &json!({"room": room.id, "user": user}));
+                send_to_room(&st, room.id, &f, None);
+                unsubscribe(&mut st, room.id, user.id);
+            }
+            Change::UserUpdated(user) => {
+                let mut st = self.write();
+                if let Some(o) = st.users.get_mut(&user.id) {
+                    o.user = user.clone();
+                }
+            }
+            Change::UserDeleted(id) => {
+                self.close_user(*id, close::UNAUTHORIZED, "account deleted", None);
+            }
+        }
+    }
+}
+
+fn too_slow() -> CloseRequest {
+    CloseRequest {
+        code: close::TOO_SLOW,
+        reason: "too slow".into(),
+        last_frame: None,
+    }
+}
+
+/// Queues a frame; a full queue means the reader fell too far behind, so
+/// its connection is closed instead of letting the queue grow.
+fn deliver(s: &Session, f: Frame) -> bool {
+    match s.tx.try_send(f) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            s.ctl.close(too_slow());
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+fn subscribe(st: &mut State, room: Id, user: Id) {
+    if let Some(o) = st.users.get_mut(&user) {
+        o.rooms.insert(room);
+        st.rooms.entry(room).or_default().insert(user);
+    }
+}
+
+fn unsubscribe(st: &mut State, room: Id, user: Id) {
+    if let Some(o) = st.users.get_mut(&user) {
+        o.rooms.remove(&room);
+    }
+    if let Some(set) = st.rooms.get_mut(&room) {
+        set.remove(&user);
+        if set.is_empty() {
+            st.rooms.remove(&room);
+        }
+    }
+    st.typing.remove(&(room, user));
+}
+
+/// Everyone for a public room; its online members for a private one.
+fn room_audience_send(st: &State, room: &Room, f: &Frame) {
+    if room.visibility == Visibility::Public {
+        let all: Vec<Id> = st.users.keys().copied().collect();
+        send_to_users(st, all.iter(), f, None);
+    } else {
+        send_to_room(st, room.id, f, None);
+    }
+}
+
+/// Online users who share a room with `user` (not `user` itself).
+fn audience_of(st: &State, user: Id) -> HashSet<Id> {
+    let mut out = HashSet::new();
+    if let Some(o) = st.users.get(&user) {
+        for room in &o.rooms {
+            if let Some(members) = st.rooms.get(room) {
+                out.extend(members.iter().copied().filter(|u| *u != user));
+            }
+        }
+    }
+    out
+}
+
+fn send_to_room(st: &State, room: Id, f: &Frame, except: Option<Id>) {
+    if let Some(members) = st.rooms.get(&room) {
+        send_to_users(st, members.iter(), f, except);
+    }
+}
+
+fn send_to_users<'a>(
+    st: &State,
+    users: impl Iterator<Item = &'a Id>,
+    f: &Frame,
+    except: Option<Id>,
+) {
+    for uid in users {
+        if Some(*uid) == except {
+            continue;
+        }
+        let Some(o) = st.users.get(uid) else {
+            continue;
+        };
+        for sid in &o.sessions {
+            if let Some(s) = st.sessions.get(sid) {
+                deliver(s, f.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! confab: a self-hosted real-time chat server. See ARCHITECTURE.md for the
+//! map of these modules and the rules between them.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod ws;
+
+/// Sets up logging: `RUST_LOG` if set, else the given default level.
+/// Logs go to standard error.
+pub fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,1148 @@
+//! The redb store. Knows nothing of HTTP, WebSockets or JSON on the wire.
+//!
+//! Reads run on the caller's thread in their own read transaction. Every
+//! write goes through one writer thread, which takes operations from a
+//! queue, applies a group of them in one write transaction and commits it
+//! durably; only then does each operation's caller get its result, and the
+//! group's [`Change`]s go to the listener (the hub) in commit order. That
+//! one thread is why a room's seq has no gaps and every subscriber sees the
+//! same order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::oneshot;
+
+use crate::domain::{Id, Message, Role, Room, RoomKind, User, Visibility};
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+// Keys are fixed-width where possible so that ranges scan in order:
+// (room, seq) lists a room's history, (room, user) its members.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const USER_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("user_to_record");
+const USERNAME_TO_USER: TableDefinition<&str, u128> = TableDefinition::new("username_to_user");
+const ROOM_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("room_to_record");
+const ROOMNAME_TO_ROOM: TableDefinition<&str, u128> = TableDefinition::new("roomname_to_room");
+const ROOM_USER_TO_MEMBER: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("room_user_to_member");
+const USER_ROOM_TO_JOINED: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_room_to_joined");
+const ROOM_SEQ_TO_MESSAGE: TableDefinition<(u128, u64), &[u8]> =
+    TableDefinition::new("room_seq_to_message");
+const MESSAGE_TO_ROOM_SEQ: TableDefinition<u128, (u128, u64)> =
+    TableDefinition::new("message_to_room_seq");
+const ROOM_TO_LAST_SEQ: TableDefinition<u128, u64> = TableDefinition::new("room_to_last_seq");
+const SENDER_CLIENT_ID_TO_MESSAGE: TableDefinition<(u128, &str), u128> =
+    TableDefinition::new("sender_client_id_to_message");
+const USER_PAIR_TO_DM: TableDefinition<(u128, u128), u128> =
+    TableDefinition::new("user_pair_to_dm");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory is in use by another confab process (is a server running without its admin socket?)"
+    )]
+    Locked,
+    #[error(
+        "the store has schema version {found}, this confab understands version {expected}: {hint}"
+    )]
+    Schema {
+        found: u64,
+        expected: u64,
+        hint: &'static str,
+    },
+    #[error("storage error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt record in {table}: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+    #[error("the store is unavailable")]
+    WriterGone,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            e => StoreError::Db(e.into()),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What an account keeps besides its public face.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: Id,
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl UserRecord {
+    pub fn public(&self) -> User {
+        User {
+            id: self.id,
+            username: self.username.clone(),
+            role: self.role,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub joined_at: i64,
+    #[serde(default)]
+    pub last_read: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MessageRecord {
+    id: Id,
+    sender: Id,
+    text: String,
+    #[serde(default)]
+    attachments: Vec<crate::domain::Attachment>,
+    created_at: i64,
+    edited_at: Option<i64>,
+    deleted: bool,
+    client_msg_id: Option<String>,
+}
+
+/// A durable change, reported to the listener after its commit, in commit
+/// order. The hub turns these into events for connected clients.
+#[derive(Debug, Clone)]
+pub enum Change {
+    UserUpdated(User),
+    UserDeleted(Id),
+    /// A new room with its first members (owner, or a DM's two users).
+    RoomCreated {
+        room: Room,
+        members: Vec<User>,
+    },
+    RoomUpdated(Room),
+    RoomDeleted {
+        room: Room,
+        members: Vec<Id>,
+    },
+    MemberAdded {
+        room: Room,
+        user: User,
+    },
+    MemberRemoved {
+        room: Room,
+        user: User,
+    },
+    MessageCreated(Message),
+    MessageUpdated(Message),
+    MessageDeleted {
+        room: Id,
+        id: Id,
+        seq: u64,
+    },
+    Read {
+        room: Id,
+        user: User,
+        seq: u64,
+    },
+}
+
+pub type Listener = Arc<dyn Fn(&[Change]) + Send + Sync>;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx) -> Completion + Send>;
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: std_mpsc::Sender<Job>,
+    closed: Arc<Closed>,
+}
+
+/// Set by the writer thread once it has finished and let go of the
+/// database, so a shutdown can wait for the file to be closed cleanly.
+#[derive(Default)]
+pub struct Closed {
+    done: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Closed {
+    /// Waits up to `timeout`; true if the writer has finished.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let guard = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, timeout, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// What the writer thread reports about each commit, for metrics.
+pub type CommitObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
+
+impl Store {
+    /// Opens (or creates) the store, checks its schema version and starts
+    /// the writer thread. `listener` hears every committed change.
+    pub fn open(
+        path: &Path,
+        cache_mib: usize,
+        max_batch: usize,
+        listener: Listener,
+        observer: Option<CommitObserver>,
+    ) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_mib.max(1) * 1024 * 1024)
+            .create(path)?;
+        init_schema(&db)?;
+        let db = Arc::new(db);
+        let (jobs, rx) = std_mpsc::channel::<Job>();
+        let writer_db = db.clone();
+        let closed = Arc::new(Closed::default());
+        let writer_closed = closed.clone();
+        std::thread::Builder::new()
+            .name("confab-store-writer".into())
+            .spawn(move || {
+                writer_loop(writer_db, rx, max_batch.max(1), listener, observer);
+                let mut done = writer_closed.done.lock().unwrap_or_else(|e| e.into_inner());
+                *done = true;
+                writer_closed.cv.notify_all();
+            })?;
+        Ok(Store { db, jobs, closed })
+    }
+
+    /// Runs `op` in the writer's next group commit and returns its result
+    /// once that commit is durable. `op` must check everything it needs
+    /// before it writes anything: an error after a write would leave that
+    /// write in the group.
+    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+    {
+        let (done, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx: &mut Tx| {
+            let mark = tx.changes.len();
+            let result = op(tx);
+            if result.is_err() {
+                tx.changes.truncate(mark);
+            }
+            Box::new(move |committed: Result<()>| {
+                let _ = done.send(committed.and(result));
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// The writer's "finished" signal. It fires once every handle to the
+    /// store is gone and the last group is committed.
+    pub fn closed(&self) -> Arc<Closed> {
+        self.closed.clone()
+    }
+
+    pub fn read(&self) -> Result<Rx> {
+        Ok(Rx {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    pub fn jwt_secret(&self) -> Result<Vec<u8>> {
+        let rx = self.read()?;
+        let meta = rx.txn.open_table(META)?;
+        match meta.get("jwt_secret")? {
+            Some(v) => Ok(v.value().to_vec()),
+            None => Err(StoreError::NotFound("jwt secret")),
+        }
+    }
+}
+
+fn init_schema(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta
+            .get("schema_version")?
+            .map(|v| decode_u64(v.value()))
+            .transpose()?;
+        match found {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                    hint: "it was written by a newer confab; run that version, or restore a backup",
+                });
+            }
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                    hint: "it is older than any version this confab can migrate",
+                });
+            }
+        }
+        if meta.get("jwt_secret")?.is_none() {
+            let mut secret = [0u8; 64];
+            getrandom::fill(&mut secret)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+            meta.insert("jwt_secret", secret.as_slice())?;
+        }
+        // Every table exists from the first open on, so readers never meet
+        // a missing table.
+        txn.open_table(USER_TO_RECORD)?;
+        txn.open_table(USERNAME_TO_USER)?;
+        txn.open_table(ROOM_TO_RECORD)?;
+        txn.open_table(ROOMNAME_TO_ROOM)?;
+        txn.open_table(ROOM_USER_TO_MEMBER)?;
+        txn.open_table(USER_ROOM_TO_JOINED)?;
+        txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+        txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+        txn.open_table(ROOM_TO_LAST_SEQ)?;
+        txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
+        txn.open_table(USER_PAIR_TO_DM)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn decode_u64(b: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = b.try_into().map_err(|_| StoreError::Corrupt {
+        table: "meta",
+        message: "schema_version is not 8 bytes".into(),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn writer_loop(
+    db: Arc<Database>,
+    rx: std_mpsc::Receiver<Job>,
+    max_batch: usize,
+    listener: Listener,
+    observer: Option<CommitObserver>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // Ends when every Store handle (and so every sender) is gone.
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let size = batch.len();
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                // Dropping a job drops its reply channel: its caller gets
+                // an error, never a false success.
+                tracing::error!(error = %e, "store: cannot begin a write transaction; {size} operations refused");
+                batch.clear();
+                continue;
+            }
+        };
+        let mut tx = Tx {
+            txn,
+            changes: Vec::new(),
+        };
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(&mut tx)).collect();
+        let Tx { txn, changes } = tx;
+        let committed = txn.commit().map_err(StoreError::from);
+        match committed {
+            Ok(()) => {
+                if !changes.is_empty() {
+                    listener(&changes);
+                }
+                for done in completions {
+                    done(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store: commit failed; {size} operations refused");
+                let msg = e.to_string();
+                for done in completions {
+                    done(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
+                }
+            }
+        }
+        if let Some(obs) = &observer {
+            obs(size, started.elapsed());
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn dm_pair(a: Id, b: Id) -> (u128, u128) {
+    if a.0 <= b.0 { (a.0, b.0) } else { (b.0, a.0) }
+}
+
+/// Which slice of a room's history to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+/// Reads shared by read and write transactions, written once over redb's
+/// `ReadableTable`.
+mod q {
+    use super::*;
+
+    pub fn user(t: &impl ReadableTable<u128, &'static [u8]>, id: Id) -> Result<Option<UserRecord>> {
+        t.get(id.0)?
+            .map(|v| decode("user_to_record", v.value()))
+            .transpose()
+    }
+
+    pub fn user_id_by_name(
+        t: &impl ReadableTable<&'static str, u128>,
+        name: &str,
+    ) -> Result<Option<Id>> {
+        Ok(t.get(name)?.map(|v| Id(v.value())))
+    }
+
+    pub fn room(t: &impl ReadableTable<u128, &'static [u8]>, id: Id) -> Result<Option<Room>> {
+        t.get(id.0)?
+            .map(|v| decode("room_to_record", v.value()))
+            .transpose()
+    }
+
+    pub fn member(
+        t: &impl ReadableTable<(u128, u128), &'static [u8]>,
+        room: Id,
+        user: Id,
+    ) -> Result<Option<MemberRecord>> {
+        t.get((room.0, user.0))?
+            .map(|v| decode("room_user_to_member", v.value()))
+            .transpose()
+    }
+
+    pub fn member_ids(
+        t: &impl ReadableTable<(u128, u128), &'static [u8]>,
+        room: Id,
+    ) -> Result<Vec<Id>> {
+        let mut out = Vec::new();
+        for row in t.range((room.0, 0)..=(room.0, u128::MAX))? {
+            let (k, _) = row?;
+            out.push(Id(k.value().1));
+        }
+        Ok(out)
+    }
+
+    pub fn room_ids_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
+        let mut out = Vec::new();
+        for row in t.range((user.0, 0)..=(user.0, u128::MAX))? {
+            let (k, _) = row?;
+            out.push(Id(k.value().1));
+        }
+        Ok(out)
+    }
+}
+
+/// Resolves senders while building messages, reading each user once.
+struct SenderCache<'a, T: ReadableTable<u128, &'static [u8]>> {
+    users: &'a T,
+    seen: std::collections::HashMap<Id, User>,
+}
+
+impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
+    fn new(users: &'a T) -> Self {
+        SenderCache {
+            users,
+            seen: Default::default(),
+        }
+    }
+
+    fn get(&mut self, id: Id) -> Result<User> {
+        if let Some(u) = self.seen.get(&id) {
+            return Ok(u.clone());
+        }
+        let user = match q::user(self.users, id)? {
+            Some(r) => r.public(),
+            // A deleted account's messages stay; its name does not.
+            None => User {
+                id,
+                username: "[deleted]".into(),
+                role: Role::User,
+            },
+        };
+        self.seen.insert(id, user.clone());
+        Ok(user)
+    }
+
+    fn message(&mut self, room: Id, seq: u64, rec: MessageRecord) -> Result<Message> {
+        let sender = self.get(rec.sender)?;
+        Ok(Message {
+            id: rec.id,
+            room,
+            seq,
+            sender,
+            text: rec.text,
+            attachments: rec.attachments,
+            created_at: rec.created_at,
+            edited_at: rec.edited_at,
+            deleted: rec.deleted,
+            client_msg_id: rec.client_msg_id,
+        })
+    }
+}
+
+/// A read transaction: one consistent snapshot.
+pub struct Rx {
+    txn: ReadTransaction,
+}
+
+impl Rx {
+    pub fn user(&self, id: Id) -> Result<Option<UserRecord>> {
+        q::user(&self.txn.open_table(USER_TO_RECORD)?, id)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let names = self.txn.open_table(USERNAME_TO_USER)?;
+        match q::user_id_by_name(&names, name)? {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let t = self.txn.open_table(USER_TO_RECORD)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode("user_to_record", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn user_count(&self) -> Result<u64> {
+        Ok(self.txn.open_table(USER_TO_RECORD)?.len()?)
+    }
+
+    pub fn room(&self, id: Id) -> Result<Option<Room>> {
+        q::room(&self.txn.open_table(ROOM_TO_RECORD)?, id)
+    }
+
+    pub fn room_by_name(&self, name: &str) -> Result<Option<Room>> {
+        let names = self.txn.open_table(ROOMNAME_TO_ROOM)?;
+        match names.get(name)? {
+            Some(id) => self.room(Id(id.value())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn rooms(&self) -> Result<Vec<Room>> {
+        let t = self.txn.open_table(ROOM_TO_RECORD)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode("room_to_record", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn room_ids_of(&self, user: Id) -> Result<Vec<Id>> {
+        q::room_ids_of(&self.txn.open_table(USER_ROOM_TO_JOINED)?, user)
+    }
+
+    pub fn rooms_of(&self, user: Id) -> Result<Vec<Room>> {
+        let rooms = self.txn.open_table(ROOM_TO_RECORD)?;
+        let mut out = Vec::new();
+        for id in self.room_ids_of(user)? {
+            if let Some(r) = q::room(&rooms, id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn member(&self, room: Id, user: Id) -> Result<Option<MemberRecord>> {
+        q::member(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room, user)
+    }
+
+    pub fn member_ids(&self, room: Id) -> Result<Vec<Id>> {
+        q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room)
+    }
+
+    pub fn members(&self, room: Id) -> Result<Vec<User>> {
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let mut out = Vec::new();
+        for id in self.member_ids(room)? {
+            if let Some(u) = q::user(&users, id)? {
+                out.push(u.public());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn last_seq(&self, room: Id) -> Result<u64> {
+        Ok(self
+            .txn
+            .open_table(ROOM_TO_LAST_SEQ)?
+            .get(room.0)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    pub fn message(&self, id: Id) -> Result<Option<Message>> {
+        let index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+        let Some((room, seq)) = index.get(id.0)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+        let Some(raw) = msgs.get((room, seq))? else {
+            return Ok(None);
+        };
+        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        SenderCache::new(&users)
+            .message(Id(room), seq, rec)
+            .map(Some)
+    }
+
+    /// Messages in ascending seq: the newest `limit` below `before` (or of
+    /// all), or the oldest `limit` above `after`. `has_more` says whether
+    /// more lie beyond the page in the direction read.
+    pub fn history(&self, room: Id, page: Page) -> Result<(Vec<Message>, bool)> {
+        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let mut senders = SenderCache::new(&users);
+        let lo = page.after.map(|a| a.saturating_add(1)).unwrap_or(0);
+        let hi = page.before.map(|b| b.saturating_sub(1)).unwrap_or(u64::MAX);
+        if page.before == Some(0) || lo > hi {
+            return Ok((Vec::new(), false));
+        }
+        let range = msgs.range((room.0, lo)..=(room.0, hi))?;
+        let mut out = Vec::with_capacity(page.limit.min(256));
+        let mut has_more = false;
+        let mut push = |row: Result<
+            (redb::AccessGuard<(u128, u64)>, redb::AccessGuard<&[u8]>),
+            redb::StorageError,
+        >|
+         -> Result<bool> {
+            let (k, v) = row?;
+            if out.len() == page.limit {
+                has_more = true;
+                return Ok(false);
+            }
+            let seq = k.value().1;
+            let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+            out.push(senders.message(room, seq, rec)?);
+            Ok(true)
+        };
+        // With only `after`, read forward from it; otherwise read back from
+        // the upper bound, so "newest" is the default.
+        if page.after.is_some() && page.before.is_none() {
+            for row in range {
+                if !push(row)? {
+                    break;
+                }
+            }
+        } else {
+            for row in range.rev() {
+                if !push(row)? {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        Ok((out, has_more))
+    }
+
+    pub fn dm_room(&self, a: Id, b: Id) -> Result<Option<Room>> {
+        let t = self.txn.open_table(USER_PAIR_TO_DM)?;
+        match t.get(dm_pair(a, b))? {
+            Some(id) => self.room(Id(id.value())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A write transaction inside the writer's group commit.
+pub struct Tx {
+    txn: WriteTransaction,
+    changes: Vec<Change>,
+}
+
+pub struct NewUser {
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+pub struct NewRoom {
+    pub name: String,
+    pub visibility: Visibility,
+    pub topic: String,
+    pub owner: Option<Id>,
+}
+
+pub struct NewMessage {
+    pub room: Id,
+    pub sender: Id,
+    pub text: String,
+    pub attachments: Vec<crate::domain::Attachment>,
+    pub client_msg_id: Option<String>,
+}
+
+impl Tx {
+    pub fn emit(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    pub fn user(&self, id: Id) -> Result<Option<UserRecord>> {
+        q::user(&self.txn.open_table(USER_TO_RECORD)?, id)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let id = q::user_id_by_name(&self.txn.open_table(USERNAME_TO_USER)?, name)?;
+        match id {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn room(&self, id: Id) -> Result<Option<Room>> {
+        q::room(&self.txn.open_table(ROOM_TO_RECORD)?, id)
+    }
+
+    pub fn member(&self, room: Id, user: Id) -> Result<Option<MemberRecord>> {
+        q::member(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room, user)
+    }
+
+    pub fn create_user(&mut self, new: NewUser) -> Result<UserRecord> {
+        let mut names = self.txn.open_table(USERNAME_TO_USER)?;
+        if names.get(new.username.as_str())?.is_some() {
+            return Err(StoreError::Conflict("username is taken".into()));
+        }
+        let rec = UserRecord {
+            id: Id::new(),
+            username: new.username,
+            role: new.role,
+            password_hash: new.password_hash,
+            created_at: crate::domain::now_ms(),
+        };
+        names.insert(rec.username.as_str(), rec.id.0)?;
+        self.txn
+            .open_table(USER_TO_RECORD)?
+            .insert(rec.id.0, encode(&rec).as_slice())?;
+        Ok(rec)
+    }
+
+    pub fn put_user(&mut self, rec: &UserRecord) -> Result<()> {
+        self.txn
+            .open_table(USER_TO_RECORD)?
+            .insert(rec.id.0, encode(rec).as_slice())?;
+        self.emit(Change::UserUpdated(rec.public()));
+        Ok(())
+    }
+
+    /// Removes the account and its memberships; its messages stay, shown as
+    /// from a deleted user.
+    pub fn delete_user(&mut self, id: Id) -> Result<UserRecord> {
+        let rec = self.user(id)?.ok_or(StoreError::NotFound("user"))?;
+        self.txn.open_table(USER_TO_RECORD)?.remove(id.0)?;
+        self.txn
+            .open_table(USERNAME_TO_USER)?
+            .remove(rec.username.as_str())?;
+        let room_ids = q::room_ids_of(&self.txn.open_table(USER_ROOM_TO_JOINED)?, id)?;
+        for room in room_ids {
+            self.txn
+                .open_table(ROOM_USER_TO_MEMBER)?
+                .remove((room.0, id.0))?;
+            self.txn
+                .open_table(USER_ROOM_TO_JOINED)?
+                .remove((id.0, room.0))?;
+        }
+        self.emit(Change::UserDeleted(id));
+        Ok(rec)
+    }
+
+    pub fn create_room(&mut self, new: NewRoom) -> Result<Room> {
+        let mut names = self.txn.open_table(ROOMNAME_TO_ROOM)?;
+        if names.get(new.name.as_str())?.is_some() {
+            return Err(StoreError::Conflict("a room with that name exists".into()));
+        }
+        let room = Room {
+            id: Id::new(),
+            name: new.name,
+            kind: RoomKind::Room,
+            visibility: new.visibility,
+            topic: new.topic,
+            owner: new.owner,
+            created_at: crate::domain::now_ms(),
+        };
+        names.insert(room.name.as_str(), room.id.0)?;
+        drop(names);
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(&room).as_slice())?;
+        let mut members = Vec::new();
+        if let Some(owner) = new.owner
+            && let Some(user) = self.user(owner)?
+        {
+            self.insert_member(room.id, user.id)?;
+            members.push(user.public());
+        }
+        self.emit(Change::RoomCreated {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    pub fn put_room(&mut self, room: &Room) -> Result<()> {
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(room).as_slice())?;
+        self.emit(Change::RoomUpdated(room.clone()));
+        Ok(())
+    }
+
+    /// Deletes the room with its memberships and history.
+    pub fn delete_room(&mut self, id: Id) -> Result<Room> {
+        let room = self.room(id)?.ok_or(StoreError::NotFound("room"))?;
+        let members = q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, id)?;
+        {
+            let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
+            let mut j = self.txn.open_table(USER_ROOM_TO_JOINED)?;
+            for user in &members {
+                m.remove((id.0, user.0))?;
+                j.remove((user.0, id.0))?;
+            }
+        }
+        {
+            let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
+            let doomed = msgs.extract_from_if((id.0, 0)..=(id.0, u64::MAX), |_, _| true)?;
+            for row in doomed {
+                let (_, v) = row?;
+                let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+                index.remove(rec.id.0)?;
+                if let Some(cid) = &rec.client_msg_id {
+                    cids.remove((rec.sender.0, cid.as_str()))?;
+                }
+            }
+        }
+        self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
+        self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
+        if room.kind == RoomKind::Room {
+            self.txn
+                .open_table(ROOMNAME_TO_ROOM)?
+                .remove(room.name.as_str())?;
+        } else if let [a, b] = members.as_slice() {
+            self.txn
+                .open_table(USER_PAIR_TO_DM)?
+                .remove(dm_pair(*a, *b))?;
+        }
+        self.emit(Change::RoomDeleted {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    fn insert_member(&mut self, room: Id, user: Id) -> Result<()> {
+        let now = crate::domain::now_ms();
+        let rec = MemberRecord {
+            joined_at: now,
+            last_read: 0,
+        };
+        self.txn
+            .open_table(ROOM_USER_TO_MEMBER)?
+            .insert((room.0, user.0), encode(&rec).as_slice())?;
+        self.txn
+            .open_table(USER_ROOM_TO_JOINED)?
+            .insert((user.0, room.0), now)?;
+        Ok(())
+    }
+
+    /// Adds a member; returns false if they already were one.
+    pub fn add_member(&mut self, room: &Room, user: &User) -> Result<bool> {
+        if self.member(room.id, user.id)?.is_some() {
+            return Ok(false);
+        }
+        self.insert_member(room.id, user.id)?;
+        self.emit(Change::MemberAdded {
+            room: room.clone(),
+            user: user.clone(),
+        });
+        Ok(true)
+    }
+
+    /// Removes a member; returns false if they were not one.
+    pub fn remove_member(&mut self, room: &Room, user: &User) -> Result<bool> {
+        let removed = self
+            .txn
+            .open_table(ROOM_USER_TO_MEMBER)?
+            .remove((room.id.0, user.id.0))?
+            .is_some();
+        if !removed {
+            return Ok(false);
+        }
+        self.txn
+            .open_table(USER_ROOM_TO_JOINED)?
+            .remove((user.id.0, room.id.0))?;
+        self.emit(Change::MemberRemoved {
+            room: room.clone(),
+            user: user.clone(),
+        });
+        Ok(true)
+    }
+
+    /// The DM room of two users, made on first use.
+    pub fn dm_room(&mut self, a: &User, b: &User) -> Result<Room> {
+        let pair = dm_pair(a.id, b.id);
+        let existing = self
+            .txn
+            .open_table(USER_PAIR_TO_DM)?
+            .get(pair)?
+            .map(|v| Id(v.value()));
+        if let Some(id) = existing
+            && let Some(room) = self.room(id)?
+        {
+            return Ok(room);
+        }
+        let (first, second) = if a.username <= b.username {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let room = Room {
+            id: Id::new(),
+            name: format!("{},{}", first.username, second.username),
+            kind: RoomKind::Dm,
+            visibility: Visibility::Private,
+            topic: String::new(),
+            owner: Some(a.id),
+            created_at: crate::domain::now_ms(),
+        };
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(&room).as_slice())?;
+        self.txn
+            .open_table(USER_PAIR_TO_DM)?
+            .insert(pair, room.id.0)?;
+        self.insert_member(room.id, a.id)?;
+        let mut members = vec![a.clone()];
+        if a.id != b.id {
+            self.insert_member(room.id, b.id)?;
+            members.push(b.clone());
+        }
+        self.emit(Change::RoomCreated {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    /// Appends a message with the room's next seq, or returns the earlier
+    /// message if this sender already sent one with the same
+    /// `client_msg_id` (returned as `Err(existing)` in the Ok slot so the
+    /// caller can tell).
+    pub fn append_message(&mut self, new: NewMessage) -> Result<(Message, bool)> {
+        if let Some(cid) = &new.client_msg_id {
+            let existing = self
+                .txn
+                .open_table(SENDER_CLIENT_ID_TO_MESSAGE)?
+                .get((new.sender.0, cid.as_str()))?
+                .map(|v| Id(v.value()));
+            if let Some(id) = existing
+                && let Some(msg) = self.message(id)?
+            {
+                return Ok((msg, false));
+            }
+        }
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let sender = SenderCache::new(&users).get(new.sender)?;
+        drop(users);
+        let mut last = self.txn.open_table(ROOM_TO_LAST_SEQ)?;
+        let seq = last.get(new.room.0)?.map(|v| v.value()).unwrap_or(0) + 1;
+        last.insert(new.room.0, seq)?;
+        drop(last);
+        let rec = MessageRecord {
+            id: Id::new(),
+            sender: new.sender,
+            text: new.text,
+            attachments: new.attachments,
+            created_at: crate::domain::now_ms(),
+            edited_at: None,
+            deleted: false,
+            client_msg_id: new.client_msg_id,
+        };
+        self.txn
+            .open_table(ROOM_SEQ_TO_MESSAGE)?
+            .insert((new.room.0, seq), encode(&rec).as_slice())?;
+        self.txn
+            .open_table(MESSAGE_TO_ROOM_SEQ)?
+            .insert(rec.id.0, (new.room.0, seq))?;
+        if let Some(cid) = &rec.client_msg_id {
+            self.txn
+                .open_table(SENDER_CLIENT_ID_TO_MESSAGE)?
+                .insert((new.sender.0, cid.as_str()), rec.id.0)?;
+        }
+        let msg = Message {
+            id: rec.id,
+            room: new.room,
+            seq,
+            sender,
+            text: rec.text,
+            attachments: rec.attachments,
+            created_at: rec.created_at,
+            edited_at: None,
+            deleted: false,
+            client_msg_id: rec.client_msg_id,
+        };
+        self.emit(Change::MessageCreated(msg.clone()));
+        Ok((msg, true))
+    }
+
+    pub fn message(&self, id: Id) -> Result<Option<Message>> {
+        let Some((room, seq)) = self
+            .txn
+            .open_table(MESSAGE_TO_ROOM_SEQ)?
+            .get(id.0)?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+        let Some(raw) = msgs.get((room, seq))? else {
+            return Ok(None);
+        };
+        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        SenderCache::new(&users)
+            .message(Id(room), seq, rec)
+            .map(Some)
+    }
+
+    fn put_message(&mut self, msg: &Message) -> Result<()> {
+        let rec = MessageRecord {
+            id: msg.id,
+            sender: msg.sender.id,
+            text: msg.text.clone(),
+            attachments: msg.attachments.clone(),
+            created_at: msg.created_at,
+            edited_at: msg.edited_at,
+            deleted: msg.deleted,
+            client_msg_id: msg.client_msg_id.clone(),
+        };
+        self.txn
+            .open_table(ROOM_SEQ_TO_MESSAGE)?
+            .insert((msg.room.0, msg.seq), encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    pub fn edit_message(&mut self, mut msg: Message, text: String) -> Result<Message> {
+        msg.text = text;
+        msg.edited_at = Some(crate::domain::now_ms());
+        self.put_message(&msg)?;
+        self.emit(Change::MessageUpdated(msg.clone()));
+        Ok(msg)
+    }
+
+    /// Blanks a message; it keeps its seq so history has no holes.
+    pub fn delete_message(&mut self, mut msg: Message) -> Result<Message> {
+        msg.text = String::new();
+        msg.attachments.clear();
+        msg.deleted = true;
+        self.put_message(&msg)?;
+        self.emit(Change::MessageDeleted {
+            room: msg.room,
+            id: msg.id,
+            seq: msg.seq,
+        });
+        Ok(msg)
+    }
+
+    pub fn last_seq(&self, room: Id) -> Result<u64> {
+        Ok(self
+            .txn
+            .open_table(ROOM_TO_LAST_SEQ)?
+            .get(room.0)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Moves the member's read marker forward (never back).
+    pub fn mark_read(&mut self, room: Id, user: &User, seq: u64) -> Result<u64> {
+        let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
+        let mut rec: MemberRecord = match m.get((room.0, user.id.0))? {
+            Some(v) => decode("room_user_to_member", v.value())?,
+            None => return Err(StoreError::Forbidden("not a member of this room".into())),
+        };
+        if seq > rec.last_read {
+            rec.last_read = seq;
+            m.insert((room.0, user.id.0), encode(&rec).as_slice())?;
+            drop(m);
+            self.emit(Change::Read {
+                room,
+                user: user.clone(),
+                seq,
+            });
+        }
+        Ok(rec.last_read)
+    }
+}

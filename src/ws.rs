@@ -1,0 +1,614 @@
+//! WebSocket connections: the upgrade filter and one task per connection.
+//!
+//! The task is a single `select!` loop (no separate reader and writer
+//! tasks, which would double an idle connection's cost). It reads client
+//! frames one at a time: a frame that needs the store runs as the one
+//! "in-flight" future while the loop keeps delivering fan-out and
+//! heartbeats, and the next frame is read once it is answered.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use warp::Filter;
+use warp::http::{HeaderMap, StatusCode, header};
+use warp::reply::Response;
+use warp::ws::{Message as WsMessage, WebSocket, Ws};
+
+use crate::app::{Actor, App, AppError, Target, page};
+use crate::domain::{Id, User, Username};
+use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room};
+use crate::hub::{CloseRequest, Frame, SessionId};
+use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
+
+pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(
+            warp::query::query::<std::collections::HashMap<String, String>>()
+                .or(warp::any().map(Default::default))
+                .unify(),
+        )
+        .and(warp::addr::remote())
+        .map(
+            move |ws: Ws,
+                  headers: HeaderMap,
+                  query: std::collections::HashMap<String, String>,
+                  addr: Option<SocketAddr>| {
+                if !origin_allowed(&app, &headers) {
+                    let mut r = error_response(&AppError::Forbidden("origin not allowed".into()));
+                    *r.status_mut() = StatusCode::FORBIDDEN;
+                    return r;
+                }
+                let app = app.clone();
+                let max = app.config.limits.max_frame_bytes;
+                let token = query.get("token").cloned();
+                warp::reply::Reply::into_response(
+                    ws.max_frame_size(max)
+                        .max_message_size(max)
+                        .on_upgrade(move |socket| connection(app, socket, token, addr)),
+                )
+            },
+        )
+}
+
+/// A browser's Origin must be this server's own or a configured one;
+/// requests without Origin (native clients) pass.
+fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    (!host.is_empty() && bare.eq_ignore_ascii_case(host))
+        || app
+            .config
+            .server
+            .cors_origins
+            .iter()
+            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Why the loop ended.
+enum Exit {
+    Close(CloseRequest),
+    Gone,
+}
+
+fn close_req(code: u16, reason: &str) -> CloseRequest {
+    CloseRequest {
+        code,
+        reason: reason.into(),
+        last_frame: None,
+    }
+}
+
+async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
+    let _ = tokio::time::timeout(grace, async {
+        if let Some(f) = req.last_frame {
+            ws.send(WsMessage::text(f.to_string())).await?;
+        }
+        ws.send(WsMessage::close_with(req.code, req.reason)).await?;
+        ws.flush().await
+    })
+    .await;
+}
+
+async fn connection(
+    app: Arc<App>,
+    mut ws: WebSocket,
+    token: Option<String>,
+    addr: Option<SocketAddr>,
+) {
+    let grace = Duration::from_millis(app.config.ws.close_grace_ms);
+    let (user, auth_id) = match authenticate(&app, &mut ws, token).await {
+        Ok(v) => v,
+        Err(req) => {
+            send_close(&mut ws, req, grace).await;
+            return;
+        }
+    };
+    let connected = {
+        let store = app.store.clone();
+        let uid = user.id;
+        app.hub
+            .connect(user.clone(), addr, move || store.read()?.room_ids_of(uid))
+    };
+    let connected = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load rooms for a new connection");
+            send_close(&mut ws, close_req(1011, "internal error"), grace).await;
+            return;
+        }
+    };
+    let session = connected.session;
+    let exit = run(&app, &mut ws, &user, auth_id, connected).await;
+    app.hub.disconnect(session);
+    if let Exit::Close(req) = exit {
+        send_close(&mut ws, req, grace).await;
+    }
+}
+
+/// Authenticates by `?token=` or by a first `auth` frame within the
+/// configured time.
+async fn authenticate(
+    app: &Arc<App>,
+    ws: &mut WebSocket,
+    token: Option<String>,
+) -> Result<(User, Option<String>), CloseRequest> {
+    let refuse = |e: &AppError| CloseRequest {
+        code: close::UNAUTHORIZED,
+        reason: "unauthorized".into(),
+        last_frame: Some(error_frame(
+            None,
+            ErrorCode::Unauthorized,
+            &e.client_message(),
+        )),
+    };
+    if let Some(token) = token {
+        return app
+            .authenticate(&token)
+            .map(|u| (u, None))
+            .map_err(|e| refuse(&e));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(app.config.ws.auth_timeout_ms);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next()).await;
+        let msg = match next {
+            Err(_) => return Err(close_req(close::UNAUTHORIZED, "no auth in time")),
+            Ok(None) | Ok(Some(Err(_))) => return Err(close_req(close::UNAUTHORIZED, "closed")),
+            Ok(Some(Ok(m))) => m,
+        };
+        let Ok(text) = msg.to_str() else {
+            if msg.is_close() {
+                return Err(close_req(close::UNAUTHORIZED, "closed"));
+            }
+            continue;
+        };
+        let reply = match ClientFrame::parse(text) {
+            Ok(f) if f.kind == "auth" => {
+                #[derive(Deserialize)]
+                struct AuthData {
+                    token: String,
+                }
+                match f.data::<AuthData>() {
+                    Ok(d) => match app.authenticate(&d.token) {
+                        Ok(user) => return Ok((user, f.id)),
+                        Err(e) => {
+                            let mut req = refuse(&e);
+                            req.last_frame = Some(error_frame(
+                                f.id.as_deref(),
+                                ErrorCode::Unauthorized,
+                                &e.client_message(),
+                            ));
+                            return Err(req);
+                        }
+                    },
+                    Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
+                }
+            }
+            Ok(f) => error_frame(
+                f.id.as_deref(),
+                ErrorCode::Unauthorized,
+                "authenticate first with an auth frame",
+            ),
+            Err(e) => error_frame(e.id.as_deref(), ErrorCode::BadRequest, &e.message),
+        };
+        if ws.send(WsMessage::text(reply.to_string())).await.is_err() {
+            return Err(close_req(close::UNAUTHORIZED, "closed"));
+        }
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
+
+/// A frame's answer: ready now, or after the store has done its part.
+enum Answer {
+    Now(Option<Frame>),
+    Later(Pending),
+}
+
+/// Per-connection token bucket against floods.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    strikes: u32,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+}
+
+async fn run(
+    app: &Arc<App>,
+    ws: &mut WebSocket,
+    user: &User,
+    auth_id: Option<String>,
+    connected: crate::hub::Connected,
+) -> Exit {
+    let crate::hub::Connected {
+        session,
+        mut rx,
+        ctl,
+    } = connected;
+    let hello = match hello(app, user, session, auth_id) {
+        Ok(frames) => frames,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the authenticated frame");
+            return Exit::Close(close_req(1011, "internal error"));
+        }
+    };
+    let send_timeout = Duration::from_millis(app.config.ws.heartbeat_timeout_ms.max(1000));
+    for f in hello {
+        if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
+            return exit;
+        }
+    }
+    let cfg = &app.config;
+    let interval = Duration::from_millis(cfg.ws.heartbeat_interval_ms);
+    let dead_after = interval + Duration::from_millis(cfg.ws.heartbeat_timeout_ms);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let mut bucket = Bucket {
+        tokens: cfg.limits.frames_burst as f64,
+        rate: cfg.limits.frames_per_sec as f64,
+        burst: cfg.limits.frames_burst as f64,
+        last: Instant::now(),
+        strikes: 0,
+    };
+    let ctx = Ctx {
+        app: app.clone(),
+        user: user.clone(),
+    };
+    let mut inflight: Option<Pending> = None;
+    loop {
+        tokio::select! {
+            biased;
+            req = ctl.closed() => return Exit::Close(req),
+            answer = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                inflight = None;
+                if let Some(f) = answer
+                    && let Err(exit) = send(ws, f, &ctl, send_timeout).await
+                {
+                    return exit;
+                }
+            }
+            out = rx.recv() => {
+                let Some(f) = out else { return Exit::Gone };
+                if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
+                    return exit;
+                }
+            }
+            incoming = ws.next(), if inflight.is_none() => {
+                last_seen = Instant::now();
+                let msg = match incoming {
+                    None => return Exit::Gone,
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        // tungstenite reports an oversized frame as a
+                        // capacity error; the contract's answer is 1009.
+                        if text.contains("Space limit") || text.contains("too long") || text.contains("Capacity") || text.contains("capacity") {
+                            return Exit::Close(close_req(close::TOO_BIG, "frame too big"));
+                        }
+                        return Exit::Gone;
+                    }
+                };
+                if msg.is_close() {
+                    return Exit::Gone;
+                }
+                if msg.is_ping() || msg.is_pong() {
+                    continue;
+                }
+                if !bucket.take() {
+                    if bucket.strikes > cfg.limits.frames_burst.max(10) {
+                        return Exit::Close(close_req(close::POLICY, "flooding"));
+                    }
+                    let id = msg.to_str().ok().and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
+                    let f = error_frame(id.as_deref(), ErrorCode::RateLimited, "slow down");
+                    if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
+                        return exit;
+                    }
+                    continue;
+                }
+                let answer = match msg.to_str() {
+                    Ok(text) => handle(&ctx, text),
+                    Err(_) => Answer::Now(Some(error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text"))),
+                };
+                match answer {
+                    Answer::Now(Some(f)) => {
+                        if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
+                            return exit;
+                        }
+                    }
+                    Answer::Now(None) => {}
+                    Answer::Later(fut) => inflight = Some(fut),
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > dead_after {
+                    return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
+                }
+                let ping = async { ws.send(WsMessage::ping(Vec::<u8>::new())).await };
+                if tokio::time::timeout(send_timeout, ping).await.map(|r| r.is_err()).unwrap_or(true) {
+                    return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
+                }
+            }
+        }
+    }
+}
+
+/// Writes one frame, giving way to a close request (a full queue, a kick)
+/// and to a peer that stopped reading.
+async fn send(
+    ws: &mut WebSocket,
+    f: Frame,
+    ctl: &crate::hub::SessionControl,
+    timeout: Duration,
+) -> Result<(), Exit> {
+    tokio::select! {
+        biased;
+        req = ctl.closed() => Err(Exit::Close(req)),
+        r = tokio::time::timeout(timeout, ws.send(WsMessage::text(f.to_string()))) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(close_req(close::TOO_SLOW, "too slow"))),
+        },
+    }
+}
+
+/// `ack` for an `auth` frame (when it had an id), then `authenticated`.
+fn hello(
+    app: &App,
+    user: &User,
+    session: SessionId,
+    auth_id: Option<String>,
+) -> Result<Vec<Frame>, AppError> {
+    let mut out = Vec::new();
+    if let Some(id) = auth_id {
+        out.push(frame("ack", Some(&id), &json!({ "user": user })));
+    }
+    let rooms = app.rooms_of(user.id)?;
+    let online: Vec<User> = app.hub.online_users().into_iter().map(|o| o.user).collect();
+    out.push(frame(
+        "authenticated",
+        None,
+        &json!({
+            "user": user,
+            "session_id": session.to_string(),
+            "rooms": rooms,
+            "online_users": online,
+        }),
+    ));
+    Ok(out)
+}
+
+struct Ctx {
+    app: Arc<App>,
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct RoomRef {
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct SendData {
+    room: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    body: MessageBody,
+}
+
+#[derive(Deserialize)]
+struct EditData {
+    message_id: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct MessageRef {
+    message_id: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryData {
+    room: String,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MarkReadData {
+    room: String,
+    seq: u64,
+}
+
+fn room_id(s: &str) -> Result<Id, AppError> {
+    Id::parse("room", s).map_err(|_| AppError::NotFound("room"))
+}
+
+fn message_id(s: &str) -> Result<Id, AppError> {
+    Id::parse("message_id", s).map_err(|_| AppError::NotFound("message"))
+}
+
+/// Turns a result into the frame that answers it: `ack` with data when the
+/// client gave an id, an `error` in any case when it failed.
+fn answer(id: Option<&str>, r: Result<serde_json::Value, AppError>) -> Option<Frame> {
+    match r {
+        Ok(data) => id.map(|id| frame("ack", Some(id), &data)),
+        Err(e) => Some(error_frame(id, e.code(), &e.client_message())),
+    }
+}
+
+fn handle(ctx: &Ctx, text: &str) -> Answer {
+    let f = match ClientFrame::parse(text) {
+        Ok(f) => f,
+        Err(e) => {
+            return Answer::Now(Some(error_frame(
+                e.id.as_deref(),
+                ErrorCode::BadRequest,
+                &e.message,
+            )));
+        }
+    };
+    let id = f.id.clone();
+    macro_rules! data {
+        ($t:ty) => {
+            match f.data::<$t>() {
+                Ok(d) => d,
+                Err(e) => {
+                    return Answer::Now(Some(error_frame(
+                        id.as_deref(),
+                        ErrorCode::BadRequest,
+                        &format!("data: {e}"),
+                    )));
+                }
+            }
+        };
+    }
+    macro_rules! later {
+        ($body:expr) => {{
+            let fut = $body;
+            Answer::Later(Box::pin(async move {
+                let r: Result<serde_json::Value, AppError> = fut.await;
+                answer(id.as_deref(), r)
+            }))
+        }};
+    }
+    let app = ctx.app.clone();
+    let user = ctx.user.clone();
+    match f.kind.as_str() {
+        "ping" => Answer::Now(Some(frame("pong", id.as_deref(), &json!({})))),
+        "auth" => Answer::Now(answer(id.as_deref(), Ok(json!({ "user": user })))),
+        "join_room" => {
+            let d = data!(RoomRef);
+            later!(async move {
+                let (room, last_seq) = app.join_room(&user, room_id(&d.room)?).await?;
+                Ok(json!({ "room": room, "last_seq": last_seq }))
+            })
+        }
+        "leave_room" => {
+            let d = data!(RoomRef);
+            later!(async move {
+                app.leave_room(&user, room_id(&d.room)?).await?;
+                Ok(json!({}))
+            })
+        }
+        "create_room" => {
+            let d = data!(CreateRoomBody);
+            later!(async move {
+                let (name, vis, topic) = validate_new_room(&app, &d)?;
+                let room = app
+                    .create_room(&Actor::User(user), name, vis, topic)
+                    .await?;
+                Ok(json!({ "room": room }))
+            })
+        }
+        "send_message" => {
+            let d = data!(SendData);
+            later!(async move {
+                let target = match (d.room, d.to) {
+                    (Some(room), None) => Target::Room(room_id(&room)?),
+                    (None, Some(to)) => Target::User(Username::parse(&to)?),
+                    _ => {
+                        return Err(AppError::BadRequest(
+                            "data: give exactly one of room or to".into(),
+                        ));
+                    }
+                };
+                let message = app.send_message(&user, d.body.into_input(target)?).await?;
+                Ok(json!({ "message": message }))
+            })
+        }
+        "edit_message" => {
+            let d = data!(EditData);
+            later!(async move {
+                let message = app
+                    .edit_message(&user, message_id(&d.message_id)?, &d.text)
+                    .await?;
+                Ok(json!({ "message": message }))
+            })
+        }
+        "delete_message" => {
+            let d = data!(MessageRef);
+            later!(async move {
+                app.delete_message(&Actor::User(user), message_id(&d.message_id)?)
+                    .await?;
+                Ok(json!({}))
+            })
+        }
+        kind @ ("typing_start" | "typing_stop") => {
+            let d = data!(RoomRef);
+            let on = kind == "typing_start";
+            let r = room_id(&d.room).and_then(|room| {
+                app.require_member(&user, room)?;
+                app.hub.typing(room, &user, on);
+                Ok(json!({}))
+            });
+            Answer::Now(answer(id.as_deref(), r))
+        }
+        "history" => {
+            let d = data!(HistoryData);
+            let r = (|| {
+                let page = page(d.before, d.after, d.limit)?;
+                let (messages, has_more) =
+                    app.history(&Actor::User(user), room_id(&d.room)?, page)?;
+                Ok(json!({ "messages": messages, "has_more": has_more }))
+            })();
+            Answer::Now(answer(id.as_deref(), r))
+        }
+        "mark_read" => {
+            let d = data!(MarkReadData);
+            later!(async move {
+                app.mark_read(&user, room_id(&d.room)?, d.seq).await?;
+                Ok(json!({}))
+            })
+        }
+        "presence" => {
+            let d = data!(RoomRef);
+            let r = room_id(&d.room)
+                .and_then(|room| app.presence(&Actor::User(user), room))
+                .map(|users| json!({ "users": users }));
+            Answer::Now(answer(id.as_deref(), r))
+        }
+        other => Answer::Now(Some(error_frame(
+            id.as_deref(),
+            ErrorCode::BadRequest,
+            &format!("type: unknown frame type {other:?}"),
+        ))),
+    }
+}
