@@ -28,7 +28,7 @@ pub enum Registration {
     Closed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -109,18 +109,6 @@ pub struct WsConfig {
 pub struct StoreConfig {
     pub max_batch: usize,
     pub cache_mib: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            limits: LimitsConfig::default(),
-            ws: WsConfig::default(),
-            store: StoreConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -399,6 +387,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// The example file lists every key with its default: adding a setting
+    /// without documenting it fails here.
+    #[test]
+    fn example_file_is_complete_and_true() {
+        let text = include_str!("../config.toml.example");
+        let example: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(example, defaults);
     }
 
     #[test]

@@ -435,6 +435,14 @@ fn dm_pair(a: Id, b: Id) -> (u128, u128) {
     if a.0 <= b.0 { (a.0, b.0) } else { (b.0, a.0) }
 }
 
+type Row<'a> = std::result::Result<
+    (
+        redb::AccessGuard<'a, (u128, u64)>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -675,11 +683,7 @@ impl Rx {
         let range = msgs.range((room.0, lo)..=(room.0, hi))?;
         let mut out = Vec::with_capacity(page.limit.min(256));
         let mut has_more = false;
-        let mut push = |row: Result<
-            (redb::AccessGuard<(u128, u64)>, redb::AccessGuard<&[u8]>),
-            redb::StorageError,
-        >|
-         -> Result<bool> {
+        let mut push = |row: Row<'_>| -> Result<bool> {
             let (k, v) = row?;
             if out.len() == page.limit {
                 has_more = true;

@@ -1,0 +1,234 @@
+//! The built `confab` binary, run as an operator would.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{Closed, TestApp};
+
+/// Runs `confab ARGS --data-dir DIR`, with `stdin` fed in, off the test's
+/// runtime thread (the server under test runs there). Password hashing is
+/// made cheap for the CLI's own process too.
+async fn confab(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || confab_blocking(&dir, &args, &stdin))
+        .await
+        .expect("confab runs")
+}
+
+fn confab_blocking(dir: &std::path::Path, args: &[String], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("CONFAB_AUTH_ARGON2_MEMORY_KIB", "64")
+        .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confab runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("confab finishes")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "confab failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn login(t: &TestApp, name: &str, password: &str) -> (u16, Value) {
+    t.call(
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": name, "password": password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn user_add_without_a_server_then_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(confab(
+        dir.path(),
+        &["user", "add", "root", "--role", "admin", "--password-stdin"],
+        "correct-horse\n",
+    )
+    .await);
+    assert!(out.contains("root (admin)"), "{out}");
+    let t = TestApp::spawn_in(dir, |_| {}).await;
+    let (status, body) = login(&t, "root", "correct-horse").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["role"], "admin");
+}
+
+#[tokio::test]
+async fn user_commands_work_while_the_server_runs() {
+    let t = TestApp::spawn().await;
+    let dir = t.dir.path();
+    // Added through the admin socket: the running server knows at once.
+    ok(confab(
+        dir,
+        &[
+            "user",
+            "add",
+            "mod1",
+            "--role",
+            "moderator",
+            "--password-stdin",
+        ],
+        "mod1-password\n",
+    )
+    .await);
+    let (status, body) = login(&t, "mod1", "mod1-password").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["role"], "moderator");
+
+    let list = ok(confab(dir, &["user", "list", "--json"], "").await);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["users"][0]["username"], "mod1");
+    let table = ok(confab(dir, &["user", "list"], "").await);
+    assert!(table.starts_with("USERNAME"), "{table}");
+    assert!(
+        table.contains("mod1") && table.contains("moderator"),
+        "{table}"
+    );
+
+    ok(confab(
+        dir,
+        &["user", "passwd", "mod1", "--password-stdin"],
+        "new-password-1\n",
+    )
+    .await);
+    assert_eq!(login(&t, "mod1", "mod1-password").await.0, 401);
+    assert_eq!(login(&t, "mod1", "new-password-1").await.0, 200);
+
+    ok(confab(dir, &["user", "role", "mod1", "admin"], "").await);
+    let show = ok(confab(dir, &["user", "show", "mod1"], "").await);
+    assert!(show.contains("admin"), "{show}");
+
+    // Errors are clear and the exit code says so.
+    let out = confab(
+        dir,
+        &["user", "add", "x", "--password-stdin"],
+        "long-enough\n",
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("username"));
+    let out = confab(
+        dir,
+        &["user", "add", "mod1", "--password-stdin"],
+        "long-enough\n",
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken"));
+}
+
+#[tokio::test]
+async fn user_delete_while_running_ends_tokens_and_connections() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("doomed").await;
+    let mut ws = t.ws(&token).await;
+    assert_eq!(t.get("/api/me", &token).await.0, 200);
+    ok(confab(t.dir.path(), &["user", "delete", "doomed"], "").await);
+    assert_eq!(t.get("/api/me", &token).await.0, 401);
+    assert_eq!(ws.closed().await, Closed::Code(4001));
+    assert_eq!(login(&t, "doomed", "password-doomed").await.0, 401);
+}
+
+#[tokio::test]
+async fn room_commands_with_and_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(confab(
+        dir.path(),
+        &["room", "create", "lobby", "--topic", "say hi"],
+        "",
+    )
+    .await);
+    ok(confab(
+        dir.path(),
+        &["user", "add", "ann", "--password-stdin"],
+        "ann-password\n",
+    )
+    .await);
+    let t = TestApp::spawn_in(dir, |_| {}).await;
+    let dir = t.dir.path();
+    ok(confab(dir, &["room", "create", "staff", "--private"], "").await);
+    ok(confab(dir, &["room", "add-member", "staff", "ann"], "").await);
+    let list = ok(confab(dir, &["room", "list"], "").await);
+    assert!(list.contains("lobby") && list.contains("say hi"), "{list}");
+    assert!(list.contains("staff") && list.contains("private"), "{list}");
+    let show: Value =
+        serde_json::from_str(&ok(
+            confab(dir, &["room", "show", "staff", "--json"], "").await
+        ))
+        .unwrap();
+    assert_eq!(show["members"][0]["username"], "ann");
+
+    let (_, body) = login(&t, "ann", "ann-password").await;
+    let token = body["token"].as_str().unwrap().to_string();
+    let (_, rooms) = t.get("/api/rooms", &token).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 2, "{rooms}");
+
+    ok(confab(dir, &["room", "delete", "staff"], "").await);
+    let (_, rooms) = t.get("/api/rooms", &token).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1, "{rooms}");
+    let out = confab(dir, &["room", "show", "staff"], "").await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[tokio::test]
+async fn a_bad_config_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nbindd = \"127.0.0.1:1\"\n").unwrap();
+    let out = confab(
+        dir.path(),
+        &["user", "list", "--config", path.to_str().unwrap()],
+        "",
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.bindd"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "user", "room"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["user", "add", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--password-stdin") && text.contains("--role"),
+        "{text}"
+    );
+}

@@ -1,0 +1,286 @@
+//! The test harness: start a server, make users, speak WebSocket.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use confab::config::Config;
+use confab::server::Running;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// How long a test waits for an event before it fails. Not a sleep: the
+/// wait ends as soon as the event arrives.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config for tests: port 0, the given data dir, and cheap password
+/// hashing (production keeps OWASP's parameters).
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.bind = "127.0.0.1:0".into();
+    c.server.data_dir = dir.to_path_buf();
+    c.server.log_level = "warn".into();
+    c.auth.argon2_memory_kib = 64;
+    c.auth.argon2_iterations = 1;
+    c
+}
+
+pub struct TestApp {
+    pub running: Option<Running>,
+    pub url: String,
+    pub ws_url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_in(tempfile::tempdir().expect("tempdir"), tweak).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let running = confab::server::start(config).await.expect("server starts");
+        let url = running.url();
+        let ws_url = format!("ws://{}/ws", running.addr);
+        TestApp {
+            running: Some(running),
+            url,
+            ws_url,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn app(&self) -> &std::sync::Arc<confab::app::App> {
+        &self.running.as_ref().expect("running").app
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self, tweak: impl FnOnce(&mut Config)) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let mut config = test_config(self.dir.path());
+        tweak(&mut config);
+        let running = confab::server::start(config)
+            .await
+            .expect("server restarts");
+        self.url = running.url();
+        self.ws_url = format!("ws://{}/ws", running.addr);
+        self.running = Some(running);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body read");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    /// Registers `name` (password "password-<name>") and returns its token
+    /// and user object.
+    pub async fn register(&self, name: &str) -> (String, Value) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"username": name, "password": format!("password-{name}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
+        (
+            body["token"].as_str().expect("token").to_string(),
+            body["user"].clone(),
+        )
+    }
+
+    pub async fn create_room(&self, token: &str, name: &str, visibility: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/rooms",
+                token,
+                json!({"name": name, "visibility": visibility}),
+            )
+            .await;
+        assert_eq!(status, 201, "create room {name}: {body}");
+        body["room"].clone()
+    }
+
+    /// Opens a WebSocket with `?token=` and waits for `authenticated`.
+    pub async fn ws(&self, token: &str) -> Ws {
+        let mut ws = Ws::connect(&format!("{}?token={token}", self.ws_url)).await;
+        let hello = ws.next_of("authenticated").await;
+        ws.hello = hello;
+        ws
+    }
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket test client. Frames read while waiting for something else
+/// are kept, in order, for later calls.
+pub struct Ws {
+    pub stream: Stream,
+    pub buffered: VecDeque<Value>,
+    pub hello: Value,
+    next_id: u64,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub enum Closed {
+    Code(u16),
+    NoFrame,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Ws {
+            stream,
+            buffered: VecDeque::new(),
+            hello: Value::Null,
+            next_id: 1,
+        }
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.stream
+            .send(WsMessage::text(text))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next text frame from the socket (not the buffer).
+    async fn read(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match msg {
+                WsMessage::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
+                WsMessage::Close(c) => panic!("connection closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, buffered ones first.
+    pub async fn next(&mut self) -> Value {
+        if let Some(v) = self.buffered.pop_front() {
+            return v;
+        }
+        self.read().await
+    }
+
+    /// The next frame of type `kind`; others are kept for later.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        self.next_where(|v| v["type"] == kind).await
+    }
+
+    pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(pos) = self.buffered.iter().position(&pred) {
+            return self.buffered.remove(pos).expect("present");
+        }
+        loop {
+            let v = self.read().await;
+            if pred(&v) {
+                return v;
+            }
+            self.buffered.push_back(v);
+        }
+    }
+
+    /// Sends a frame with a fresh id and returns its answer (ack or error).
+    pub async fn request(&mut self, kind: &str, data: Value) -> Value {
+        let id = format!("t-{}", self.next_id);
+        self.next_id += 1;
+        self.send_json(json!({"type": kind, "id": id, "data": data}))
+            .await;
+        let answer = self.next_where(|v| v["id"] == id.as_str()).await;
+        assert!(
+            answer["type"] == "ack" || answer["type"] == "error",
+            "answer to {kind}: {answer}"
+        );
+        answer
+    }
+
+    /// Like `request`, but the answer must be an ack; returns its data.
+    pub async fn ok(&mut self, kind: &str, data: Value) -> Value {
+        let answer = self.request(kind, data.clone()).await;
+        assert_eq!(answer["type"], "ack", "{kind} {data}: {answer}");
+        answer["data"].clone()
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("the close arrives in time");
+            match next {
+                Some(Ok(WsMessage::Close(Some(frame)))) => return Closed::Code(frame.code.into()),
+                Some(Ok(WsMessage::Close(None))) | None | Some(Err(_)) => return Closed::NoFrame,
+                Some(Ok(WsMessage::Text(t))) => {
+                    if let Ok(v) = serde_json::from_str(&t) {
+                        self.buffered.push_back(v);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

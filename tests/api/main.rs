@@ -1,0 +1,8 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a temporary data
+//! directory, spoken to over real HTTP and WebSocket connections. One test
+//! binary with a module per area keeps link times low.
+
+mod accounts;
+mod cli;
+mod common;
+mod rooms;
