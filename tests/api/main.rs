@@ -5,4 +5,6 @@
 mod accounts;
 mod cli;
 mod common;
+mod durability;
+mod realtime;
 mod rooms;

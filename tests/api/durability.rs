@@ -1,0 +1,142 @@
+//! What an ack promises: the message is on disk. The server runs as a child
+//! process and is killed with SIGKILL right after the acks.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::Ws;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("CONFAB_AUTH_ARGON2_MEMORY_KIB", "64")
+        .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
+        .env("CONFAB_LIMITS_FRAMES_PER_SEC", "100000")
+        .env("CONFAB_LIMITS_FRAMES_BURST", "100000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server says where it listens");
+    let url = line
+        .trim()
+        .strip_prefix("confab listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    Server { child, url }
+}
+
+async fn register(http: &reqwest::Client, url: &str, name: &str) -> String {
+    let body: serde_json::Value = http
+        .request(Method::POST, format!("{url}/api/auth/register"))
+        .json(&json!({"username": name, "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["token"].as_str().expect("token").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = tokio::task::block_in_place(|| start(dir.path()));
+    let token = register(&http, &server.url, "alice").await;
+    let room: serde_json::Value = http
+        .post(format!("{}/api/rooms", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "durable"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = room["room"]["id"].as_str().unwrap().to_string();
+
+    // Several connections sending at once, so commits carry groups.
+    let ws_url = format!(
+        "{}/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let url = ws_url.clone();
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(&url).await;
+            ws.next_of("authenticated").await;
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                let ack = ws
+                    .ok(
+                        "send_message",
+                        json!({"room": room, "text": format!("{n}:{i}")}),
+                    )
+                    .await;
+                acked.push(ack["message"]["id"].as_str().unwrap().to_string());
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    let server = tokio::task::block_in_place(|| start(dir.path()));
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: serde_json::Value = http
+            .get(format!(
+                "{}/api/rooms/{room}/messages?after={after}&limit=200",
+                server.url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for m in page["messages"].as_array().unwrap() {
+            all.push((
+                m["seq"].as_u64().unwrap(),
+                m["id"].as_str().unwrap().to_string(),
+            ));
+        }
+        after = all.last().map(|(s, _)| *s).unwrap_or(0);
+        if page["has_more"] == false {
+            break;
+        }
+    }
+    let seqs: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<&String> = all.iter().map(|(_, id)| id).collect();
+    for id in &acked {
+        assert!(ids.contains(id), "acked message {id} was lost");
+    }
+    let mut server = server;
+    server.child.kill().ok();
+    server.child.wait().ok();
+}
