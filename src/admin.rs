@@ -60,6 +60,15 @@ pub enum Request {
         room: String,
         username: String,
     },
+    UploadList {
+        username: Option<String>,
+    },
+    UploadDelete {
+        id: String,
+    },
+    UploadGc {
+        grace_secs: Option<u64>,
+    },
 }
 
 /// The error half of an answer, as it crosses the socket.
@@ -196,6 +205,29 @@ pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             let r = app.find_room(&room)?;
             let added = app.add_member(&op, r.id, &username).await?;
             json!({ "added": added })
+        }
+        Request::UploadList { username } => {
+            let rx = app.store.read()?;
+            let mut uploads = Vec::new();
+            for u in app.uploads(username.as_deref())? {
+                let uploader = rx.user(u.uploader)?.map(|r| r.username);
+                uploads.push(json!({
+                    "upload": u.attachment(),
+                    "uploader": uploader,
+                    "created_at": u.created_at,
+                    "messages": u.refs,
+                }));
+            }
+            json!({ "uploads": uploads })
+        }
+        Request::UploadDelete { id } => {
+            json!({ "upload": app.delete_upload(&id).await?.attachment() })
+        }
+        Request::UploadGc { grace_secs } => {
+            let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);
+            let (removed, swept) = app.gc_uploads(grace).await?;
+            let ids: Vec<String> = removed.into_iter().map(|u| u.id).collect();
+            json!({ "removed": ids, "orphan_files": swept })
         }
     })
 }

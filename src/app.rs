@@ -2,6 +2,7 @@
 //! HTTP, WebSocket and the admin socket all call these functions. Input
 //! arrives already validated into domain types.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,10 @@ use crate::domain::{
 };
 use crate::hub::Hub;
 use crate::protocol::ErrorCode;
-use crate::store::{Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, UserRecord};
+use crate::store::{
+    Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, UploadRecord, UserRecord,
+};
+use crate::uploads::{FileStore, UploadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -33,12 +37,16 @@ pub enum AppError {
     RateLimited(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
     #[error("{0}")]
     Internal(String),
 }
@@ -54,6 +62,7 @@ impl AppError {
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
+            AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             AppError::MethodNotAllowed => ErrorCode::BadRequest,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
                 ErrorCode::Unauthorized
@@ -62,9 +71,14 @@ impl AppError {
             AppError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
             AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
-            AppError::Store(_) | AppError::Auth(AuthError::Hash(_)) | AppError::Internal(_) => {
-                ErrorCode::Internal
+            AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
+                ErrorCode::UnsupportedMediaType
             }
+            AppError::Upload(UploadError::TooLarge { .. }) => ErrorCode::TooLarge,
+            AppError::Store(_)
+            | AppError::Auth(AuthError::Hash(_))
+            | AppError::Upload(UploadError::Io(_))
+            | AppError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -131,6 +145,12 @@ pub struct App {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub auth: Auth,
+    pub files: FileStore,
+    /// Bounds the images decoded at once, so uploads cannot take every
+    /// thread from chat.
+    decode_slots: tokio::sync::Semaphore,
+    /// Per-user upload counts in the current minute.
+    upload_window: std::sync::Mutex<HashMap<Id, (i64, u32)>>,
 }
 
 impl App {
@@ -151,11 +171,16 @@ impl App {
         )?;
         let secret = store.jwt_secret()?;
         let auth = Auth::new(&config.auth, &secret)?;
+        let files = FileStore::new(&config.server.data_dir);
+        let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         Ok(Arc::new(App {
             config,
             store,
             hub,
             auth,
+            files,
+            decode_slots,
+            upload_window: Default::default(),
         }))
     }
 
@@ -515,13 +540,20 @@ impl App {
     // ----- messages -----
 
     pub async fn send_message(&self, sender: &User, input: SendInput) -> Result<Message> {
-        if !input.attachments.is_empty() {
-            return Err(AppError::BadRequest(
-                "attachments: unknown upload id".into(),
-            ));
+        let max = self.config.uploads.max_per_message;
+        if input.attachments.len() > max {
+            return Err(AppError::BadRequest(format!(
+                "attachments: at most {max} per message"
+            )));
         }
-        let text = MessageText::parse(&input.text, self.config.limits.max_message_chars, false)?
-            .into_string();
+        // A message may be only its attachments.
+        let text = MessageText::parse(
+            &input.text,
+            self.config.limits.max_message_chars,
+            !input.attachments.is_empty(),
+        )?
+        .into_string();
+        let upload_ids = input.attachments;
         let sender = sender.clone();
         let cid = input.client_msg_id.map(|c| c.as_str().to_string());
         let peer = match &input.target {
@@ -538,6 +570,7 @@ impl App {
         let (msg, _) = self
             .store
             .write(move |tx| {
+                let attachments = tx.resolve_attachments(sender.id, &upload_ids)?;
                 let room = match (&target, &peer) {
                     (_, Some(peer)) => tx.dm_room(&sender, peer)?,
                     (Target::Room(id), None) => {
@@ -559,7 +592,7 @@ impl App {
                     room: room.id,
                     sender: sender.id,
                     text,
-                    attachments: Vec::new(),
+                    attachments,
                     client_msg_id: cid,
                 })
             })
@@ -652,6 +685,151 @@ impl App {
     pub fn presence(&self, actor: &Actor, room: Id) -> Result<Vec<User>> {
         self.room_for(actor, room)?;
         Ok(self.hub.room_presence(room))
+    }
+}
+
+impl App {
+    // ----- uploads -----
+
+    /// Counts an upload against the user's per-minute allowance.
+    fn upload_allowed(&self, user: Id) -> bool {
+        let minute = crate::domain::now_ms() / 60_000;
+        let mut w = self.upload_window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() > 10_000 {
+            w.retain(|_, (m, _)| *m == minute);
+        }
+        let slot = w.entry(user).or_insert((minute, 0));
+        if slot.0 != minute {
+            *slot = (minute, 0);
+        }
+        slot.1 += 1;
+        slot.1 <= self.config.uploads.per_minute
+    }
+
+    /// Judges, cleans, thumbnails and keeps an image; returns the
+    /// attachment that messages can carry.
+    pub async fn upload(self: &Arc<Self>, user: &User, data: Vec<u8>) -> Result<UploadRecord> {
+        if !self.upload_allowed(user.id) {
+            return Err(AppError::RateLimited(
+                "too many uploads; try again in a minute".into(),
+            ));
+        }
+        let quota = self.config.uploads.quota_bytes_per_user;
+        if self.store.read()?.uploaded_bytes(user.id)? >= quota {
+            return Err(AppError::Forbidden(format!(
+                "upload quota of {} MiB reached",
+                quota / (1024 * 1024)
+            )));
+        }
+        let _slot = self
+            .decode_slots
+            .acquire()
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let app = self.clone();
+        let (processed, file, thumb) = tokio::task::spawn_blocking(move || {
+            let p = crate::uploads::process(&data, &app.config.uploads)?;
+            let file = app.files.put(&p.bytes)?;
+            let thumb = app.files.put(&p.thumb)?;
+            Ok::<_, UploadError>((p, file, thumb))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| AppError::Internal(e.to_string()))?;
+        let rec = UploadRecord {
+            id: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            uploader: user.id,
+            file,
+            thumb,
+            mime: processed.mime.to_string(),
+            thumb_mime: processed.thumb_mime.to_string(),
+            width: processed.width,
+            height: processed.height,
+            size: processed.bytes.len() as u64,
+            created_at: crate::domain::now_ms(),
+            refs: 0,
+        };
+        let stored = rec.clone();
+        self.store
+            .write(move |tx| tx.insert_upload(&stored))
+            .await?;
+        Ok(rec)
+    }
+
+    /// The record behind `/uploads/{id}`; ids are 32 hex digits.
+    pub fn upload_record(&self, id: &str) -> Result<UploadRecord> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AppError::NotFound("upload"));
+        }
+        self.store
+            .read()?
+            .upload(id)?
+            .ok_or(AppError::NotFound("upload"))
+    }
+
+    pub fn uploads(&self, of: Option<&str>) -> Result<Vec<UploadRecord>> {
+        let user = of.map(|n| self.user_by_name(n)).transpose()?;
+        Ok(self.store.read()?.uploads(user.map(|u| u.id))?)
+    }
+
+    /// Removes an upload (an operator's call): its files go when no other
+    /// upload names them. Messages that carried it keep a dead link.
+    pub async fn delete_upload(&self, id: &str) -> Result<UploadRecord> {
+        let id = id.to_string();
+        let (rec, orphaned) = self.store.write(move |tx| tx.delete_upload(&id)).await?;
+        for hash in orphaned {
+            self.files.remove(&hash);
+        }
+        Ok(rec)
+    }
+
+    /// Removes uploads that no message carries and that are older than
+    /// `grace_secs`, then files that no upload names (left by a crash
+    /// between writing a file and recording it). Returns what went.
+    pub async fn gc_uploads(&self, grace_secs: u64) -> Result<(Vec<UploadRecord>, usize)> {
+        let cutoff = crate::domain::now_ms() - (grace_secs as i64).saturating_mul(1000);
+        let stale: Vec<UploadRecord> = self
+            .store
+            .read()?
+            .uploads(None)?
+            .into_iter()
+            .filter(|u| u.refs == 0 && u.created_at < cutoff)
+            .collect();
+        let mut removed = Vec::new();
+        for rec in stale {
+            // Attached since the scan: its count is no longer zero, keep it.
+            let id = rec.id.clone();
+            let gone = self
+                .store
+                .write(move |tx| match tx.upload(&id)? {
+                    Some(r) if r.refs == 0 => tx.delete_upload(&id).map(Some),
+                    _ => Ok(None),
+                })
+                .await?;
+            if let Some((rec, orphaned)) = gone {
+                for hash in orphaned {
+                    self.files.remove(&hash);
+                }
+                removed.push(rec);
+            }
+        }
+        let mut swept = 0;
+        let rx = self.store.read()?;
+        for hash in self.files.list() {
+            let old = self
+                .files
+                .path(&hash)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() >= grace_secs);
+            if old && !rx.file_in_use(&hash)? {
+                self.files.remove(&hash);
+                swept += 1;
+            }
+        }
+        Ok((removed, swept))
     }
 }
 

@@ -58,6 +58,27 @@ pub enum Command {
     /// Manage rooms.
     #[command(subcommand)]
     Room(RoomCmd),
+    /// Manage uploaded images.
+    #[command(subcommand)]
+    Upload(UploadCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UploadCmd {
+    /// List uploads, oldest first.
+    List {
+        /// Only this user's uploads.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Delete an upload (its file goes when no other upload shares it).
+    Delete { id: String },
+    /// Remove uploads that no message carries, older than the grace period.
+    Gc {
+        /// Grace period in seconds (default: uploads.gc_grace_secs).
+        #[arg(long)]
+        grace: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +219,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     room,
                     username: user,
                 },
+            };
+            operator(&cli.global, req).await
+        }
+        Command::Upload(cmd) => {
+            let req = match cmd {
+                UploadCmd::List { user } => Request::UploadList { username: user },
+                UploadCmd::Delete { id } => Request::UploadDelete { id },
+                UploadCmd::Gc { grace } => Request::UploadGc { grace_secs: grace },
             };
             operator(&cli.global, req).await
         }
@@ -435,6 +464,33 @@ fn print(req: &Request, v: &Value, json: bool) {
                 println!("{username} was already in {room}");
             }
         }
+        Request::UploadList { .. } => table(
+            &[
+                "id", "uploader", "type", "size", "pixels", "messages", "created",
+            ],
+            v["uploads"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|u| {
+                    vec![
+                        s(&u["upload"]["id"]),
+                        s(&u["uploader"]),
+                        s(&u["upload"]["mime"]),
+                        s(&u["upload"]["size"]),
+                        format!("{}x{}", s(&u["upload"]["width"]), s(&u["upload"]["height"])),
+                        s(&u["messages"]),
+                        time(&u["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::UploadDelete { id } => println!("deleted upload {id}"),
+        Request::UploadGc { .. } => println!(
+            "removed {} unused upload(s) and {} orphan file(s)",
+            v["removed"].as_array().map(Vec::len).unwrap_or(0),
+            s(&v["orphan_files"])
+        ),
         Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
     }
 }

@@ -36,6 +36,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ws: WsConfig,
     pub store: StoreConfig,
+    pub uploads: UploadsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +172,38 @@ impl Default for StoreConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    pub max_bytes: usize,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_pixels: u64,
+    pub thumb_size: u32,
+    pub max_concurrent: usize,
+    pub quota_bytes_per_user: u64,
+    pub per_minute: u32,
+    pub gc_grace_secs: u64,
+    pub max_per_message: usize,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            max_bytes: 5 * 1024 * 1024,
+            max_width: 8192,
+            max_height: 8192,
+            max_pixels: 40_000_000,
+            thumb_size: 320,
+            max_concurrent: 2,
+            quota_bytes_per_user: 200 * 1024 * 1024,
+            per_minute: 30,
+            gc_grace_secs: 24 * 3600,
+            max_per_message: 10,
+        }
+    }
+}
+
 /// Overrides given on the command line; they win over file and environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -263,6 +296,12 @@ impl Config {
             None,
         )
         .map_err(|e| invalid("auth.argon2_*", &e.to_string()))?;
+        if self.uploads.max_concurrent == 0 {
+            return Err(invalid("uploads.max_concurrent", "must be positive"));
+        }
+        if self.uploads.thumb_size < 16 {
+            return Err(invalid("uploads.thumb_size", "must be at least 16"));
+        }
         if self.store.max_batch == 0 {
             return Err(invalid("store.max_batch", "must be positive"));
         }

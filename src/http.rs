@@ -23,12 +23,13 @@ use crate::protocol::ErrorCode;
 
 type Result<T, E = AppError> = std::result::Result<T, E>;
 
-/// All routes: the WebSocket upgrade at `/ws`, everything else through the
-/// router.
+/// All routes: the WebSocket upgrade at `/ws`, the streamed upload at
+/// `POST /api/uploads`, everything else through the router.
 pub fn routes(
     app: Arc<App>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let ws = crate::ws::route(app.clone());
+    let app_for_uploads = app.clone();
     let with_app = warp::any().map(move || app.clone());
     let api = warp::method()
         .and(warp::path::full())
@@ -76,7 +77,142 @@ pub fn routes(
                 resp
             },
         );
-    ws.or(api).unify()
+    ws.or(uploads(app_for_uploads)).unify().or(api).unify()
+}
+
+/// `POST /api/uploads`: multipart, streamed, refused with 413 as soon as it
+/// passes the limit.
+fn uploads(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::post()
+        .and(warp::path!("api" / "uploads"))
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(warp::any().map(move || app.clone()))
+        .then(|headers: HeaderMap, body, app: Arc<App>| async move {
+            let mut resp = match upload(&app, &headers, body).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            };
+            security_headers(resp.headers_mut());
+            if let Some(origin) = cors_allowed(&app, &headers) {
+                cors_headers(resp.headers_mut(), origin);
+            }
+            resp
+        })
+}
+
+async fn upload<S, B>(app: &Arc<App>, headers: &HeaderMap, body: S) -> Result<Response>
+where
+    S: futures_util::Stream<Item = std::result::Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send,
+{
+    let token =
+        bearer(headers).ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+    let user = app.authenticate(token)?;
+    let max = app.config.uploads.max_bytes;
+    // Room for the multipart framing around the file.
+    let envelope = max + 16 * 1024;
+    let too_large = || AppError::TooLarge(format!("file: larger than {max} bytes"));
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > envelope
+    {
+        return Err(too_large());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        AppError::UnsupportedMediaType("expected multipart/form-data with a file field".into())
+    })?;
+    let stream = body.map(|r| r.map(|mut buf| buf.copy_to_bytes(buf.remaining())));
+    let limits = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(envelope as u64)
+            .per_field(max as u64),
+    );
+    let mut form = multer::Multipart::with_constraints(stream, boundary, limits);
+    let multipart_error = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            too_large()
+        }
+        e => AppError::BadRequest(format!("multipart: {e}")),
+    };
+    let mut data = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") || data.is_some() {
+            // Other fields are read and dropped, within the same limits.
+            while field.chunk().await.map_err(multipart_error)?.is_some() {}
+            continue;
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if buf.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        data = Some(buf);
+    }
+    let data = data.ok_or_else(|| AppError::BadRequest("file: missing field".into()))?;
+    if data.is_empty() {
+        return Err(AppError::BadRequest("file: empty".into()));
+    }
+    let rec = app.upload(&user, data).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::to_value(rec.attachment()).unwrap_or_default(),
+    ))
+}
+
+/// The stored bytes of an upload or its thumbnail, immutable and inert:
+/// never sniffed, never run as a page.
+async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result<Response> {
+    let rec = app.upload_record(id)?;
+    let (hash, mime) = if thumb {
+        (&rec.thumb, &rec.thumb_mime)
+    } else {
+        (&rec.file, &rec.mime)
+    };
+    let etag = format!("\"{hash}\"");
+    let mut resp = if req
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        empty(StatusCode::NOT_MODIFIED)
+    } else {
+        let path = app.files.path(hash).ok_or(AppError::NotFound("upload"))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|_| AppError::NotFound("upload"))?;
+        let mut r = Response::new(bytes.into());
+        if let Ok(v) = HeaderValue::from_str(mime) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("inline"),
+    );
+    Ok(resp)
 }
 
 struct Request {
@@ -174,11 +310,15 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let target = Target::Room(room_id(id)?);
             post_message(app, req, target, body).await
         }
+        (&Method::GET, ["uploads", id]) => serve_upload(app, req, id, false).await,
+        (&Method::GET, ["uploads", id, "thumb"]) => serve_upload(app, req, id, true).await,
         (&Method::POST, ["api", "dm", username, "messages"]) => {
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await
         }
-        (_, ["healthz"] | ["api", ..]) if known_path(&segs) => Err(AppError::MethodNotAllowed),
+        (_, ["healthz"] | ["api", ..] | ["uploads", ..]) if known_path(&segs) => {
+            Err(AppError::MethodNotAllowed)
+        }
         (_, ["ws"]) => Err(AppError::BadRequest(
             "expected a WebSocket upgrade request".into(),
         )),
@@ -197,6 +337,9 @@ fn known_path(segs: &[&str]) -> bool {
             | ["api", "rooms", _]
             | ["api", "rooms", _, "members" | "messages"]
             | ["api", "dm", _, "messages"]
+            | ["api", "uploads"]
+            | ["uploads", _]
+            | ["uploads", _, "thumb"]
     )
 }
 

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod uploads;
 pub mod ws;
 
 /// Sets up logging: `RUST_LOG` if set, else the given default level.

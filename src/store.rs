@@ -43,6 +43,12 @@ const SENDER_CLIENT_ID_TO_MESSAGE: TableDefinition<(u128, &str), u128> =
     TableDefinition::new("sender_client_id_to_message");
 const USER_PAIR_TO_DM: TableDefinition<(u128, u128), u128> =
     TableDefinition::new("user_pair_to_dm");
+const UPLOAD_TO_RECORD: TableDefinition<&str, &[u8]> = TableDefinition::new("upload_to_record");
+const UPLOADER_UPLOAD_TO_SIZE: TableDefinition<(u128, &str), u64> =
+    TableDefinition::new("uploader_upload_to_size");
+/// How many upload records name each stored file (by hash): a file goes
+/// when its count reaches zero.
+const FILE_TO_REFS: TableDefinition<&str, u64> = TableDefinition::new("file_to_refs");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -123,6 +129,38 @@ impl UserRecord {
             id: self.id,
             username: self.username.clone(),
             role: self.role,
+        }
+    }
+}
+
+/// An upload: who sent it, what it is, which stored files hold it, and how
+/// many messages carry it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: String,
+    pub uploader: Id,
+    pub file: String,
+    pub thumb: String,
+    pub mime: String,
+    pub thumb_mime: String,
+    pub width: u32,
+    pub height: u32,
+    pub size: u64,
+    pub created_at: i64,
+    #[serde(default)]
+    pub refs: u64,
+}
+
+impl UploadRecord {
+    pub fn attachment(&self) -> crate::domain::Attachment {
+        crate::domain::Attachment {
+            id: self.id.clone(),
+            url: format!("/uploads/{}", self.id),
+            thumb_url: format!("/uploads/{}/thumb", self.id),
+            mime: self.mime.clone(),
+            width: self.width,
+            height: self.height,
+            size: self.size,
         }
     }
 }
@@ -347,6 +385,9 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(ROOM_TO_LAST_SEQ)?;
         txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
         txn.open_table(USER_PAIR_TO_DM)?;
+        txn.open_table(UPLOAD_TO_RECORD)?;
+        txn.open_table(UPLOADER_UPLOAD_TO_SIZE)?;
+        txn.open_table(FILE_TO_REFS)?;
     }
     txn.commit()?;
     Ok(())
@@ -495,6 +536,15 @@ mod q {
             out.push(Id(k.value().1));
         }
         Ok(out)
+    }
+
+    pub fn upload(
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<UploadRecord>> {
+        t.get(id)?
+            .map(|v| decode("upload_to_record", v.value()))
+            .transpose()
     }
 
     pub fn room_ids_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
@@ -713,6 +763,50 @@ impl Rx {
         Ok((out, has_more))
     }
 
+    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)
+    }
+
+    /// All uploads, or one user's, oldest first.
+    pub fn uploads(&self, of: Option<Id>) -> Result<Vec<UploadRecord>> {
+        let t = self.txn.open_table(UPLOAD_TO_RECORD)?;
+        let mut out = Vec::new();
+        match of {
+            Some(user) => {
+                let idx = self.txn.open_table(UPLOADER_UPLOAD_TO_SIZE)?;
+                for row in idx.range((user.0, "")..(user.0 + 1, ""))? {
+                    let (k, _) = row?;
+                    if let Some(r) = q::upload(&t, k.value().1)? {
+                        out.push(r);
+                    }
+                }
+            }
+            None => {
+                for row in t.iter()? {
+                    let (_, v) = row?;
+                    out.push(decode("upload_to_record", v.value())?);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+
+    /// Bytes a user keeps uploaded.
+    pub fn uploaded_bytes(&self, user: Id) -> Result<u64> {
+        let idx = self.txn.open_table(UPLOADER_UPLOAD_TO_SIZE)?;
+        let mut total = 0u64;
+        for row in idx.range((user.0, "")..(user.0 + 1, ""))? {
+            total = total.saturating_add(row?.1.value());
+        }
+        Ok(total)
+    }
+
+    /// Whether any upload record names this stored file.
+    pub fn file_in_use(&self, hash: &str) -> Result<bool> {
+        Ok(self.txn.open_table(FILE_TO_REFS)?.get(hash)?.is_some())
+    }
+
     pub fn dm_room(&self, a: Id, b: Id) -> Result<Option<Room>> {
         let t = self.txn.open_table(USER_PAIR_TO_DM)?;
         match t.get(dm_pair(a, b))? {
@@ -867,6 +961,7 @@ impl Tx {
     pub fn delete_room(&mut self, id: Id) -> Result<Room> {
         let room = self.room(id)?.ok_or(StoreError::NotFound("room"))?;
         let members = q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, id)?;
+        let mut attached = Vec::new();
         {
             let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
             let mut j = self.txn.open_table(USER_ROOM_TO_JOINED)?;
@@ -887,8 +982,10 @@ impl Tx {
                 if let Some(cid) = &rec.client_msg_id {
                     cids.remove((rec.sender.0, cid.as_str()))?;
                 }
+                attached.extend(rec.attachments);
             }
         }
+        self.count_attachments(&attached, -1)?;
         self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
         self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
         if room.kind == RoomKind::Room {
@@ -1001,10 +1098,9 @@ impl Tx {
         Ok(room)
     }
 
-    /// Appends a message with the room's next seq, or returns the earlier
-    /// message if this sender already sent one with the same
-    /// `client_msg_id` (returned as `Err(existing)` in the Ok slot so the
-    /// caller can tell).
+    /// Appends a message with the room's next seq: `(message, true)`. If
+    /// this sender already sent one with the same `client_msg_id`, nothing
+    /// is written and that earlier message comes back: `(earlier, false)`.
     pub fn append_message(&mut self, new: NewMessage) -> Result<(Message, bool)> {
         if let Some(cid) = &new.client_msg_id {
             let existing = self
@@ -1025,6 +1121,7 @@ impl Tx {
         let seq = last.get(new.room.0)?.map(|v| v.value()).unwrap_or(0) + 1;
         last.insert(new.room.0, seq)?;
         drop(last);
+        self.count_attachments(&new.attachments, 1)?;
         let rec = MessageRecord {
             id: Id::new(),
             sender: new.sender,
@@ -1109,6 +1206,7 @@ impl Tx {
 
     /// Blanks a message; it keeps its seq so history has no holes.
     pub fn delete_message(&mut self, mut msg: Message) -> Result<Message> {
+        self.count_attachments(&msg.attachments, -1)?;
         msg.text = String::new();
         msg.attachments.clear();
         msg.deleted = true;
@@ -1119,6 +1217,93 @@ impl Tx {
             seq: msg.seq,
         });
         Ok(msg)
+    }
+
+    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)
+    }
+
+    pub fn insert_upload(&mut self, rec: &UploadRecord) -> Result<()> {
+        self.txn
+            .open_table(UPLOAD_TO_RECORD)?
+            .insert(rec.id.as_str(), encode(rec).as_slice())?;
+        self.txn
+            .open_table(UPLOADER_UPLOAD_TO_SIZE)?
+            .insert((rec.uploader.0, rec.id.as_str()), rec.size)?;
+        let mut refs = self.txn.open_table(FILE_TO_REFS)?;
+        for hash in [&rec.file, &rec.thumb] {
+            let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
+            refs.insert(hash.as_str(), n + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an upload record; returns it with the stored files that no
+    /// record names any more (to delete once this commits).
+    pub fn delete_upload(&mut self, id: &str) -> Result<(UploadRecord, Vec<String>)> {
+        let rec = self.upload(id)?.ok_or(StoreError::NotFound("upload"))?;
+        self.txn.open_table(UPLOAD_TO_RECORD)?.remove(id)?;
+        self.txn
+            .open_table(UPLOADER_UPLOAD_TO_SIZE)?
+            .remove((rec.uploader.0, id))?;
+        let mut refs = self.txn.open_table(FILE_TO_REFS)?;
+        let mut orphaned = Vec::new();
+        for hash in [&rec.file, &rec.thumb] {
+            let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
+            if n <= 1 {
+                refs.remove(hash.as_str())?;
+                if !orphaned.contains(hash) {
+                    orphaned.push(hash.clone());
+                }
+            } else {
+                refs.insert(hash.as_str(), n - 1)?;
+            }
+        }
+        Ok((rec, orphaned))
+    }
+
+    /// The attachments for a message, from upload ids that must exist and
+    /// belong to the sender. Checks only: call `count_attachments` once the
+    /// message is certain to be stored.
+    pub fn resolve_attachments(
+        &self,
+        sender: Id,
+        ids: &[String],
+    ) -> Result<Vec<crate::domain::Attachment>> {
+        let t = self.txn.open_table(UPLOAD_TO_RECORD)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match q::upload(&t, id)? {
+                Some(rec) if rec.uploader == sender => out.push(rec.attachment()),
+                // Someone else's upload is as unknown as a missing one.
+                _ => {
+                    return Err(StoreError::Invalid(format!(
+                        "attachments: unknown upload id {id:?}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `delta` to the message count of each attached upload.
+    fn count_attachments(
+        &mut self,
+        attachments: &[crate::domain::Attachment],
+        delta: i64,
+    ) -> Result<()> {
+        if attachments.is_empty() {
+            return Ok(());
+        }
+        let mut t = self.txn.open_table(UPLOAD_TO_RECORD)?;
+        for a in attachments {
+            let rec: Option<UploadRecord> = q::upload(&t, &a.id)?;
+            if let Some(mut rec) = rec {
+                rec.refs = rec.refs.saturating_add_signed(delta);
+                t.insert(rec.id.as_str(), encode(&rec).as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {

@@ -232,3 +232,48 @@ fn help_explains_the_commands() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn upload_commands_list_delete_and_collect() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("pat").await;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::new(40, 30))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let part = reqwest::multipart::Part::bytes(png.get_ref().clone()).file_name("p.png");
+        let body: Value = t
+            .http
+            .post(format!("{}/api/uploads", t.url))
+            .bearer_auth(&token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    let dir = t.dir.path();
+    let list = ok(confab(dir, &["upload", "list", "--user", "pat"], "").await);
+    assert!(list.contains(&ids[0]) && list.contains("40x30"), "{list}");
+    ok(confab(dir, &["upload", "delete", &ids[0]], "").await);
+    let list: Value =
+        serde_json::from_str(&ok(confab(dir, &["upload", "list", "--json"], "").await)).unwrap();
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 1);
+    let out = ok(confab(dir, &["upload", "gc", "--grace", "0"], "").await);
+    assert!(out.contains("removed 1"), "{out}");
+    let list: Value =
+        serde_json::from_str(&ok(confab(dir, &["upload", "list", "--json"], "").await)).unwrap();
+    assert_eq!(list["uploads"], json!([]));
+    let resp = t
+        .http
+        .get(format!("{}/uploads/{}", t.url, ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}

@@ -8,3 +8,4 @@ mod common;
 mod durability;
 mod realtime;
 mod rooms;
+mod uploads;

@@ -1,0 +1,489 @@
+//! Image uploads: judged by their bytes, cleaned, thumbnailed, served inert.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+fn picture(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
+    // A gradient, so encoders have something real to encode.
+    let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let img = DynamicImage::ImageRgb8(img);
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encodes");
+    out.into_inner()
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out
+}
+
+/// A PNG padded with a text chunk to exactly `size` bytes.
+fn png_of_size(size: usize) -> Vec<u8> {
+    let base = picture(ImageFormat::Png, 16, 16);
+    let iend = base.len() - 12;
+    let overhead = base.len() + 12 + 5; // chunk framing + "Note\0"
+    assert!(size > overhead);
+    let mut text = b"Note\0".to_vec();
+    text.extend(std::iter::repeat_n(b'x', size - overhead));
+    let mut out = base[..iend].to_vec();
+    out.extend(png_chunk(b"tEXt", &text));
+    out.extend_from_slice(&base[iend..]);
+    assert_eq!(out.len(), size);
+    out
+}
+
+/// A JPEG carrying an EXIF block with GPS data.
+fn jpeg_with_gps() -> Vec<u8> {
+    let jpeg = picture(ImageFormat::Jpeg, 64, 48);
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    // IFD0: one entry, the GPS IFD pointer (tag 0x8825) at offset 26.
+    tiff.extend_from_slice(&[1, 0, 0x25, 0x88, 4, 0, 1, 0, 0, 0, 26, 0, 0, 0, 0, 0, 0, 0]);
+    // GPS IFD: GPSLatitudeRef = "N", then a marker the test looks for.
+    tiff.extend_from_slice(&[1, 0, 1, 0, 2, 0, 2, 0, 0, 0, b'N', 0, 0, 0, 0, 0, 0, 0]);
+    tiff.extend_from_slice(b"GPS-LAT-48.8584-LON-2.2945");
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+async fn upload(t: &TestApp, token: &str, name: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let part = Part::bytes(bytes)
+        .file_name(name.to_string())
+        .mime_str(mime)
+        .unwrap();
+    let resp = t
+        .http
+        .post(format!("{}/api/uploads", t.url))
+        .bearer_auth(token)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await
+        .expect("sent");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn fetch(t: &TestApp, path: &str) -> reqwest::Response {
+    t.http
+        .get(format!("{}{}", t.url, path))
+        .send()
+        .await
+        .expect("sent")
+}
+
+#[tokio::test]
+async fn all_four_formats_upload_and_serve_safely() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    for (format, mime) in [
+        (ImageFormat::Jpeg, "image/jpeg"),
+        (ImageFormat::Png, "image/png"),
+        (ImageFormat::Gif, "image/gif"),
+        (ImageFormat::WebP, "image/webp"),
+    ] {
+        let (status, a) = upload(
+            &t,
+            &token,
+            "pic",
+            "application/octet-stream",
+            picture(format, 640, 400),
+        )
+        .await;
+        assert_eq!(status, 201, "{mime}: {a}");
+        assert_eq!(a["mime"], mime);
+        assert_eq!(
+            (a["width"].as_u64(), a["height"].as_u64()),
+            (Some(640), Some(400))
+        );
+        let id = a["id"].as_str().unwrap();
+        assert_eq!(id.len(), 32, "ids are long and random");
+        assert_eq!(a["url"], format!("/uploads/{id}"));
+        assert_eq!(a["thumb_url"], format!("/uploads/{id}/thumb"));
+
+        let resp = fetch(&t, a["url"].as_str().unwrap()).await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers().clone();
+        assert_eq!(h["content-type"], mime);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h["cache-control"].to_str().unwrap().contains("immutable"));
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'none'")
+        );
+        let etag = h["etag"].to_str().unwrap().to_string();
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(body.len() as u64, a["size"].as_u64().unwrap());
+        let img = image::load_from_memory(&body).expect("served bytes decode");
+        assert_eq!((img.width(), img.height()), (640, 400));
+
+        let again = t
+            .http
+            .get(format!("{}{}", t.url, a["url"].as_str().unwrap()))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+
+        let thumb = fetch(&t, a["thumb_url"].as_str().unwrap()).await;
+        assert_eq!(thumb.status(), 200);
+        assert_eq!(thumb.headers()["x-content-type-options"], "nosniff");
+        let img = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+        assert_eq!((img.width(), img.height()), (320, 200));
+    }
+    assert_eq!(
+        fetch(&t, "/uploads/0123456789abcdef0123456789abcdef")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        fetch(&t, "/uploads/..%2F..%2Fconfab.redb").await.status(),
+        404
+    );
+    assert_eq!(fetch(&t, "/uploads/../confab.redb").await.status(), 404);
+}
+
+#[tokio::test]
+async fn the_type_comes_from_the_bytes_not_the_name() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let (status, a) = upload(
+        &t,
+        &token,
+        "photo.jpg",
+        "image/jpeg",
+        picture(ImageFormat::Png, 20, 20),
+    )
+    .await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(a["mime"], "image/png");
+    let (status, a) = upload(
+        &t,
+        &token,
+        "icon.png",
+        "image/png",
+        picture(ImageFormat::Jpeg, 20, 20),
+    )
+    .await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(a["mime"], "image/jpeg");
+
+    let (status, e) = upload(
+        &t,
+        &token,
+        "notes.png",
+        "image/png",
+        b"just some text, honest".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 415, "{e}");
+    assert_eq!(e["error"]["code"], "unsupported_media_type");
+
+    let png = picture(ImageFormat::Png, 200, 200);
+    let (status, e) = upload(
+        &t,
+        &token,
+        "cut.png",
+        "image/png",
+        png[..png.len() / 2].to_vec(),
+    )
+    .await;
+    assert_eq!(status, 415, "{e}");
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_from_its_header() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    bomb.extend(png_chunk(b"IHDR", &ihdr));
+    bomb.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    bomb.extend(png_chunk(b"IEND", &[]));
+    assert!(bomb.len() < 100);
+    let (status, e) = upload(&t, &token, "bomb.png", "image/png", bomb).await;
+    assert_eq!(status, 413, "{e}");
+    assert_eq!(e["error"]["code"], "too_large");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100000x100000")
+    );
+}
+
+#[tokio::test]
+async fn the_size_limit_is_exact() {
+    let limit = 64 * 1024;
+    let t = TestApp::spawn_with(|c| c.uploads.max_bytes = limit).await;
+    let (token, _) = t.register("alice").await;
+    let (status, a) = upload(&t, &token, "a.png", "image/png", png_of_size(limit)).await;
+    assert_eq!(status, 201, "{a}");
+    let (status, e) = upload(&t, &token, "b.png", "image/png", png_of_size(limit + 1)).await;
+    assert_eq!(status, 413, "{e}");
+    assert_eq!(e["error"]["code"], "too_large");
+    // Far over the limit: refused from Content-Length, before reading.
+    let (status, _) = upload(&t, &token, "c.png", "image/png", png_of_size(4 * limit)).await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn location_metadata_never_reaches_other_users() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let original = jpeg_with_gps();
+    assert!(original.windows(4).any(|w| w == b"Exif"));
+    let (status, a) = upload(&t, &token, "holiday.jpg", "image/jpeg", original).await;
+    assert_eq!(status, 201, "{a}");
+    for path in [a["url"].as_str().unwrap(), a["thumb_url"].as_str().unwrap()] {
+        let body = fetch(&t, path).await.bytes().await.unwrap();
+        assert!(!body.windows(4).any(|w| w == b"Exif"), "{path} kept EXIF");
+        assert!(!body.windows(7).any(|w| w == b"GPS-LAT"), "{path} kept GPS");
+        image::load_from_memory(&body).expect("still an image");
+    }
+}
+
+#[tokio::test]
+async fn the_same_image_twice_is_stored_once() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let bytes = picture(ImageFormat::Png, 400, 300);
+    let (_, a) = upload(&t, &token, "one.png", "image/png", bytes.clone()).await;
+    let (_, b) = upload(&t, &token, "two.png", "image/png", bytes).await;
+    assert_ne!(a["id"], b["id"]);
+    let root = t.dir.path().join("uploads");
+    let mut files = 0;
+    for dir in std::fs::read_dir(&root).unwrap().flatten() {
+        if dir.file_name() != "tmp" {
+            files += std::fs::read_dir(dir.path()).unwrap().count();
+        }
+    }
+    assert_eq!(files, 2, "one image and one thumbnail");
+}
+
+#[tokio::test]
+async fn attachments_arrive_in_live_messages() {
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let (bob, _) = t.register("bob").await;
+    let room = t.create_room(&alice, "pics", "public").await;
+    let room = room["id"].as_str().unwrap();
+    let mut b = t.ws(&bob).await;
+    b.ok("join_room", json!({ "room": room })).await;
+    let mut a = t.ws(&alice).await;
+    let (_, att) = upload(
+        &t,
+        &alice,
+        "cat.png",
+        "image/png",
+        picture(ImageFormat::Png, 50, 50),
+    )
+    .await;
+    let sent = a
+        .ok(
+            "send_message",
+            json!({"room": room, "text": "", "attachments": [att["id"]]}),
+        )
+        .await;
+    assert_eq!(sent["message"]["attachments"], json!([att]));
+    let got = b.next_of("message").await;
+    assert_eq!(got["data"]["message"]["attachments"], json!([att]));
+    assert_eq!(got["data"]["message"]["text"], "");
+
+    // Unknown ids, and other people's uploads, are refused.
+    let answer = a
+        .request(
+            "send_message",
+            json!({"room": room, "text": "x", "attachments": ["ffffffffffffffffffffffffffffffff"]}),
+        )
+        .await;
+    assert_eq!(answer["data"]["code"], "bad_request");
+    let answer = b
+        .request(
+            "send_message",
+            json!({"room": room, "text": "mine!", "attachments": [att["id"]]}),
+        )
+        .await;
+    assert_eq!(answer["data"]["code"], "bad_request");
+    // Over HTTP too.
+    let (status, body) = t
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &alice,
+            json!({"text": "again", "attachments": [att["id"]]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["message"]["attachments"][0]["id"], att["id"]);
+    // A deleted message drops its attachments.
+    let mid = sent["message"]["id"].as_str().unwrap();
+    a.ok("delete_message", json!({ "message_id": mid })).await;
+    let page = a.ok("history", json!({ "room": room })).await;
+    assert_eq!(page["messages"][0]["attachments"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_clearly() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    // No token.
+    let part = Part::bytes(picture(ImageFormat::Png, 4, 4)).file_name("a.png");
+    let resp = t
+        .http
+        .post(format!("{}/api/uploads", t.url))
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // The wrong field name.
+    let part = Part::bytes(picture(ImageFormat::Png, 4, 4)).file_name("a.png");
+    let resp = t
+        .http
+        .post(format!("{}/api/uploads", t.url))
+        .bearer_auth(&token)
+        .multipart(Form::new().part("image", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("file"));
+    // Not multipart at all.
+    let (status, body) = t
+        .post("/api/uploads", &token, json!({"file": "data"}))
+        .await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn uploads_have_a_rate_and_a_quota() {
+    let t = TestApp::spawn_with(|c| c.uploads.per_minute = 2).await;
+    let (token, _) = t.register("alice").await;
+    for i in 0..2 {
+        let (status, _) = upload(
+            &t,
+            &token,
+            "a.png",
+            "image/png",
+            picture(ImageFormat::Png, 8 + i, 8),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let (status, e) = upload(
+        &t,
+        &token,
+        "a.png",
+        "image/png",
+        picture(ImageFormat::Png, 12, 8),
+    )
+    .await;
+    assert_eq!(status, 429, "{e}");
+    assert_eq!(e["error"]["code"], "rate_limited");
+
+    let t = TestApp::spawn_with(|c| c.uploads.quota_bytes_per_user = 100).await;
+    let (token, _) = t.register("alice").await;
+    let (status, _) = upload(
+        &t,
+        &token,
+        "a.png",
+        "image/png",
+        picture(ImageFormat::Png, 30, 30),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, e) = upload(
+        &t,
+        &token,
+        "b.png",
+        "image/png",
+        picture(ImageFormat::Png, 30, 30),
+    )
+    .await;
+    assert_eq!(status, 403, "{e}");
+}
+
+#[tokio::test]
+async fn unused_uploads_are_collected_and_used_ones_kept() {
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let room = t.create_room(&alice, "r", "public").await;
+    let (_, used) = upload(
+        &t,
+        &alice,
+        "a.png",
+        "image/png",
+        picture(ImageFormat::Png, 30, 30),
+    )
+    .await;
+    let (_, unused) = upload(
+        &t,
+        &alice,
+        "b.png",
+        "image/png",
+        picture(ImageFormat::Png, 31, 30),
+    )
+    .await;
+    let (status, _) = t
+        .post(
+            &format!("/api/rooms/{}/messages", room["id"].as_str().unwrap()),
+            &alice,
+            json!({"text": "look", "attachments": [used["id"]]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // With the default grace period nothing is old enough.
+    let (removed, _) = t.app().gc_uploads(3600).await.unwrap();
+    assert!(removed.is_empty());
+    let (removed, _) = t.app().gc_uploads(0).await.unwrap();
+    let ids: Vec<&str> = removed.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, vec![unused["id"].as_str().unwrap()]);
+    assert_eq!(
+        fetch(&t, unused["url"].as_str().unwrap()).await.status(),
+        404
+    );
+    assert_eq!(fetch(&t, used["url"].as_str().unwrap()).await.status(), 200);
+    let listed = t.app().uploads(Some("alice")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].refs, 1);
+}
