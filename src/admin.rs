@@ -69,6 +69,49 @@ pub enum Request {
     UploadGc {
         grace_secs: Option<u64>,
     },
+    /// Everything the console shows, in one answer (see `console`).
+    /// `events_after` is the last event seq the caller has seen.
+    Snapshot {
+        events_after: u64,
+    },
+    Kick {
+        username: String,
+        reason: Option<String>,
+    },
+    Ban {
+        username: String,
+        reason: Option<String>,
+        /// None: until unbanned.
+        duration_secs: Option<u64>,
+    },
+    Unban {
+        username: String,
+    },
+    Mute {
+        username: String,
+        /// A room name or id; None mutes everywhere.
+        room: Option<String>,
+        reason: Option<String>,
+        duration_secs: Option<u64>,
+    },
+    Unmute {
+        username: String,
+        room: Option<String>,
+    },
+    DeleteMessage {
+        id: String,
+        reason: Option<String>,
+    },
+    Announce {
+        text: String,
+        /// A room name or id; None announces to everyone.
+        room: Option<String>,
+    },
+    Audit {
+        /// Only entries at or after this time (ms since the epoch).
+        since: Option<i64>,
+        limit: Option<usize>,
+    },
 }
 
 /// The error half of an answer, as it crosses the socket.
@@ -222,6 +265,17 @@ pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         }
         Request::UploadDelete { id } => {
             json!({ "upload": app.delete_upload(&id).await?.attachment() })
+        }
+        Request::Snapshot { .. }
+        | Request::Kick { .. }
+        | Request::Ban { .. }
+        | Request::Unban { .. }
+        | Request::Mute { .. }
+        | Request::Unmute { .. }
+        | Request::DeleteMessage { .. }
+        | Request::Announce { .. }
+        | Request::Audit { .. } => {
+            return Err(AppError::BadRequest("not available yet".into()));
         }
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);

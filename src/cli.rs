@@ -491,6 +491,17 @@ fn print(req: &Request, v: &Value, json: bool) {
             v["removed"].as_array().map(Vec::len).unwrap_or(0),
             s(&v["orphan_files"])
         ),
+        Request::Snapshot { .. }
+        | Request::Kick { .. }
+        | Request::Ban { .. }
+        | Request::Unban { .. }
+        | Request::Mute { .. }
+        | Request::Unmute { .. }
+        | Request::DeleteMessage { .. }
+        | Request::Announce { .. }
+        | Request::Audit { .. } => {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+        }
         Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
     }
 }
