@@ -141,6 +141,37 @@ enum Answer {
 /// Runs one operator request against the app, in the server or in the
 /// CLI's own process alike.
 pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
+    let audited = audited(&req);
+    let value = run(app, req).await?;
+    // Moderation actions write their own entries, in their own commit;
+    // the operator's administrative changes are logged here.
+    if let Some((action, target)) = audited {
+        app.audit(&Actor::Operator, action, &target, None, Value::Null)
+            .await?;
+    }
+    Ok(value)
+}
+
+/// The audit action and target of an administrative request, if it changes
+/// anything.
+fn audited(req: &Request) -> Option<(&'static str, String)> {
+    Some(match req {
+        Request::UserAdd { username, role, .. } => ("user_add", format!("{username} ({role})")),
+        Request::UserPasswd { username, .. } => ("user_passwd", username.clone()),
+        Request::UserRole { username, role } => ("user_role", format!("{username} → {role}")),
+        Request::UserDelete { username } => ("user_delete", username.clone()),
+        Request::RoomCreate { name, .. } => ("room_create", name.clone()),
+        Request::RoomDelete { room } => ("room_delete", room.clone()),
+        Request::RoomAddMember { room, username } => {
+            ("room_add_member", format!("{username} → {room}"))
+        }
+        Request::UploadDelete { id } => ("upload_delete", id.clone()),
+        Request::UploadGc { .. } => ("upload_gc", "uploads".into()),
+        _ => return None,
+    })
+}
+
+async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
     let op = Actor::Operator;
     Ok(match req {
         Request::Status => json!({
@@ -266,17 +297,40 @@ pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         Request::UploadDelete { id } => {
             json!({ "upload": app.delete_upload(&id).await?.attachment() })
         }
-        Request::Snapshot { .. }
-        | Request::Kick { .. }
-        | Request::Ban { .. }
-        | Request::Unban { .. }
-        | Request::Mute { .. }
-        | Request::Unmute { .. }
-        | Request::DeleteMessage { .. }
-        | Request::Announce { .. }
-        | Request::Audit { .. } => {
-            return Err(AppError::BadRequest("not available yet".into()));
+        Request::Snapshot { events_after } => snapshot(app, events_after)?,
+        Request::Kick { username, reason } => {
+            json!({ "connections_closed": app.kick(&op, &username, reason).await? })
         }
+        Request::Ban {
+            username,
+            reason,
+            duration_secs,
+        } => json!({ "user": app.ban(&op, &username, reason, duration_secs).await? }),
+        Request::Unban { username } => json!({ "user": app.unban(&op, &username).await? }),
+        Request::Mute {
+            username,
+            room,
+            reason,
+            duration_secs,
+        } => {
+            app.mute(&op, &username, room.as_deref(), reason, duration_secs)
+                .await?;
+            json!({})
+        }
+        Request::Unmute { username, room } => {
+            app.unmute(&op, &username, room.as_deref()).await?;
+            json!({})
+        }
+        Request::DeleteMessage { id, reason } => {
+            let id = crate::domain::Id::parse("message", &id)
+                .map_err(|_| AppError::NotFound("message"))?;
+            json!({ "message": app.moderate_delete(&op, id, reason).await? })
+        }
+        Request::Announce { text, room } => {
+            app.announce(&op, &text, room.as_deref()).await?;
+            json!({})
+        }
+        Request::Audit { since, limit } => json!({ "entries": app.audit_log(since, limit)? }),
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);
             let (removed, swept) = app.gc_uploads(grace).await?;
@@ -284,6 +338,76 @@ pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             json!({ "removed": ids, "orphan_files": swept })
         }
     })
+}
+
+/// Everything the console shows, in one answer.
+fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
+    let m = &app.metrics;
+    let rx = app.store.read()?;
+    let online = app.hub.room_online_counts();
+    let mut rooms = Vec::new();
+    for r in rx.rooms()? {
+        let (rate, last) = m.room_activity(r.id);
+        rooms.push(json!({
+            "id": r.id,
+            "name": r.name,
+            "kind": r.kind,
+            "visibility": r.visibility,
+            "members": rx.member_ids(r.id)?.len(),
+            "online": online.get(&r.id).copied().unwrap_or(0),
+            "msgs_per_sec": rate,
+            "last_activity": last,
+        }));
+    }
+    let users: Vec<Value> = app
+        .hub
+        .online_users()
+        .into_iter()
+        .map(|o| {
+            json!({
+                "id": o.user.id,
+                "username": o.user.username,
+                "role": o.user.role,
+                "connections": o.connections,
+                "rooms": o.rooms,
+                "since": o.since,
+                "addr": o.addr.map(|a| a.to_string()),
+            })
+        })
+        .collect();
+    let samples = m.samples();
+    let recent = |f: fn(&crate::metrics::Sample) -> f64| {
+        let last: Vec<f64> = samples.iter().rev().take(5).map(f).collect();
+        if last.is_empty() {
+            0.0
+        } else {
+            last.iter().sum::<f64>() / last.len() as f64
+        }
+    };
+    let audit: Vec<Value> = app
+        .audit_log(None, Some(20))?
+        .into_iter()
+        .map(|e| {
+            json!({"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "reason": e.reason})
+        })
+        .collect();
+    Ok(json!({
+        "server": {
+            "uptime_secs": m.uptime_secs(),
+            "connections": app.hub.session_count(),
+            "online_users": users.len(),
+            "rooms": rooms.len(),
+            "users": rx.user_count()?,
+            "messages_per_sec": recent(|s| s.messages),
+            "deliveries_per_sec": recent(|s| s.deliveries),
+            "memory_bytes": crate::metrics::resident_memory().unwrap_or(0),
+        },
+        "rooms": rooms,
+        "users": users,
+        "throughput": samples,
+        "events": m.events_after(events_after),
+        "audit": audit,
+    }))
 }
 
 /// Binds the socket, replacing a stale file left by a crashed server. The

@@ -13,9 +13,11 @@ use crate::domain::{
     Topic, User, Username, Visibility,
 };
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::store::{
-    Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, UploadRecord, UserRecord,
+    AuditEntry, Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, UploadRecord,
+    UserRecord,
 };
 use crate::uploads::{FileStore, UploadError};
 
@@ -29,6 +31,9 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The account is banned: 403 over HTTP, close 4003 on a WebSocket.
+    #[error("{0}")]
+    Banned(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -39,8 +44,6 @@ pub enum AppError {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -57,13 +60,12 @@ impl AppError {
         match self {
             AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
-            AppError::Forbidden(_) => ErrorCode::Forbidden,
+            AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
             AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
-            AppError::MethodNotAllowed => ErrorCode::BadRequest,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
                 ErrorCode::Unauthorized
             }
@@ -144,6 +146,7 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
     pub auth: Auth,
     pub files: FileStore,
     /// Bounds the images decoded at once, so uploads cannot take every
@@ -157,17 +160,23 @@ impl App {
     /// Opens the store in the data directory and wires its changes to a new
     /// hub.
     pub fn open(config: Config) -> Result<Arc<App>> {
+        let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(
             config.limits.outbound_queue,
             Duration::from_millis(config.ws.typing_timeout_ms),
+            metrics.clone(),
         );
         let listener_hub = hub.clone();
+        let observed = metrics.clone();
         let store = Store::open(
             &config.db_path(),
             config.store.cache_mib,
             config.store.max_batch,
             Arc::new(move |changes: &[Change]| listener_hub.apply(changes)),
-            None,
+            Some(Arc::new(move |size, took| {
+                observed.commit_batch.observe(size as f64);
+                observed.commit_seconds.observe(took.as_secs_f64());
+            })),
         )?;
         let secret = store.jwt_secret()?;
         let auth = Auth::new(&config.auth, &secret)?;
@@ -177,6 +186,7 @@ impl App {
             config,
             store,
             hub,
+            metrics,
             auth,
             files,
             decode_slots,
@@ -252,7 +262,10 @@ impl App {
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
         match rec {
-            Some(rec) if ok => Ok((self.auth.issue(rec.id), rec.public())),
+            Some(rec) if ok => {
+                ban_check(&rec)?;
+                Ok((self.auth.issue(rec.id), rec.public()))
+            }
             _ => Err(AuthError::BadCredentials.into()),
         }
     }
@@ -266,6 +279,7 @@ impl App {
             .read()?
             .user(id)?
             .ok_or(AppError::Auth(AuthError::BadToken))?;
+        ban_check(&rec)?;
         Ok(rec.public())
     }
 
@@ -571,6 +585,15 @@ impl App {
             .store
             .write(move |tx| {
                 let attachments = tx.resolve_attachments(sender.id, &upload_ids)?;
+                // Checked before anything below writes. A DM has no room
+                // yet, so only a mute everywhere applies to it.
+                let mute_scope = match &target {
+                    Target::Room(id) => *id,
+                    Target::User(_) => Id(0),
+                };
+                if tx.muted(sender.id, mute_scope, crate::domain::now_ms())? {
+                    return Err(StoreError::Forbidden("you are muted".into()));
+                }
                 let room = match (&target, &peer) {
                     (_, Some(peer)) => tx.dm_room(&sender, peer)?,
                     (Target::Room(id), None) => {
@@ -655,6 +678,9 @@ impl App {
         let user = user.clone();
         self.store
             .write(move |tx| {
+                if tx.room(room)?.is_none() {
+                    return Err(StoreError::NotFound("room"));
+                }
                 if tx.member(room, user.id)?.is_none() {
                     return Err(StoreError::Forbidden("not a member of this room".into()));
                 }
@@ -830,6 +856,339 @@ impl App {
             }
         }
         Ok((removed, swept))
+    }
+}
+
+fn ban_check(rec: &UserRecord) -> Result<()> {
+    let now = crate::domain::now_ms();
+    if !rec.banned_at(now) {
+        return Ok(());
+    }
+    let until = rec.banned_until.unwrap_or(i64::MAX);
+    let mut msg = if until == i64::MAX {
+        "this account is banned".to_string()
+    } else {
+        format!(
+            "this account is banned for {} more seconds",
+            (until - now) / 1000 + 1
+        )
+    };
+    if let Some(r) = &rec.ban_reason {
+        msg.push_str(": ");
+        msg.push_str(r);
+    }
+    Err(AppError::Banned(msg))
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::User => 0,
+        Role::Moderator => 1,
+        Role::Admin => 2,
+    }
+}
+
+/// A duration in seconds from now, or "until lifted".
+fn until(duration_secs: Option<u64>) -> i64 {
+    match duration_secs {
+        Some(s) => crate::domain::now_ms().saturating_add((s as i64).saturating_mul(1000)),
+        None => i64::MAX,
+    }
+}
+
+impl Actor {
+    /// The name the audit log records.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::User(u) => u.username.clone(),
+            Actor::Operator => "operator".into(),
+        }
+    }
+}
+
+impl App {
+    // ----- moderation -----
+
+    /// Staff may act on users below their own role; the operator on anyone.
+    fn moderate(&self, actor: &Actor, username: &str) -> Result<UserRecord> {
+        let target = self.user_by_name(username)?;
+        match actor {
+            Actor::Operator => Ok(target),
+            Actor::User(u) if u.role.is_staff() && rank(u.role) > rank(target.role) => Ok(target),
+            Actor::User(u) if u.role.is_staff() => Err(AppError::Forbidden(format!(
+                "a {} cannot moderate a {}",
+                u.role, target.role
+            ))),
+            Actor::User(_) => Err(AppError::Forbidden(
+                "only moderators and admins may moderate".into(),
+            )),
+        }
+    }
+
+    /// Writes an audit entry on its own (for actions whose effect is not a
+    /// store write, like a kick or an announcement).
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        reason: Option<String>,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            seq: 0,
+            at: crate::domain::now_ms(),
+            actor: actor.name(),
+            action: action.to_string(),
+            target: target.to_string(),
+            reason,
+            details,
+        };
+        self.store.write(move |tx| tx.audit(entry)).await?;
+        Ok(())
+    }
+
+    /// Closes every connection of the user with `kicked` then 4003.
+    fn boot(&self, user: Id, reason: &str) -> usize {
+        let f = crate::protocol::frame("kicked", None, &serde_json::json!({ "reason": reason }));
+        self.hub
+            .close_user(user, crate::protocol::close::KICKED, reason, Some(f))
+    }
+
+    pub async fn kick(
+        &self,
+        actor: &Actor,
+        username: &str,
+        reason: Option<String>,
+    ) -> Result<usize> {
+        let target = self.moderate(actor, username)?;
+        self.audit(
+            actor,
+            "kick",
+            &target.username,
+            reason.clone(),
+            serde_json::Value::Null,
+        )
+        .await?;
+        let why = reason.unwrap_or_else(|| "kicked by a moderator".into());
+        let n = self.boot(target.id, &why);
+        self.metrics.event(
+            "kick",
+            format!(
+                "{} kicked {} ({n} connections)",
+                actor.name(),
+                target.username
+            ),
+        );
+        Ok(n)
+    }
+
+    pub async fn ban(
+        &self,
+        actor: &Actor,
+        username: &str,
+        reason: Option<String>,
+        duration_secs: Option<u64>,
+    ) -> Result<User> {
+        let target = self.moderate(actor, username)?;
+        let until = until(duration_secs);
+        let entry = AuditEntry {
+            seq: 0,
+            at: crate::domain::now_ms(),
+            actor: actor.name(),
+            action: "ban".into(),
+            target: target.username.clone(),
+            reason: reason.clone(),
+            details: serde_json::json!({ "duration_secs": duration_secs }),
+        };
+        let id = target.id;
+        let why = reason.clone();
+        let rec = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.banned_until = Some(until);
+                rec.ban_reason = why;
+                tx.put_user(&rec)?;
+                tx.audit(entry)?;
+                Ok(rec)
+            })
+            .await?;
+        self.boot(rec.id, &reason.unwrap_or_else(|| "banned".into()));
+        self.metrics
+            .event("ban", format!("{} banned {}", actor.name(), rec.username));
+        Ok(rec.public())
+    }
+
+    pub async fn unban(&self, actor: &Actor, username: &str) -> Result<User> {
+        let target = self.moderate(actor, username)?;
+        let entry = AuditEntry {
+            seq: 0,
+            at: crate::domain::now_ms(),
+            actor: actor.name(),
+            action: "unban".into(),
+            target: target.username.clone(),
+            reason: None,
+            details: serde_json::Value::Null,
+        };
+        let id = target.id;
+        let rec = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.banned_until = None;
+                rec.ban_reason = None;
+                tx.put_user(&rec)?;
+                tx.audit(entry)?;
+                Ok(rec)
+            })
+            .await?;
+        self.metrics
+            .event("ban", format!("{} unbanned {}", actor.name(), rec.username));
+        Ok(rec.public())
+    }
+
+    /// Mutes in one room (by name or id) or, with no room, everywhere.
+    pub async fn mute(
+        &self,
+        actor: &Actor,
+        username: &str,
+        room: Option<&str>,
+        reason: Option<String>,
+        duration_secs: Option<u64>,
+    ) -> Result<()> {
+        let target = self.moderate(actor, username)?;
+        let room = room.map(|r| self.find_room(r)).transpose()?;
+        let rec = crate::store::MuteRecord {
+            until: until(duration_secs),
+            reason: reason.clone(),
+            by: actor.name(),
+        };
+        let entry = AuditEntry {
+            seq: 0,
+            at: crate::domain::now_ms(),
+            actor: actor.name(),
+            action: "mute".into(),
+            target: target.username.clone(),
+            reason,
+            details: serde_json::json!({
+                "room": room.as_ref().map(|r| r.name.clone()),
+                "duration_secs": duration_secs,
+            }),
+        };
+        let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
+        self.store
+            .write(move |tx| {
+                tx.set_mute(uid, rid, &rec)?;
+                tx.audit(entry)
+            })
+            .await?;
+        let place = room.map(|r| format!(" in {}", r.name)).unwrap_or_default();
+        self.metrics.event(
+            "mute",
+            format!("{} muted {}{place}", actor.name(), target.username),
+        );
+        Ok(())
+    }
+
+    pub async fn unmute(&self, actor: &Actor, username: &str, room: Option<&str>) -> Result<()> {
+        let target = self.moderate(actor, username)?;
+        let room = room.map(|r| self.find_room(r)).transpose()?;
+        let entry = AuditEntry {
+            seq: 0,
+            at: crate::domain::now_ms(),
+            actor: actor.name(),
+            action: "unmute".into(),
+            target: target.username.clone(),
+            reason: None,
+            details: serde_json::json!({ "room": room.as_ref().map(|r| r.name.clone()) }),
+        };
+        let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
+        let lifted = self
+            .store
+            .write(move |tx| {
+                if !tx.clear_mute(uid, rid)? {
+                    return Err(StoreError::NotFound("mute"));
+                }
+                tx.audit(entry)?;
+                Ok(true)
+            })
+            .await?;
+        if lifted {
+            self.metrics.event(
+                "mute",
+                format!("{} unmuted {}", actor.name(), target.username),
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends an `announcement` to everyone, or to one room's members.
+    pub async fn announce(&self, actor: &Actor, text: &str, room: Option<&str>) -> Result<()> {
+        if !actor.is_staff() {
+            return Err(AppError::Forbidden(
+                "only moderators and admins may announce".into(),
+            ));
+        }
+        let text =
+            MessageText::parse(text, self.config.limits.max_message_chars, false)?.into_string();
+        let room = room.map(|r| self.find_room(r)).transpose()?;
+        self.audit(
+            actor,
+            "announce",
+            room.as_ref().map(|r| r.name.as_str()).unwrap_or("everyone"),
+            None,
+            serde_json::json!({ "text": text }),
+        )
+        .await?;
+        let f = crate::protocol::frame(
+            "announcement",
+            None,
+            &serde_json::json!({ "text": text, "room": room.as_ref().map(|r| r.id) }),
+        );
+        match &room {
+            Some(r) => self.hub.send_to_room(r.id, &f, None),
+            None => self.hub.broadcast(&f),
+        }
+        self.metrics
+            .event("announce", format!("{}: {text}", actor.name()));
+        Ok(())
+    }
+
+    /// A staff deletion of someone's message, with its audit entry.
+    pub async fn moderate_delete(
+        &self,
+        actor: &Actor,
+        id: Id,
+        reason: Option<String>,
+    ) -> Result<Message> {
+        let msg = self.delete_message(actor, id).await?;
+        if actor.user().map(|u| u.id) != Some(msg.sender.id) {
+            self.audit(
+                actor,
+                "delete_message",
+                &msg.sender.username,
+                reason,
+                serde_json::json!({ "message_id": id, "room": msg.room, "seq": msg.seq }),
+            )
+            .await?;
+            self.metrics.event(
+                "delete",
+                format!(
+                    "{} deleted a message of {}",
+                    actor.name(),
+                    msg.sender.username
+                ),
+            );
+        }
+        Ok(msg)
+    }
+
+    pub fn audit_log(&self, since: Option<i64>, limit: Option<usize>) -> Result<Vec<AuditEntry>> {
+        Ok(self
+            .store
+            .read()?
+            .audit(since.unwrap_or(0), limit.unwrap_or(1000).min(10_000))?)
     }
 }
 

@@ -61,6 +61,25 @@ pub enum Command {
     /// Manage uploaded images.
     #[command(subcommand)]
     Upload(UploadCmd),
+    /// Moderate messages.
+    #[command(subcommand)]
+    Message(MessageCmd),
+    /// Send an announcement to everyone online, or to one room.
+    Announce {
+        text: String,
+        /// Only this room (name or id).
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Print the audit log of moderation and admin actions.
+    Audit {
+        /// Only entries newer than this, e.g. 1h or 7d.
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<u64>,
+        /// At most this many (the latest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +133,74 @@ pub enum UserCmd {
     },
     /// Delete an account; its tokens and connections stop working at once.
     Delete { name: String },
+    /// Close every connection of a user (they get `kicked`, then 4003).
+    Kick {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Kick and refuse login, tokens and connections, for a while or until unbanned.
+    Ban {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// How long, e.g. 30m, 12h, 7d (default: until unbanned).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<u64>,
+    },
+    /// Lift a ban.
+    Unban { name: String },
+    /// Stop a user sending, in one room or everywhere.
+    Mute {
+        name: String,
+        /// Only in this room (name or id); default: everywhere.
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// How long, e.g. 10m, 1h (default: until unmuted).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<u64>,
+    },
+    /// Lift a mute (the same room, or the everywhere mute).
+    Unmute {
+        name: String,
+        #[arg(long)]
+        room: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MessageCmd {
+    /// Delete a message (it keeps its place in history, blanked).
+    Delete {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// "90", "90s", "30m", "12h", "7d" → seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 12h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +285,35 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     role,
                 },
                 UserCmd::Delete { name } => Request::UserDelete { username: name },
+                UserCmd::Kick { name, reason } => Request::Kick {
+                    username: name,
+                    reason,
+                },
+                UserCmd::Ban {
+                    name,
+                    reason,
+                    duration,
+                } => Request::Ban {
+                    username: name,
+                    reason,
+                    duration_secs: duration,
+                },
+                UserCmd::Unban { name } => Request::Unban { username: name },
+                UserCmd::Mute {
+                    name,
+                    room,
+                    reason,
+                    duration,
+                } => Request::Mute {
+                    username: name,
+                    room,
+                    reason,
+                    duration_secs: duration,
+                },
+                UserCmd::Unmute { name, room } => Request::Unmute {
+                    username: name,
+                    room,
+                },
             };
             operator(&cli.global, req).await
         }
@@ -221,6 +337,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 },
             };
             operator(&cli.global, req).await
+        }
+        Command::Message(MessageCmd::Delete { id, reason }) => {
+            operator(&cli.global, Request::DeleteMessage { id, reason }).await
+        }
+        Command::Announce { text, room } => {
+            operator(&cli.global, Request::Announce { text, room }).await
+        }
+        Command::Audit { since, limit } => {
+            let since = since.map(|s| crate::domain::now_ms() - (s as i64) * 1000);
+            operator(
+                &cli.global,
+                Request::Audit {
+                    since,
+                    limit: Some(limit),
+                },
+            )
+            .await
         }
         Command::Upload(cmd) => {
             let req = match cmd {
@@ -491,15 +624,37 @@ fn print(req: &Request, v: &Value, json: bool) {
             v["removed"].as_array().map(Vec::len).unwrap_or(0),
             s(&v["orphan_files"])
         ),
-        Request::Snapshot { .. }
-        | Request::Kick { .. }
-        | Request::Ban { .. }
-        | Request::Unban { .. }
-        | Request::Mute { .. }
-        | Request::Unmute { .. }
-        | Request::DeleteMessage { .. }
-        | Request::Announce { .. }
-        | Request::Audit { .. } => {
+        Request::Kick { username, .. } => println!(
+            "kicked {username} ({} connections closed)",
+            s(&v["connections_closed"])
+        ),
+        Request::Ban { username, .. } => println!("banned {username}"),
+        Request::Unban { username } => println!("unbanned {username}"),
+        Request::Mute { username, room, .. } => match room {
+            Some(r) => println!("muted {username} in {r}"),
+            None => println!("muted {username} everywhere"),
+        },
+        Request::Unmute { username, .. } => println!("unmuted {username}"),
+        Request::DeleteMessage { id, .. } => println!("deleted message {id}"),
+        Request::Announce { .. } => println!("announced"),
+        Request::Audit { .. } => table(
+            &["time", "actor", "action", "target", "reason"],
+            v["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    vec![
+                        time(&e["at"]),
+                        s(&e["actor"]),
+                        s(&e["action"]),
+                        s(&e["target"]),
+                        s(&e["reason"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::Snapshot { .. } => {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
         }
         Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
@@ -509,6 +664,17 @@ fn print(req: &Request, v: &Value, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("0").is_err());
+    }
 
     #[test]
     fn dates() {

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// Origins (scheme://host[:port]) allowed to open WebSockets and call the
     /// REST API from a browser, besides the server's own.
     pub cors_origins: Vec<String>,
+    /// Bearer token for `/metrics`. Empty: only loopback callers may read it.
+    pub metrics_token: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -119,6 +121,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             log_level: "info".into(),
             cors_origins: Vec::new(),
+            metrics_token: String::new(),
         }
     }
 }

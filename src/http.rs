@@ -220,7 +220,6 @@ struct Request {
     path: String,
     headers: HeaderMap,
     query: HashMap<String, String>,
-    #[allow(dead_code)]
     addr: Option<SocketAddr>,
 }
 
@@ -256,6 +255,20 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
     let m = &req.method;
     match (m, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
+        (&Method::GET, ["metrics"]) => metrics(app, req),
+        (&Method::POST, ["api", "moderation", action]) => moderation(app, req, action, body).await,
+        (&Method::GET, ["api", "moderation", "audit"]) => {
+            staff(app, req)?;
+            let num = |k: &str| req.query.get(k).and_then(|v| v.parse::<i64>().ok());
+            let entries = app.audit_log(num("since"), num("limit").map(|n| n.max(0) as usize))?;
+            ok(json!({ "entries": entries }))
+        }
+        (&Method::DELETE, ["api", "messages", id]) => {
+            let actor = Actor::User(authed(app, req)?);
+            let id = Id::parse("message", id).map_err(|_| AppError::NotFound("message"))?;
+            app.moderate_delete(&actor, id, None).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         (&Method::POST, ["api", "auth", "register"]) => register(app, body).await,
         (&Method::POST, ["api", "auth", "login"]) => login(app, body).await,
         (&Method::GET, ["api", "me"]) => {
@@ -316,9 +329,6 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await
         }
-        (_, ["healthz"] | ["api", ..] | ["uploads", ..]) if known_path(&segs) => {
-            Err(AppError::MethodNotAllowed)
-        }
         (_, ["ws"]) => Err(AppError::BadRequest(
             "expected a WebSocket upgrade request".into(),
         )),
@@ -326,21 +336,102 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
     }
 }
 
-fn known_path(segs: &[&str]) -> bool {
-    matches!(
-        segs,
-        ["healthz"]
-            | ["api", "auth", "register" | "login"]
-            | ["api", "me"]
-            | ["api", "users", "online"]
-            | ["api", "rooms"]
-            | ["api", "rooms", _]
-            | ["api", "rooms", _, "members" | "messages"]
-            | ["api", "dm", _, "messages"]
-            | ["api", "uploads"]
-            | ["uploads", _]
-            | ["uploads", _, "thumb"]
-    )
+/// Prometheus text, for loopback callers or holders of the metrics token.
+fn metrics(app: &App, req: &Request) -> Result<Response> {
+    let token = &app.config.server.metrics_token;
+    let by_token = !token.is_empty()
+        && bearer(&req.headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    let local = token.is_empty() && req.addr.is_some_and(|a| a.ip().is_loopback());
+    if !(by_token || local) {
+        return Err(AppError::Forbidden(
+            "metrics are served to loopback or with the metrics token".into(),
+        ));
+    }
+    let mut resp = Response::new(app.metrics.render().into());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// Compares secrets without an early exit, so timing tells nothing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn staff(app: &App, req: &Request) -> Result<Actor> {
+    let user = authed(app, req)?;
+    if !user.role.is_staff() {
+        return Err(AppError::Forbidden(
+            "only moderators and admins may moderate".into(),
+        ));
+    }
+    Ok(Actor::User(user))
+}
+
+#[derive(Deserialize)]
+struct ModerationBody {
+    username: Option<String>,
+    reason: Option<String>,
+    duration_secs: Option<u64>,
+    room: Option<String>,
+    text: Option<String>,
+}
+
+async fn moderation(
+    app: &Arc<App>,
+    req: &Request,
+    action: &str,
+    body: Vec<u8>,
+) -> Result<Response> {
+    let actor = staff(app, req)?;
+    let b: ModerationBody = parse(&body)?;
+    let username = || {
+        b.username
+            .clone()
+            .ok_or_else(|| AppError::BadRequest("username: missing".into()))
+    };
+    match action {
+        "kick" => {
+            let n = app.kick(&actor, &username()?, b.reason.clone()).await?;
+            ok(json!({ "connections_closed": n }))
+        }
+        "ban" => {
+            let user = app
+                .ban(&actor, &username()?, b.reason.clone(), b.duration_secs)
+                .await?;
+            ok(json!({ "user": user }))
+        }
+        "unban" => ok(json!({ "user": app.unban(&actor, &username()?).await? })),
+        "mute" => {
+            app.mute(
+                &actor,
+                &username()?,
+                b.room.as_deref(),
+                b.reason.clone(),
+                b.duration_secs,
+            )
+            .await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        "unmute" => {
+            app.unmute(&actor, &username()?, b.room.as_deref()).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        "announce" => {
+            let text = b
+                .text
+                .as_deref()
+                .ok_or_else(|| AppError::BadRequest("text: missing".into()))?;
+            app.announce(&actor, text, b.room.as_deref()).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(AppError::NotFound("route")),
+    }
 }
 
 fn ok(v: Value) -> Result<Response> {
@@ -369,17 +460,6 @@ fn empty(status: StatusCode) -> Response {
 
 /// The error body of the contract: `{"error": {"code", "message"}}`.
 pub fn error_response(e: &AppError) -> Response {
-    if let AppError::MethodNotAllowed = e {
-        let mut r = json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": {"code": "bad_request", "message": e.to_string()}}),
-        );
-        r.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, POST, PATCH, DELETE"),
-        );
-        return r;
-    }
     let code = e.code();
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json_response(

@@ -11,17 +11,21 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
 use crate::domain::{Id, Room, User, Visibility, now_ms};
+use crate::metrics::Metrics;
 use crate::protocol::{close, frame};
 use crate::store::Change;
 
 pub type SessionId = u64;
 pub type Frame = Arc<str>;
+/// A frame in a connection's queue, with when fan-out queued it (for the
+/// delivery latency histogram).
+pub type Queued = (Frame, Instant);
 
 /// A request to close a session, with an optional last frame to send.
 #[derive(Debug, Clone)]
@@ -61,7 +65,7 @@ impl SessionControl {
 
 struct Session {
     user: Id,
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::Sender<Queued>,
     ctl: Arc<SessionControl>,
     addr: Option<SocketAddr>,
 }
@@ -75,8 +79,10 @@ struct Online {
     since: i64,
 }
 
-#[derive(Default)]
 struct State {
+    /// Here as well as on the hub so the free fan-out functions, which
+    /// take only the state, can count deliveries.
+    metrics: Arc<Metrics>,
     sessions: HashMap<SessionId, Session>,
     users: HashMap<Id, Online>,
     /// Online members of each room.
@@ -101,23 +107,31 @@ pub struct Hub {
     next_typing: AtomicU64,
     queue_len: usize,
     typing_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What `connect` returns to the new connection.
 pub struct Connected {
     pub session: SessionId,
-    pub rx: mpsc::Receiver<Frame>,
+    pub rx: mpsc::Receiver<Queued>,
     pub ctl: Arc<SessionControl>,
 }
 
 impl Hub {
-    pub fn new(queue_len: usize, typing_timeout: Duration) -> Arc<Hub> {
+    pub fn new(queue_len: usize, typing_timeout: Duration, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                metrics: metrics.clone(),
+                sessions: HashMap::new(),
+                users: HashMap::new(),
+                rooms: HashMap::new(),
+                typing: HashMap::new(),
+            }),
             next_session: AtomicU64::new(1),
             next_typing: AtomicU64::new(1),
             queue_len,
             typing_timeout,
+            metrics,
         })
     }
 
@@ -173,6 +187,15 @@ impl Hub {
                 addr,
             },
         );
+        self.metrics.connections.set(st.sessions.len() as i64);
+        self.metrics.online_users.set(st.users.len() as i64);
+        self.metrics.event(
+            "connect",
+            match addr {
+                Some(a) => format!("{} connected from {}", user.username, a.ip()),
+                None => format!("{} connected", user.username),
+            },
+        );
         if first {
             let f = frame("user_online", None, &json!({ "user": user }));
             let audience = audience_of(&st, user.id);
@@ -187,6 +210,14 @@ impl Hub {
         let Some(s) = st.sessions.remove(&session) else {
             return;
         };
+        self.metrics.connections.set(st.sessions.len() as i64);
+        let name = st
+            .users
+            .get(&s.user)
+            .map(|o| o.user.username.clone())
+            .unwrap_or_default();
+        self.metrics
+            .event("disconnect", format!("{name} disconnected"));
         let Some(online) = st.users.get_mut(&s.user) else {
             return;
         };
@@ -224,6 +255,7 @@ impl Hub {
         }
         let f = frame("user_offline", None, &json!({ "user": online.user }));
         send_to_users(&st, audience.iter(), &f, None);
+        self.metrics.online_users.set(st.users.len() as i64);
     }
 
     pub fn is_online(&self, user: Id) -> bool {
@@ -285,7 +317,7 @@ impl Hub {
         let Some(s) = st.sessions.get(&session) else {
             return false;
         };
-        deliver(s, f)
+        deliver(s, f, &self.metrics)
     }
 
     /// Closes every connection of `user`, sending `last_frame` first.
@@ -392,6 +424,7 @@ impl Hub {
     fn apply_one(&self, change: &Change) {
         match change {
             Change::MessageCreated(m) => {
+                self.metrics.room_message(m.room);
                 let f = frame("message", None, &json!({ "message": m }));
                 self.send_to_room(m.room, &f, None);
             }
@@ -416,6 +449,10 @@ impl Hub {
                 self.send_to_room(*room, &f, None);
             }
             Change::RoomCreated { room, members } => {
+                if room.kind == crate::domain::RoomKind::Room {
+                    self.metrics
+                        .event("room", format!("room {} created", room.name));
+                }
                 let mut st = self.write();
                 for m in members {
                     subscribe(&mut st, room.id, m.id);
@@ -429,6 +466,9 @@ impl Hub {
                 room_audience_send(&st, room, &f);
             }
             Change::RoomDeleted { room, members } => {
+                self.metrics.forget_room(room.id);
+                self.metrics
+                    .event("room", format!("room {} deleted", room.name));
                 let mut st = self.write();
                 let f = frame("room_deleted", None, &json!({ "room_id": room.id }));
                 if room.visibility == Visibility::Public {
@@ -443,6 +483,8 @@ impl Hub {
                 st.rooms.remove(&room.id);
             }
             Change::MemberAdded { room, user } => {
+                self.metrics
+                    .event("join", format!("{} joined {}", user.username, room.name));
                 let mut st = self.write();
                 subscribe(&mut st, room.id, user.id);
                 let f = frame(
@@ -453,6 +495,8 @@ impl Hub {
                 send_to_room(&st, room.id, &f, None);
             }
             Change::MemberRemoved { room, user } => {
+                self.metrics
+                    .event("leave", format!("{} left {}", user.username, room.name));
                 let mut st = self.write();
                 let f = frame("member_left", None, &json!({"room": room.id, "user": user}));
                 send_to_room(&st, room.id, &f, None);
@@ -481,10 +525,14 @@ fn too_slow() -> CloseRequest {
 
 /// Queues a frame; a full queue means the reader fell too far behind, so
 /// its connection is closed instead of letting the queue grow.
-fn deliver(s: &Session, f: Frame) -> bool {
-    match s.tx.try_send(f) {
-        Ok(()) => true,
+fn deliver(s: &Session, f: Frame, m: &Metrics) -> bool {
+    match s.tx.try_send((f, Instant::now())) {
+        Ok(()) => {
+            m.deliveries.inc();
+            true
+        }
         Err(mpsc::error::TrySendError::Full(_)) => {
+            m.slow_closed.inc();
             s.ctl.close(too_slow());
             false
         }
@@ -556,7 +604,7 @@ fn send_to_users<'a>(
         };
         for sid in &o.sessions {
             if let Some(s) = st.sessions.get(sid) {
-                deliver(s, f.clone());
+                deliver(s, f.clone(), &st.metrics);
             }
         }
     }

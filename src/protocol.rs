@@ -94,7 +94,7 @@ impl ClientFrame {
         };
         let id = match obj.remove("id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.len() <= 64 => Some(s),
+            Some(Value::String(s)) if s.chars().count() <= 64 => Some(s),
             Some(_) => {
                 return Err(FrameError {
                     id: None,

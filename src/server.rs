@@ -93,6 +93,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_listener =
         crate::admin::bind(&app.config.socket_path()).map_err(ServeError::Admin)?;
     let admin = tokio::spawn(crate::admin::serve(app.clone(), admin_listener));
+    // Once a second: throughput samples and per-room rates for the console.
+    let sampler_metrics = app.metrics.clone();
+    let mut sampler_stop = stopped.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sampler_metrics.tick(),
+                _ = sampler_stop.wait_for(|s| *s) => break,
+            }
+        }
+    });
     let routes = crate::http::routes(app.clone());
     let mut stop_rx = stopped.clone();
     let http = tokio::spawn(async move {

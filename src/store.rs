@@ -49,6 +49,10 @@ const UPLOADER_UPLOAD_TO_SIZE: TableDefinition<(u128, &str), u64> =
 /// How many upload records name each stored file (by hash): a file goes
 /// when its count reaches zero.
 const FILE_TO_REFS: TableDefinition<&str, u64> = TableDefinition::new("file_to_refs");
+/// Mutes by (user, room); room 0 means everywhere.
+const USER_ROOM_TO_MUTE: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("user_room_to_mute");
+const AUDIT_SEQ_TO_ENTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seq_to_entry");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,9 +125,18 @@ pub struct UserRecord {
     pub role: Role,
     pub password_hash: String,
     pub created_at: i64,
+    /// Banned until this time (ms); `i64::MAX` is until unbanned.
+    #[serde(default)]
+    pub banned_until: Option<i64>,
+    #[serde(default)]
+    pub ban_reason: Option<String>,
 }
 
 impl UserRecord {
+    pub fn banned_at(&self, now: i64) -> bool {
+        self.banned_until.is_some_and(|until| until > now)
+    }
+
     pub fn public(&self) -> User {
         User {
             id: self.id,
@@ -163,6 +176,28 @@ impl UploadRecord {
             size: self.size,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MuteRecord {
+    /// `i64::MAX`: until unmuted.
+    pub until: i64,
+    pub reason: Option<String>,
+    pub by: String,
+}
+
+/// One line of the audit log: who did what to whom, why, when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(default)]
+    pub seq: u64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub details: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +423,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(UPLOAD_TO_RECORD)?;
         txn.open_table(UPLOADER_UPLOAD_TO_SIZE)?;
         txn.open_table(FILE_TO_REFS)?;
+        txn.open_table(USER_ROOM_TO_MUTE)?;
+        txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
     }
     txn.commit()?;
     Ok(())
@@ -767,6 +804,38 @@ impl Rx {
         q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)
     }
 
+    /// Audit entries at or after `since`, newest last, at most `limit`
+    /// (the latest ones).
+    pub fn audit(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let t = self.txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev() {
+            let (_, v) = row?;
+            let e: AuditEntry = decode("audit_seq_to_entry", v.value())?;
+            if e.at < since || out.len() == limit {
+                break;
+            }
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Active mutes of a user: (room or None for everywhere, record).
+    pub fn mutes_of(&self, user: Id, now: i64) -> Result<Vec<(Option<Id>, MuteRecord)>> {
+        let t = self.txn.open_table(USER_ROOM_TO_MUTE)?;
+        let mut out = Vec::new();
+        for row in t.range((user.0, 0)..=(user.0, u128::MAX))? {
+            let (k, v) = row?;
+            let rec: MuteRecord = decode("user_room_to_mute", v.value())?;
+            if rec.until > now {
+                let room = k.value().1;
+                out.push(((room != 0).then_some(Id(room)), rec));
+            }
+        }
+        Ok(out)
+    }
+
     /// All uploads, or one user's, oldest first.
     pub fn uploads(&self, of: Option<Id>) -> Result<Vec<UploadRecord>> {
         let t = self.txn.open_table(UPLOAD_TO_RECORD)?;
@@ -879,6 +948,8 @@ impl Tx {
             role: new.role,
             password_hash: new.password_hash,
             created_at: crate::domain::now_ms(),
+            banned_until: None,
+            ban_reason: None,
         };
         names.insert(rec.username.as_str(), rec.id.0)?;
         self.txn
@@ -1304,6 +1375,47 @@ impl Tx {
             }
         }
         Ok(())
+    }
+
+    /// Appends to the audit log; its seq is the next after the last.
+    pub fn audit(&mut self, mut entry: AuditEntry) -> Result<()> {
+        let mut t = self.txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
+        let seq = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        entry.seq = seq;
+        t.insert(seq, encode(&entry).as_slice())?;
+        Ok(())
+    }
+
+    pub fn set_mute(&mut self, user: Id, room: Option<Id>, rec: &MuteRecord) -> Result<()> {
+        self.txn.open_table(USER_ROOM_TO_MUTE)?.insert(
+            (user.0, room.map(|r| r.0).unwrap_or(0)),
+            encode(rec).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Returns whether there was a mute to lift.
+    pub fn clear_mute(&mut self, user: Id, room: Option<Id>) -> Result<bool> {
+        Ok(self
+            .txn
+            .open_table(USER_ROOM_TO_MUTE)?
+            .remove((user.0, room.map(|r| r.0).unwrap_or(0)))?
+            .is_some())
+    }
+
+    /// Whether `user` may not speak in `room` now (muted there or
+    /// everywhere).
+    pub fn muted(&self, user: Id, room: Id, now: i64) -> Result<bool> {
+        let t = self.txn.open_table(USER_ROOM_TO_MUTE)?;
+        for key in [(user.0, 0), (user.0, room.0)] {
+            if let Some(v) = t.get(key)? {
+                let rec: MuteRecord = decode("user_room_to_mute", v.value())?;
+                if rec.until > now {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {

@@ -85,6 +85,8 @@ fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
 /// Why the loop ended.
 enum Exit {
     Close(CloseRequest),
+    /// The client sent a close frame: answer it and finish.
+    PeerClosed,
     Gone,
 }
 
@@ -138,8 +140,13 @@ async fn connection(
     let session = connected.session;
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
     app.hub.disconnect(session);
-    if let Exit::Close(req) = exit {
-        send_close(&mut ws, req, grace).await;
+    match exit {
+        Exit::Close(req) => send_close(&mut ws, req, grace).await,
+        // tungstenite queued the reply to the peer's close; flush it.
+        Exit::PeerClosed => {
+            let _ = tokio::time::timeout(grace, SinkExt::close(&mut ws)).await;
+        }
+        Exit::Gone => {}
     }
 }
 
@@ -150,14 +157,18 @@ async fn authenticate(
     ws: &mut WebSocket,
     token: Option<String>,
 ) -> Result<(User, Option<String>), CloseRequest> {
-    let refuse = |e: &AppError| CloseRequest {
-        code: close::UNAUTHORIZED,
-        reason: "unauthorized".into(),
-        last_frame: Some(error_frame(
-            None,
-            ErrorCode::Unauthorized,
-            &e.client_message(),
-        )),
+    // A banned account is told so and closed with 4003; anything else
+    // wrong with the token is 4001.
+    let refuse = |e: &AppError| {
+        let (code, reason) = match e {
+            AppError::Banned(_) => (close::KICKED, "banned"),
+            _ => (close::UNAUTHORIZED, "unauthorized"),
+        };
+        CloseRequest {
+            code,
+            reason: reason.into(),
+            last_frame: Some(error_frame(None, e.code(), &e.client_message())),
+        }
     };
     if let Some(token) = token {
         return app
@@ -174,8 +185,19 @@ async fn authenticate(
             Ok(None) | Ok(Some(Err(_))) => return Err(close_req(close::UNAUTHORIZED, "closed")),
             Ok(Some(Ok(m))) => m,
         };
+        if msg.is_close() {
+            return Err(close_req(close::UNAUTHORIZED, "closed"));
+        }
+        if msg.is_ping() || msg.is_pong() {
+            continue;
+        }
         let Ok(text) = msg.to_str() else {
-            if msg.is_close() {
+            let f = error_frame(
+                None,
+                ErrorCode::BadRequest,
+                "frames must be UTF-8 JSON text",
+            );
+            if ws.send(WsMessage::text(f.to_string())).await.is_err() {
                 return Err(close_req(close::UNAUTHORIZED, "closed"));
             }
             continue;
@@ -191,11 +213,8 @@ async fn authenticate(
                         Ok(user) => return Ok((user, f.id)),
                         Err(e) => {
                             let mut req = refuse(&e);
-                            req.last_frame = Some(error_frame(
-                                f.id.as_deref(),
-                                ErrorCode::Unauthorized,
-                                &e.client_message(),
-                            ));
+                            req.last_frame =
+                                Some(error_frame(f.id.as_deref(), e.code(), &e.client_message()));
                             return Err(req);
                         }
                     },
@@ -223,27 +242,47 @@ enum Answer {
     Later(Pending),
 }
 
-/// Per-connection token bucket against floods.
+/// Per-connection token bucket against floods. Refusals are counted over a
+/// window: a client that keeps pushing past its allowance is flooding,
+/// even if a frame slips through now and then.
 struct Bucket {
     tokens: f64,
     rate: f64,
     burst: f64,
     last: Instant,
-    strikes: u32,
+    refused: u32,
+    window_start: Instant,
 }
 
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
 impl Bucket {
+    fn new(rate: u32, burst: u32) -> Bucket {
+        let now = Instant::now();
+        Bucket {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: now,
+            refused: 0,
+            window_start: now,
+        }
+    }
+
     fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
+        if now.duration_since(self.window_start) > FLOOD_WINDOW {
+            self.window_start = now;
+            self.refused = 0;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.strikes = 0;
             true
         } else {
-            self.strikes += 1;
+            self.refused += 1;
             false
         }
     }
@@ -280,17 +319,12 @@ async fn run(
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
-    let mut bucket = Bucket {
-        tokens: cfg.limits.frames_burst as f64,
-        rate: cfg.limits.frames_per_sec as f64,
-        burst: cfg.limits.frames_burst as f64,
-        last: Instant::now(),
-        strikes: 0,
-    };
+    let mut bucket = Bucket::new(cfg.limits.frames_per_sec, cfg.limits.frames_burst);
     let ctx = Ctx {
         app: app.clone(),
         user: user.clone(),
     };
+    let metrics = &app.metrics;
     let mut inflight: Option<Pending> = None;
     loop {
         tokio::select! {
@@ -305,10 +339,13 @@ async fn run(
                 }
             }
             out = rx.recv() => {
-                let Some(f) = out else { return Exit::Gone };
+                let Some((f, queued_at)) = out else { return Exit::Gone };
+                let len = f.len();
                 if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
                     return exit;
                 }
+                metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
+                metrics.bytes_out.inc_by(len as u64);
             }
             incoming = ws.next(), if inflight.is_none() => {
                 last_seen = Instant::now();
@@ -320,19 +357,24 @@ async fn run(
                         // tungstenite reports an oversized frame as a
                         // capacity error; the contract's answer is 1009.
                         if text.contains("Space limit") || text.contains("too long") || text.contains("Capacity") || text.contains("capacity") {
+                            metrics.reject("too_big");
                             return Exit::Close(close_req(close::TOO_BIG, "frame too big"));
                         }
                         return Exit::Gone;
                     }
                 };
                 if msg.is_close() {
-                    return Exit::Gone;
+                    return Exit::PeerClosed;
                 }
                 if msg.is_ping() || msg.is_pong() {
                     continue;
                 }
+                metrics.frames_in.inc();
+                metrics.bytes_in.inc_by(msg.as_bytes().len() as u64);
                 if !bucket.take() {
-                    if bucket.strikes > cfg.limits.frames_burst.max(10) {
+                    metrics.reject("rate_limited");
+                    if bucket.refused > cfg.limits.frames_burst.max(10) {
+                        metrics.reject("flooding");
                         return Exit::Close(close_req(close::POLICY, "flooding"));
                     }
                     let id = msg.to_str().ok().and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
@@ -513,7 +555,25 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
     let user = ctx.user.clone();
     match f.kind.as_str() {
         "ping" => Answer::Now(Some(frame("pong", id.as_deref(), &json!({})))),
-        "auth" => Answer::Now(answer(id.as_deref(), Ok(json!({ "user": user })))),
+        "auth" => {
+            // Already signed in: a repeated auth must still carry a valid
+            // token for this same user.
+            #[derive(Deserialize)]
+            struct AuthData {
+                token: String,
+            }
+            let d = data!(AuthData);
+            let r = app.authenticate(&d.token).and_then(|u| {
+                if u.id == user.id {
+                    Ok(json!({ "user": u }))
+                } else {
+                    Err(AppError::Forbidden(
+                        "this connection is signed in as another user".into(),
+                    ))
+                }
+            });
+            Answer::Now(answer(id.as_deref(), r))
+        }
         "join_room" => {
             let d = data!(RoomRef);
             later!(async move {

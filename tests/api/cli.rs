@@ -277,3 +277,41 @@ async fn upload_commands_list_delete_and_collect() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn moderation_commands_act_live_and_are_audited() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("rowdy").await;
+    let mut ws = t.ws(&token).await;
+    let dir = t.dir.path();
+    ok(confab(dir, &["announce", "hello everyone"], "").await);
+    assert_eq!(
+        ws.next_of("announcement").await["data"]["text"],
+        "hello everyone"
+    );
+    let out = ok(confab(dir, &["user", "kick", "rowdy", "--reason", "calm down"], "").await);
+    assert!(out.contains("1 connections closed"), "{out}");
+    assert_eq!(ws.closed().await, Closed::Code(4003));
+    ok(confab(dir, &["user", "ban", "rowdy", "--for", "1h"], "").await);
+    assert_eq!(login(&t, "rowdy", "password-rowdy").await.0, 403);
+    ok(confab(dir, &["user", "unban", "rowdy"], "").await);
+    assert_eq!(login(&t, "rowdy", "password-rowdy").await.0, 200);
+    let bad = confab(dir, &["user", "ban", "rowdy", "--for", "forever"], "").await;
+    assert!(!bad.status.success());
+    let audit: Value =
+        serde_json::from_str(&ok(confab(dir, &["audit", "--json"], "").await)).unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["announce", "kick", "ban", "unban"]);
+    assert_eq!(audit["entries"][1]["reason"], "calm down");
+    assert_eq!(audit["entries"][1]["actor"], "operator");
+    let table = ok(confab(dir, &["audit", "--since", "1h"], "").await);
+    assert!(
+        table.starts_with("TIME") && table.contains("kick"),
+        "{table}"
+    );
+}

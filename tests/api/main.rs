@@ -6,6 +6,7 @@ mod accounts;
 mod cli;
 mod common;
 mod durability;
+mod moderation;
 mod realtime;
 mod rooms;
 mod uploads;

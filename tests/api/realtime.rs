@@ -61,6 +61,14 @@ async fn auth_by_first_frame_and_refusals() {
     assert_eq!(err["id"], "a2");
     assert_eq!(err["data"]["code"], "unauthorized");
 
+    // A repeated auth on a signed-in connection still checks its token.
+    let mut ws = t.ws(&token).await;
+    let answer = ws.request("auth", json!({"token": "forged"})).await;
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["data"]["code"], "unauthorized");
+    let answer = ws.request("auth", json!({ "token": token })).await;
+    assert_eq!(answer["type"], "ack");
+
     // A bad ?token= is refused the same way.
     let mut ws = Ws::connect(&format!("{}?token=forged", t.ws_url)).await;
     assert_eq!(ws.closed().await, Closed::Code(4001));
@@ -850,6 +858,37 @@ async fn flooding_is_rate_limited_then_closed() {
         "{:?}",
         a.buffered
     );
+    // A client that waits for each answer but keeps pushing past its
+    // allowance is flooding too, even when a frame slips through.
+    let mut b = t.ws(&alice).await;
+    let mut limited = 0;
+    let code = loop {
+        let sent = b
+            .stream
+            .send(WsMessage::text(
+                json!({"type": "ping", "id": "p"}).to_string(),
+            ))
+            .await;
+        if sent.is_err() {
+            break b.closed().await;
+        }
+        match tokio::time::timeout(
+            crate::common::WAIT,
+            futures_util::StreamExt::next(&mut b.stream),
+        )
+        .await
+        {
+            Ok(Some(Ok(WsMessage::Text(t)))) => {
+                if t.contains("rate_limited") {
+                    limited += 1;
+                }
+            }
+            Ok(Some(Ok(WsMessage::Close(Some(f))))) => break Closed::Code(f.code.into()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(limited < 1000, "never closed");
+    };
+    assert_eq!(code, Closed::Code(4008));
 }
 
 #[tokio::test]
@@ -970,6 +1009,23 @@ async fn a_slow_reader_is_closed_and_the_room_keeps_flowing() {
         }
     };
     assert_eq!(code, Some(4009));
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let mut a = t.ws(&alice).await;
+    a.stream
+        .send(WsMessage::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    assert_eq!(a.closed().await, Closed::Code(1000));
 }
 
 #[tokio::test]
