@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DmPolicy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -47,6 +49,9 @@ pub struct ServerConfig {
     /// Origins (scheme://host[:port]) allowed to open WebSockets and call the
     /// REST API from a browser, besides the server's own.
     pub cors_origins: Vec<String>,
+    /// Who may send a direct message to a user who has not chosen for
+    /// themselves (`PATCH /api/me`).
+    pub dm_policy: DmPolicy,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -118,6 +123,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             log_level: "info".into(),
             cors_origins: Vec::new(),
+            dm_policy: DmPolicy::Anyone,
         }
     }
 }
@@ -426,6 +432,7 @@ mod tests {
                     "http://a.example, https://b.example",
                 ),
                 ("CONFAB_AUTH_REGISTRATION", "closed"),
+                ("CONFAB_SERVER_DM_POLICY", "friends"),
             ]),
         )
         .unwrap();
@@ -434,6 +441,7 @@ mod tests {
         assert_eq!(c.ws.heartbeat_interval_ms, 100);
         assert_eq!(c.server.cors_origins.len(), 2);
         assert_eq!(c.auth.registration, Registration::Closed);
+        assert_eq!(c.server.dm_policy, DmPolicy::Friends);
         let c = Config::load_with_env(
             Some(&path),
             &Overrides {
@@ -460,6 +468,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_frame_bytes"), "{e}");
+        std::fs::write(&path, "[server]\ndm_policy = \"nobody\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dm_policy"), "{e}");
         std::fs::write(&path, "[server]\nbind = \"nowhere\"\n").unwrap();
         let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
             .unwrap_err()
