@@ -6,5 +6,6 @@ mod accounts;
 mod cli;
 mod common;
 mod durability;
+mod friends;
 mod realtime;
 mod rooms;
