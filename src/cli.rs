@@ -93,6 +93,8 @@ pub enum UserCmd {
     },
     /// Delete an account; its tokens and connections stop working at once.
     Delete { name: String },
+    /// List an account's friends.
+    Friends { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     role,
                 },
                 UserCmd::Delete { name } => Request::UserDelete { username: name },
+                UserCmd::Friends { name } => Request::UserFriends { username: name },
             };
             operator(&cli.global, req).await
         }
@@ -361,6 +364,28 @@ fn print(req: &Request, v: &Value, json: bool) {
                 }
             );
         }
+        Request::UserFriends { .. } => table(
+            &["username", "role", "online", "since", "id"],
+            v["friends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    vec![
+                        s(&f["user"]["username"]),
+                        s(&f["user"]["role"]),
+                        if f["online"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        time(&f["since"]),
+                        s(&f["user"]["id"]),
+                    ]
+                })
+                .collect(),
+        ),
         Request::UserAdd { .. } | Request::UserRole { .. } => {
             let u = &v["user"];
             println!("{} ({}) {}", s(&u["username"]), s(&u["role"]), s(&u["id"]));
