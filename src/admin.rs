@@ -44,6 +44,9 @@ pub enum Request {
     UserDelete {
         username: String,
     },
+    UserFriends {
+        username: String,
+    },
     RoomCreate {
         name: String,
         private: bool,
@@ -231,6 +234,10 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         }
         Request::UserDelete { username } => {
             json!({ "user": app.delete_user(&username).await? })
+        }
+        Request::UserFriends { username } => {
+            let u = app.user_by_name(&username)?;
+            json!({ "user": u.public(), "friends": app.friends(u.id)?.friends })
         }
         Request::RoomCreate {
             name,

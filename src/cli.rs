@@ -168,6 +168,8 @@ pub enum UserCmd {
         #[arg(long)]
         room: Option<String>,
     },
+    /// List an account's friends.
+    Friends { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +316,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     username: name,
                     room,
                 },
+                UserCmd::Friends { name } => Request::UserFriends { username: name },
             };
             operator(&cli.global, req).await
         }
@@ -523,6 +526,28 @@ fn print(req: &Request, v: &Value, json: bool) {
                 }
             );
         }
+        Request::UserFriends { .. } => table(
+            &["username", "role", "online", "since", "id"],
+            v["friends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    vec![
+                        s(&f["user"]["username"]),
+                        s(&f["user"]["role"]),
+                        if f["online"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        time(&f["since"]),
+                        s(&f["user"]["id"]),
+                    ]
+                })
+                .collect(),
+        ),
         Request::UserAdd { .. } | Request::UserRole { .. } => {
             let u = &v["user"];
             println!("{} ({}) {}", s(&u["username"]), s(&u["role"]), s(&u["id"]));

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DmPolicy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -50,6 +52,9 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Bearer token for `/metrics`. Empty: only loopback callers may read it.
     pub metrics_token: String,
+    /// Who may send a direct message to a user who has not chosen for
+    /// themselves (`PATCH /api/me`).
+    pub dm_policy: DmPolicy,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -122,6 +127,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             cors_origins: Vec::new(),
             metrics_token: String::new(),
+            dm_policy: DmPolicy::Anyone,
         }
     }
 }
@@ -468,6 +474,7 @@ mod tests {
                     "http://a.example, https://b.example",
                 ),
                 ("CONFAB_AUTH_REGISTRATION", "closed"),
+                ("CONFAB_SERVER_DM_POLICY", "friends"),
             ]),
         )
         .unwrap();
@@ -476,6 +483,7 @@ mod tests {
         assert_eq!(c.ws.heartbeat_interval_ms, 100);
         assert_eq!(c.server.cors_origins.len(), 2);
         assert_eq!(c.auth.registration, Registration::Closed);
+        assert_eq!(c.server.dm_policy, DmPolicy::Friends);
         let c = Config::load_with_env(
             Some(&path),
             &Overrides {
@@ -502,6 +510,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_frame_bytes"), "{e}");
+        std::fs::write(&path, "[server]\ndm_policy = \"nobody\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dm_policy"), "{e}");
         std::fs::write(&path, "[server]\nbind = \"nowhere\"\n").unwrap();
         let e = Config::load_with_env(Some(&path), &Overrides::default(), env(&[]))
             .unwrap_err()

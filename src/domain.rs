@@ -324,6 +324,31 @@ pub enum RoomKind {
     Dm,
 }
 
+/// Who may open or continue a direct conversation with a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmPolicy {
+    Anyone,
+    Friends,
+}
+
+impl DmPolicy {
+    pub fn parse(s: &str) -> Result<DmPolicy, DomainError> {
+        match s {
+            "anyone" => Ok(DmPolicy::Anyone),
+            "friends" => Ok(DmPolicy::Friends),
+            _ => Err(DomainError::new("dm_policy", "must be anyone or friends")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmPolicy::Anyone => "anyone",
+            DmPolicy::Friends => "friends",
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, the protocol's one time format.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -367,6 +392,14 @@ mod tests {
         assert!(MessageText::parse("x\u{7}", 10, false).is_err());
         assert!(MessageText::parse("ééééé", 5, false).is_ok());
         assert!(MessageText::parse("éééééé", 5, false).is_err());
+    }
+
+    #[test]
+    fn dm_policies() {
+        assert_eq!(DmPolicy::parse("friends").unwrap(), DmPolicy::Friends);
+        assert_eq!(DmPolicy::parse("anyone").unwrap().as_str(), "anyone");
+        assert!(DmPolicy::parse("Friends").is_err());
+        assert!(DmPolicy::parse("").is_err());
     }
 
     #[test]

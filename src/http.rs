@@ -18,7 +18,9 @@ use warp::reply::Response;
 use warp::{Buf, Filter};
 
 use crate::app::{Actor, App, AppError, SendInput, Target, page};
-use crate::domain::{ClientMsgId, Id, Password, RoomName, Topic, User, Username, Visibility};
+use crate::domain::{
+    ClientMsgId, DmPolicy, Id, Password, RoomName, Topic, User, Username, Visibility,
+};
 use crate::protocol::ErrorCode;
 
 type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -273,12 +275,57 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::POST, ["api", "auth", "login"]) => login(app, body).await,
         (&Method::GET, ["api", "me"]) => {
             let user = authed(app, req)?;
-            ok(json!({ "user": user }))
+            let dm_policy = app.dm_policy(user.id)?;
+            ok(json!({ "user": user, "dm_policy": dm_policy }))
+        }
+        (&Method::PATCH, ["api", "me"]) => {
+            let user = authed(app, req)?;
+            let input: PatchMeBody = parse(&body)?;
+            let dm_policy = match input.dm_policy.as_deref() {
+                Some(p) => app.set_dm_policy(&user, DmPolicy::parse(p)?).await?,
+                None => app.dm_policy(user.id)?,
+            };
+            ok(json!({ "user": user, "dm_policy": dm_policy }))
         }
         (&Method::GET, ["api", "users", "online"]) => {
-            authed(app, req)?;
-            let users: Vec<User> = app.hub.online_users().into_iter().map(|o| o.user).collect();
-            ok(json!({ "users": users }))
+            let user = authed(app, req)?;
+            ok(json!({ "users": app.online_users_for(user.id)? }))
+        }
+        (&Method::GET, ["api", "friends"]) => {
+            let user = authed(app, req)?;
+            ok(json!(app.friends(user.id)?))
+        }
+        (&Method::POST, ["api", "friends", "requests"]) => {
+            let user = authed(app, req)?;
+            let input: UsernameBody = parse(&body)?;
+            app.friend_request(&user, &Username::parse(&input.username)?)
+                .await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api", "friends", "requests", name, "accept"]) => {
+            let user = authed(app, req)?;
+            app.friend_accept(&user, &Username::parse(name)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::DELETE, ["api", "friends", name]) => {
+            let user = authed(app, req)?;
+            app.friend_remove(&user, &Username::parse(name)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["api", "blocks"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "users": app.blocked(user.id)? }))
+        }
+        (&Method::POST, ["api", "blocks"]) => {
+            let user = authed(app, req)?;
+            let input: UsernameBody = parse(&body)?;
+            app.block(&user, &Username::parse(&input.username)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::DELETE, ["api", "blocks", name]) => {
+            let user = authed(app, req)?;
+            app.unblock(&user, &Username::parse(name)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::GET, ["api", "rooms"]) => {
             let actor = Actor::User(authed(app, req)?);
@@ -547,6 +594,11 @@ struct Credentials {
 #[derive(Deserialize)]
 struct UsernameBody {
     username: String,
+}
+
+#[derive(Deserialize)]
+struct PatchMeBody {
+    dm_policy: Option<String>,
 }
 
 async fn register(app: &Arc<App>, body: Vec<u8>) -> Result<Response> {

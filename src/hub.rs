@@ -76,7 +76,22 @@ struct Online {
     /// The rooms this user is a member of, so presence and fan-out need no
     /// store read.
     rooms: HashSet<Id>,
+    /// This user's friends, online or not: presence reaches them with no
+    /// room in common.
+    friends: HashSet<Id>,
+    /// Users who block this one: their presence is kept from this user.
+    blocked_by: HashSet<Id>,
     since: i64,
+}
+
+/// What a user's first connection loads from the store: everything the
+/// hub needs to route that user's presence without reading the store on
+/// the fan-out path. Later changes arrive as `Change`s.
+#[derive(Debug, Default)]
+pub struct Ties {
+    pub rooms: Vec<Id>,
+    pub friends: Vec<Id>,
+    pub blocked_by: Vec<Id>,
 }
 
 struct State {
@@ -145,14 +160,15 @@ impl Hub {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection of `user`. `load_rooms` runs under the hub's
-    /// lock when this is the user's first connection, so no membership
-    /// change can slip between reading the rooms and subscribing to them.
+    /// Registers a connection of `user`. `load` runs under the hub's lock
+    /// when this is the user's first connection, so no membership,
+    /// friendship or block can change between reading it and the hub
+    /// knowing it.
     pub fn connect<E>(
         &self,
         user: User,
         addr: Option<SocketAddr>,
-        load_rooms: impl FnOnce() -> Result<Vec<Id>, E>,
+        load: impl FnOnce() -> Result<Ties, E>,
     ) -> Result<Connected, E> {
         let (tx, rx) = mpsc::channel(self.queue_len);
         let ctl = Arc::new(SessionControl::default());
@@ -161,7 +177,8 @@ impl Hub {
         let mut st = self.write();
         let first = !st.users.contains_key(&user.id);
         if first {
-            let rooms: HashSet<Id> = load_rooms()?.into_iter().collect();
+            let ties = load()?;
+            let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
             for room in &rooms {
                 st.rooms.entry(*room).or_default().insert(user.id);
             }
@@ -171,6 +188,8 @@ impl Hub {
                     user: user.clone(),
                     sessions: Vec::new(),
                     rooms,
+                    friends: ties.friends.into_iter().collect(),
+                    blocked_by: ties.blocked_by.into_iter().collect(),
                     since: now,
                 },
             );
@@ -511,7 +530,134 @@ impl Hub {
             Change::UserDeleted(id) => {
                 self.close_user(*id, close::UNAUTHORIZED, "account deleted", None);
             }
+            Change::FriendRequested {
+                requester,
+                recipient,
+            } => {
+                let f = frame("friend_request", None, &json!({ "user": requester }));
+                self.send_to_user(recipient.id, &f);
+            }
+            Change::FriendRequestEnded {
+                requester,
+                recipient,
+                declined,
+            } => {
+                if *declined {
+                    let f = frame("friend_declined", None, &json!({ "user": recipient }));
+                    self.send_to_user(requester.id, &f);
+                } else {
+                    let f = frame(
+                        "friend_request_cancelled",
+                        None,
+                        &json!({ "user": requester }),
+                    );
+                    self.send_to_user(recipient.id, &f);
+                }
+            }
+            Change::FriendAdded {
+                accepter,
+                requester,
+            } => {
+                let mut st = self.write();
+                for (to, other) in [(requester, accepter), (accepter, requester)] {
+                    let f = frame("friend_accepted", None, &json!({ "user": other }));
+                    send_to_users(&st, std::iter::once(&to.id), &f, None);
+                }
+                let (a, b) = (accepter.id, requester.id);
+                relink(&mut st, a, b, |st| {
+                    for (me, friend) in [(a, b), (b, a)] {
+                        if let Some(o) = st.users.get_mut(&me) {
+                            o.friends.insert(friend);
+                        }
+                    }
+                });
+            }
+            Change::FriendRemoved { by, other } => {
+                let mut st = self.write();
+                for (to, about) in [(by, other), (other, by)] {
+                    let f = frame("friend_removed", None, &json!({ "user": about }));
+                    send_to_users(&st, std::iter::once(&to.id), &f, None);
+                }
+                let (a, b) = (by.id, other.id);
+                relink(&mut st, a, b, |st| {
+                    for (me, friend) in [(a, b), (b, a)] {
+                        if let Some(o) = st.users.get_mut(&me) {
+                            o.friends.remove(&friend);
+                        }
+                    }
+                });
+            }
+            Change::Blocked { blocker, blocked } => {
+                let mut st = self.write();
+                relink(&mut st, *blocker, *blocked, |st| {
+                    if let Some(o) = st.users.get_mut(blocked) {
+                        o.blocked_by.insert(*blocker);
+                    }
+                });
+            }
+            Change::Unblocked { blocker, blocked } => {
+                let mut st = self.write();
+                relink(&mut st, *blocker, *blocked, |st| {
+                    if let Some(o) = st.users.get_mut(blocked) {
+                        o.blocked_by.remove(blocker);
+                    }
+                });
+            }
         }
+    }
+
+    fn send_to_user(&self, user: Id, f: &Frame) {
+        let st = self.read();
+        send_to_users(&st, std::iter::once(&user), f, None);
+    }
+}
+
+/// Whether `viewer` hears of `subject`'s presence: both online, sharing a
+/// room or friends, and `subject` does not block `viewer`.
+fn sees(st: &State, viewer: Id, subject: Id) -> bool {
+    if viewer == subject {
+        return false;
+    }
+    let (Some(v), Some(s)) = (st.users.get(&viewer), st.users.get(&subject)) else {
+        return false;
+    };
+    if v.blocked_by.contains(&subject) {
+        return false;
+    }
+    if s.friends.contains(&viewer) {
+        return true;
+    }
+    let (small, big) = if v.rooms.len() <= s.rooms.len() {
+        (&v.rooms, &s.rooms)
+    } else {
+        (&s.rooms, &v.rooms)
+    };
+    small.iter().any(|r| big.contains(r))
+}
+
+/// Applies `change` to what links `a` and `b`, then tells each of them
+/// about the other where that changed what they may see: a new friend who
+/// is already online appears at once, a blocker disappears at once. The
+/// client's picture of who is online stays what a fresh connection would
+/// be told.
+fn relink(st: &mut State, a: Id, b: Id, change: impl FnOnce(&mut State)) {
+    let before = [sees(st, a, b), sees(st, b, a)];
+    change(st);
+    let after = [sees(st, a, b), sees(st, b, a)];
+    for (i, (viewer, subject)) in [(a, b), (b, a)].into_iter().enumerate() {
+        if before[i] == after[i] {
+            continue;
+        }
+        let Some(s) = st.users.get(&subject) else {
+            continue;
+        };
+        let kind = if after[i] {
+            "user_online"
+        } else {
+            "user_offline"
+        };
+        let f = frame(kind, None, &json!({ "user": s.user }));
+        send_to_users(st, std::iter::once(&viewer), &f, None);
     }
 }
 
@@ -570,16 +716,25 @@ fn room_audience_send(st: &State, room: &Room, f: &Frame) {
     }
 }
 
-/// Online users who share a room with `user` (not `user` itself).
+/// Online users who hear of `user`'s presence (see [`sees`]): those who
+/// share a room with `user` or are friends, minus those `user` blocks.
 fn audience_of(st: &State, user: Id) -> HashSet<Id> {
     let mut out = HashSet::new();
     if let Some(o) = st.users.get(&user) {
         for room in &o.rooms {
             if let Some(members) = st.rooms.get(room) {
-                out.extend(members.iter().copied().filter(|u| *u != user));
+                out.extend(members.iter().copied());
             }
         }
+        out.extend(o.friends.iter().filter(|f| st.users.contains_key(f)));
     }
+    out.retain(|v| {
+        *v != user
+            && st
+                .users
+                .get(v)
+                .is_some_and(|o| !o.blocked_by.contains(&user))
+    });
     out
 }
 
@@ -607,5 +762,134 @@ fn send_to_users<'a>(
                 deliver(s, f.clone(), &st.metrics);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+
+    fn user(name: &str) -> User {
+        User {
+            id: Id::new(),
+            username: name.into(),
+            role: Role::User,
+        }
+    }
+
+    fn join(hub: &Hub, u: &User, ties: Ties) -> Connected {
+        hub.connect(u.clone(), None, || Ok::<_, ()>(ties))
+            .expect("connects")
+    }
+
+    /// The (type, user) of every frame queued so far.
+    fn drain(c: &mut Connected) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(f) = c.rx.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&f.0).expect("json");
+            let name = v["data"]["user"]["username"].as_str().unwrap_or_default();
+            out.push((v["type"].as_str().unwrap_or_default().into(), name.into()));
+        }
+        out
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn presence_reaches_friends_and_skips_those_the_subject_blocks() {
+        let hub = Hub::new(64, Duration::from_secs(6), Default::default());
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        let room = Id::new();
+        // bob is alice's friend with no room in common; carol shares a
+        // room with alice, who blocks her.
+        let mut a = join(
+            &hub,
+            &alice,
+            Ties {
+                rooms: vec![room],
+                friends: vec![bob.id],
+                blocked_by: vec![],
+            },
+        );
+        let mut b = join(
+            &hub,
+            &bob,
+            Ties {
+                friends: vec![alice.id],
+                ..Ties::default()
+            },
+        );
+        let mut c = join(
+            &hub,
+            &carol,
+            Ties {
+                rooms: vec![room],
+                blocked_by: vec![alice.id],
+                ..Ties::default()
+            },
+        );
+        assert_eq!(
+            drain(&mut a),
+            pairs(&[("user_online", "bob"), ("user_online", "carol")])
+        );
+        assert_eq!(drain(&mut b), pairs(&[]));
+        assert_eq!(drain(&mut c), pairs(&[]));
+
+        hub.apply(&[Change::Unblocked {
+            blocker: alice.id,
+            blocked: carol.id,
+        }]);
+        assert_eq!(drain(&mut c), pairs(&[("user_online", "alice")]));
+        assert_eq!(drain(&mut a), pairs(&[]));
+
+        hub.apply(&[Change::FriendRemoved {
+            by: alice.clone(),
+            other: bob.clone(),
+        }]);
+        assert_eq!(
+            drain(&mut a),
+            pairs(&[("friend_removed", "bob"), ("user_offline", "bob")])
+        );
+        assert_eq!(
+            drain(&mut b),
+            pairs(&[("friend_removed", "alice"), ("user_offline", "alice")])
+        );
+
+        hub.apply(&[Change::Blocked {
+            blocker: alice.id,
+            blocked: carol.id,
+        }]);
+        assert_eq!(drain(&mut c), pairs(&[("user_offline", "alice")]));
+        hub.disconnect(a.session);
+        assert_eq!(drain(&mut b), pairs(&[]));
+        assert_eq!(drain(&mut c), pairs(&[]));
+    }
+
+    #[test]
+    fn a_new_friendship_shows_a_friend_already_online() {
+        let hub = Hub::new(64, Duration::from_secs(6), Default::default());
+        let (alice, bob) = (user("alice"), user("bob"));
+        let mut a = join(&hub, &alice, Ties::default());
+        let mut b = join(&hub, &bob, Ties::default());
+        assert_eq!(drain(&mut a), pairs(&[]));
+        hub.apply(&[Change::FriendAdded {
+            accepter: bob.clone(),
+            requester: alice.clone(),
+        }]);
+        assert_eq!(
+            drain(&mut a),
+            pairs(&[("friend_accepted", "bob"), ("user_online", "bob")])
+        );
+        assert_eq!(
+            drain(&mut b),
+            pairs(&[("friend_accepted", "alice"), ("user_online", "alice")])
+        );
+        hub.disconnect(b.session);
+        assert_eq!(drain(&mut a), pairs(&[("user_offline", "bob")]));
     }
 }

@@ -19,7 +19,7 @@ use redb::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::oneshot;
 
-use crate::domain::{Id, Message, Role, Room, RoomKind, User, Visibility};
+use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibility};
 
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -53,6 +53,26 @@ const FILE_TO_REFS: TableDefinition<&str, u64> = TableDefinition::new("file_to_r
 const USER_ROOM_TO_MUTE: TableDefinition<(u128, u128), &[u8]> =
     TableDefinition::new("user_room_to_mute");
 const AUDIT_SEQ_TO_ENTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seq_to_entry");
+// Friendship is kept in both directions, (user, friend), so either side
+// lists its friends with one range scan.
+const USER_FRIEND_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_friend_to_since");
+// A pending friend request, (recipient, requester): what a user was asked.
+const USER_REQUESTER_TO_SENT: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_requester_to_sent");
+// The same request seen from its sender, (requester, recipient). A request
+// made to someone who blocks the requester has only this row: the
+// requester sees it pending, the recipient never sees it. Such a request
+// lasts only as long as the block.
+const USER_RECIPIENT_TO_SENT: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_recipient_to_sent");
+// (blocker, blocked): whom a user blocks.
+const USER_BLOCKED_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_blocked_to_since");
+// (blocked, blocker): who blocks a user, read when they come online.
+const USER_BLOCKER_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_blocker_to_since");
+const USER_TO_SETTINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("user_to_settings");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -200,6 +220,14 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
+/// A user's own choices. `None` means "the server's default", so a change
+/// of the configured default reaches everyone who never chose.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserSettings {
+    #[serde(default)]
+    pub dm_policy: Option<DmPolicy>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub joined_at: i64,
@@ -255,6 +283,35 @@ pub enum Change {
         room: Id,
         user: User,
         seq: u64,
+    },
+    /// A friend request reached its recipient.
+    FriendRequested {
+        requester: User,
+        recipient: User,
+    },
+    /// A delivered request is no longer pending without a friendship:
+    /// declined by its recipient, or withdrawn (by its sender, by a block,
+    /// by an account deletion).
+    FriendRequestEnded {
+        requester: User,
+        recipient: User,
+        declined: bool,
+    },
+    FriendAdded {
+        accepter: User,
+        requester: User,
+    },
+    FriendRemoved {
+        by: User,
+        other: User,
+    },
+    Blocked {
+        blocker: Id,
+        blocked: Id,
+    },
+    Unblocked {
+        blocker: Id,
+        blocked: Id,
     },
 }
 
@@ -425,6 +482,14 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(FILE_TO_REFS)?;
         txn.open_table(USER_ROOM_TO_MUTE)?;
         txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
+        // Added after schema version 1 shipped without a version bump:
+        // creating missing tables is all an older store needs.
+        txn.open_table(USER_FRIEND_TO_SINCE)?;
+        txn.open_table(USER_REQUESTER_TO_SENT)?;
+        txn.open_table(USER_RECIPIENT_TO_SENT)?;
+        txn.open_table(USER_BLOCKED_TO_SINCE)?;
+        txn.open_table(USER_BLOCKER_TO_SINCE)?;
+        txn.open_table(USER_TO_SETTINGS)?;
     }
     txn.commit()?;
     Ok(())
@@ -585,12 +650,43 @@ mod q {
     }
 
     pub fn room_ids_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
+        Ok(pairs_of(t, user)?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The rows `(user, other) -> time` of a pair table, as (other, time).
+    pub fn pairs_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<(Id, i64)>> {
         let mut out = Vec::new();
         for row in t.range((user.0, 0)..=(user.0, u128::MAX))? {
-            let (k, _) = row?;
-            out.push(Id(k.value().1));
+            let (k, v) = row?;
+            out.push((Id(k.value().1), v.value()));
         }
         Ok(out)
+    }
+
+    pub fn has_pair(t: &impl ReadableTable<(u128, u128), i64>, a: Id, b: Id) -> Result<bool> {
+        Ok(t.get((a.0, b.0))?.is_some())
+    }
+
+    /// Users of `pairs`, by username; rows of deleted users are skipped.
+    pub fn users_of(
+        t: &impl ReadableTable<u128, &'static [u8]>,
+        pairs: Vec<(Id, i64)>,
+    ) -> Result<Vec<(User, i64)>> {
+        let mut out = Vec::new();
+        for (id, at) in pairs {
+            if let Some(u) = user(t, id)? {
+                out.push((u.public(), at));
+            }
+        }
+        out.sort_by(|a, b| a.0.username.cmp(&b.0.username));
+        Ok(out)
+    }
+
+    pub fn settings(t: &impl ReadableTable<u128, &'static [u8]>, user: Id) -> Result<UserSettings> {
+        Ok(t.get(user.0)?
+            .map(|v| decode("user_to_settings", v.value()))
+            .transpose()?
+            .unwrap_or_default())
     }
 }
 
@@ -883,6 +979,55 @@ impl Rx {
             None => Ok(None),
         }
     }
+
+    fn users_in(
+        &self,
+        table: TableDefinition<(u128, u128), i64>,
+        user: Id,
+    ) -> Result<Vec<(User, i64)>> {
+        let pairs = q::pairs_of(&self.txn.open_table(table)?, user)?;
+        q::users_of(&self.txn.open_table(USER_TO_RECORD)?, pairs)
+    }
+
+    fn ids_in(&self, table: TableDefinition<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
+        Ok(q::pairs_of(&self.txn.open_table(table)?, user)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The user's friends with the time each friendship began.
+    pub fn friends(&self, user: Id) -> Result<Vec<(User, i64)>> {
+        self.users_in(USER_FRIEND_TO_SINCE, user)
+    }
+
+    pub fn friend_ids(&self, user: Id) -> Result<Vec<Id>> {
+        self.ids_in(USER_FRIEND_TO_SINCE, user)
+    }
+
+    /// Pending requests the user received, with the time each was sent.
+    pub fn incoming_requests(&self, user: Id) -> Result<Vec<(User, i64)>> {
+        self.users_in(USER_REQUESTER_TO_SENT, user)
+    }
+
+    /// Pending requests the user sent.
+    pub fn outgoing_requests(&self, user: Id) -> Result<Vec<(User, i64)>> {
+        self.users_in(USER_RECIPIENT_TO_SENT, user)
+    }
+
+    /// Users this user blocks.
+    pub fn blocked(&self, user: Id) -> Result<Vec<(User, i64)>> {
+        self.users_in(USER_BLOCKED_TO_SINCE, user)
+    }
+
+    /// Users who block this user.
+    pub fn blocker_ids(&self, user: Id) -> Result<Vec<Id>> {
+        self.ids_in(USER_BLOCKER_TO_SINCE, user)
+    }
+
+    pub fn settings(&self, user: Id) -> Result<UserSettings> {
+        q::settings(&self.txn.open_table(USER_TO_SETTINGS)?, user)
+    }
 }
 
 /// A write transaction inside the writer's group commit.
@@ -937,6 +1082,10 @@ impl Tx {
         q::member(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room, user)
     }
 
+    pub fn member_ids(&self, room: Id) -> Result<Vec<Id>> {
+        q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room)
+    }
+
     pub fn create_user(&mut self, new: NewUser) -> Result<UserRecord> {
         let mut names = self.txn.open_table(USERNAME_TO_USER)?;
         if names.get(new.username.as_str())?.is_some() {
@@ -983,6 +1132,48 @@ impl Tx {
                 .open_table(USER_ROOM_TO_JOINED)?
                 .remove((id.0, room.0))?;
         }
+        let me = rec.public();
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let others = |table| -> Result<Vec<User>> {
+            let pairs = q::pairs_of(&self.txn.open_table(table)?, id)?;
+            Ok(q::users_of(&users, pairs)?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect())
+        };
+        let friends = others(USER_FRIEND_TO_SINCE)?;
+        let incoming = others(USER_REQUESTER_TO_SENT)?;
+        let outgoing = others(USER_RECIPIENT_TO_SENT)?;
+        let blocked = others(USER_BLOCKED_TO_SINCE)?;
+        drop(users);
+        // Those who knew this user as a friend or a pending request hear
+        // that it ended, so their lists need no refresh.
+        for other in friends {
+            self.remove_friend(&me, &other)?;
+        }
+        for other in incoming {
+            self.end_request(&other, &me, true)?;
+        }
+        for other in outgoing {
+            self.end_request(&me, &other, false)?;
+        }
+        // Requests this user never saw exist only from users it blocks.
+        for other in blocked {
+            self.end_request(&other, &me, true)?;
+        }
+        // Blocks end silently: nobody was told of them in the first place.
+        for (forward, backward) in [
+            (USER_BLOCKED_TO_SINCE, USER_BLOCKER_TO_SINCE),
+            (USER_BLOCKER_TO_SINCE, USER_BLOCKED_TO_SINCE),
+        ] {
+            let mut f = self.txn.open_table(forward)?;
+            let mut b = self.txn.open_table(backward)?;
+            for (other, _) in q::pairs_of(&f, id)? {
+                f.remove((id.0, other.0))?;
+                b.remove((other.0, id.0))?;
+            }
+        }
+        self.txn.open_table(USER_TO_SETTINGS)?.remove(id.0)?;
         self.emit(Change::UserDeleted(id));
         Ok(rec)
     }
@@ -1425,6 +1616,188 @@ impl Tx {
             .get(room.0)?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+
+    pub fn are_friends(&self, a: Id, b: Id) -> Result<bool> {
+        q::has_pair(&self.txn.open_table(USER_FRIEND_TO_SINCE)?, a, b)
+    }
+
+    /// Whether `requester` asked `recipient` and the recipient can see it.
+    pub fn has_incoming(&self, recipient: Id, requester: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_REQUESTER_TO_SENT)?,
+            recipient,
+            requester,
+        )
+    }
+
+    /// Whether `requester` has a request to `recipient` pending, delivered
+    /// or not.
+    pub fn has_outgoing(&self, requester: Id, recipient: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_RECIPIENT_TO_SENT)?,
+            requester,
+            recipient,
+        )
+    }
+
+    pub fn blocks(&self, blocker: Id, blocked: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_BLOCKED_TO_SINCE)?,
+            blocker,
+            blocked,
+        )
+    }
+
+    pub fn settings(&self, user: Id) -> Result<UserSettings> {
+        q::settings(&self.txn.open_table(USER_TO_SETTINGS)?, user)
+    }
+
+    pub fn put_settings(&mut self, user: Id, settings: &UserSettings) -> Result<()> {
+        self.txn
+            .open_table(USER_TO_SETTINGS)?
+            .insert(user.0, encode(settings).as_slice())?;
+        Ok(())
+    }
+
+    /// Records a pending request. `deliver` false keeps it on the sender's
+    /// side only; true also shows it to the recipient (once).
+    pub fn put_request(&mut self, requester: &User, recipient: &User, deliver: bool) -> Result<()> {
+        let now = crate::domain::now_ms();
+        if !self.has_outgoing(requester.id, recipient.id)? {
+            self.txn
+                .open_table(USER_RECIPIENT_TO_SENT)?
+                .insert((requester.id.0, recipient.id.0), now)?;
+        }
+        if deliver && !self.has_incoming(recipient.id, requester.id)? {
+            self.txn
+                .open_table(USER_REQUESTER_TO_SENT)?
+                .insert((recipient.id.0, requester.id.0), now)?;
+            self.emit(Change::FriendRequested {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops a pending request; false if there was none. The event goes
+    /// to the side whose list loses it: the requester for a decline, the
+    /// recipient (if they saw it) for a withdrawal.
+    pub fn end_request(
+        &mut self,
+        requester: &User,
+        recipient: &User,
+        declined: bool,
+    ) -> Result<bool> {
+        let sent = self
+            .txn
+            .open_table(USER_RECIPIENT_TO_SENT)?
+            .remove((requester.id.0, recipient.id.0))?
+            .is_some();
+        let seen = self
+            .txn
+            .open_table(USER_REQUESTER_TO_SENT)?
+            .remove((recipient.id.0, requester.id.0))?
+            .is_some();
+        if (declined && sent) || (!declined && seen) {
+            self.emit(Change::FriendRequestEnded {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+                declined,
+            });
+        }
+        Ok(sent || seen)
+    }
+
+    /// Takes a request out of its recipient's sight, leaving it pending on
+    /// the requester's side; false if the recipient did not see one.
+    pub fn hide_request(&mut self, requester: &User, recipient: &User) -> Result<bool> {
+        let seen = self
+            .txn
+            .open_table(USER_REQUESTER_TO_SENT)?
+            .remove((recipient.id.0, requester.id.0))?
+            .is_some();
+        if seen {
+            self.emit(Change::FriendRequestEnded {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+                declined: false,
+            });
+        }
+        Ok(seen)
+    }
+
+    /// Makes two users friends, consuming the requests between them.
+    pub fn add_friend(&mut self, accepter: &User, requester: &User) -> Result<()> {
+        let (a, b) = (accepter.id.0, requester.id.0);
+        {
+            let mut incoming = self.txn.open_table(USER_REQUESTER_TO_SENT)?;
+            incoming.remove((a, b))?;
+            incoming.remove((b, a))?;
+            let mut outgoing = self.txn.open_table(USER_RECIPIENT_TO_SENT)?;
+            outgoing.remove((a, b))?;
+            outgoing.remove((b, a))?;
+            let mut friends = self.txn.open_table(USER_FRIEND_TO_SINCE)?;
+            let now = crate::domain::now_ms();
+            friends.insert((a, b), now)?;
+            friends.insert((b, a), now)?;
+        }
+        self.emit(Change::FriendAdded {
+            accepter: accepter.clone(),
+            requester: requester.clone(),
+        });
+        Ok(())
+    }
+
+    /// Ends a friendship; false if there was none.
+    pub fn remove_friend(&mut self, by: &User, other: &User) -> Result<bool> {
+        let removed = {
+            let mut friends = self.txn.open_table(USER_FRIEND_TO_SINCE)?;
+            let one = friends.remove((by.id.0, other.id.0))?.is_some();
+            let two = friends.remove((other.id.0, by.id.0))?.is_some();
+            one || two
+        };
+        if removed {
+            self.emit(Change::FriendRemoved {
+                by: by.clone(),
+                other: other.clone(),
+            });
+        }
+        Ok(removed)
+    }
+
+    /// Records a block; false if it existed.
+    pub fn block(&mut self, blocker: Id, blocked: Id) -> Result<bool> {
+        if self.blocks(blocker, blocked)? {
+            return Ok(false);
+        }
+        let now = crate::domain::now_ms();
+        self.txn
+            .open_table(USER_BLOCKED_TO_SINCE)?
+            .insert((blocker.0, blocked.0), now)?;
+        self.txn
+            .open_table(USER_BLOCKER_TO_SINCE)?
+            .insert((blocked.0, blocker.0), now)?;
+        self.emit(Change::Blocked { blocker, blocked });
+        Ok(true)
+    }
+
+    /// Lifts a block; false if there was none.
+    pub fn unblock(&mut self, blocker: Id, blocked: Id) -> Result<bool> {
+        let removed = self
+            .txn
+            .open_table(USER_BLOCKED_TO_SINCE)?
+            .remove((blocker.0, blocked.0))?
+            .is_some();
+        if !removed {
+            return Ok(false);
+        }
+        self.txn
+            .open_table(USER_BLOCKER_TO_SINCE)?
+            .remove((blocked.0, blocker.0))?;
+        self.emit(Change::Unblocked { blocker, blocked });
+        Ok(true)
     }
 
     /// Moves the member's read marker forward (never back).

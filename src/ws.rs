@@ -123,16 +123,11 @@ async fn connection(
             return;
         }
     };
-    let connected = {
-        let store = app.store.clone();
-        let uid = user.id;
-        app.hub
-            .connect(user.clone(), addr, move || store.read()?.room_ids_of(uid))
-    };
+    let connected = app.hub.connect(user.clone(), addr, || app.ties(user.id));
     let connected = match connected {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot load rooms for a new connection");
+            tracing::error!(error = %e, "cannot load rooms and friends for a new connection");
             send_close(&mut ws, close_req(1011, "internal error"), grace).await;
             return;
         }
@@ -442,7 +437,10 @@ fn hello(
         out.push(frame("ack", Some(&id), &json!({ "user": user })));
     }
     let rooms = app.rooms_of(user.id)?;
-    let online: Vec<User> = app.hub.online_users().into_iter().map(|o| o.user).collect();
+    let online = app.online_users_for(user.id)?;
+    // Requests that arrived while the user was away are delivered here.
+    let lists = app.friends(user.id)?;
+    let friends: Vec<&User> = lists.friends.iter().map(|f| &f.user).collect();
     out.push(frame(
         "authenticated",
         None,
@@ -451,6 +449,8 @@ fn hello(
             "session_id": session.to_string(),
             "rooms": rooms,
             "online_users": online,
+            "friends": friends,
+            "friend_requests": lists.incoming,
         }),
     ));
     Ok(out)
@@ -491,6 +491,21 @@ struct HistoryData {
     before: Option<u64>,
     after: Option<u64>,
     limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ToData {
+    to: String,
+}
+
+#[derive(Deserialize)]
+struct FromData {
+    from: String,
+}
+
+#[derive(Deserialize)]
+struct UsernameData {
+    username: String,
 }
 
 #[derive(Deserialize)]
@@ -664,6 +679,50 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
                 .and_then(|room| app.presence(&Actor::User(user), room))
                 .map(|users| json!({ "users": users }));
             Answer::Now(answer(id.as_deref(), r))
+        }
+        "friend_request" => {
+            let d = data!(ToData);
+            later!(async move {
+                app.friend_request(&user, &Username::parse(&d.to)?).await?;
+                Ok(json!({}))
+            })
+        }
+        "friend_accept" => {
+            let d = data!(FromData);
+            later!(async move {
+                app.friend_accept(&user, &Username::parse(&d.from)?).await?;
+                Ok(json!({}))
+            })
+        }
+        "friend_decline" => {
+            let d = data!(FromData);
+            later!(async move {
+                app.friend_decline(&user, &Username::parse(&d.from)?)
+                    .await?;
+                Ok(json!({}))
+            })
+        }
+        "friend_remove" => {
+            let d = data!(UsernameData);
+            later!(async move {
+                app.friend_remove(&user, &Username::parse(&d.username)?)
+                    .await?;
+                Ok(json!({}))
+            })
+        }
+        "block_user" => {
+            let d = data!(UsernameData);
+            later!(async move {
+                app.block(&user, &Username::parse(&d.username)?).await?;
+                Ok(json!({}))
+            })
+        }
+        "unblock_user" => {
+            let d = data!(UsernameData);
+            later!(async move {
+                app.unblock(&user, &Username::parse(&d.username)?).await?;
+                Ok(json!({}))
+            })
         }
         other => Answer::Now(Some(error_frame(
             id.as_deref(),

@@ -196,6 +196,45 @@ async fn room_commands_with_and_without_a_server() {
 }
 
 #[tokio::test]
+async fn user_friends_lists_friends_with_and_without_a_server() {
+    let mut t = TestApp::spawn().await;
+    let (ann, _) = t.register("ann").await;
+    let (bo, _) = t.register("bo.b").await;
+    t.register("cyd").await;
+    let (status, _) = t
+        .post("/api/friends/requests", &ann, json!({"username": "bo.b"}))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = t
+        .post("/api/friends/requests/ann/accept", &bo, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let _online = t.ws(&bo).await;
+
+    let dir = t.dir.path().to_path_buf();
+    let out: Value =
+        serde_json::from_str(&ok(
+            confab(&dir, &["user", "friends", "ann", "--json"], "").await
+        ))
+        .unwrap();
+    assert_eq!(out["friends"][0]["user"]["username"], "bo.b");
+    assert_eq!(out["friends"][0]["online"], true);
+    let table = ok(confab(&dir, &["user", "friends", "ann"], "").await);
+    assert!(table.starts_with("USERNAME"), "{table}");
+    assert!(table.contains("bo.b") && table.contains("yes"), "{table}");
+    assert!(!table.contains("cyd"), "{table}");
+    let none = ok(confab(&dir, &["user", "friends", "cyd"], "").await);
+    assert!(none.contains("(none)"), "{none}");
+
+    t.stop().await;
+    let table = ok(confab(&dir, &["user", "friends", "bo.b"], "").await);
+    assert!(table.contains("ann") && table.contains("no"), "{table}");
+    let out = confab(&dir, &["user", "friends", "nobody"], "").await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[tokio::test]
 async fn a_bad_config_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

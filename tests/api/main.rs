@@ -6,6 +6,7 @@ mod accounts;
 mod cli;
 mod common;
 mod durability;
+mod friends;
 mod moderation;
 mod realtime;
 mod rooms;
