@@ -2,7 +2,7 @@
 //! HTTP, WebSocket and the admin socket all call these functions. Input
 //! arrives already validated into domain types.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     RateLimited(String),
+    /// Rate limited, with the seconds until a retry can succeed.
+    #[error("{message}; retry in {retry_after} s")]
+    Throttled { message: String, retry_after: u64 },
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -65,7 +68,7 @@ impl AppError {
             AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
-            AppError::RateLimited(_) => ErrorCode::RateLimited,
+            AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
             AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
@@ -171,8 +174,7 @@ pub struct App {
     /// Bounds the images decoded at once, so uploads cannot take every
     /// thread from chat.
     decode_slots: tokio::sync::Semaphore,
-    /// Per-user upload counts in the current minute.
-    upload_window: std::sync::Mutex<HashMap<Id, (i64, u32)>>,
+    pub limits: crate::limits::Limiters,
 }
 
 impl App {
@@ -200,6 +202,7 @@ impl App {
         let secret = store.jwt_secret()?;
         let auth = Auth::new(&config.auth, &secret)?;
         let files = FileStore::new(&config.server.data_dir);
+        let limits = crate::limits::Limiters::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         Ok(Arc::new(App {
             config,
@@ -209,7 +212,7 @@ impl App {
             auth,
             files,
             decode_slots,
-            upload_window: Default::default(),
+            limits,
         }))
     }
 
@@ -248,9 +251,16 @@ impl App {
         self: &Arc<Self>,
         username: Username,
         password: Password,
+        ip: Option<IpAddr>,
     ) -> Result<(String, User)> {
         if self.config.auth.registration == Registration::Closed {
             return Err(AppError::Forbidden("registration is closed".into()));
+        }
+        if let Some(ip) = ip {
+            self.limits
+                .auth_by_ip
+                .take(&ip)
+                .map_err(|retry| throttled("too many attempts from this address", retry))?;
         }
         if self
             .store
@@ -268,7 +278,21 @@ impl App {
         self: &Arc<Self>,
         username: &str,
         password: String,
+        ip: Option<IpAddr>,
     ) -> Result<(String, User)> {
+        if let Some(ip) = ip {
+            self.limits
+                .auth_by_ip
+                .take(&ip)
+                .map_err(|retry| throttled("too many attempts from this address", retry))?;
+        }
+        // Failures are counted per name, existing or not, so the limit
+        // says nothing about which names exist.
+        let account = username.to_ascii_lowercase();
+        self.limits
+            .login_failures
+            .check(&account)
+            .map_err(|retry| throttled("too many failed logins for this account", retry))?;
         let rec = match Username::parse(username) {
             Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
             Err(_) => None,
@@ -285,7 +309,10 @@ impl App {
                 ban_check(&rec)?;
                 Ok((self.auth.issue(rec.id), rec.public()))
             }
-            _ => Err(AuthError::BadCredentials.into()),
+            _ => {
+                self.limits.login_failures.hit(&account);
+                Err(AuthError::BadCredentials.into())
+            }
         }
     }
 
@@ -425,6 +452,12 @@ impl App {
         topic: Option<Topic>,
     ) -> Result<Room> {
         let owner = actor.user().map(|u| u.id);
+        if let Some(user) = owner {
+            self.limits
+                .room_creations
+                .take(&user)
+                .map_err(|retry| throttled("too many new rooms", retry))?;
+        }
         let room = self
             .store
             .write(move |tx| {
@@ -573,6 +606,9 @@ impl App {
     // ----- messages -----
 
     pub async fn send_message(&self, sender: &User, input: SendInput) -> Result<Message> {
+        if !self.limits.messages.take(&sender.id) {
+            return Err(AppError::RateLimited("sending too fast; slow down".into()));
+        }
         let max = self.config.uploads.max_per_message;
         if input.attachments.len() > max {
             return Err(AppError::BadRequest(format!(
@@ -988,29 +1024,13 @@ fn may_dm(tx: &Tx, sender: Id, peer: Id, default: DmPolicy) -> Result<(), StoreE
 impl App {
     // ----- uploads -----
 
-    /// Counts an upload against the user's per-minute allowance.
-    fn upload_allowed(&self, user: Id) -> bool {
-        let minute = crate::domain::now_ms() / 60_000;
-        let mut w = self.upload_window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.len() > 10_000 {
-            w.retain(|_, (m, _)| *m == minute);
-        }
-        let slot = w.entry(user).or_insert((minute, 0));
-        if slot.0 != minute {
-            *slot = (minute, 0);
-        }
-        slot.1 += 1;
-        slot.1 <= self.config.uploads.per_minute
-    }
-
     /// Judges, cleans, thumbnails and keeps an image; returns the
     /// attachment that messages can carry.
     pub async fn upload(self: &Arc<Self>, user: &User, data: Vec<u8>) -> Result<UploadRecord> {
-        if !self.upload_allowed(user.id) {
-            return Err(AppError::RateLimited(
-                "too many uploads; try again in a minute".into(),
-            ));
-        }
+        self.limits
+            .uploads
+            .take(&user.id)
+            .map_err(|retry| throttled("too many uploads", retry))?;
         let quota = self.config.uploads.quota_bytes_per_user;
         if self.store.read()?.uploaded_bytes(user.id)? >= quota {
             return Err(AppError::Forbidden(format!(
@@ -1127,6 +1147,13 @@ impl App {
             }
         }
         Ok((removed, swept))
+    }
+}
+
+fn throttled(message: &str, retry_after: u64) -> AppError {
+    AppError::Throttled {
+        message: message.into(),
+        retry_after,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Bearer token for `/metrics`. Empty: only loopback callers may read it.
     pub metrics_token: String,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Who may send a direct message to a user who has not chosen for
     /// themselves (`PATCH /api/me`).
     pub dm_policy: DmPolicy,
@@ -100,6 +102,14 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     pub frames_per_sec: u32,
     pub frames_burst: u32,
+    pub messages_per_sec: u32,
+    pub messages_burst: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_user: usize,
+    pub auth_attempts_per_ip_per_min: u32,
+    pub login_failures_per_account: u32,
+    pub room_creations_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +137,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             cors_origins: Vec::new(),
             metrics_token: String::new(),
+            trusted_proxies: Vec::new(),
             dm_policy: DmPolicy::Anyone,
         }
     }
@@ -156,6 +167,14 @@ impl Default for LimitsConfig {
             outbound_queue: 512,
             frames_per_sec: 50,
             frames_burst: 200,
+            messages_per_sec: 5,
+            messages_burst: 30,
+            max_connections: 19_000,
+            max_connections_per_ip: 256,
+            max_connections_per_user: 32,
+            auth_attempts_per_ip_per_min: 30,
+            login_failures_per_account: 10,
+            room_creations_per_hour: 20,
         }
     }
 }

@@ -271,8 +271,8 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             app.moderate_delete(&actor, id, None).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        (&Method::POST, ["api", "auth", "register"]) => register(app, body).await,
-        (&Method::POST, ["api", "auth", "login"]) => login(app, body).await,
+        (&Method::POST, ["api", "auth", "register"]) => register(app, req, body).await,
+        (&Method::POST, ["api", "auth", "login"]) => login(app, req, body).await,
         (&Method::GET, ["api", "me"]) => {
             let user = authed(app, req)?;
             let dm_policy = app.dm_policy(user.id)?;
@@ -513,6 +513,11 @@ pub fn error_response(e: &AppError) -> Response {
         status,
         &json!({"error": {"code": code.as_str(), "message": e.client_message()}}),
     );
+    if let AppError::Throttled { retry_after, .. } = e
+        && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     if code == ErrorCode::Unauthorized {
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -601,17 +606,21 @@ struct PatchMeBody {
     dm_policy: Option<String>,
 }
 
-async fn register(app: &Arc<App>, body: Vec<u8>) -> Result<Response> {
+fn req_ip(app: &App, req: &Request) -> Option<std::net::IpAddr> {
+    crate::limits::client_ip(req.addr, &req.headers, &app.config.server.trusted_proxies)
+}
+
+async fn register(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
     let c: Credentials = parse(&body)?;
     let username = Username::parse(&c.username)?;
     let password = Password::parse(&c.password)?;
-    let (token, user) = app.register(username, password).await?;
+    let (token, user) = app.register(username, password, req_ip(app, req)).await?;
     created(json!({ "token": token, "user": user }))
 }
 
-async fn login(app: &Arc<App>, body: Vec<u8>) -> Result<Response> {
+async fn login(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
     let c: Credentials = parse(&body)?;
-    let (token, user) = app.login(&c.username, c.password).await?;
+    let (token, user) = app.login(&c.username, c.password, req_ip(app, req)).await?;
     ok(json!({ "token": token, "user": user }))
 }
 

@@ -277,6 +277,15 @@ impl Hub {
         self.metrics.online_users.set(st.users.len() as i64);
     }
 
+    /// Open connections of one user.
+    pub fn sessions_of(&self, user: Id) -> usize {
+        self.read()
+            .users
+            .get(&user)
+            .map(|o| o.sessions.len())
+            .unwrap_or(0)
+    }
+
     pub fn is_online(&self, user: Id) -> bool {
         self.read().users.contains_key(&user)
     }

@@ -47,13 +47,27 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                     *r.status_mut() = StatusCode::FORBIDDEN;
                     return r;
                 }
+                let ip =
+                    crate::limits::client_ip(addr, &headers, &app.config.server.trusted_proxies);
+                let slot = match app.limits.connections.open(ip) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        app.metrics.reject("connection_limit");
+                        return error_response(&AppError::RateLimited(why.into()));
+                    }
+                };
                 let app = app.clone();
                 let max = app.config.limits.max_frame_bytes;
                 let token = query.get("token").cloned();
+                let peer = ip.map(|ip| SocketAddr::new(ip, addr.map(|a| a.port()).unwrap_or(0)));
                 warp::reply::Reply::into_response(
-                    ws.max_frame_size(max)
-                        .max_message_size(max)
-                        .on_upgrade(move |socket| connection(app, socket, token, addr)),
+                    ws.max_frame_size(max).max_message_size(max).on_upgrade(
+                        move |socket| async move {
+                            // Held for the connection's life, given back however it ends.
+                            let _slot = slot;
+                            connection(app, socket, token, peer).await
+                        },
+                    ),
                 )
             },
         )
@@ -123,6 +137,12 @@ async fn connection(
             return;
         }
     };
+    if app.hub.sessions_of(user.id) >= app.config.limits.max_connections_per_user {
+        app.metrics.reject("connection_limit");
+        let req = close_req(close::POLICY, "too many connections for this account");
+        send_close(&mut ws, req, grace).await;
+        return;
+    }
     let connected = app.hub.connect(user.clone(), addr, || app.ties(user.id));
     let connected = match connected {
         Ok(c) => c,
@@ -132,9 +152,14 @@ async fn connection(
             return;
         }
     };
-    let session = connected.session;
+    // Leaves the hub however this task ends, a panic included, so no
+    // session outlives its connection.
+    let registered = Registered {
+        hub: &app.hub,
+        session: connected.session,
+    };
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
-    app.hub.disconnect(session);
+    drop(registered);
     match exit {
         Exit::Close(req) => send_close(&mut ws, req, grace).await,
         // tungstenite queued the reply to the peer's close; flush it.
@@ -142,6 +167,17 @@ async fn connection(
             let _ = tokio::time::timeout(grace, SinkExt::close(&mut ws)).await;
         }
         Exit::Gone => {}
+    }
+}
+
+struct Registered<'a> {
+    hub: &'a crate::hub::Hub,
+    session: SessionId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.session);
     }
 }
 

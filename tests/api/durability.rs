@@ -22,6 +22,8 @@ fn start(dir: &std::path::Path) -> Server {
         .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
         .env("CONFAB_LIMITS_FRAMES_PER_SEC", "100000")
         .env("CONFAB_LIMITS_FRAMES_BURST", "100000")
+        .env("CONFAB_LIMITS_MESSAGES_PER_SEC", "100000")
+        .env("CONFAB_LIMITS_MESSAGES_BURST", "100000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -137,6 +139,67 @@ async fn acked_messages_survive_sigkill() {
         assert!(ids.contains(id), "acked message {id} was lost");
     }
     let mut server = server;
+    server.child.kill().ok();
+    server.child.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_with_1001_and_keeps_every_acked_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = tokio::task::block_in_place(|| start(dir.path()));
+    let token = register(&http, &server.url, "bob").await;
+    let room: serde_json::Value = http
+        .post(format!("{}/api/rooms", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "graceful"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = room["room"]["id"].as_str().unwrap().to_string();
+    let ws_url = format!(
+        "{}/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let mut ws = Ws::connect(&ws_url).await;
+    ws.next_of("authenticated").await;
+    for i in 0..100 {
+        ws.ok(
+            "send_message",
+            json!({"room": room, "text": format!("g{i}")}),
+        )
+        .await;
+    }
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    assert_eq!(ws.closed().await, crate::common::Closed::Code(1001));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+
+    let mut server = tokio::task::block_in_place(|| start(dir.path()));
+    let page: serde_json::Value = http
+        .get(format!(
+            "{}/api/rooms/{room}/messages?limit=200",
+            server.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, (0..100).map(|i| format!("g{i}")).collect::<Vec<_>>());
     server.child.kill().ok();
     server.child.wait().ok();
 }

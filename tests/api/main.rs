@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod durability;
 mod friends;
+mod limits;
 mod moderation;
 mod realtime;
 mod rooms;
