@@ -534,6 +534,20 @@ impl App {
         }
         let room = self.store.write(move |tx| tx.delete_room(id)).await?;
         tracing::info!(room = %room.name, "room deleted");
+        // An owner closing their own room is not moderation; anyone else
+        // doing it is.
+        if let Actor::User(u) = actor
+            && room.owner != Some(u.id)
+        {
+            self.audit(
+                actor,
+                "room_delete",
+                &room.name,
+                None,
+                serde_json::Value::Null,
+            )
+            .await?;
+        }
         Ok(room)
     }
 

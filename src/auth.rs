@@ -189,6 +189,46 @@ mod tests {
         assert!(a.verify(&token).is_err());
     }
 
+    /// A token that names RS256 (or any algorithm but HS256) is refused
+    /// even when its HMAC over the same secret is right: no algorithm
+    /// confusion.
+    #[test]
+    fn other_algorithms_are_refused() {
+        let a = auth();
+        let id = Id::new();
+        for alg in [
+            jsonwebtoken::Algorithm::HS384,
+            jsonwebtoken::Algorithm::HS512,
+        ] {
+            let claims = Claims {
+                sub: id.to_string(),
+                iat: now_secs(),
+                exp: now_secs() + 100,
+            };
+            let t = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(&[7u8; 64]),
+            )
+            .unwrap();
+            assert!(a.verify(&t).is_err(), "{alg:?}");
+        }
+        let header = base64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let body =
+            base64url(format!(r#"{{"sub":"{id}","iat":1,"exp":{}}}"#, now_secs() + 100).as_bytes());
+        let forged = format!("{header}.{body}.{}", base64url(&[0u8; 32]));
+        assert!(a.verify(&forged).is_err());
+    }
+
+    #[test]
+    fn default_hashes_use_owasp_parameters() {
+        let a = Auth::new(&AuthConfig::default(), &[1u8; 64]).unwrap();
+        let h = a
+            .hash_password(&Password::parse("long enough").unwrap())
+            .unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+    }
+
     fn base64url(data: &[u8]) -> String {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();

@@ -95,12 +95,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin = tokio::spawn(crate::admin::serve(app.clone(), admin_listener));
     // Once a second: throughput samples and per-room rates for the console.
     let sampler_metrics = app.metrics.clone();
+    let sampler_hub = app.hub.clone();
     let mut sampler_stop = stopped.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => sampler_metrics.tick(),
+                _ = tick.tick() => {
+                    sampler_metrics.tick();
+                    sampler_metrics.rooms_active.set(sampler_hub.room_online_counts().len() as i64);
+                }
                 _ = sampler_stop.wait_for(|s| *s) => break,
             }
         }

@@ -117,7 +117,18 @@ async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
         if let Some(f) = req.last_frame {
             ws.send(WsMessage::text(f.to_string())).await?;
         }
-        ws.send(WsMessage::close_with(req.code, req.reason)).await?;
+        // A close reason may be at most 123 bytes; a longer one (a long
+        // kick reason) would break the close itself. The full reason
+        // travels in the `kicked` frame.
+        let mut reason = req.reason;
+        if reason.len() > 123 {
+            let mut cut = 123;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        ws.send(WsMessage::close_with(req.code, reason)).await?;
         ws.flush().await
     })
     .await;
@@ -132,8 +143,8 @@ async fn connection(
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
     let (user, auth_id) = match authenticate(&app, &mut ws, token).await {
         Ok(v) => v,
-        Err(req) => {
-            send_close(&mut ws, req, grace).await;
+        Err(exit) => {
+            finish(&mut ws, exit, grace).await;
             return;
         }
     };
@@ -160,11 +171,16 @@ async fn connection(
     };
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
     drop(registered);
+    finish(&mut ws, exit, grace).await;
+}
+
+/// Ends the socket the way the exit calls for.
+async fn finish(ws: &mut WebSocket, exit: Exit, grace: Duration) {
     match exit {
-        Exit::Close(req) => send_close(&mut ws, req, grace).await,
+        Exit::Close(req) => send_close(ws, req, grace).await,
         // tungstenite queued the reply to the peer's close; flush it.
         Exit::PeerClosed => {
-            let _ = tokio::time::timeout(grace, SinkExt::close(&mut ws)).await;
+            let _ = tokio::time::timeout(grace, SinkExt::close(ws)).await;
         }
         Exit::Gone => {}
     }
@@ -187,7 +203,7 @@ async fn authenticate(
     app: &Arc<App>,
     ws: &mut WebSocket,
     token: Option<String>,
-) -> Result<(User, Option<String>), CloseRequest> {
+) -> Result<(User, Option<String>), Exit> {
     // A banned account is told so and closed with 4003; anything else
     // wrong with the token is 4001.
     let refuse = |e: &AppError| {
@@ -205,19 +221,24 @@ async fn authenticate(
         return app
             .authenticate(&token)
             .map(|u| (u, None))
-            .map_err(|e| refuse(&e));
+            .map_err(|e| Exit::Close(refuse(&e)));
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(app.config.ws.auth_timeout_ms);
     loop {
         let next = tokio::time::timeout_at(deadline, ws.next()).await;
         let msg = match next {
-            Err(_) => return Err(close_req(close::UNAUTHORIZED, "no auth in time")),
-            Ok(None) | Ok(Some(Err(_))) => return Err(close_req(close::UNAUTHORIZED, "closed")),
+            Err(_) => {
+                return Err(Exit::Close(close_req(
+                    close::UNAUTHORIZED,
+                    "no auth in time",
+                )));
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Err(Exit::Gone),
             Ok(Some(Ok(m))) => m,
         };
         if msg.is_close() {
-            return Err(close_req(close::UNAUTHORIZED, "closed"));
+            return Err(Exit::PeerClosed);
         }
         if msg.is_ping() || msg.is_pong() {
             continue;
@@ -229,7 +250,7 @@ async fn authenticate(
                 "frames must be UTF-8 JSON text",
             );
             if ws.send(WsMessage::text(f.to_string())).await.is_err() {
-                return Err(close_req(close::UNAUTHORIZED, "closed"));
+                return Err(Exit::Gone);
             }
             continue;
         };
@@ -246,7 +267,7 @@ async fn authenticate(
                             let mut req = refuse(&e);
                             req.last_frame =
                                 Some(error_frame(f.id.as_deref(), e.code(), &e.client_message()));
-                            return Err(req);
+                            return Err(Exit::Close(req));
                         }
                     },
                     Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
@@ -260,7 +281,7 @@ async fn authenticate(
             Err(e) => error_frame(e.id.as_deref(), ErrorCode::BadRequest, &e.message),
         };
         if ws.send(WsMessage::text(reply.to_string())).await.is_err() {
-            return Err(close_req(close::UNAUTHORIZED, "closed"));
+            return Err(Exit::Gone);
         }
     }
 }
@@ -677,7 +698,7 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
         "delete_message" => {
             let d = data!(MessageRef);
             later!(async move {
-                app.delete_message(&Actor::User(user), message_id(&d.message_id)?)
+                app.moderate_delete(&Actor::User(user), message_id(&d.message_id)?, None)
                     .await?;
                 Ok(json!({}))
             })

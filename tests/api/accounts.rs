@@ -9,6 +9,17 @@ async fn health_check() {
     let (status, body) = t.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"status": "ok"}));
+    let resp = t
+        .http
+        .get(format!("{}/api/me", t.url))
+        .send()
+        .await
+        .unwrap();
+    let h = resp.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
 }
 
 #[tokio::test]

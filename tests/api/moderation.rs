@@ -61,9 +61,25 @@ async fn kick_sends_kicked_then_4003_and_is_audited() {
         assert_eq!(kicked["data"]["reason"], "cool off");
     }
     // A kick is not a ban: they may come back.
-    t.ws(&member).await;
+    let mut back = t.ws(&member).await;
+    // A reason longer than a close frame can carry still closes cleanly.
+    let long = "é".repeat(300);
+    t.post(
+        "/api/moderation/kick",
+        &moderator,
+        json!({"username": "troll", "reason": long}),
+    )
+    .await;
+    assert_eq!(back.closed().await, Closed::Code(4003));
+    let kicked = back
+        .buffered
+        .iter()
+        .find(|f| f["type"] == "kicked")
+        .unwrap();
+    assert_eq!(kicked["data"]["reason"], long.as_str());
     let (_, audit) = t.get("/api/moderation/audit", &moderator).await;
-    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    let entries = audit["entries"].as_array().unwrap();
+    let last = entries[entries.len() - 2].clone();
     assert_eq!(last["action"], "kick");
     assert_eq!(last["actor"], "mod");
     assert_eq!(last["target"], "troll");
@@ -247,6 +263,15 @@ async fn staff_delete_and_announcements_reach_clients() {
     assert_eq!(status, 204);
     let gone = m.next_of("message_deleted").await;
     assert_eq!(gone["data"]["message_id"], mid);
+    // Over the WebSocket too, and closing someone else's room.
+    let sent = ws
+        .ok("send_message", json!({"room": room, "text": "again"}))
+        .await;
+    m.ok(
+        "delete_message",
+        json!({"message_id": sent["message"]["id"]}),
+    )
+    .await;
 
     let (status, _) = t
         .post(
@@ -285,7 +310,10 @@ async fn staff_delete_and_announcements_reach_clients() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, vec!["delete_message", "announce", "announce"]);
+    assert_eq!(
+        actions,
+        vec!["delete_message", "delete_message", "announce", "announce"]
+    );
 }
 
 /// `name{labels} value` lines of the exposition, by metric name.

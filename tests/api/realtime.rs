@@ -223,6 +223,26 @@ async fn private_rooms_refuse_non_members() {
         .get(&format!("/api/rooms/{room}/messages"), &mallory)
         .await;
     assert_eq!(status, 403);
+    // Changes to it are not announced to outsiders either.
+    let (status, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/api/rooms/{room}"),
+            Some(&alice),
+            Some(json!({"topic": "plans"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    a.next_of("room_updated").await;
+    m.send_json(json!({"type": "ping", "id": "sync"})).await;
+    m.next_of("pong").await;
+    assert!(
+        m.buffered
+            .iter()
+            .all(|f| f["type"] != "room_updated" && f["type"] != "message"),
+        "{:?}",
+        m.buffered
+    );
     // A member subscribed from the start: join_room confirms it.
     let ack = a.ok("join_room", json!({ "room": room })).await;
     assert_eq!(ack["last_seq"], 1);
