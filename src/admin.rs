@@ -115,6 +115,15 @@ pub enum Request {
         since: Option<i64>,
         limit: Option<usize>,
     },
+    /// A consistent copy of the store (absolute paths: the server writes
+    /// them).
+    Backup {
+        path: PathBuf,
+        with_uploads: Option<PathBuf>,
+    },
+    Export {
+        room: String,
+    },
 }
 
 /// The error half of an answer, as it crosses the socket.
@@ -170,6 +179,7 @@ fn audited(req: &Request) -> Option<(&'static str, String)> {
         }
         Request::UploadDelete { id } => ("upload_delete", id.clone()),
         Request::UploadGc { .. } => ("upload_gc", "uploads".into()),
+        Request::Backup { path, .. } => ("backup", path.display().to_string()),
         _ => return None,
     })
 }
@@ -338,6 +348,8 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             json!({})
         }
         Request::Audit { since, limit } => json!({ "entries": app.audit_log(since, limit)? }),
+        Request::Backup { path, with_uploads } => app.backup(path, with_uploads).await?,
+        Request::Export { room } => app.export(&room)?,
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);
             let (removed, swept) = app.gc_uploads(grace).await?;

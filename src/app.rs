@@ -1504,6 +1504,75 @@ impl App {
     }
 }
 
+impl App {
+    // ----- operations -----
+
+    /// Writes a consistent copy of the store to `dest` (and, when asked,
+    /// the upload files that copy refers to into `uploads_dir`, in the same
+    /// layout as the data directory's `uploads/`).
+    pub async fn backup(
+        self: &Arc<Self>,
+        dest: std::path::PathBuf,
+        uploads_dir: Option<std::path::PathBuf>,
+    ) -> Result<serde_json::Value> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (uploads, rows) = app.store.backup(&dest)?;
+            let mut files = 0;
+            if let Some(dir) = uploads_dir {
+                let target = FileStore::new_at(&dir);
+                for rec in &uploads {
+                    for hash in [&rec.file, &rec.thumb] {
+                        if let (Some(from), Some(to)) = (app.files.path(hash), target.path(hash)) {
+                            if to.exists() {
+                                continue;
+                            }
+                            if let Some(parent) = to.parent() {
+                                std::fs::create_dir_all(parent).map_err(StoreError::from)?;
+                            }
+                            std::fs::copy(&from, &to).map_err(StoreError::from)?;
+                            files += 1;
+                        }
+                    }
+                }
+            }
+            Ok::<_, AppError>(serde_json::json!({
+                "path": dest,
+                "rows": rows,
+                "uploads": uploads.len(),
+                "files_copied": files,
+            }))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+    }
+
+    /// A room's whole history with its members, for `confab export`.
+    pub fn export(&self, key: &str) -> Result<serde_json::Value> {
+        let room = self.find_room(key)?;
+        let rx = self.store.read()?;
+        let members = rx.members(room.id)?;
+        let mut messages = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = Page {
+                before: None,
+                after: Some(after),
+                limit: 1000,
+            };
+            let (batch, more) = rx.history(room.id, page)?;
+            if let Some(last) = batch.last() {
+                after = last.seq;
+            }
+            messages.extend(batch);
+            if !more {
+                break;
+            }
+        }
+        Ok(serde_json::json!({ "room": room, "members": members, "messages": messages }))
+    }
+}
+
 /// Parses a page request with the protocol's bounds.
 pub fn page(before: Option<u64>, after: Option<u64>, limit: Option<u64>) -> Result<Page> {
     let limit = limit.unwrap_or(50);

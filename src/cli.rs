@@ -71,6 +71,31 @@ pub enum Command {
         #[arg(long)]
         room: Option<String>,
     },
+    /// Write a consistent copy of the store (works while the server runs).
+    Backup {
+        /// Where to write the copy (a redb file).
+        file: PathBuf,
+        /// Also copy the upload files the copy refers to into this directory.
+        #[arg(long, value_name = "DIR")]
+        with_uploads: Option<PathBuf>,
+    },
+    /// Replace the store with a backup (the server must be stopped; the old
+    /// store is kept aside).
+    Restore {
+        file: PathBuf,
+        /// Upload files saved by `backup --with-uploads DIR`.
+        #[arg(long, value_name = "DIR")]
+        with_uploads: Option<PathBuf>,
+    },
+    /// Write a room's history, with its members and attachments, as JSON.
+    Export {
+        room: String,
+        /// json (one document) or ndjson (the room, then one message a line).
+        #[arg(long, default_value = "json")]
+        format: ExportFormat,
+    },
+    /// Check the config file and the data directory before a (re)start.
+    Check,
     /// Print the audit log of moderation and admin actions.
     Audit {
         /// Only entries newer than this, e.g. 1h or 7d.
@@ -170,6 +195,12 @@ pub enum UserCmd {
     },
     /// List an account's friends.
     Friends { name: String },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Json,
+    Ndjson,
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,6 +372,36 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             operator(&cli.global, req).await
         }
+        Command::Backup { file, with_uploads } => {
+            let req = Request::Backup {
+                path: absolute(&file)?,
+                with_uploads: with_uploads.as_deref().map(absolute).transpose()?,
+            };
+            operator(&cli.global, req).await
+        }
+        Command::Restore { file, with_uploads } => {
+            restore(&cli.global, &file, with_uploads.as_deref()).await
+        }
+        Command::Export { room, format } => {
+            let config = load_config(&cli.global, None)?;
+            let v = call(&config, Request::Export { room }).await?;
+            match format {
+                ExportFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                }
+                ExportFormat::Ndjson => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"room": v["room"], "members": v["members"]})
+                    );
+                    for m in v["messages"].as_array().into_iter().flatten() {
+                        println!("{m}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Check => check(&cli.global).await,
         Command::Message(MessageCmd::Delete { id, reason }) => {
             operator(&cli.global, Request::DeleteMessage { id, reason }).await
         }
@@ -392,16 +453,127 @@ fn read_password(from_stdin: bool) -> Result<String, CliError> {
 /// the store directly when no server runs.
 async fn operator(global: &Global, req: Request) -> Result<(), CliError> {
     let config = load_config(global, None)?;
-    let value = match admin::Client::connect(&config.socket_path()).await {
+    let value = call(&config, req.clone()).await?;
+    print(&req, &value, global.json);
+    Ok(())
+}
+
+async fn call(config: &Config, req: Request) -> Result<Value, CliError> {
+    Ok(match admin::Client::connect(&config.socket_path()).await {
         Some(mut client) => client.call(&req).await?,
         None => {
-            let app = App::open(config)?;
-            let result = admin::execute(&app, req.clone()).await;
+            let app = App::open(config.clone())?;
+            let result = admin::execute(&app, req).await;
             close(app).await;
             result?
         }
-    };
-    print(&req, &value, global.json);
+    })
+}
+
+/// Paths sent to the server must not depend on the CLI's working directory.
+fn absolute(p: &std::path::Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())))
+}
+
+async fn restore(
+    global: &Global,
+    file: &std::path::Path,
+    uploads: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    if admin::Client::connect(&config.socket_path())
+        .await
+        .is_some()
+    {
+        return Err(CliError::Input(format!(
+            "a server is running on {}: stop it before restoring",
+            config.server.data_dir.display()
+        )));
+    }
+    let summary = crate::store::inspect(file)
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    let db = config.db_path();
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| CliError::Input(e.to_string()))?;
+    let io = |e: std::io::Error| CliError::Input(format!("restoring: {e}"));
+    if db.exists() {
+        // A locked store means a server without a reachable socket.
+        if let Err(crate::store::StoreError::Locked) = crate::store::inspect(&db) {
+            return Err(CliError::Input(
+                "the store is in use by another process".into(),
+            ));
+        }
+        let aside = db.with_extension(format!("redb.before-restore-{}", crate::domain::now_ms()));
+        std::fs::rename(&db, &aside).map_err(io)?;
+        println!("kept the old store as {}", aside.display());
+    }
+    let tmp = db.with_extension("restoring");
+    std::fs::copy(file, &tmp).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &db).map_err(io)?;
+    let mut files = 0;
+    if let Some(dir) = uploads {
+        let from = crate::uploads::FileStore::new_at(dir);
+        let to = crate::uploads::FileStore::new(&config.server.data_dir);
+        for hash in from.list() {
+            if let (Some(a), Some(b)) = (from.path(&hash), to.path(&hash))
+                && !b.exists()
+            {
+                if let Some(parent) = b.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::copy(a, b).map_err(io)?;
+                files += 1;
+            }
+        }
+    }
+    println!(
+        "restored {} users, {} rooms, {} messages, {} uploads ({files} files) from {}",
+        summary.users,
+        summary.rooms,
+        summary.messages,
+        summary.uploads,
+        file.display()
+    );
+    Ok(())
+}
+
+/// Validates the config and the data directory; fails on the first problem.
+async fn check(global: &Global) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    println!(
+        "config     ok (listen {}, data dir {})",
+        config.server.bind,
+        config.server.data_dir.display()
+    );
+    let dir = &config.server.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::Input(format!("data dir {}: {e}", dir.display())))?;
+    let probe = dir.join(".confab-check");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| CliError::Input(format!("data dir {} is not writable: {e}", dir.display())))?;
+    println!("data dir   ok (writable)");
+    if let Some(mut client) = admin::Client::connect(&config.socket_path()).await {
+        let status = client.call(&Request::Status).await?;
+        println!(
+            "server     running (pid {}, {} connections)",
+            s(&status["pid"]),
+            s(&status["connections"])
+        );
+        return Ok(());
+    }
+    let db = config.db_path();
+    if !db.exists() {
+        println!("store      none yet (created on first start)");
+        return Ok(());
+    }
+    let summary = crate::store::inspect(&db).map_err(|e| CliError::Input(format!("store: {e}")))?;
+    println!(
+        "store      ok (schema {}, {} users, {} rooms, {} messages)",
+        summary.schema_version, summary.users, summary.rooms, summary.messages
+    );
     Ok(())
 }
 
@@ -679,7 +851,14 @@ fn print(req: &Request, v: &Value, json: bool) {
                 })
                 .collect(),
         ),
-        Request::Snapshot { .. } => {
+        Request::Backup { path, .. } => println!(
+            "backed up {} rows and {} uploads ({} files copied) to {}",
+            s(&v["rows"]),
+            s(&v["uploads"]),
+            s(&v["files_copied"]),
+            path.display()
+        ),
+        Request::Export { .. } | Request::Snapshot { .. } => {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
         }
         Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),

@@ -408,6 +408,33 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Writes a consistent copy of the whole store to `dest`: every table
+    /// read in one read transaction, so the copy is a single point in time,
+    /// while writers go on. Written to a temporary name, made durable, then
+    /// renamed. Blocking: call it off the async threads. Returns the upload
+    /// records of that same snapshot (to copy their files) and the row count.
+    pub fn backup(&self, dest: &Path) -> Result<(Vec<UploadRecord>, u64)> {
+        let rtx = self.db.begin_read()?;
+        let tmp = dest.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        let out = Database::create(&tmp)?;
+        let wtx = out.begin_write()?;
+        let mut rows = 0;
+        macro_rules! copy_all {
+            ($($t:ident),*) => { $( rows += copy_table(&rtx, &wtx, $t)?; )* };
+        }
+        all_tables!(copy_all);
+        wtx.commit()?;
+        drop(out);
+        std::fs::rename(&tmp, dest)?;
+        let mut uploads = Vec::new();
+        for row in rtx.open_table(UPLOAD_TO_RECORD)?.iter()? {
+            let (_, v) = row?;
+            uploads.push(decode("upload_to_record", v.value())?);
+        }
+        Ok((uploads, rows))
+    }
+
     /// The writer's "finished" signal. It fires once every handle to the
     /// store is gone and the last group is committed.
     pub fn closed(&self) -> Arc<Closed> {
@@ -464,35 +491,108 @@ fn init_schema(db: &Database) -> Result<()> {
                 .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
             meta.insert("jwt_secret", secret.as_slice())?;
         }
+        drop(meta);
         // Every table exists from the first open on, so readers never meet
-        // a missing table.
-        txn.open_table(USER_TO_RECORD)?;
-        txn.open_table(USERNAME_TO_USER)?;
-        txn.open_table(ROOM_TO_RECORD)?;
-        txn.open_table(ROOMNAME_TO_ROOM)?;
-        txn.open_table(ROOM_USER_TO_MEMBER)?;
-        txn.open_table(USER_ROOM_TO_JOINED)?;
-        txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
-        txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
-        txn.open_table(ROOM_TO_LAST_SEQ)?;
-        txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
-        txn.open_table(USER_PAIR_TO_DM)?;
-        txn.open_table(UPLOAD_TO_RECORD)?;
-        txn.open_table(UPLOADER_UPLOAD_TO_SIZE)?;
-        txn.open_table(FILE_TO_REFS)?;
-        txn.open_table(USER_ROOM_TO_MUTE)?;
-        txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
-        // Added after schema version 1 shipped without a version bump:
-        // creating missing tables is all an older store needs.
-        txn.open_table(USER_FRIEND_TO_SINCE)?;
-        txn.open_table(USER_REQUESTER_TO_SENT)?;
-        txn.open_table(USER_RECIPIENT_TO_SENT)?;
-        txn.open_table(USER_BLOCKED_TO_SINCE)?;
-        txn.open_table(USER_BLOCKER_TO_SINCE)?;
-        txn.open_table(USER_TO_SETTINGS)?;
+        // a missing table; tables added later are created the same way.
+        macro_rules! open_all {
+            ($($t:ident),*) => { $( txn.open_table($t)?; )* };
+        }
+        all_tables!(open_all);
     }
     txn.commit()?;
     Ok(())
+}
+
+/// Every table, for the code that must visit them all (creation at open,
+/// backup). A new table goes here too.
+macro_rules! all_tables {
+    ($m:ident) => {
+        $m!(
+            META,
+            USER_TO_RECORD,
+            USERNAME_TO_USER,
+            ROOM_TO_RECORD,
+            ROOMNAME_TO_ROOM,
+            ROOM_USER_TO_MEMBER,
+            USER_ROOM_TO_JOINED,
+            ROOM_SEQ_TO_MESSAGE,
+            MESSAGE_TO_ROOM_SEQ,
+            ROOM_TO_LAST_SEQ,
+            SENDER_CLIENT_ID_TO_MESSAGE,
+            USER_PAIR_TO_DM,
+            UPLOAD_TO_RECORD,
+            UPLOADER_UPLOAD_TO_SIZE,
+            FILE_TO_REFS,
+            USER_ROOM_TO_MUTE,
+            AUDIT_SEQ_TO_ENTRY,
+            USER_FRIEND_TO_SINCE,
+            USER_REQUESTER_TO_SENT,
+            USER_RECIPIENT_TO_SENT,
+            USER_BLOCKED_TO_SINCE,
+            USER_BLOCKER_TO_SINCE,
+            USER_TO_SETTINGS
+        )
+    };
+}
+use all_tables;
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64> {
+    let src = from.open_table(def)?;
+    let mut dst = to.open_table(def)?;
+    let mut rows = 0;
+    for row in src.iter()? {
+        let (k, v) = row?;
+        dst.insert(k.value(), v.value())?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// What a store file holds, as `confab restore` and `confab check` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u64,
+    pub users: u64,
+    pub rooms: u64,
+    pub messages: u64,
+    pub uploads: u64,
+}
+
+/// Opens a store file that no server uses, checks its schema version and
+/// counts what it holds. Refuses a file it cannot read.
+pub fn inspect(path: &Path) -> Result<Summary> {
+    if !path.is_file() {
+        return Err(StoreError::NotFound("store file"));
+    }
+    let db = Database::open(path)?;
+    let rx = db.begin_read()?;
+    let meta = rx.open_table(META)?;
+    let version = meta
+        .get("schema_version")?
+        .map(|v| decode_u64(v.value()))
+        .transpose()?
+        .ok_or(StoreError::Corrupt {
+            table: "meta",
+            message: "no schema version: not a confab store".into(),
+        })?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            found: version,
+            expected: SCHEMA_VERSION,
+            hint: "it was written by a newer confab; run that version, or restore a backup",
+        });
+    }
+    Ok(Summary {
+        schema_version: version,
+        users: rx.open_table(USER_TO_RECORD)?.len()?,
+        rooms: rx.open_table(ROOM_TO_RECORD)?.len()?,
+        messages: rx.open_table(ROOM_SEQ_TO_MESSAGE)?.len()?,
+        uploads: rx.open_table(UPLOAD_TO_RECORD)?.len()?,
+    })
 }
 
 fn decode_u64(b: &[u8]) -> Result<u64> {

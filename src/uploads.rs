@@ -267,6 +267,13 @@ impl FileStore {
         }
     }
 
+    /// A file store rooted at `root` itself (a backup's copy of the files).
+    pub fn new_at(root: &Path) -> FileStore {
+        FileStore {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -129,7 +129,16 @@ async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
             reason.truncate(cut);
         }
         ws.send(WsMessage::close_with(req.code, reason)).await?;
-        ws.flush().await
+        ws.flush().await?;
+        // Complete the closing handshake: read until the peer's close. It
+        // also drains what the peer sent meanwhile; closing a socket with
+        // unread input resets it, and the peer could lose the close frame.
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+        Ok::<(), warp::Error>(())
     })
     .await;
 }

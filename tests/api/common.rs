@@ -278,7 +278,15 @@ impl Ws {
                 .await
                 .expect("the close arrives in time");
             match next {
-                Some(Ok(WsMessage::Close(Some(frame)))) => return Closed::Code(frame.code.into()),
+                Some(Ok(WsMessage::Close(Some(frame)))) => {
+                    // Finish the closing handshake as a real client does:
+                    // reading on sends the reply tungstenite queued.
+                    let _ = tokio::time::timeout(WAIT, async {
+                        while let Some(Ok(_)) = self.stream.next().await {}
+                    })
+                    .await;
+                    return Closed::Code(frame.code.into());
+                }
                 Some(Ok(WsMessage::Close(None))) | None | Some(Err(_)) => return Closed::NoFrame,
                 Some(Ok(WsMessage::Text(t))) => {
                     if let Ok(v) = serde_json::from_str(&t) {

@@ -10,6 +10,7 @@ mod faults;
 mod friends;
 mod limits;
 mod moderation;
+mod ops;
 mod properties;
 mod realtime;
 mod rooms;
