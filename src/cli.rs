@@ -61,6 +61,9 @@ pub enum Command {
     /// Manage uploaded images.
     #[command(subcommand)]
     Upload(UploadCmd),
+    /// Watch and moderate a running server in the terminal (rooms, online
+    /// users, throughput, events). Press ? inside for the keys.
+    Console,
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,6 +153,8 @@ pub enum CliError {
     Admin(#[from] admin::AdminError),
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Console(String),
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
@@ -230,7 +235,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             operator(&cli.global, req).await
         }
+        Command::Console => console(&cli.global).await,
     }
+}
+
+/// The console beside a running server: it only ever detaches, the
+/// server keeps running.
+async fn console(global: &Global) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    let path = config.socket_path();
+    let backend = crate::console::SocketBackend::connect(&path)
+        .await
+        .ok_or_else(|| {
+            CliError::Console(format!(
+                "no confab server is running for {} (nothing answers on {}); start one with `confab serve`",
+                config.server.data_dir.display(),
+                path.display()
+            ))
+        })?;
+    if !std::io::stdout().is_terminal() {
+        return Err(CliError::Console(
+            "the console needs a terminal on standard output".into(),
+        ));
+    }
+    crate::console::run(backend, false)
+        .await
+        .map_err(|e| CliError::Console(format!("console: {e}")))?;
+    Ok(())
 }
 
 fn read_password(from_stdin: bool) -> Result<String, CliError> {
