@@ -51,6 +51,10 @@ pub enum Command {
         /// Address to listen on, e.g. 0.0.0.0:8080 (default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
+        /// Also open the operator console in this terminal (logs then go to
+        /// <data_dir>/confab.log).
+        #[arg(long)]
+        console: bool,
     },
     /// Manage user accounts.
     #[command(subcommand)]
@@ -105,6 +109,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Watch and moderate a running server in the terminal (rooms, online
+    /// users, throughput, events). Press ? inside for the keys.
+    Console,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +277,8 @@ pub enum CliError {
     Admin(#[from] admin::AdminError),
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Console(String),
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
@@ -284,11 +293,36 @@ pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliE
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve { bind } => {
+        Command::Serve { bind, console } => {
             let config = load_config(&cli.global, bind)?;
+            if console && !std::io::stdout().is_terminal() {
+                return Err(CliError::Console(
+                    "the console needs a terminal on standard output".into(),
+                ));
+            }
+            let socket = config.socket_path();
             let running = crate::server::start(config).await?;
-            println!("confab listening on http://{}", running.addr);
-            crate::server::signal().await;
+            if !console {
+                println!("confab listening on http://{}", running.addr);
+                crate::server::signal().await;
+            } else {
+                let backend = crate::console::SocketBackend::connect(&socket)
+                    .await
+                    .ok_or_else(|| CliError::Console("the admin socket does not answer".into()))?;
+                tokio::select! {
+                    exit = crate::console::run(backend, true) => {
+                        let exit = exit.map_err(|e| CliError::Console(format!("console: {e}")))?;
+                        if exit == crate::console::Exit::Detached {
+                            println!(
+                                "console closed; confab keeps serving http://{} until SIGINT or SIGTERM",
+                                running.addr
+                            );
+                            crate::server::signal().await;
+                        }
+                    }
+                    () = crate::server::signal() => {}
+                }
+            }
             tracing::info!("shutting down");
             running.shutdown().await;
             Ok(())
@@ -427,7 +461,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             operator(&cli.global, req).await
         }
+        Command::Console => console(&cli.global).await,
     }
+}
+
+/// The console beside a running server: it only ever detaches, the
+/// server keeps running.
+async fn console(global: &Global) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    let path = config.socket_path();
+    let backend = crate::console::SocketBackend::connect(&path)
+        .await
+        .ok_or_else(|| {
+            CliError::Console(format!(
+                "no confab server is running for {} (nothing answers on {}); start one with `confab serve`",
+                config.server.data_dir.display(),
+                path.display()
+            ))
+        })?;
+    if !std::io::stdout().is_terminal() {
+        return Err(CliError::Console(
+            "the console needs a terminal on standard output".into(),
+        ));
+    }
+    crate::console::run(backend, false)
+        .await
+        .map_err(|e| CliError::Console(format!("console: {e}")))?;
+    Ok(())
 }
 
 fn read_password(from_stdin: bool) -> Result<String, CliError> {

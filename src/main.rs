@@ -5,13 +5,22 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server logs at its configured level; admin commands stay quiet
     // unless RUST_LOG asks otherwise.
-    let level = match &cli.command {
-        Command::Serve { .. } => cli::load_config(&cli.global, None)
-            .map(|c| c.server.log_level)
-            .unwrap_or_else(|_| "info".into()),
-        _ => "warn".into(),
-    };
-    confab::init_tracing(&level);
+    match &cli.command {
+        // The console owns the terminal: logs go to a file beside the store.
+        Command::Serve { console: true, .. } => match cli::load_config(&cli.global, None) {
+            Ok(c) => confab::init_tracing_to_file(
+                &c.server.log_level,
+                &c.server.data_dir.join("confab.log"),
+            ),
+            Err(_) => confab::init_tracing("info"),
+        },
+        Command::Serve { .. } => confab::init_tracing(
+            &cli::load_config(&cli.global, None)
+                .map(|c| c.server.log_level)
+                .unwrap_or_else(|_| "info".into()),
+        ),
+        _ => confab::init_tracing("warn"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -5,6 +5,7 @@
 mod accounts;
 mod cli;
 mod common;
+mod console;
 mod durability;
 mod faults;
 mod friends;

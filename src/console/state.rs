@@ -1,0 +1,1019 @@
+//! The console's model and its one way to change: [`State::update`].
+//!
+//! Everything the screen shows is derived from this state, and every
+//! change to it (a key, a tick, an answer from the server) arrives as an
+//! [`Action`]. What the outside world must do in turn (send a request,
+//! quit) comes back as an [`Effect`], so the whole behaviour can be driven
+//! and checked without a terminal or a server.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+
+use ratatui::layout::Rect;
+use serde_json::Value;
+
+use super::input::{self, Command};
+use super::snapshot::{RoomRow, Snapshot, UserRow};
+use super::ui;
+use crate::admin::{AdminError, Request};
+
+/// How many event log lines the console keeps.
+pub const LOG_CAPACITY: usize = 500;
+const HISTORY_CAPACITY: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Rooms,
+    Users,
+    Events,
+}
+
+impl Pane {
+    fn next(self) -> Pane {
+        match self {
+            Pane::Rooms => Pane::Users,
+            Pane::Users => Pane::Events,
+            Pane::Events => Pane::Rooms,
+        }
+    }
+
+    fn prev(self) -> Pane {
+        match self {
+            Pane::Rooms => Pane::Events,
+            Pane::Users => Pane::Rooms,
+            Pane::Events => Pane::Users,
+        }
+    }
+}
+
+/// A sortable column: its title and whether it sorts largest first when
+/// chosen (counts and rates do, names do not).
+pub struct Column {
+    pub title: &'static str,
+    pub descending: bool,
+}
+
+const fn col(title: &'static str, descending: bool) -> Column {
+    Column { title, descending }
+}
+
+pub const ROOM_COLUMNS: [Column; 6] = [
+    col("name", false),
+    col("vis", false),
+    col("members", true),
+    col("online", true),
+    col("msg/s", true),
+    col("last", true),
+];
+
+pub const USER_COLUMNS: [Column; 6] = [
+    col("username", false),
+    col("role", false),
+    col("conns", true),
+    col("rooms", true),
+    col("since", true),
+    col("address", false),
+];
+
+/// What the console is doing with the keyboard.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Normal,
+    /// Typing the focused pane's filter; it applies as it is typed.
+    Filter,
+    /// Typing after `:`. `recall` is the history entry shown, if any.
+    Command {
+        line: String,
+        recall: Option<usize>,
+    },
+    Confirm(Pending),
+    /// `q` in a console that owns the server.
+    ConfirmQuit,
+    Help {
+        scroll: u16,
+    },
+}
+
+/// A destructive request waiting for y/n.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub question: String,
+    pub request: Request,
+    /// The same request as a command line, for `e` (edit before sending).
+    pub command: String,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    FocusNext,
+    FocusPrev,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    StartFilter,
+    ClearFilter,
+    StartCommand,
+    Input(char),
+    Backspace,
+    ClearInput,
+    Submit,
+    CycleSort,
+    ReverseSort,
+    Kick,
+    Ban,
+    Mute,
+    Unban,
+    CloseRoom,
+    Help,
+    Quit,
+    Yes,
+    No,
+    Edit,
+    Cancel,
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    /// Time passes; also the moment to ask for a fresh snapshot.
+    Tick {
+        now_ms: i64,
+    },
+    /// The server answered a request the console sent.
+    Answer {
+        request: Request,
+        result: Result<Value, AdminError>,
+        now_ms: i64,
+    },
+}
+
+#[derive(Debug)]
+pub enum Effect {
+    Send(Request),
+    Quit { stop_server: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Increases by one per line, so a selection survives lines falling
+    /// off the front of the ring.
+    pub id: u64,
+    pub at: i64,
+    /// The server's event kind (connect, join, kick, …) or, for the
+    /// console's own lines, ok, error or info.
+    pub kind: String,
+    pub text: String,
+}
+
+/// A line for the bottom bar until the next key.
+#[derive(Debug, Clone)]
+pub struct Flash {
+    pub text: String,
+    pub error: bool,
+}
+
+/// One pane's window onto its rows. Only `rows` (indices into the
+/// snapshot, filtered and sorted) grows with the data; drawing reads the
+/// slice from `offset` that fits.
+#[derive(Debug, Clone, Default)]
+pub struct TableView {
+    pub filter: String,
+    pub sort: usize,
+    pub descending: bool,
+    pub rows: Vec<usize>,
+    pub selected: usize,
+    pub offset: usize,
+    /// The selected row's identity, so the selection follows a user or a
+    /// room when a refresh reorders the table.
+    key: Option<String>,
+    /// Keep the last row selected as rows arrive (the event log's tail).
+    follow: bool,
+    /// The event log's selected line: indices shift as old lines fall
+    /// off the ring, ids do not.
+    line_id: Option<u64>,
+}
+
+impl TableView {
+    /// Whether new lines keep the last one selected (the event log).
+    pub fn following(&self) -> bool {
+        self.follow
+    }
+
+    fn set_rows<'a>(&mut self, rows: Vec<usize>, key_at: impl Fn(usize) -> &'a str, page: usize) {
+        self.rows = rows;
+        let found = self
+            .key
+            .as_deref()
+            .and_then(|k| self.rows.iter().position(|&i| key_at(i) == k));
+        self.selected =
+            found.unwrap_or_else(|| self.selected.min(self.rows.len().saturating_sub(1)));
+        self.key = self.rows.get(self.selected).map(|&i| key_at(i).to_string());
+        self.scroll_into_view(page);
+    }
+
+    fn scroll_into_view(&mut self, page: usize) {
+        let page = page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self.offset.min(self.rows.len().saturating_sub(page));
+    }
+}
+
+pub struct State {
+    /// The console runs inside `confab serve`, so quitting may stop it.
+    pub owns_server: bool,
+    pub snapshot: Snapshot,
+    /// False until the first snapshot arrives.
+    pub connected: bool,
+    pub events_after: u64,
+    pub log: VecDeque<LogLine>,
+    next_log_id: u64,
+    pub now_ms: i64,
+    pub last_update_ms: Option<i64>,
+    /// Why the last snapshot failed, until one succeeds.
+    pub last_error: Option<String>,
+    snapshot_in_flight: bool,
+    pub focus: Pane,
+    pub rooms: TableView,
+    pub users: TableView,
+    pub events: TableView,
+    pub mode: Mode,
+    pub flash: Option<Flash>,
+    history: Vec<String>,
+    /// The terminal's size, for page sizes; drawing uses the frame's.
+    pub area: Rect,
+}
+
+impl State {
+    pub fn new(owns_server: bool) -> State {
+        State {
+            owns_server,
+            snapshot: Snapshot::default(),
+            connected: false,
+            events_after: 0,
+            log: VecDeque::with_capacity(LOG_CAPACITY),
+            next_log_id: 0,
+            now_ms: 0,
+            last_update_ms: None,
+            last_error: None,
+            snapshot_in_flight: false,
+            focus: Pane::Users,
+            // The busiest rooms first: with thousands of rooms, those are
+            // the ones an operator watches.
+            rooms: TableView {
+                sort: 3,
+                descending: true,
+                ..TableView::default()
+            },
+            users: TableView::default(),
+            events: TableView {
+                follow: true,
+                ..TableView::default()
+            },
+            mode: Mode::Normal,
+            flash: None,
+            history: Vec::new(),
+            area: Rect::new(0, 0, 80, 24),
+        }
+    }
+
+    pub fn update(&mut self, action: Action) -> Option<Effect> {
+        match action {
+            Action::Tick { now_ms } => {
+                self.now_ms = now_ms;
+                self.request_snapshot()
+            }
+            Action::Resize { width, height } => {
+                self.area = Rect::new(0, 0, width, height);
+                for pane in [Pane::Rooms, Pane::Users, Pane::Events] {
+                    let page = self.page(pane);
+                    self.view_mut(pane).scroll_into_view(page);
+                }
+                None
+            }
+            Action::Answer {
+                request,
+                result,
+                now_ms,
+            } => {
+                self.now_ms = now_ms;
+                self.answer(request, result)
+            }
+            key => {
+                self.flash = None;
+                self.key(key)
+            }
+        }
+    }
+
+    pub fn view(&self, pane: Pane) -> &TableView {
+        match pane {
+            Pane::Rooms => &self.rooms,
+            Pane::Users => &self.users,
+            Pane::Events => &self.events,
+        }
+    }
+
+    fn view_mut(&mut self, pane: Pane) -> &mut TableView {
+        match pane {
+            Pane::Rooms => &mut self.rooms,
+            Pane::Users => &mut self.users,
+            Pane::Events => &mut self.events,
+        }
+    }
+
+    pub fn selected_user(&self) -> Option<&UserRow> {
+        let i = *self.users.rows.get(self.users.selected)?;
+        self.snapshot.users.get(i)
+    }
+
+    pub fn selected_room(&self) -> Option<&RoomRow> {
+        let i = *self.rooms.rows.get(self.rooms.selected)?;
+        self.snapshot.rooms.get(i)
+    }
+
+    /// Rows a pane shows at the current terminal size.
+    fn page(&self, pane: Pane) -> usize {
+        ui::visible_rows(pane, &ui::layout(self.area)).max(1)
+    }
+
+    fn request_snapshot(&mut self) -> Option<Effect> {
+        if self.snapshot_in_flight {
+            return None;
+        }
+        self.snapshot_in_flight = true;
+        Some(Effect::Send(Request::Snapshot {
+            events_after: self.events_after,
+        }))
+    }
+
+    fn answer(&mut self, request: Request, result: Result<Value, AdminError>) -> Option<Effect> {
+        if let Request::Snapshot { .. } = request {
+            self.snapshot_in_flight = false;
+            match result {
+                Ok(v) => self.apply_snapshot(Snapshot::from_value(v)),
+                Err(e) => {
+                    // Once per distinct failure: a down server would
+                    // otherwise fill the log once a second.
+                    if self.last_error.as_deref() != Some(e.message.as_str()) {
+                        self.push_log("error", format!("no snapshot: {}", e.message));
+                        self.refresh_log();
+                    }
+                    self.last_error = Some(e.message);
+                }
+            }
+            return None;
+        }
+        let (text, error) = match result {
+            Ok(_) => (outcome(&request), false),
+            Err(e) => (
+                format!("error: {} ({})", e.message, summary(&request)),
+                true,
+            ),
+        };
+        self.push_log(if error { "error" } else { "ok" }, text.clone());
+        self.refresh_log();
+        self.flash = Some(Flash { text, error });
+        // Show the effect of the command without waiting for the tick.
+        self.request_snapshot()
+    }
+
+    fn apply_snapshot(&mut self, mut snap: Snapshot) {
+        if self.connected && snap.server.uptime_secs < self.snapshot.server.uptime_secs {
+            // A new server process numbers its events from the start.
+            self.events_after = 0;
+            self.push_log("info", "the server restarted".into());
+        }
+        if self.last_error.take().is_some() {
+            self.push_log("info", "the server answers again".into());
+        }
+        let mut events = std::mem::take(&mut snap.events);
+        events.sort_by_key(|e| e.seq);
+        for e in events {
+            if e.seq > self.events_after {
+                self.events_after = e.seq;
+                self.push_line(e.at, e.kind, e.text);
+            }
+        }
+        self.snapshot = snap;
+        self.connected = true;
+        self.last_update_ms = Some(self.now_ms);
+        self.refresh_rooms();
+        self.refresh_users();
+        self.refresh_log();
+    }
+
+    fn push_log(&mut self, kind: &str, text: String) {
+        self.push_line(self.now_ms, kind.to_string(), text);
+    }
+
+    fn push_line(&mut self, at: i64, kind: String, text: String) {
+        if self.log.len() >= LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogLine {
+            id: self.next_log_id,
+            at,
+            kind,
+            text,
+        });
+        self.next_log_id += 1;
+    }
+
+    fn refresh(&mut self, pane: Pane) {
+        match pane {
+            Pane::Rooms => self.refresh_rooms(),
+            Pane::Users => self.refresh_users(),
+            Pane::Events => self.refresh_log(),
+        }
+    }
+
+    fn refresh_rooms(&mut self) {
+        let page = self.page(Pane::Rooms);
+        let data = &self.snapshot.rooms;
+        let view = &mut self.rooms;
+        let needle = view.filter.as_str();
+        let mut rows: Vec<usize> = (0..data.len())
+            .filter(|&i| {
+                let r = &data[i];
+                contains_ci(&r.name, needle)
+                    || contains_ci(&r.visibility, needle)
+                    || contains_ci(&r.kind, needle)
+            })
+            .collect();
+        let (column, descending) = (view.sort, view.descending);
+        rows.sort_by(|&a, &b| {
+            let (x, y) = (&data[a], &data[b]);
+            let o = compare_rooms(x, y, column);
+            let o = if descending { o.reverse() } else { o };
+            o.then_with(|| x.name.cmp(&y.name))
+                .then_with(|| x.id.cmp(&y.id))
+        });
+        view.set_rows(rows, |i| room_key(&data[i]), page);
+    }
+
+    fn refresh_users(&mut self) {
+        let page = self.page(Pane::Users);
+        let data = &self.snapshot.users;
+        let view = &mut self.users;
+        let needle = view.filter.as_str();
+        let mut rows: Vec<usize> = (0..data.len())
+            .filter(|&i| {
+                let u = &data[i];
+                contains_ci(&u.username, needle)
+                    || contains_ci(&u.role, needle)
+                    || u.addr.as_deref().is_some_and(|a| contains_ci(a, needle))
+            })
+            .collect();
+        let (column, descending) = (view.sort, view.descending);
+        rows.sort_by(|&a, &b| {
+            let (x, y) = (&data[a], &data[b]);
+            let o = compare_users(x, y, column);
+            let o = if descending { o.reverse() } else { o };
+            o.then_with(|| x.username.cmp(&y.username))
+        });
+        view.set_rows(rows, |i| data[i].username.as_str(), page);
+    }
+
+    fn refresh_log(&mut self) {
+        let page = self.page(Pane::Events);
+        let data = &self.log;
+        let view = &mut self.events;
+        let needle = view.filter.as_str();
+        let rows: Vec<usize> = (0..data.len())
+            .filter(|&i| contains_ci(&data[i].kind, needle) || contains_ci(&data[i].text, needle))
+            .collect();
+        view.rows = rows;
+        view.selected = if view.follow {
+            view.rows.len().saturating_sub(1)
+        } else {
+            view.line_id
+                .and_then(|id| view.rows.iter().position(|&i| data[i].id == id))
+                .unwrap_or_else(|| view.selected.min(view.rows.len().saturating_sub(1)))
+        };
+        view.line_id = view.rows.get(view.selected).map(|&i| data[i].id);
+        view.scroll_into_view(page);
+    }
+
+    fn key(&mut self, action: Action) -> Option<Effect> {
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => self.normal(action),
+            Mode::Filter => self.filter_key(action),
+            Mode::Command { line, recall } => self.command_key(action, line, recall),
+            Mode::Confirm(pending) => match action {
+                Action::Yes => self.send(pending.request),
+                Action::No | Action::Cancel => {
+                    self.flash = Some(Flash {
+                        text: "cancelled".into(),
+                        error: false,
+                    });
+                    None
+                }
+                Action::Edit => {
+                    self.mode = Mode::Command {
+                        line: pending.command,
+                        recall: None,
+                    };
+                    None
+                }
+                _ => {
+                    self.mode = Mode::Confirm(pending);
+                    None
+                }
+            },
+            Mode::ConfirmQuit => match action {
+                Action::Yes => Some(Effect::Quit { stop_server: true }),
+                Action::No => Some(Effect::Quit { stop_server: false }),
+                Action::Cancel => None,
+                _ => {
+                    self.mode = Mode::ConfirmQuit;
+                    None
+                }
+            },
+            Mode::Help { scroll } => {
+                let last = ui::help_max_scroll(self.area);
+                let scroll = match action {
+                    Action::Cancel | Action::Help => return None,
+                    Action::Up => scroll.saturating_sub(1),
+                    Action::Down => scroll.saturating_add(1),
+                    Action::PageUp => scroll.saturating_sub(10),
+                    Action::PageDown => scroll.saturating_add(10),
+                    Action::Home => 0,
+                    Action::End => last,
+                    _ => scroll,
+                };
+                self.mode = Mode::Help {
+                    scroll: scroll.min(last),
+                };
+                None
+            }
+        }
+    }
+
+    fn normal(&mut self, action: Action) -> Option<Effect> {
+        match action {
+            Action::FocusNext => self.focus = self.focus.next(),
+            Action::FocusPrev => self.focus = self.focus.prev(),
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End => self.move_selection(action),
+            Action::StartFilter => self.mode = Mode::Filter,
+            Action::ClearFilter => {
+                let focus = self.focus;
+                self.view_mut(focus).filter.clear();
+                self.refresh(focus);
+            }
+            Action::StartCommand => {
+                self.mode = Mode::Command {
+                    line: String::new(),
+                    recall: None,
+                }
+            }
+            Action::CycleSort | Action::ReverseSort => {
+                self.sort(matches!(action, Action::CycleSort))
+            }
+            Action::Kick => {
+                let name = self.target_user()?;
+                self.confirm(Request::Kick {
+                    username: name.clone(),
+                    reason: None,
+                });
+            }
+            Action::Ban => {
+                let name = self.target_user()?;
+                self.confirm(Request::Ban {
+                    username: name.clone(),
+                    reason: None,
+                    duration_secs: None,
+                });
+            }
+            Action::Mute => {
+                let name = self.target_user()?;
+                return self.send(Request::Mute {
+                    username: name,
+                    room: None,
+                    reason: None,
+                    duration_secs: None,
+                });
+            }
+            Action::Unban => {
+                let name = self.target_user()?;
+                return self.send(Request::Unban { username: name });
+            }
+            Action::CloseRoom => {
+                if self.focus != Pane::Rooms {
+                    return self.refuse("x closes the selected room: Tab to the rooms pane first");
+                }
+                let Some(room) = self.selected_room() else {
+                    return self.refuse("no room selected");
+                };
+                let room = if room.name.is_empty() {
+                    room.id.clone()
+                } else {
+                    room.name.clone()
+                };
+                self.confirm(Request::RoomDelete { room });
+            }
+            Action::Help => self.mode = Mode::Help { scroll: 0 },
+            Action::Quit => return self.quit(),
+            _ => {}
+        }
+        None
+    }
+
+    fn filter_key(&mut self, action: Action) -> Option<Effect> {
+        let focus = self.focus;
+        self.mode = Mode::Filter;
+        match action {
+            Action::Input(c) => self.view_mut(focus).filter.push(c),
+            Action::Backspace => {
+                self.view_mut(focus).filter.pop();
+            }
+            Action::ClearInput => self.view_mut(focus).filter.clear(),
+            Action::Submit => {
+                self.mode = Mode::Normal;
+                return None;
+            }
+            Action::Cancel => {
+                self.mode = Mode::Normal;
+                self.view_mut(focus).filter.clear();
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End => {
+                self.move_selection(action);
+                return None;
+            }
+            _ => return None,
+        }
+        self.refresh(focus);
+        None
+    }
+
+    fn command_key(
+        &mut self,
+        action: Action,
+        mut line: String,
+        mut recall: Option<usize>,
+    ) -> Option<Effect> {
+        match action {
+            Action::Input(c) => line.push(c),
+            // Backspace on an empty line leaves the command line, as in vi.
+            Action::Backspace if line.is_empty() => return None,
+            Action::Backspace => {
+                line.pop();
+            }
+            Action::ClearInput => line.clear(),
+            Action::Up if !self.history.is_empty() => {
+                let i = recall.map_or(self.history.len() - 1, |i| i.saturating_sub(1));
+                recall = Some(i);
+                line = self.history[i].clone();
+            }
+            Action::Down => match recall {
+                Some(i) if i + 1 < self.history.len() => {
+                    recall = Some(i + 1);
+                    line = self.history[i + 1].clone();
+                }
+                Some(_) => {
+                    recall = None;
+                    line.clear();
+                }
+                None => {}
+            },
+            Action::Submit => return self.run_command(line),
+            Action::Cancel => return None,
+            _ => {}
+        }
+        self.mode = Mode::Command { line, recall };
+        None
+    }
+
+    fn run_command(&mut self, line: String) -> Option<Effect> {
+        let line = line.trim().to_string();
+        if line.is_empty() {
+            return None;
+        }
+        if self.history.last() != Some(&line) {
+            if self.history.len() >= HISTORY_CAPACITY {
+                self.history.remove(0);
+            }
+            self.history.push(line.clone());
+        }
+        let rooms = &self.snapshot.rooms;
+        let parsed = input::parse_command(&line, |word| {
+            rooms.iter().any(|r| r.name.eq_ignore_ascii_case(word))
+        });
+        match parsed {
+            Ok(None) => None,
+            Ok(Some(Command::Quit)) => self.quit(),
+            Ok(Some(Command::Help)) => {
+                self.mode = Mode::Help { scroll: 0 };
+                None
+            }
+            Ok(Some(Command::Send(request))) if is_destructive(&request) => {
+                self.mode = Mode::Confirm(Pending {
+                    question: question(&request),
+                    request,
+                    command: line,
+                });
+                None
+            }
+            Ok(Some(Command::Send(request))) => self.send(request),
+            Err(e) => {
+                self.push_log("error", e.clone());
+                self.refresh_log();
+                self.flash = Some(Flash {
+                    text: e,
+                    error: true,
+                });
+                None
+            }
+        }
+    }
+
+    fn quit(&mut self) -> Option<Effect> {
+        if self.owns_server {
+            self.mode = Mode::ConfirmQuit;
+            None
+        } else {
+            Some(Effect::Quit { stop_server: false })
+        }
+    }
+
+    fn send(&mut self, request: Request) -> Option<Effect> {
+        self.flash = Some(Flash {
+            text: format!("{}…", summary(&request)),
+            error: false,
+        });
+        Some(Effect::Send(request))
+    }
+
+    fn confirm(&mut self, request: Request) {
+        let command = command_line(&request);
+        self.mode = Mode::Confirm(Pending {
+            question: question(&request),
+            request,
+            command,
+        });
+    }
+
+    /// The selected user's name for a key that acts on it, or why not.
+    fn target_user(&mut self) -> Option<String> {
+        if self.focus != Pane::Users {
+            self.refuse("k b m u act on the selected user: Tab to the users pane first");
+            return None;
+        }
+        match self.selected_user() {
+            Some(u) => Some(u.username.clone()),
+            None => {
+                self.refuse("no user selected");
+                None
+            }
+        }
+    }
+
+    fn refuse(&mut self, why: &str) -> Option<Effect> {
+        self.flash = Some(Flash {
+            text: why.to_string(),
+            error: true,
+        });
+        None
+    }
+
+    fn move_selection(&mut self, action: Action) {
+        let pane = self.focus;
+        let page = self.page(pane);
+        let view = self.view_mut(pane);
+        let Some(last) = view.rows.len().checked_sub(1) else {
+            return;
+        };
+        let sel = view.selected;
+        view.selected = match action {
+            Action::Up => sel.saturating_sub(1),
+            Action::Down => sel.saturating_add(1).min(last),
+            Action::PageUp => sel.saturating_sub(page),
+            Action::PageDown => sel.saturating_add(page).min(last),
+            Action::Home => 0,
+            Action::End => last,
+            _ => sel,
+        };
+        view.follow = pane == Pane::Events && view.selected == last;
+        view.scroll_into_view(page);
+        let i = view.rows[view.selected];
+        match pane {
+            Pane::Rooms => {
+                self.rooms.key = self.snapshot.rooms.get(i).map(|r| room_key(r).to_string())
+            }
+            Pane::Users => self.users.key = self.snapshot.users.get(i).map(|u| u.username.clone()),
+            Pane::Events => self.events.line_id = self.log.get(i).map(|l| l.id),
+        }
+    }
+
+    fn sort(&mut self, cycle: bool) {
+        let focus = self.focus;
+        let columns: &[Column] = match focus {
+            Pane::Rooms => &ROOM_COLUMNS,
+            Pane::Users => &USER_COLUMNS,
+            Pane::Events => {
+                self.refuse("the event log stays in time order");
+                return;
+            }
+        };
+        let view = self.view_mut(focus);
+        if cycle {
+            view.sort = (view.sort + 1) % columns.len();
+            view.descending = columns[view.sort].descending;
+        } else {
+            view.descending = !view.descending;
+        }
+        let text = format!(
+            "sorted by {} {}",
+            columns[view.sort].title,
+            if view.descending { "↓" } else { "↑" }
+        );
+        self.refresh(focus);
+        self.flash = Some(Flash { text, error: false });
+    }
+}
+
+fn room_key(r: &RoomRow) -> &str {
+    if r.id.is_empty() { &r.name } else { &r.id }
+}
+
+/// Case-insensitive for ASCII, without allocating: this runs over every
+/// row on every refresh.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+fn compare_rooms(a: &RoomRow, b: &RoomRow, column: usize) -> Ordering {
+    match column {
+        1 => a.visibility.cmp(&b.visibility),
+        2 => a.members.cmp(&b.members),
+        3 => a.online.cmp(&b.online),
+        4 => a.msgs_per_sec.total_cmp(&b.msgs_per_sec),
+        5 => a.last_activity.cmp(&b.last_activity),
+        _ => a.name.cmp(&b.name),
+    }
+}
+
+fn compare_users(a: &UserRow, b: &UserRow, column: usize) -> Ordering {
+    match column {
+        1 => a.role.cmp(&b.role),
+        2 => a.connections.cmp(&b.connections),
+        3 => a.rooms.cmp(&b.rooms),
+        4 => a.since.cmp(&b.since),
+        5 => a.addr.cmp(&b.addr),
+        _ => a.username.cmp(&b.username),
+    }
+}
+
+pub fn is_destructive(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Kick { .. }
+            | Request::Ban { .. }
+            | Request::RoomDelete { .. }
+            | Request::DeleteMessage { .. }
+    )
+}
+
+fn for_how_long(duration_secs: Option<u64>) -> String {
+    match duration_secs {
+        Some(s) => format!("for {}", input::format_duration(s)),
+        None => "permanently".into(),
+    }
+}
+
+fn because(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default()
+}
+
+fn where_(room: &Option<String>) -> String {
+    match room {
+        Some(r) => format!("in #{r}"),
+        None => "everywhere".into(),
+    }
+}
+
+/// The request in a few words (no reason), for "sending …" and errors.
+pub fn summary(req: &Request) -> String {
+    match req {
+        Request::Kick { username, .. } => format!("kick {username}"),
+        Request::Ban {
+            username,
+            duration_secs,
+            ..
+        } => format!("ban {username} {}", for_how_long(*duration_secs)),
+        Request::Unban { username } => format!("unban {username}"),
+        Request::Mute {
+            username,
+            room,
+            duration_secs,
+            ..
+        } => format!(
+            "mute {username} {}{}",
+            where_(room),
+            duration_secs
+                .map(|s| format!(" for {}", input::format_duration(s)))
+                .unwrap_or_default()
+        ),
+        Request::Unmute { username, room } => format!("unmute {username} {}", where_(room)),
+        Request::DeleteMessage { id, .. } => format!("delete message {id}"),
+        Request::Announce { room, .. } => match room {
+            Some(r) => format!("announce in #{r}"),
+            None => "announce to everyone".into(),
+        },
+        Request::RoomDelete { room } => format!("close room {room}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What a successful request did, for the event log.
+pub fn outcome(req: &Request) -> String {
+    match req {
+        Request::Kick { username, .. } => format!("kicked {username}"),
+        Request::Ban {
+            username,
+            duration_secs,
+            ..
+        } => format!("banned {username} {}", for_how_long(*duration_secs)),
+        Request::Unban { username } => format!("unbanned {username}"),
+        Request::Mute {
+            username,
+            room,
+            duration_secs,
+            ..
+        } => format!(
+            "muted {username} {}{}",
+            where_(room),
+            duration_secs
+                .map(|s| format!(" for {}", input::format_duration(s)))
+                .unwrap_or_default()
+        ),
+        Request::Unmute { username, room } => format!("unmuted {username} {}", where_(room)),
+        Request::DeleteMessage { id, .. } => format!("deleted message {id}"),
+        Request::Announce { room, .. } => match room {
+            Some(r) => format!("announced in #{r}"),
+            None => "announced to everyone".into(),
+        },
+        Request::RoomDelete { room } => format!("closed room {room}"),
+        other => format!("done: {}", summary(other)),
+    }
+}
+
+fn question(req: &Request) -> String {
+    match req {
+        Request::Kick { username, reason } => {
+            format!(
+                "Kick {username}{}? Their connections close.",
+                because(reason)
+            )
+        }
+        Request::Ban {
+            username,
+            reason,
+            duration_secs,
+        } => format!(
+            "Ban {username} {}{}?",
+            for_how_long(*duration_secs),
+            because(reason)
+        ),
+        Request::RoomDelete { room } => {
+            format!("Close room {room}? It is deleted with its history.")
+        }
+        Request::DeleteMessage { id, reason } => {
+            format!("Delete message {id}{}?", because(reason))
+        }
+        other => format!("{}?", summary(other)),
+    }
+}
+
+/// A key's request as the command that would make it, to edit with `e`.
+fn command_line(req: &Request) -> String {
+    match req {
+        Request::Kick { username, .. } => format!("kick {username} "),
+        Request::Ban { username, .. } => format!("ban {username} "),
+        Request::RoomDelete { room } => format!("close {room}"),
+        Request::DeleteMessage { id, .. } => format!("delete {id} "),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,740 @@
+//! The console's behaviour at its boundaries: what a snapshot looks like
+//! on screen, what keys and commands send to the server, and the run loop
+//! against a fake server.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, KeyCode, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::state::{LOG_CAPACITY, Mode, Pane};
+use super::testdata::*;
+use super::{Action, Backend, Effect, Exit, State, run_with};
+use crate::admin::{AdminError, Request};
+
+#[test]
+fn an_80x24_terminal_shows_every_pane() {
+    let state = sample_state(80, 24);
+    let screen = render(&state);
+    for needle in [
+        // header
+        "● live",
+        "up 2h03m",
+        "conns 4",
+        "online 3",
+        "msg/s 1.5",
+        "11.8 MiB",
+        // rooms: name, visibility, members, online, msg/s, last activity
+        "#general",
+        "public",
+        "#random",
+        "alice+bob",
+        "4 rooms",
+        "0.5",
+        "12s",
+        // users: name, role, address, count
+        "alice",
+        "admin",
+        "127.0.0.1:5555",
+        "moderator",
+        "3 users online",
+        // chart title and event log
+        "■ msg/s 1.5",
+        "■ dlv/s 3.0",
+        "dave was kicked (spam)",
+        // help bar
+        "? help",
+        "q quit",
+        "k kick",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    assert_eq!(screen.len(), 24);
+    assert!(screen.iter().all(|l| l.chars().count() == 80));
+}
+
+#[test]
+fn a_larger_terminal_shows_more() {
+    let state = sample_state(120, 40);
+    let screen = render(&state);
+    for needle in [
+        "users 10",
+        "rooms 4",
+        "#staff",
+        "private",
+        "10.0.0.7:40112",
+        "carol",
+        "alice connected from 127.0.0.1",
+        "20:00:01",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    let wide = render(&sample_state(200, 50));
+    assert_shows(&wide, "#general");
+    assert_shows(&wide, "127.0.0.1:5555");
+}
+
+#[test]
+fn any_size_and_mode_draws_without_panicking() {
+    for (w, h) in [
+        (0, 0),
+        (1, 1),
+        (5, 3),
+        (20, 6),
+        (40, 12),
+        (80, 24),
+        (161, 20),
+        (300, 90),
+    ] {
+        let mut state = sample_state(w, h);
+        render(&state);
+        for keys in [":kick bob", "/al", "?"] {
+            let mut s = sample_state(w, h);
+            type_keys(&mut s, keys);
+            render(&s);
+        }
+        press(&mut state, KeyCode::Down);
+        press(&mut state, KeyCode::Char('k'));
+        render(&state);
+        let mut quitting = state_with(sample_json(), true, w, h);
+        press(&mut quitting, KeyCode::Char('q'));
+        render(&quitting);
+    }
+    // Nothing from the server yet.
+    render(&State::new(false));
+}
+
+fn many_users(n: usize) -> Value {
+    let users: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"id": format!("u{i}"), "username": format!("user{i:06}"), "role": "user",
+                   "connections": 1 + i % 3, "rooms": i % 7, "since": NOW - (i as i64) * 1000,
+                   "addr": format!("10.{}.{}.{}:4000", i / 65_536, i / 256 % 256, i % 256)})
+        })
+        .collect();
+    let mut snap = sample_json();
+    snap["users"] = Value::Array(users);
+    snap
+}
+
+#[test]
+fn a_hundred_thousand_users_render_a_window() {
+    let mut state = state_with(many_users(100_000), false, 80, 24);
+    let started = Instant::now();
+    let screen = render(&state);
+    let took = started.elapsed();
+    assert_shows(&screen, "100000 users online");
+    assert_shows(&screen, "user000000");
+    assert_shows(&screen, "user000001");
+    assert_shows(&screen, "1/100000");
+    assert!(!contains(&screen, "user099999"));
+    // Only the visible rows are built, so a frame costs the same as with
+    // three users; the bound is loose for a loaded debug build.
+    assert!(took < Duration::from_millis(500), "render took {took:?}");
+
+    press(&mut state, KeyCode::End);
+    let screen = render(&state);
+    assert_shows(&screen, "user099999");
+    assert_shows(&screen, "100000/100000");
+    assert!(!contains(&screen, "user000000"));
+
+    press(&mut state, KeyCode::PageUp);
+    press(&mut state, KeyCode::Home);
+    assert_shows(&render(&state), "user000000");
+
+    type_keys(&mut state, "/user09999");
+    let screen = render(&state);
+    assert_shows(&screen, "10 of 100000 users online");
+    assert_shows(&screen, "user099990");
+}
+
+#[test]
+fn k_asks_then_kicks_the_selected_user() {
+    let mut state = sample_state(80, 24);
+    assert_eq!(state.focus, Pane::Users);
+    // Sorted by name: alice, bob, carol.
+    press(&mut state, KeyCode::Down);
+    assert_eq!(
+        state.selected_user().map(|u| u.username.as_str()),
+        Some("bob")
+    );
+    assert!(press(&mut state, KeyCode::Char('k')).is_none());
+    assert!(matches!(state.mode, Mode::Confirm(_)));
+    assert_shows(&render(&state), "Kick bob?");
+    match press(&mut state, KeyCode::Char('y')) {
+        Some(Effect::Send(Request::Kick { username, reason })) => {
+            assert_eq!(username, "bob");
+            assert_eq!(reason, None);
+        }
+        other => panic!("expected a kick, got {other:?}"),
+    }
+    assert!(matches!(state.mode, Mode::Normal));
+}
+
+#[test]
+fn n_cancels_a_confirmation() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char('b'));
+    assert!(matches!(state.mode, Mode::Confirm(_)));
+    assert!(press(&mut state, KeyCode::Char('n')).is_none());
+    assert!(matches!(state.mode, Mode::Normal));
+    assert_shows(&render(&state), "cancelled");
+    // Esc too.
+    press(&mut state, KeyCode::Char('k'));
+    assert!(press(&mut state, KeyCode::Esc).is_none());
+    assert!(matches!(state.mode, Mode::Normal));
+}
+
+#[test]
+fn e_turns_a_confirmation_into_an_editable_command() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char('b'));
+    press(&mut state, KeyCode::Char('e'));
+    assert!(matches!(&state.mode, Mode::Command { line, .. } if line == "ban alice "));
+    type_keys(&mut state, "7d raid");
+    press(&mut state, KeyCode::Enter);
+    match press(&mut state, KeyCode::Char('y')) {
+        Some(Effect::Send(Request::Ban {
+            username,
+            duration_secs,
+            reason,
+        })) => {
+            assert_eq!(username, "alice");
+            assert_eq!(duration_secs, Some(7 * 86_400));
+            assert_eq!(reason.as_deref(), Some("raid"));
+        }
+        other => panic!("expected a ban, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_command_line_bans_after_confirmation() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "ban bob 2h spamming");
+    assert_shows(&render(&state), ":ban bob 2h spamming");
+    assert!(press(&mut state, KeyCode::Enter).is_none());
+    assert_shows(&render(&state), "Ban bob for 2h (spamming)?");
+    match press(&mut state, KeyCode::Char('y')) {
+        Some(Effect::Send(Request::Ban {
+            username,
+            duration_secs,
+            reason,
+        })) => {
+            assert_eq!(username, "bob");
+            assert_eq!(duration_secs, Some(7_200));
+            assert_eq!(reason.as_deref(), Some("spamming"));
+        }
+        other => panic!("expected a ban, got {other:?}"),
+    }
+}
+
+#[test]
+fn announce_goes_out_without_confirmation() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "announce #general hello all");
+    match press(&mut state, KeyCode::Enter) {
+        Some(Effect::Send(Request::Announce { text, room })) => {
+            assert_eq!(room.as_deref(), Some("general"));
+            assert_eq!(text, "hello all");
+        }
+        other => panic!("expected an announcement, got {other:?}"),
+    }
+}
+
+#[test]
+fn m_mutes_everywhere_and_u_unbans_at_once() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::End);
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('m')),
+        Some(Effect::Send(Request::Mute { username, room: None, .. })) if username == "carol"
+    ));
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('u')),
+        Some(Effect::Send(Request::Unban { username })) if username == "carol"
+    ));
+}
+
+#[test]
+fn x_closes_the_selected_room_after_confirmation() {
+    let mut state = sample_state(80, 24);
+    // x acts on rooms only, so it refuses in the users pane.
+    assert!(press(&mut state, KeyCode::Char('x')).is_none());
+    assert!(matches!(state.mode, Mode::Normal));
+    press_with(&mut state, KeyCode::BackTab, KeyModifiers::SHIFT);
+    assert_eq!(state.focus, Pane::Rooms);
+    // The busiest room comes first.
+    press(&mut state, KeyCode::Char('x'));
+    assert_shows(&render(&state), "Close room general?");
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('y')),
+        Some(Effect::Send(Request::RoomDelete { room })) if room == "general"
+    ));
+}
+
+#[test]
+fn slash_filters_the_focused_table() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char('/'));
+    type_keys(&mut state, "bo");
+    assert_eq!(state.users.rows.len(), 1);
+    let screen = render(&state);
+    assert_shows(&screen, "bob");
+    assert_shows(&screen, "1 of 3 users online");
+    assert!(!contains(&screen, "moderator"));
+    // The filter applies while typed and stays after Enter.
+    press(&mut state, KeyCode::Enter);
+    assert!(matches!(state.mode, Mode::Normal));
+    assert_eq!(state.users.rows.len(), 1);
+    // It survives a refresh…
+    let request = Request::Snapshot { events_after: 5 };
+    state.update(Action::Answer {
+        request,
+        result: Ok(sample_json()),
+        now_ms: NOW + 1_000,
+    });
+    assert_eq!(state.users.rows.len(), 1);
+    // …and Esc clears it.
+    press(&mut state, KeyCode::Esc);
+    assert_eq!(state.users.rows.len(), 3);
+    // The rooms table filters by its own text.
+    press(&mut state, KeyCode::BackTab);
+    type_keys(&mut state, "/priv");
+    assert_eq!(state.rooms.rows.len(), 2);
+    assert_eq!(state.users.rows.len(), 3);
+}
+
+#[test]
+fn s_cycles_the_sort_column() {
+    let mut state = sample_state(80, 24);
+    let names = |s: &State| -> Vec<String> {
+        s.users
+            .rows
+            .iter()
+            .map(|&i| s.snapshot.users[i].username.clone())
+            .collect()
+    };
+    assert_eq!(names(&state), ["alice", "bob", "carol"]);
+    press(&mut state, KeyCode::Char('s')); // role
+    press(&mut state, KeyCode::Char('s')); // connections, most first
+    assert_eq!(names(&state)[0], "bob");
+    assert_shows(&render(&state), "conns↓");
+    press(&mut state, KeyCode::Char('S'));
+    assert_eq!(names(&state)[2], "bob");
+}
+
+#[test]
+fn the_selection_follows_its_user_across_refreshes() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Down);
+    assert_eq!(
+        state.selected_user().map(|u| u.username.as_str()),
+        Some("bob")
+    );
+    // A newcomer sorts first; the selection stays on bob.
+    let mut snap = sample_json();
+    if let Some(users) = snap["users"].as_array_mut() {
+        users.push(json!({"username": "aaron", "role": "user", "connections": 1}));
+    }
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 1_000,
+    });
+    assert_eq!(
+        state.selected_user().map(|u| u.username.as_str()),
+        Some("bob")
+    );
+}
+
+#[test]
+fn q_asks_before_stopping_a_server_it_owns() {
+    let mut state = state_with(sample_json(), true, 80, 24);
+    assert!(press(&mut state, KeyCode::Char('q')).is_none());
+    assert!(matches!(state.mode, Mode::ConfirmQuit));
+    let screen = render(&state);
+    assert_shows(&screen, "Stop the server?");
+    assert_shows(&screen, "leave it running");
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('y')),
+        Some(Effect::Quit { stop_server: true })
+    ));
+
+    let mut state = state_with(sample_json(), true, 80, 24);
+    press(&mut state, KeyCode::Char('q'));
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('n')),
+        Some(Effect::Quit { stop_server: false })
+    ));
+
+    let mut state = state_with(sample_json(), true, 80, 24);
+    press_with(&mut state, KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert!(press(&mut state, KeyCode::Esc).is_none());
+    assert!(matches!(state.mode, Mode::Normal));
+
+    // Without a server of its own, the console just detaches.
+    let mut state = sample_state(80, 24);
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('q')),
+        Some(Effect::Quit { stop_server: false })
+    ));
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "quit");
+    assert!(matches!(
+        press(&mut state, KeyCode::Enter),
+        Some(Effect::Quit { stop_server: false })
+    ));
+}
+
+#[test]
+fn a_bad_command_is_logged_and_sends_nothing() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "ban bob 0h");
+    assert!(press(&mut state, KeyCode::Enter).is_none());
+    assert!(matches!(state.mode, Mode::Normal));
+    let last = state.log.back().map(|l| (l.kind.clone(), l.text.clone()));
+    assert!(
+        matches!(&last, Some((kind, text)) if kind == "error" && text.contains("longer than zero")),
+        "{last:?}"
+    );
+    assert_shows(&render(&state), "duration '0h' must be longer than zero");
+
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "frobnicate now");
+    assert!(press(&mut state, KeyCode::Enter).is_none());
+    press(&mut state, KeyCode::Tab); // clear the flash, show the log
+    assert_shows(&render(&state), "unknown command 'frobnicate'");
+}
+
+#[test]
+fn answers_are_logged() {
+    let mut state = sample_state(100, 30);
+    let effect = state.update(Action::Answer {
+        request: Request::Kick {
+            username: "bob".into(),
+            reason: None,
+        },
+        result: Ok(json!({})),
+        now_ms: NOW,
+    });
+    // A result asks for a fresh snapshot at once.
+    assert!(matches!(
+        effect,
+        Some(Effect::Send(Request::Snapshot { .. }))
+    ));
+    state.update(Action::Answer {
+        request: Request::Ban {
+            username: "zed".into(),
+            reason: None,
+            duration_secs: None,
+        },
+        result: Err(AdminError {
+            code: "not_found".into(),
+            message: "user not found".into(),
+        }),
+        now_ms: NOW,
+    });
+    press(&mut state, KeyCode::Tab);
+    let screen = render(&state);
+    assert_shows(&screen, "kicked bob");
+    assert_shows(&screen, "error: user not found (ban zed permanently)");
+}
+
+#[test]
+fn events_advance_and_the_log_stays_bounded() {
+    let mut state = sample_state(80, 24);
+    assert_eq!(state.events_after, 5);
+    let log_len = state.log.len();
+    // The same events again add nothing; new ones are appended.
+    let mut snap = sample_json();
+    if let Some(events) = snap["events"].as_array_mut() {
+        for seq in 6..=1_000 {
+            events.push(
+                json!({"seq": seq, "at": NOW, "kind": "join", "text": format!("event {seq}")}),
+            );
+        }
+    }
+    match state.update(Action::Tick {
+        now_ms: NOW + 1_000,
+    }) {
+        Some(Effect::Send(Request::Snapshot { events_after })) => assert_eq!(events_after, 5),
+        other => panic!("expected a snapshot request, got {other:?}"),
+    }
+    // Only one snapshot at a time.
+    assert!(
+        state
+            .update(Action::Tick {
+                now_ms: NOW + 2_000
+            })
+            .is_none()
+    );
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 2_000,
+    });
+    assert!(log_len < LOG_CAPACITY);
+    assert_eq!(state.log.len(), LOG_CAPACITY);
+    assert_eq!(state.events_after, 1_000);
+    assert_eq!(
+        state.log.back().map(|l| l.text.as_str()),
+        Some("event 1000")
+    );
+    // The log follows its tail.
+    assert_shows(&render(&state), "event 1000");
+}
+
+#[test]
+fn a_paused_log_keeps_its_line_while_old_lines_drop() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Tab); // events
+    press(&mut state, KeyCode::Up);
+    let picked = state.events.rows[state.events.selected];
+    assert_eq!(state.log[picked].text, "carol connected");
+    let mut snap = sample_json();
+    snap["events"] = Value::Array(
+        (6..=(LOG_CAPACITY as u64 + 2))
+            .map(|seq| json!({"seq": seq, "at": NOW, "kind": "join", "text": format!("event {seq}")}))
+            .collect(),
+    );
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 1_000,
+    });
+    // Lines fell off the front; the selection is still carol's line.
+    assert!(
+        state
+            .log
+            .front()
+            .is_some_and(|l| l.text != "alice connected from 127.0.0.1")
+    );
+    let picked = state.events.rows[state.events.selected];
+    assert_eq!(state.log[picked].text, "carol connected");
+    assert_shows(&render(&state), "paused (End follows)");
+    press(&mut state, KeyCode::End);
+    assert!(state.events.following());
+}
+
+#[test]
+fn a_failing_server_is_reported_once() {
+    let mut state = sample_state(80, 24);
+    let fail = |state: &mut State, at: i64| {
+        state.update(Action::Tick { now_ms: at });
+        state.update(Action::Answer {
+            request: Request::Snapshot { events_after: 5 },
+            result: Err(AdminError {
+                code: "internal".into(),
+                message: "the server closed the admin socket".into(),
+            }),
+            now_ms: at,
+        });
+    };
+    let before = state.log.len();
+    for i in 1..=5 {
+        fail(&mut state, NOW + i * 1_000);
+    }
+    assert_eq!(state.log.len(), before + 1);
+    let screen = render(&state);
+    assert_shows(&screen, "✗ stale 5s");
+    assert_shows(&screen, "no snapshot: the server closed");
+    // Data on screen stays until the server answers again.
+    assert_shows(&screen, "#general");
+}
+
+#[test]
+fn before_the_first_snapshot_the_header_says_why() {
+    let mut state = State::new(false);
+    state.update(Action::Resize {
+        width: 80,
+        height: 24,
+    });
+    assert_shows(&render(&state), "… connecting");
+    let request = match state.update(Action::Tick { now_ms: NOW }) {
+        Some(Effect::Send(r)) => r,
+        other => panic!("expected a snapshot request, got {other:?}"),
+    };
+    state.update(Action::Answer {
+        request,
+        result: Err(AdminError {
+            code: "bad_request".into(),
+            message: "not available yet".into(),
+        }),
+        now_ms: NOW,
+    });
+    let screen = render(&state);
+    assert_shows(&screen, "✗ no snapshot: not available yet");
+    assert!(!contains(&screen, "conns 0"));
+}
+
+#[test]
+fn question_mark_shows_every_command() {
+    let mut state = sample_state(120, 40);
+    press(&mut state, KeyCode::Char('?'));
+    let screen = render(&state);
+    for needle in [
+        "Help",
+        "kick USER [reason…]",
+        "ban USER [DURATION] [reason…]",
+        "unban USER",
+        "mute USER [#ROOM] [DURATION] [reason…]",
+        "unmute USER [ROOM]",
+        "delete MESSAGE_ID [reason…]",
+        "announce [#ROOM] TEXT…",
+        "close ROOM",
+        "Tab / Shift-Tab",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    press(&mut state, KeyCode::Esc);
+    assert!(!contains(&render(&state), "announce [#ROOM]"));
+    // At 80x24 the help scrolls to its end.
+    let mut small = sample_state(80, 24);
+    press(&mut small, KeyCode::Char('?'));
+    press(&mut small, KeyCode::End);
+    assert_shows(&render(&small), "close ROOM");
+}
+
+/// Answers like a server: the sample snapshot, `{}` for the rest, and a
+/// record of every request.
+#[derive(Clone)]
+struct FakeServer {
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeServer {
+    fn seen(&self) -> Vec<Request> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn snapshots(&self) -> usize {
+        self.seen()
+            .iter()
+            .filter(|r| matches!(r, Request::Snapshot { .. }))
+            .count()
+    }
+}
+
+impl Backend for FakeServer {
+    async fn call(&mut self, req: &Request) -> Result<Value, AdminError> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(req.clone());
+        }
+        match req {
+            Request::Snapshot { .. } => Ok(sample_json()),
+            _ => Ok(json!({})),
+        }
+    }
+}
+
+fn keys(text: &str) -> Vec<Event> {
+    text.chars()
+        .map(|c| match c {
+            '\n' => key_event(KeyCode::Enter, KeyModifiers::NONE),
+            c => key_event(KeyCode::Char(c), KeyModifiers::NONE),
+        })
+        .collect()
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_loop_renders_snapshots_and_sends_commands() {
+    let server = FakeServer {
+        seen: Arc::default(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut terminal = match Terminal::new(TestBackend::new(100, 30)) {
+        Ok(t) => t,
+        Err(e) => match e {},
+    };
+    let driver = {
+        let server = server.clone();
+        async move {
+            eventually("the first snapshot", || server.snapshots() >= 1).await;
+            for ev in keys(":kick bob spam\ny") {
+                let _ = tx.send(Ok(ev));
+            }
+            // The kick's answer triggers a second snapshot, which the loop
+            // asks for only after it applied the first.
+            eventually("the refresh after the kick", || server.snapshots() >= 2).await;
+            let _ = tx.send(Ok(key_event(KeyCode::Char('q'), KeyModifiers::NONE)));
+            // Keep the sender: a closed stream would also end the loop.
+            tx
+        }
+    };
+    let (exit, _tx) = tokio::join!(
+        run_with(
+            &mut terminal,
+            server.clone(),
+            events,
+            false,
+            Duration::from_secs(3600)
+        ),
+        driver
+    );
+    assert!(matches!(exit, Ok(Exit::Detached)), "{exit:?}");
+    assert!(server.seen().iter().any(|r| matches!(
+        r,
+        Request::Kick { username, reason: Some(reason) } if username == "bob" && reason == "spam"
+    )));
+    let screen = screen(terminal.backend());
+    assert_shows(&screen, "#general");
+    assert_shows(&screen, "kicked bob");
+}
+
+#[tokio::test]
+async fn quitting_right_after_a_command_still_sends_it() {
+    let server = FakeServer {
+        seen: Arc::default(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
+    for ev in keys(":unban bob\nq") {
+        let _ = tx.send(Ok(ev));
+    }
+    drop(tx);
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut terminal = match Terminal::new(TestBackend::new(80, 24)) {
+        Ok(t) => t,
+        Err(e) => match e {},
+    };
+    let exit = run_with(
+        &mut terminal,
+        server.clone(),
+        events,
+        false,
+        Duration::from_secs(3600),
+    )
+    .await;
+    assert!(matches!(exit, Ok(Exit::Detached)), "{exit:?}");
+    assert!(
+        server
+            .seen()
+            .iter()
+            .any(|r| matches!(r, Request::Unban { username } if username == "bob"))
+    );
+}
+
+/// Prints the screen that docs/console.md shows:
+/// `cargo test --lib console::tests::print_screen -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn print_screen() {
+    let state = sample_state(100, 30);
+    println!("{}", render(&state).join("\n"));
+}

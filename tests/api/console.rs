@@ -1,0 +1,70 @@
+//! The console attached to a real server over the admin socket: a kick
+//! typed at its command line reaches a connected WebSocket user.
+
+use std::time::Duration;
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::common::{Closed, TestApp};
+
+fn key(code: KeyCode) -> std::io::Result<Event> {
+    Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_kicks_a_connected_user() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("bob").await;
+    let mut ws = t.ws(&token).await;
+    let backend = confab::console::SocketBackend::connect(&t.app().config.socket_path())
+        .await
+        .expect("the console attaches to the admin socket");
+    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (e, rx))
+    }));
+    let console = tokio::spawn(async move {
+        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        let exit = confab::console::run_with(
+            &mut terminal,
+            backend,
+            events,
+            false,
+            Duration::from_millis(100),
+        )
+        .await;
+        (exit, terminal)
+    });
+    keys.send(key(KeyCode::Char(':'))).unwrap();
+    for c in "kick bob too loud".chars() {
+        keys.send(key(KeyCode::Char(c))).unwrap();
+    }
+    keys.send(key(KeyCode::Enter)).unwrap();
+    // A kick asks for confirmation first.
+    keys.send(key(KeyCode::Char('y'))).unwrap();
+
+    assert_eq!(ws.closed().await, Closed::Code(4003));
+    let kicked = ws
+        .buffered
+        .iter()
+        .find(|f| f["type"] == "kicked")
+        .expect("kicked");
+    assert_eq!(kicked["data"]["reason"], "too loud");
+
+    keys.send(key(KeyCode::Char('q'))).unwrap();
+    let (exit, terminal) = console.await.unwrap();
+    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    let screen: String = terminal
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(screen.contains("confab"), "{screen}");
+    // The moderation shows in the audit log too.
+    let entries = t.app().audit_log(None, None).unwrap();
+    assert_eq!(entries.last().map(|e| e.action.as_str()), Some("kick"));
+}
