@@ -1920,3 +1920,42 @@ impl Tx {
         Ok(rec.last_read)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path) -> Result<Store> {
+        Store::open(path, 1, 16, Arc::new(|_: &[Change]| {}), None)
+    }
+
+    #[test]
+    fn a_newer_store_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confab.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(
+                    "schema_version",
+                    (SCHEMA_VERSION + 1).to_be_bytes().as_slice(),
+                )
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer confab"), "{err}");
+        let err = inspect(&path).unwrap_err().to_string();
+        assert!(err.contains("newer confab"), "{err}");
+    }
+
+    #[test]
+    fn a_second_process_is_told_the_store_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confab.redb");
+        let _first = open(&path).unwrap();
+        assert!(matches!(open(&path), Err(StoreError::Locked)));
+    }
+}

@@ -797,3 +797,39 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a connection's task still takes its session out of
+    /// the hub, so the user does not linger online and others are told.
+    #[tokio::test]
+    async fn a_panicking_connection_leaves_the_hub() {
+        let hub = crate::hub::Hub::new(8, Duration::from_secs(6), Default::default());
+        let user = User {
+            id: crate::domain::Id::new(),
+            username: "crash".into(),
+            role: crate::domain::Role::User,
+        };
+        let conn = hub
+            .connect(user.clone(), None, || {
+                Ok::<_, AppError>(crate::hub::Ties::default())
+            })
+            .unwrap();
+        assert!(hub.is_online(user.id));
+        let task_hub = hub.clone();
+        let session = conn.session;
+        let joined = tokio::spawn(async move {
+            let _registered = Registered {
+                hub: &task_hub,
+                session,
+            };
+            panic!("a bug in one connection");
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+        assert!(!hub.is_online(user.id));
+        assert_eq!(hub.session_count(), 0);
+    }
+}
