@@ -124,6 +124,13 @@ pub enum Request {
     Export {
         room: String,
     },
+    /// A room's own retention; `None` fields follow the server's setting,
+    /// `Some(0)` means no limit.
+    RoomRetention {
+        room: String,
+        max_age_secs: Option<u64>,
+        keep_last: Option<u64>,
+    },
 }
 
 /// The error half of an answer, as it crosses the socket.
@@ -180,6 +187,7 @@ fn audited(req: &Request) -> Option<(&'static str, String)> {
         Request::UploadDelete { id } => ("upload_delete", id.clone()),
         Request::UploadGc { .. } => ("upload_gc", "uploads".into()),
         Request::Backup { path, .. } => ("backup", path.display().to_string()),
+        Request::RoomRetention { room, .. } => ("room_retention", room.clone()),
         _ => return None,
     })
 }
@@ -350,6 +358,17 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         Request::Audit { since, limit } => json!({ "entries": app.audit_log(since, limit)? }),
         Request::Backup { path, with_uploads } => app.backup(path, with_uploads).await?,
         Request::Export { room } => app.export(&room)?,
+        Request::RoomRetention {
+            room,
+            max_age_secs,
+            keep_last,
+        } => {
+            let r = crate::store::Retention {
+                max_age_secs,
+                keep_last,
+            };
+            json!({ "room": app.set_retention(&room, r).await?, "retention": r })
+        }
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);
             let (removed, swept) = app.gc_uploads(grace).await?;

@@ -1547,6 +1547,51 @@ impl App {
         .map_err(|e| AppError::Internal(e.to_string()))?
     }
 
+    /// Sets a room's own retention (by room name or id).
+    pub async fn set_retention(&self, key: &str, r: crate::store::Retention) -> Result<Room> {
+        let room = self.find_room(key)?;
+        let id = room.id;
+        self.store.write(move |tx| tx.set_retention(id, &r)).await?;
+        Ok(room)
+    }
+
+    /// Applies retention as of `now_ms`: each room's own policy, else the
+    /// server's, in transactions of at most a few hundred messages so chat
+    /// never waits long behind it. Returns the messages removed.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let cfg = &self.config.store;
+        let rooms = self.store.read()?.rooms()?;
+        let mut removed = 0;
+        for room in rooms {
+            let (own, last) = {
+                let rx = self.store.read()?;
+                (rx.retention(room.id)?, rx.last_seq(room.id)?)
+            };
+            let age = own.max_age_secs.unwrap_or(cfg.retention_days * 86_400);
+            let keep = own.keep_last.unwrap_or(cfg.retention_keep_last);
+            let before = (age > 0).then(|| now_ms - (age as i64).saturating_mul(1000));
+            let up_to = (keep > 0 && last > keep).then(|| last - keep);
+            if before.is_none() && up_to.is_none() {
+                continue;
+            }
+            loop {
+                let id = room.id;
+                let n = self
+                    .store
+                    .write(move |tx| tx.prune_room(id, before, up_to, 500))
+                    .await?;
+                removed += n;
+                if n < 500 {
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "retention removed old messages");
+        }
+        Ok(removed)
+    }
+
     /// A room's whole history with its members, for `confab export`.
     pub fn export(&self, key: &str) -> Result<serde_json::Value> {
         let room = self.find_room(key)?;

@@ -263,6 +263,21 @@ pub enum RoomCmd {
     Delete { name: String },
     /// Add a user to a room.
     AddMember { room: String, user: String },
+    /// Set a room's own retention (omitted options follow the server's).
+    Set {
+        name: String,
+        /// Remove messages older than this (e.g. 30d), or `off` to keep all.
+        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        retention: Option<u64>,
+        /// Keep only the newest N messages (0: no cap).
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u64>,
+    },
+}
+
+/// A retention duration, or `off` (0: keep everything).
+fn parse_retention(s: &str) -> Result<u64, String> {
+    if s == "off" { Ok(0) } else { parse_duration(s) }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -402,6 +417,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 RoomCmd::AddMember { room, user } => Request::RoomAddMember {
                     room,
                     username: user,
+                },
+                RoomCmd::Set {
+                    name,
+                    retention,
+                    keep_last,
+                } => Request::RoomRetention {
+                    room: name,
+                    max_age_secs: retention,
+                    keep_last,
                 },
             };
             operator(&cli.global, req).await
@@ -911,6 +935,20 @@ fn print(req: &Request, v: &Value, json: bool) {
                 })
                 .collect(),
         ),
+        Request::RoomRetention { room, .. } => {
+            let r = &v["retention"];
+            let age = match r["max_age_secs"].as_u64() {
+                None => "server default".to_string(),
+                Some(0) => "kept forever".to_string(),
+                Some(secs) => format!("{} days", secs as f64 / 86_400.0),
+            };
+            let keep = match r["keep_last"].as_u64() {
+                None => "server default".to_string(),
+                Some(0) => "no cap".to_string(),
+                Some(n) => format!("the newest {n}"),
+            };
+            println!("{room}: age {age}; count {keep}");
+        }
         Request::Backup { path, .. } => println!(
             "backed up {} rows and {} uploads ({} files copied) to {}",
             s(&v["rows"]),

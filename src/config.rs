@@ -127,6 +127,11 @@ pub struct WsConfig {
 pub struct StoreConfig {
     pub max_batch: usize,
     pub cache_mib: usize,
+    /// Messages older than this many days are removed; 0 keeps them all.
+    pub retention_days: u64,
+    /// Only the newest this many messages of each room are kept; 0: no cap.
+    pub retention_keep_last: u64,
+    pub retention_interval_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -196,6 +201,9 @@ impl Default for StoreConfig {
         StoreConfig {
             max_batch: 1024,
             cache_mib: 64,
+            retention_days: 0,
+            retention_keep_last: 0,
+            retention_interval_secs: 3600,
         }
     }
 }

@@ -109,6 +109,27 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         }
     });
+    // Retention and the removal of unused uploads, now and then, in small
+    // transactions.
+    let keeper = app.clone();
+    let mut keeper_stop = stopped.clone();
+    tokio::spawn(async move {
+        let every = Duration::from_secs(keeper.config.store.retention_interval_secs.max(1));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = keeper.apply_retention(crate::domain::now_ms()).await {
+                        tracing::error!(error = %e, "retention failed");
+                    }
+                    if let Err(e) = keeper.gc_uploads(keeper.config.uploads.gc_grace_secs).await {
+                        tracing::error!(error = %e, "upload clean-up failed");
+                    }
+                }
+                _ = keeper_stop.changed() => break,
+            }
+        }
+    });
     let routes = crate::http::routes(app.clone());
     let mut stop_rx = stopped.clone();
     let http = tokio::spawn(async move {

@@ -73,6 +73,8 @@ const USER_BLOCKED_TO_SINCE: TableDefinition<(u128, u128), i64> =
 const USER_BLOCKER_TO_SINCE: TableDefinition<(u128, u128), i64> =
     TableDefinition::new("user_blocker_to_since");
 const USER_TO_SETTINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("user_to_settings");
+/// A room's own retention, overriding the server's.
+const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> = TableDefinition::new("room_to_retention");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -530,7 +532,8 @@ macro_rules! all_tables {
             USER_RECIPIENT_TO_SENT,
             USER_BLOCKED_TO_SINCE,
             USER_BLOCKER_TO_SINCE,
-            USER_TO_SETTINGS
+            USER_TO_SETTINGS,
+            ROOM_TO_RETENTION
         )
     };
 }
@@ -550,6 +553,14 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         rows += 1;
     }
     Ok(rows)
+}
+
+/// How long a room keeps its messages. `None` fields follow the server's
+/// setting; `Some(0)` means "no limit" for this room.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age_secs: Option<u64>,
+    pub keep_last: Option<u64>,
 }
 
 /// What a store file holds, as `confab restore` and `confab check` report.
@@ -1015,6 +1026,16 @@ impl Rx {
         }
         out.reverse();
         Ok(out)
+    }
+
+    pub fn retention(&self, room: Id) -> Result<Retention> {
+        Ok(self
+            .txn
+            .open_table(ROOM_TO_RETENTION)?
+            .get(room.0)?
+            .map(|v| decode("room_to_retention", v.value()))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     /// Active mutes of a user: (room or None for everywhere, record).
@@ -1707,6 +1728,59 @@ impl Tx {
             }
         }
         Ok(false)
+    }
+
+    pub fn set_retention(&mut self, room: Id, r: &Retention) -> Result<()> {
+        let mut t = self.txn.open_table(ROOM_TO_RETENTION)?;
+        if *r == Retention::default() {
+            t.remove(room.0)?;
+        } else {
+            t.insert(room.0, encode(r).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Removes up to `max` of a room's oldest messages that were created
+    /// before `before_ms` or have a seq up to `up_to_seq`. Returns how many
+    /// went. Their seqs stay used: history starts later, with no reuse.
+    pub fn prune_room(
+        &mut self,
+        room: Id,
+        before_ms: Option<i64>,
+        up_to_seq: Option<u64>,
+        max: usize,
+    ) -> Result<usize> {
+        let mut doomed: Vec<(u64, MessageRecord)> = Vec::new();
+        {
+            let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            for row in msgs.range((room.0, 0)..=(room.0, u64::MAX))? {
+                let (k, v) = row?;
+                let seq = k.value().1;
+                let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+                let old = before_ms.is_some_and(|b| rec.created_at < b);
+                let over = up_to_seq.is_some_and(|u| seq <= u);
+                if !(old || over) || doomed.len() == max {
+                    break;
+                }
+                doomed.push((seq, rec));
+            }
+        }
+        let mut attached = Vec::new();
+        {
+            let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
+            for (seq, rec) in &doomed {
+                msgs.remove((room.0, *seq))?;
+                index.remove(rec.id.0)?;
+                if let Some(cid) = &rec.client_msg_id {
+                    cids.remove((rec.sender.0, cid.as_str()))?;
+                }
+                attached.extend(rec.attachments.iter().cloned());
+            }
+        }
+        self.count_attachments(&attached, -1)?;
+        Ok(doomed.len())
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {

@@ -278,3 +278,86 @@ async fn write_store_fixture() {
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(t.dir.path().join("confab.redb"), dest).unwrap();
 }
+
+async fn seqs(t: &TestApp, token: &str, room: &str) -> Vec<u64> {
+    let (_, page) = t
+        .get(
+            &format!("/api/rooms/{room}/messages?after=0&limit=200"),
+            token,
+        )
+        .await;
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn retention_removes_exactly_what_it_should() {
+    let t = TestApp::spawn_with(|c| c.store.retention_days = 30).await;
+    let (token, _) = t.register("keeper").await;
+    let mut rooms = Vec::new();
+    for name in ["capped", "aged", "forever"] {
+        let room = t.create_room(&token, name, "public").await;
+        let room = room["id"].as_str().unwrap().to_string();
+        for i in 0..10 {
+            t.post(
+                &format!("/api/rooms/{room}/messages"),
+                &token,
+                json!({"text": format!("{i}")}),
+            )
+            .await;
+        }
+        rooms.push(room);
+    }
+    let dir = t.dir.path().display().to_string();
+    let set = |args: &[&str]| {
+        let mut v: Vec<String> = vec!["room".into(), "set".into()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v.extend(["--data-dir".to_string(), dir.clone()]);
+        v
+    };
+    let out = confab_async(set(&["capped", "--keep-last", "3"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = confab_async(set(&["forever", "--retention", "off"])).await;
+    assert!(out.status.success());
+
+    // Now: only the cap applies; nothing is 30 days old yet.
+    let removed = t
+        .app()
+        .apply_retention(confab::domain::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(removed, 7);
+    assert_eq!(seqs(&t, &token, &rooms[0]).await, vec![8, 9, 10]);
+    assert_eq!(
+        seqs(&t, &token, &rooms[1]).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    // Forty days on, the server's 30 days take the aged room, and the room
+    // kept forever keeps everything.
+    let later = confab::domain::now_ms() + 40 * 86_400_000;
+    let removed = t.app().apply_retention(later).await.unwrap();
+    assert_eq!(removed, 13);
+    assert!(seqs(&t, &token, &rooms[1]).await.is_empty());
+    assert!(seqs(&t, &token, &rooms[0]).await.is_empty());
+    assert_eq!(
+        seqs(&t, &token, &rooms[2]).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    // Seqs are never reused.
+    let (_, body) = t
+        .post(
+            &format!("/api/rooms/{}/messages", rooms[1]),
+            &token,
+            json!({"text": "new"}),
+        )
+        .await;
+    assert_eq!(body["message"]["seq"], 11);
+}
