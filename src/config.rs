@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub metrics_token: String,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// PEM files for HTTPS/WSS on the same port; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Who may send a direct message to a user who has not chosen for
     /// themselves (`PATCH /api/me`).
     pub dm_policy: DmPolicy,
@@ -143,6 +146,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             metrics_token: String::new(),
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             dm_policy: DmPolicy::Anyone,
         }
     }
@@ -304,6 +309,12 @@ impl Config {
             message: message.into(),
         };
         self.bind_addr()?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
         }

@@ -41,7 +41,7 @@ pub fn routes(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
-        .and(warp::addr::remote())
+        .and(crate::http::peer())
         .and(warp::body::stream())
         .and(with_app)
         .then(
@@ -80,6 +80,13 @@ pub fn routes(
             },
         );
     ws.or(uploads(app_for_uploads)).unify().or(api).unify()
+}
+
+/// The client's socket address, set by the server's accept loop.
+pub fn peer()
+-> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<crate::server::Peer>()
+        .map(|p: Option<crate::server::Peer>| p.map(|p| p.0))
 }
 
 /// `POST /api/uploads`: multipart, streamed, refused with 413 as soon as it

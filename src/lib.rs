@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod uploads;
 pub mod ws;
 

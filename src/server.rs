@@ -25,12 +25,16 @@ pub enum ServeError {
     Admin(std::io::Error),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running server. Tests start one on `127.0.0.1:0` and read `addr`.
 pub struct Running {
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    /// The TLS configuration when serving HTTPS, to reload by hand.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     admin: JoinHandle<()>,
@@ -38,7 +42,8 @@ pub struct Running {
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, finishes in-flight requests, closes WebSockets with
@@ -130,25 +135,153 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         }
     });
+    let tls = match (&app.config.server.tls_cert, &app.config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::open(cert, key)?),
+        _ => None,
+    };
+    if let Some(tls) = &tls {
+        watch_certificate(tls.clone(), stopped.clone());
+    }
     let routes = crate::http::routes(app.clone());
-    let mut stop_rx = stopped.clone();
-    let http = tokio::spawn(async move {
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .run()
-            .await;
-    });
+    let http = tokio::spawn(accept_loop(listener, routes, tls.clone(), stopped.clone()));
     tracing::info!(%addr, data_dir = %app.config.server.data_dir.display(), "confab is listening");
     Ok(Running {
         addr,
         app,
+        tls,
         stop,
         http,
         admin,
     })
+}
+
+/// Serves HTTP (and WebSocket upgrades) on `listener`, over TLS when
+/// configured, until `stop` turns true; then lets open requests finish.
+/// confab runs its own accept loop rather than `warp::serve` so that the
+/// same loop can terminate TLS with a certificate that changes while it
+/// runs.
+async fn accept_loop<F>(
+    listener: tokio::net::TcpListener,
+    routes: F,
+    tls: Option<Arc<crate::tls::Tls>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(WithPeer {
+            inner: warp::service(routes.clone()),
+            peer,
+        });
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(tcp);
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), handshake).await
+                    else {
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Idle keep-alive connections close at once; busy ones finish first.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// The peer's address, for the filters (`http::peer`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(Peer(self.peer));
+        self.inner.call(req)
+    }
+}
+
+/// Reloads the certificate on SIGHUP, and when its files change.
+fn watch_certificate(tls: Arc<crate::tls::Tls>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut poll = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => {
+                    if let Err(e) = tls.reload() {
+                        tracing::error!(error = %e, "SIGHUP: keeping the old TLS certificate");
+                    }
+                }
+                _ = poll.tick() => tls.reload_if_changed(),
+                _ = stop.changed() => break,
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

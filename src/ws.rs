@@ -36,7 +36,7 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 .or(warp::any().map(Default::default))
                 .unify(),
         )
-        .and(warp::addr::remote())
+        .and(crate::http::peer())
         .map(
             move |ws: Ws,
                   headers: HeaderMap,

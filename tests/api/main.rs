@@ -16,4 +16,5 @@ mod properties;
 mod realtime;
 mod rooms;
 mod soak;
+mod tls;
 mod uploads;
