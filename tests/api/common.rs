@@ -126,6 +126,25 @@ impl TestApp {
             .await
     }
 
+    /// A room's whole history over HTTP, walking forward page by page.
+    pub async fn history_all(&self, token: &str, room: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().and_then(|m| m["seq"].as_u64()).unwrap_or(0);
+            let (status, page) = self
+                .get(
+                    &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
+                    token,
+                )
+                .await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["messages"].as_array().cloned().unwrap_or_default());
+            if page["has_more"] != true {
+                return all;
+            }
+        }
+    }
+
     /// Registers `name` (password "password-<name>") and returns its token
     /// and user object.
     pub async fn register(&self, name: &str) -> (String, Value) {

@@ -77,24 +77,12 @@ async fn a_full_disk_fails_sends_and_acks_nothing_it_lost() {
     // The server is still up, and what it acknowledged is there.
     let (status, _) = t.get("/api/me", &token).await;
     assert_eq!(status, 200);
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let (status, page) = t
-            .get(
-                &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
-                &token,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        for m in page["messages"].as_array().unwrap() {
-            stored.push(m["text"].as_str().unwrap().to_string());
-            after = m["seq"].as_u64().unwrap();
-        }
-        if page["has_more"] == false {
-            break;
-        }
-    }
+    let stored: Vec<String> = t
+        .history_all(&token, &room)
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
         stored, acked,
         "exactly the acknowledged messages are stored"

@@ -115,24 +115,12 @@ async fn a_backup_taken_under_load_restores_every_message_acked_before_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let restored = TestApp::spawn_in(fresh, |_| {}).await;
-    let mut ids = std::collections::HashSet::new();
-    let mut after = 0;
-    loop {
-        let (status, page) = restored
-            .get(
-                &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
-                &token,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        for m in page["messages"].as_array().unwrap() {
-            ids.insert(m["id"].as_str().unwrap().to_string());
-            after = m["seq"].as_u64().unwrap();
-        }
-        if page["has_more"] == false {
-            break;
-        }
-    }
+    let ids: std::collections::HashSet<String> = restored
+        .history_all(&token, &room)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
     for id in &before {
         assert!(
             ids.contains(id),

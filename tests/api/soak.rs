@@ -92,24 +92,10 @@ async fn soak_loses_and_duplicates_nothing() {
     for room in &rooms {
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut seqs = Vec::new();
-        let mut after = 0;
-        loop {
-            let (status, page) = t
-                .get(
-                    &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
-                    &owner,
-                )
-                .await;
-            assert_eq!(status, 200);
-            for m in page["messages"].as_array().unwrap() {
-                *ids.entry(m["id"].as_str().unwrap().to_string())
-                    .or_default() += 1;
-                seqs.push(m["seq"].as_u64().unwrap());
-            }
-            after = seqs.last().copied().unwrap_or(0);
-            if page["has_more"] == false {
-                break;
-            }
+        for m in t.history_all(&owner, room).await {
+            *ids.entry(m["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+            seqs.push(m["seq"].as_u64().unwrap());
         }
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless");
         for id in acked.get(room).into_iter().flatten() {
