@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Bearer token for `/metrics`. Empty: only loopback callers may read it.
     pub metrics_token: String,
+    /// Serve the built-in web client at `/`; off for API-only servers.
+    pub web_client: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -122,6 +124,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             cors_origins: Vec::new(),
             metrics_token: String::new(),
+            web_client: true,
         }
     }
 }

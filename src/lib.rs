@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod uploads;
+pub mod web;
 pub mod ws;
 
 /// Sets up logging: `RUST_LOG` if set, else the given default level.

@@ -10,3 +10,4 @@ mod moderation;
 mod realtime;
 mod rooms;
 mod uploads;
+mod web;
