@@ -1544,7 +1544,8 @@
       S.attempt = 0;
       connect();
     });
-    // A kicked user decides when to come back; Esc must not reconnect silently.
+    // An alert dialog: after a kick the user chooses between reconnecting
+    // and signing out, and Esc would leave them offline with neither.
     $('kicked-dialog').addEventListener('cancel', (ev) => ev.preventDefault());
     $('image-dialog').addEventListener('click', (ev) => {
       if (ev.target === $('image-dialog') || ev.target === $('image-full')) $('image-dialog').close();
