@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// Who may send a direct message to a user who has not chosen for
     /// themselves (`PATCH /api/me`).
     pub dm_policy: DmPolicy,
+    /// Serve the built-in web client at `/`; off for API-only servers.
+    pub web_client: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -149,6 +151,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             dm_policy: DmPolicy::Anyone,
+            web_client: true,
         }
     }
 }

@@ -383,6 +383,13 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await
         }
+        // The built-in web client (src/web.rs). "/" splits into [""].
+        (&Method::GET | &Method::HEAD, [""]) if app.config.server.web_client => {
+            crate::web::index(&req.headers)
+        }
+        (&Method::GET | &Method::HEAD, ["assets", name]) if app.config.server.web_client => {
+            crate::web::asset(&req.headers, name)
+        }
         (_, ["ws"]) => Err(AppError::BadRequest(
             "expected a WebSocket upgrade request".into(),
         )),

@@ -17,6 +17,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod uploads;
+pub mod web;
 pub mod ws;
 
 /// Sets up logging: `RUST_LOG` if set, else the given default level.

@@ -18,3 +18,4 @@ mod rooms;
 mod soak;
 mod tls;
 mod uploads;
+mod web;

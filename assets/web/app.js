@@ -1,0 +1,1606 @@
+// confab's built-in web client. Plain JavaScript, no build step, no
+// dependencies: it is embedded in the server binary and speaks only the
+// public protocol (docs/protocol.md), like any other client.
+//
+// Every piece of text that comes from the server or a user reaches the page
+// through textContent or a text node, never through innerHTML; the page's
+// Content-Security-Policy forbids inline scripts as a second line.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------- helpers
+
+  const $ = (id) => document.getElementById(id);
+
+  // Builds an element. Strings among the children become text nodes, so
+  // user data can never become markup.
+  function h(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k === 'dataset') Object.assign(e.dataset, v);
+      else if (k.startsWith('on') && typeof v === 'function') e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const kid of kids.flat()) {
+      if (kid != null && kid !== false) e.append(kid);
+    }
+    return e;
+  }
+
+  const storage = {
+    get(key) {
+      try { return localStorage.getItem(key); } catch { return null; }
+    },
+    set(key, value) {
+      try {
+        if (value == null) localStorage.removeItem(key);
+        else localStorage.setItem(key, value);
+      } catch { /* storage may be full or disabled: the session still works */ }
+    },
+    json(key, fallback) {
+      try { return JSON.parse(this.get(key)) ?? fallback; } catch { return fallback; }
+    },
+  };
+
+  // crypto.randomUUID needs a secure context; a server reached over plain
+  // HTTP on a LAN address is not one, getRandomValues works everywhere.
+  function randomId() {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  // Only http(s) URLs are ever put in an href or src; relative ones resolve
+  // against this server.
+  function safeUrl(u) {
+    if (typeof u !== 'string') return null;
+    try {
+      const url = new URL(u, location.href);
+      return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const dayFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
+  const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+  function when(ms) {
+    const d = new Date(ms);
+    const today = new Date();
+    const sameDay = d.toDateString() === today.toDateString();
+    return sameDay ? timeFmt.format(d) : `${dayFmt.format(d)}, ${timeFmt.format(d)}`;
+  }
+
+  const USERNAME = /^[a-z0-9_.-]{3,32}$/;
+  const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
+  const URL_IN_TEXT = /\bhttps?:\/\/[^\s<>"']+/g;
+
+  // Text with its http(s) links made clickable, as nodes.
+  function richText(text) {
+    const out = [];
+    let last = 0;
+    for (const m of text.matchAll(URL_IN_TEXT)) {
+      let url = m[0];
+      // Punctuation right after a link is usually the sentence's, not the link's.
+      const trail = url.match(/[.,;:!?)\]]+$/);
+      if (trail) url = url.slice(0, -trail[0].length);
+      const href = safeUrl(url);
+      if (!href) continue;
+      out.push(text.slice(last, m.index));
+      out.push(h('a', { href, target: '_blank', rel: 'noopener noreferrer' }, url));
+      last = m.index + url.length;
+    }
+    out.push(text.slice(last));
+    return out;
+  }
+
+  function toast(text, kind) {
+    const t = h('div', { class: `toast ${kind || ''}` }, text);
+    $('toasts').append(t);
+    setTimeout(() => t.remove(), 6000);
+  }
+
+  // ------------------------------------------------------------------ state
+
+  const TOKEN_KEY = 'confab.token';
+  const USER_KEY = 'confab.user';
+  const PAGE = 50;
+  const RECONNECT_STEPS = [300, 1000, 2000, 3000, 5000];
+  const TYPING_EVERY_MS = 3000;
+  const TYPING_IDLE_MS = 4000;
+  const REQUEST_TIMEOUT_MS = 15000;
+  const PING_EVERY_MS = 25000;
+
+  const S = {
+    token: null,
+    me: null,
+    ws: null,
+    conn: 'offline',
+    everConnected: false,
+    attempt: 0,
+    reconnectTimer: 0,
+    pingTimer: 0,
+    signingOut: false,
+    kicked: null,
+    rooms: new Map(),
+    current: null, // a room id, or "dm:<username>" for a conversation not started yet
+    online: new Map(),
+    presence: [],
+    joining: new Set(),
+    pending: new Map(),
+    nextId: 1,
+    outbox: [],
+    tray: [],
+    editing: null,
+    typingRoom: null,
+    typingSentAt: 0,
+    typingIdleTimer: 0,
+    reads: {},
+    readsTimer: 0,
+    markTimer: 0,
+    presenceTimer: 0,
+  };
+
+  function newRoomState(room, readSeq) {
+    return {
+      room,
+      msgs: [], // ascending seq
+      lastSeq: 0,
+      hasMoreBefore: true,
+      loaded: false,
+      loading: false,
+      loadingOlder: false,
+      // null: this device has no marker for the room yet (see loadLatest)
+      readSeq,
+      readers: new Map(),
+      typing: new Map(),
+      notes: [], // announcements for this room, shown after the seq they came at
+    };
+  }
+
+  const isDraft = (key) => typeof key === 'string' && key.startsWith('dm:');
+  const currentRoom = () => (isDraft(S.current) ? null : S.rooms.get(S.current) || null);
+
+  function dmPeer(room) {
+    const names = room.name.split(',');
+    return names.find((n) => n !== S.me.username) || S.me.username;
+  }
+
+  function roomLabel(room) {
+    if (room.kind === 'dm') {
+      const peer = dmPeer(room);
+      return peer === S.me.username ? `${peer} (you)` : peer;
+    }
+    return room.name;
+  }
+
+  function findDm(username) {
+    const name = [S.me.username, username].sort().join(',');
+    for (const r of S.rooms.values()) {
+      if (r.room.kind === 'dm' && r.room.name === name) return r;
+    }
+    return null;
+  }
+
+  // ----------------------------------------------------- read markers, unread
+
+  // The server keeps read markers but only announces their changes (the
+  // `read` event), so each device remembers the markers it has seen.
+  const readsKey = () => `confab.read.${S.me.id}`;
+
+  function setReadSeq(rs, seq) {
+    if (rs.readSeq != null && seq <= rs.readSeq) return false;
+    rs.readSeq = seq;
+    S.reads[rs.room.id] = seq;
+    clearTimeout(S.readsTimer);
+    S.readsTimer = setTimeout(() => storage.set(readsKey(), JSON.stringify(S.reads)), 300);
+    return true;
+  }
+
+  function unread(rs) {
+    if (rs.readSeq == null || rs.lastSeq <= rs.readSeq) return 0;
+    let n = rs.lastSeq - rs.readSeq;
+    for (let i = rs.msgs.length - 1; i >= 0 && rs.msgs[i].seq > rs.readSeq; i--) {
+      if (rs.msgs[i].sender.id === S.me.id) n--;
+    }
+    return Math.max(0, n);
+  }
+
+  function maybeMarkRead() {
+    clearTimeout(S.markTimer);
+    S.markTimer = setTimeout(() => {
+      const rs = currentRoom();
+      if (!rs || !rs.loaded || S.conn !== 'connected') return;
+      if (document.visibilityState !== 'visible' || !atBottom()) return;
+      if (rs.readSeq != null && rs.lastSeq <= rs.readSeq) return;
+      const seq = rs.lastSeq;
+      if (seq === 0) return;
+      setReadSeq(rs, seq);
+      renderSidebar();
+      request('mark_read', { room: rs.room.id, seq }).catch(() => {});
+    }, 150);
+  }
+
+  // ---------------------------------------------------------- the socket
+
+  function wsUrl() {
+    return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  }
+
+  function setConn(state) {
+    S.conn = state;
+    const el = $('conn');
+    el.dataset.state = state;
+    el.textContent = {
+      connected: 'connected',
+      connecting: 'connecting…',
+      reconnecting: 'reconnecting…',
+      offline: 'offline',
+    }[state];
+    $('input').placeholder = state === 'connected'
+      ? 'Message'
+      : 'Message (sent when the connection is back)';
+  }
+
+  function connect() {
+    clearTimeout(S.reconnectTimer);
+    if (S.ws || !S.token) return;
+    setConn(S.everConnected ? 'reconnecting' : 'connecting');
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    S.ws = ws;
+    // The token goes in the first frame rather than the URL, so it never
+    // shows up in access logs or proxies.
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', data: { token: S.token } }));
+    ws.onmessage = (ev) => {
+      let f;
+      try { f = JSON.parse(ev.data); } catch { return; }
+      if (f && typeof f === 'object' && typeof f.type === 'string') {
+        try { handleFrame(f); } catch (e) { console.error('confab: frame', f.type, e); }
+      }
+    };
+    ws.onclose = (ev) => onClose(ws, ev);
+  }
+
+  function scheduleReconnect() {
+    clearTimeout(S.reconnectTimer);
+    const base = RECONNECT_STEPS[Math.min(S.attempt, RECONNECT_STEPS.length - 1)];
+    S.attempt++;
+    // Jitter keeps a crowd of clients from coming back in lockstep after a restart.
+    const delay = base * (0.8 + Math.random() * 0.4);
+    setConn(S.everConnected ? 'reconnecting' : 'connecting');
+    S.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function onClose(ws, ev) {
+    if (ws !== S.ws) return;
+    S.ws = null;
+    clearInterval(S.pingTimer);
+    for (const [, p] of S.pending) {
+      clearTimeout(p.timer);
+      p.reject({ code: 'disconnected', message: 'the connection was lost' });
+    }
+    S.pending.clear();
+    S.typingRoom = null;
+    for (const rs of S.rooms.values()) {
+      for (const t of rs.typing.values()) clearTimeout(t.timer);
+      rs.typing.clear();
+    }
+    renderTyping();
+    for (const e of S.outbox) if (e.state === 'sending') e.state = 'queued';
+    renderPending();
+    if (S.signingOut) return;
+    if (ev.code === 4001) {
+      signOut('Your session has ended. Please sign in again.');
+      return;
+    }
+    if (ev.code === 4003) {
+      setConn('offline');
+      if (S.kicked) showKicked(`Reason: ${S.kicked}`);
+      else if (ev.reason === 'banned') showKicked('This account is banned.');
+      else showKicked(`Reason: ${ev.reason || 'no reason given'}`);
+      return;
+    }
+    scheduleReconnect();
+  }
+
+  function send(frame) {
+    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
+    S.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // Sends a frame with an id; resolves with the ack's data, rejects with
+  // the error's {code, message}.
+  function request(type, data, timeout = REQUEST_TIMEOUT_MS) {
+    return new Promise((resolve, reject) => {
+      const id = `w-${S.nextId++}`;
+      if (!send({ type, id, data })) {
+        reject({ code: 'disconnected', message: 'not connected' });
+        return;
+      }
+      const timer = setTimeout(() => {
+        S.pending.delete(id);
+        reject({ code: 'timeout', message: 'the server did not answer in time' });
+      }, timeout);
+      S.pending.set(id, { resolve, reject, timer });
+    });
+  }
+
+  // Notices a connection that died without a close (a sleeping laptop, a
+  // dropped Wi-Fi): no pong in time, and it is closed and replaced.
+  function startPinging() {
+    clearInterval(S.pingTimer);
+    S.pingTimer = setInterval(() => {
+      const ws = S.ws;
+      request('ping', {}, 10000).catch((e) => {
+        if (e.code === 'timeout' && ws && ws === S.ws) ws.close();
+      });
+    }, PING_EVERY_MS);
+  }
+
+  async function api(method, path, body) {
+    const headers = { authorization: `Bearer ${S.token}` };
+    let payload = body;
+    if (body && !(body instanceof FormData)) {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, { method, headers, body: payload });
+    } catch {
+      throw { code: 'network', message: 'the server cannot be reached' };
+    }
+    const text = await resp.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    if (!resp.ok) {
+      const err = (json && json.error) || {};
+      if (resp.status === 401 && S.token) signOut('Your session has ended. Please sign in again.');
+      throw { code: err.code || String(resp.status), message: err.message || resp.statusText };
+    }
+    return json;
+  }
+
+  // ------------------------------------------------------------- frames in
+
+  function handleFrame(f) {
+    const d = f.data && typeof f.data === 'object' ? f.data : {};
+    if (typeof f.id === 'string' && S.pending.has(f.id)) {
+      const p = S.pending.get(f.id);
+      S.pending.delete(f.id);
+      clearTimeout(p.timer);
+      if (f.type === 'error') p.reject(d);
+      else p.resolve(d);
+      return;
+    }
+    switch (f.type) {
+      case 'authenticated': onAuthenticated(d); break;
+      case 'message': if (d.message) addMessages(d.message.room, [d.message], true); break;
+      case 'message_updated': if (d.message) updateMessage(d.message); break;
+      case 'message_deleted': onDeleted(d); break;
+      case 'typing': onTyping(d); break;
+      case 'read': onRead(d); break;
+      case 'user_online': if (d.user) { S.online.set(d.user.id, d.user); renderPeople(); refreshPresence(); } break;
+      case 'user_offline': if (d.user) { S.online.delete(d.user.id); renderPeople(); refreshPresence(); } break;
+      case 'member_joined': onMemberJoined(d); break;
+      case 'member_left': onMemberLeft(d); break;
+      case 'room_created': onRoomCreated(d.room); break;
+      case 'room_updated': onRoomUpdated(d.room); break;
+      case 'room_deleted': removeRoom(d.room_id, 'was deleted'); break;
+      case 'announcement': onAnnouncement(d); break;
+      case 'kicked': S.kicked = typeof d.reason === 'string' && d.reason ? d.reason : 'no reason given'; break;
+      case 'error':
+        if (d.code !== 'unauthorized') toast(d.message || d.code || 'error', 'bad');
+        break;
+      default: break; // later servers may add events; they are ignored
+    }
+  }
+
+  function onAuthenticated(d) {
+    if (!d.user) return;
+    const first = !S.everConnected;
+    S.me = d.user;
+    storage.set(USER_KEY, JSON.stringify(d.user));
+    if (first) S.reads = storage.json(readsKey(), {});
+    S.everConnected = true;
+    S.attempt = 0;
+    S.kicked = null;
+    setConn('connected');
+    startPinging();
+    $('me-name').textContent = S.me.username;
+
+    S.online.clear();
+    for (const u of d.online_users || []) S.online.set(u.id, u);
+
+    const rooms = Array.isArray(d.rooms) ? d.rooms : [];
+    const ids = new Set(rooms.map((r) => r.id));
+    for (const id of [...S.rooms.keys()]) if (!ids.has(id)) removeRoom(id);
+    for (const r of rooms) {
+      const rs = S.rooms.get(r.id);
+      if (rs) rs.room = r;
+      // A room this device has never seen: on the first connection it is
+      // taken as read once loaded; one that appeared while we were away
+      // (a new DM) is unread from the start.
+      else S.rooms.set(r.id, newRoomState(r, S.reads[r.id] ?? (first ? null : 0)));
+    }
+    if (!S.current || (!isDraft(S.current) && !S.rooms.has(S.current))) {
+      const saved = storage.get(`confab.room.${S.me.id}`);
+      const pick = S.rooms.has(saved) ? saved : sortedRooms('room')[0]?.room.id
+        || sortedRooms('dm')[0]?.room.id || null;
+      S.current = pick;
+    }
+    renderAll();
+
+    // Recovery (the protocol's guarantee 3): from each room's last seen seq
+    // as it was when this connection opened; live messages that arrive
+    // meanwhile are merged by seq.
+    const cur = currentRoom();
+    const order = [...S.rooms.values()].sort((a, b) => (b === cur) - (a === cur));
+    Promise.allSettled(order.map((rs) => (rs.loaded ? catchUp(rs, rs.lastSeq) : loadLatest(rs))))
+      .then(() => flushOutbox());
+    refreshPresence();
+  }
+
+  async function catchUp(rs, from) {
+    let after = from;
+    for (;;) {
+      const page = await request('history', { room: rs.room.id, after, limit: 200 });
+      const msgs = page.messages || [];
+      addMessages(rs.room.id, msgs, false);
+      if (!page.has_more || msgs.length === 0) break;
+      after = msgs[msgs.length - 1].seq;
+    }
+    maybeMarkRead();
+  }
+
+  async function loadLatest(rs) {
+    if (rs.loading) return;
+    rs.loading = true;
+    try {
+      const page = await request('history', { room: rs.room.id, limit: PAGE });
+      rs.hasMoreBefore = !!page.has_more;
+      rs.loaded = true;
+      addMessages(rs.room.id, page.messages || [], false);
+      if (rs.readSeq == null) setReadSeq(rs, rs.lastSeq);
+      renderSidebar();
+      if (rs === currentRoom()) {
+        renderTimeline(true);
+        maybeMarkRead();
+      }
+    } finally {
+      rs.loading = false;
+    }
+  }
+
+  async function loadOlder(rs) {
+    if (rs.loadingOlder || !rs.hasMoreBefore || !rs.loaded || rs.msgs.length === 0) return;
+    rs.loadingOlder = true;
+    renderHistoryState();
+    try {
+      const before = rs.msgs[0].seq;
+      const page = await request('history', { room: rs.room.id, before, limit: PAGE });
+      rs.hasMoreBefore = !!page.has_more;
+      const tl = $('timeline');
+      const fromBottom = tl.scrollHeight - tl.scrollTop;
+      addMessages(rs.room.id, page.messages || [], false, true);
+      if (rs === currentRoom()) {
+        renderTimeline(false);
+        tl.scrollTop = tl.scrollHeight - fromBottom;
+      }
+    } catch {
+      // Tried again on the next scroll.
+    } finally {
+      rs.loadingOlder = false;
+      renderHistoryState();
+    }
+    if (rs === currentRoom()) requestAnimationFrame(checkLoadOlder);
+  }
+
+  // Merges messages into a room by seq. `live` marks single events as
+  // opposed to history pages.
+  function addMessages(roomId, msgs, live, older) {
+    const rs = S.rooms.get(roomId);
+    if (!rs) {
+      if (live) adoptRoom(roomId);
+      return;
+    }
+    if (msgs.length === 0) return;
+    const isCurrent = rs === currentRoom();
+    const wasAtBottom = isCurrent && atBottom();
+    let appendOnly = true;
+    for (const m of msgs) {
+      if (!m || typeof m.seq !== 'number') continue;
+      settleOutbox(m);
+      const i = indexOfSeq(rs.msgs, m.seq);
+      if (i < rs.msgs.length && rs.msgs[i].seq === m.seq) {
+        rs.msgs[i] = m;
+        appendOnly = false;
+      } else {
+        if (i !== rs.msgs.length) appendOnly = false;
+        rs.msgs.splice(i, 0, m);
+      }
+      if (m.seq > rs.lastSeq) rs.lastSeq = m.seq;
+      if (live && m.sender && m.sender.id !== S.me.id) rs.typing.delete(m.sender.id);
+    }
+    renderSidebar();
+    if (!isCurrent || older) return;
+    if (appendOnly && rs.loaded) {
+      const list = $('messages');
+      for (const m of msgs) list.append(renderMessage(rs, m, prevOf(rs, m.seq)));
+      renderSeen(rs);
+    } else if (rs.loaded) {
+      renderTimeline(false);
+    }
+    renderPending();
+    renderTyping();
+    if (wasAtBottom || msgs.some((m) => m.sender && m.sender.id === S.me.id && live)) {
+      scrollToBottom();
+    } else if (live) {
+      $('jump').hidden = false;
+    }
+    maybeMarkRead();
+  }
+
+  function indexOfSeq(arr, seq) {
+    let lo = 0;
+    let hi = arr.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (arr[mid].seq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  function prevOf(rs, seq) {
+    const i = indexOfSeq(rs.msgs, seq);
+    return i > 0 ? rs.msgs[i - 1] : null;
+  }
+
+  function updateMessage(m) {
+    const rs = S.rooms.get(m.room);
+    if (!rs) return;
+    const i = indexOfSeq(rs.msgs, m.seq);
+    if (i >= rs.msgs.length || rs.msgs[i].seq !== m.seq) return; // not loaded here: history will show it
+    rs.msgs[i] = m;
+    if (S.editing && S.editing.id === m.id && m.deleted) S.editing = null;
+    if (rs === currentRoom()) replaceMessageNode(rs, m);
+  }
+
+  function onDeleted(d) {
+    const rs = S.rooms.get(d.room);
+    if (!rs) return;
+    const m = rs.msgs.find((x) => x.id === d.message_id);
+    if (!m) return;
+    updateMessage({ ...m, text: '', attachments: [], deleted: true });
+  }
+
+  function onTyping(d) {
+    const rs = S.rooms.get(d.room);
+    if (!rs || !d.user || d.user.id === S.me.id) return;
+    const old = rs.typing.get(d.user.id);
+    if (old) clearTimeout(old.timer);
+    if (d.typing) {
+      // The server clears typing after its own timeout; this is a backstop
+      // for a `typing: false` lost with a connection.
+      const timer = setTimeout(() => { rs.typing.delete(d.user.id); renderTyping(); }, 8000);
+      rs.typing.set(d.user.id, { user: d.user, timer });
+    } else {
+      rs.typing.delete(d.user.id);
+    }
+    renderTyping();
+  }
+
+  function onRead(d) {
+    const rs = S.rooms.get(d.room);
+    if (!rs || !d.user || typeof d.seq !== 'number') return;
+    if (d.user.id === S.me.id) {
+      if (setReadSeq(rs, d.seq)) renderSidebar();
+      return;
+    }
+    rs.readers.set(d.user.id, { user: d.user, seq: d.seq });
+    if (rs === currentRoom()) renderSeen(rs);
+  }
+
+  async function adoptRoom(roomId) {
+    if (S.rooms.has(roomId)) return;
+    try {
+      const r = await api('GET', `/api/rooms/${encodeURIComponent(roomId)}`);
+      if (r && r.room && !S.rooms.has(roomId)) {
+        addRoom(r.room, 0);
+      }
+    } catch { /* not ours after all */ }
+  }
+
+  function addRoom(room, readSeq) {
+    let rs = S.rooms.get(room.id);
+    if (!rs) {
+      rs = newRoomState(room, S.reads[room.id] ?? readSeq);
+      S.rooms.set(room.id, rs);
+      if (S.conn === 'connected') loadLatest(rs).catch(() => {});
+    } else {
+      rs.room = room;
+    }
+    renderSidebar();
+    return rs;
+  }
+
+  function onMemberJoined(d) {
+    if (!d.user) return;
+    if (d.user.id === S.me.id) {
+      // A join of our own is added by its ack, which carries last_seq.
+      if (!S.rooms.has(d.room) && !S.joining.has(d.room)) adoptRoom(d.room);
+      return;
+    }
+    if (d.room === S.current) refreshPresence();
+  }
+
+  function onMemberLeft(d) {
+    if (!d.user) return;
+    if (d.user.id === S.me.id) removeRoom(d.room);
+    else if (d.room === S.current) refreshPresence();
+  }
+
+  function onRoomCreated(room) {
+    if (!room) return;
+    // Public rooms are announced to everyone; only those we own are ours.
+    const mine = room.kind === 'dm' || room.visibility === 'private' || room.owner === S.me.id;
+    if (mine) addRoom(room, 0);
+    if ($('directory-dialog').open) loadDirectory();
+  }
+
+  function onRoomUpdated(room) {
+    if (!room) return;
+    const rs = S.rooms.get(room.id);
+    if (rs) {
+      rs.room = room;
+      renderSidebar();
+      if (rs === currentRoom()) renderHeader();
+    }
+    if ($('directory-dialog').open) loadDirectory();
+  }
+
+  function removeRoom(id, why) {
+    const rs = S.rooms.get(id);
+    if (!rs) return;
+    S.rooms.delete(id);
+    if (why) toast(`${roomLabel(rs.room)} ${why}`);
+    if (S.current === id) {
+      S.current = sortedRooms('room')[0]?.room.id || sortedRooms('dm')[0]?.room.id || null;
+      renderAll();
+    } else {
+      renderSidebar();
+    }
+  }
+
+  function onAnnouncement(d) {
+    if (typeof d.text !== 'string') return;
+    const rs = d.room ? S.rooms.get(d.room) : null;
+    if (rs) {
+      rs.notes.push({ afterSeq: rs.lastSeq, text: d.text, ts: Date.now() });
+      if (rs === currentRoom()) {
+        $('messages').append(renderNote(rs.notes[rs.notes.length - 1]));
+        scrollToBottom();
+      }
+    }
+    $('banner-title').textContent = rs ? `Announcement in ${roomLabel(rs.room)}` : 'Announcement';
+    $('banner-text').textContent = d.text;
+    $('banner').hidden = false;
+  }
+
+  function refreshPresence() {
+    clearTimeout(S.presenceTimer);
+    S.presenceTimer = setTimeout(async () => {
+      const rs = currentRoom();
+      if (!rs || S.conn !== 'connected') return;
+      try {
+        const r = await request('presence', { room: rs.room.id });
+        if (rs !== currentRoom()) return;
+        S.presence = r.users || [];
+        for (const u of S.presence) S.online.set(u.id, u);
+        renderHeader();
+        renderPeople();
+      } catch { /* shown again on the next change */ }
+    }, 100);
+  }
+
+  // ------------------------------------------------------------ sending
+
+  function settleOutbox(m) {
+    if (!m.client_msg_id || !m.sender || m.sender.id !== S.me.id) return;
+    const i = S.outbox.findIndex((e) => e.cid === m.client_msg_id);
+    if (i >= 0) {
+      S.outbox.splice(i, 1);
+      renderPending();
+    }
+  }
+
+  function submitComposer() {
+    const input = $('input');
+    const text = input.value;
+    if (S.tray.some((t) => t.state === 'uploading')) {
+      toast('Wait for the images to finish uploading.');
+      return;
+    }
+    if (S.tray.some((t) => t.state === 'failed')) {
+      toast('Remove the images that failed to upload first.', 'bad');
+      return;
+    }
+    const attachments = S.tray.map((t) => t.att);
+    if (!text.trim() && attachments.length === 0) return;
+    if (!S.current) return;
+    const entry = {
+      cid: randomId(),
+      key: S.current,
+      text: text.trim() ? text : '',
+      attachments,
+      state: 'queued',
+      error: null,
+    };
+    if (isDraft(S.current)) entry.to = S.current.slice(3);
+    else entry.room = S.current;
+    S.outbox.push(entry);
+    input.value = '';
+    autosize();
+    clearTray();
+    stopTyping();
+    renderPending();
+    scrollToBottom();
+    trySend(entry);
+  }
+
+  async function trySend(entry) {
+    if (entry.state === 'sending' || S.conn !== 'connected') return;
+    entry.state = 'sending';
+    entry.error = null;
+    renderPending();
+    const data = {
+      text: entry.text,
+      attachments: entry.attachments.map((a) => a.id),
+      client_msg_id: entry.cid,
+    };
+    if (entry.to) data.to = entry.to;
+    else data.room = entry.room;
+    try {
+      const r = await request('send_message', data);
+      const m = r.message;
+      if (!m) return;
+      settleOutbox(m);
+      if (entry.to) {
+        // The first message of a DM creates its room; switch to it.
+        if (!S.rooms.has(m.room)) await adoptRoom(m.room);
+        if (S.current === entry.key) selectRoom(m.room);
+      }
+      addMessages(m.room, [m], true);
+    } catch (e) {
+      if (e.code === 'disconnected' || e.code === 'timeout') {
+        // The same client_msg_id makes the retry safe: the server stores it once.
+        entry.state = 'queued';
+      } else if (e.code === 'rate_limited') {
+        entry.state = 'queued';
+        setTimeout(() => trySend(entry), 1000);
+      } else {
+        entry.state = 'failed';
+        entry.error = e.message || e.code;
+      }
+      renderPending();
+    }
+  }
+
+  function flushOutbox() {
+    for (const e of S.outbox) if (e.state === 'queued') trySend(e);
+  }
+
+  function startTyping() {
+    const rs = currentRoom();
+    if (!rs || S.conn !== 'connected') return;
+    const now = Date.now();
+    if (S.typingRoom !== rs.room.id || now - S.typingSentAt > TYPING_EVERY_MS) {
+      if (S.typingRoom && S.typingRoom !== rs.room.id) stopTyping();
+      S.typingRoom = rs.room.id;
+      S.typingSentAt = now;
+      request('typing_start', { room: rs.room.id }).catch(() => {});
+    }
+    clearTimeout(S.typingIdleTimer);
+    S.typingIdleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  }
+
+  function stopTyping() {
+    clearTimeout(S.typingIdleTimer);
+    if (!S.typingRoom) return;
+    const room = S.typingRoom;
+    S.typingRoom = null;
+    S.typingSentAt = 0;
+    request('typing_stop', { room }).catch(() => {});
+  }
+
+  // ------------------------------------------------------------- uploads
+
+  function addFiles(files) {
+    for (const file of files) {
+      if (!file.type.startsWith('image/')) {
+        toast(`${file.name || 'That file'} is not an image.`, 'bad');
+        continue;
+      }
+      if (S.tray.length >= 10) {
+        toast('At most 10 images per message.', 'bad');
+        break;
+      }
+      const item = { file, preview: URL.createObjectURL(file), state: 'uploading', att: null, error: null };
+      S.tray.push(item);
+      upload(item);
+    }
+    renderTray();
+  }
+
+  async function upload(item) {
+    const form = new FormData();
+    form.append('file', item.file, item.file.name || 'image');
+    try {
+      item.att = await api('POST', '/api/uploads', form);
+      item.state = 'done';
+    } catch (e) {
+      item.state = 'failed';
+      item.error = e.message || 'upload failed';
+    }
+    renderTray();
+  }
+
+  function clearTray() {
+    for (const t of S.tray) URL.revokeObjectURL(t.preview);
+    S.tray = [];
+    renderTray();
+  }
+
+  function renderTray() {
+    const tray = $('tray');
+    tray.hidden = S.tray.length === 0;
+    tray.replaceChildren(...S.tray.map((t) => {
+      const status = t.state === 'uploading' ? 'uploading…' : t.state === 'failed' ? t.error : 'ready';
+      return h('li', { class: `tray-item ${t.state}` },
+        h('img', { src: t.preview, alt: t.file.name || 'image to send' }),
+        h('span', { class: 'tray-status' }, status),
+        h('button', {
+          type: 'button',
+          class: 'icon remove',
+          'aria-label': `Remove ${t.file.name || 'image'}`,
+          onclick: () => {
+            URL.revokeObjectURL(t.preview);
+            S.tray = S.tray.filter((x) => x !== t);
+            renderTray();
+            $('input').focus();
+          },
+        }, '×'));
+    }));
+    $('send').disabled = S.tray.some((t) => t.state === 'uploading');
+  }
+
+  // ------------------------------------------------------------ rendering
+
+  function sortedRooms(kind) {
+    const list = [...S.rooms.values()].filter((r) => r.room.kind === kind);
+    if (kind === 'dm') {
+      const latest = (r) => (r.msgs.length ? r.msgs[r.msgs.length - 1].created_at : r.room.created_at);
+      return list.sort((a, b) => latest(b) - latest(a));
+    }
+    return list.sort((a, b) => a.room.name.localeCompare(b.room.name));
+  }
+
+  function renderAll() {
+    renderSidebar();
+    renderPeople();
+    renderHeader();
+    renderTimeline(true);
+    renderPending();
+    renderTyping();
+  }
+
+  function convItem(rs) {
+    const n = unread(rs);
+    const current = rs.room.id === S.current;
+    const label = roomLabel(rs.room);
+    const online = rs.room.kind === 'dm' && [...S.online.values()].some((u) => u.username === dmPeer(rs.room));
+    return h('li', null, h('button', {
+      type: 'button',
+      class: `conv${n ? ' unread' : ''}${current ? ' current' : ''}`,
+      'aria-current': current ? 'page' : null,
+      dataset: { room: rs.room.id, name: label },
+      onclick: () => selectRoom(rs.room.id),
+    },
+    h('span', { class: `glyph${online ? ' online' : ''}`, 'aria-hidden': 'true' }, rs.room.kind === 'dm' ? '@' : '#'),
+    h('span', { class: 'conv-name' }, label),
+    rs.room.visibility === 'private' && rs.room.kind === 'room' ? h('span', { class: 'lock muted', title: 'private' }, 'private') : null,
+    n ? h('span', { class: 'badge', 'aria-label': `${n} unread` }, n > 99 ? '99+' : String(n)) : null));
+  }
+
+  function renderSidebar() {
+    if (!S.me) return;
+    const rooms = sortedRooms('room');
+    $('room-list').replaceChildren(...rooms.map(convItem));
+    if (rooms.length === 0) $('room-list').append(h('li', { class: 'muted small none' }, 'No rooms yet'));
+    const dms = sortedRooms('dm');
+    const items = dms.map(convItem);
+    if (isDraft(S.current) && !findDm(S.current.slice(3))) {
+      items.unshift(h('li', null, h('button', { type: 'button', class: 'conv current', 'aria-current': 'page' },
+        h('span', { class: 'glyph', 'aria-hidden': 'true' }, '@'),
+        h('span', { class: 'conv-name' }, S.current.slice(3)))));
+    }
+    $('dm-list').replaceChildren(...items);
+    if (items.length === 0) $('dm-list').append(h('li', { class: 'muted small none' }, 'No conversations yet'));
+    let total = 0;
+    for (const rs of S.rooms.values()) total += unread(rs);
+    document.title = total ? `(${total}) confab` : 'confab';
+    const badge = $('menu-badge');
+    badge.hidden = total === 0;
+    badge.textContent = String(total);
+  }
+
+  function renderPeople() {
+    if (!S.me) return;
+    const people = [...S.online.values()]
+      .filter((u) => u.id !== S.me.id)
+      .sort((a, b) => a.username.localeCompare(b.username));
+    const list = $('online-list');
+    list.replaceChildren(...people.map((u) => h('li', null, h('button', {
+      type: 'button',
+      class: 'person',
+      title: `Message ${u.username}`,
+      onclick: () => openDm(u.username),
+    }, h('span', { class: 'dot', 'aria-hidden': 'true' }), u.username,
+    u.role !== 'user' ? h('span', { class: 'role muted' }, u.role) : null))));
+    if (people.length === 0) list.append(h('li', { class: 'muted small none' }, 'Nobody else is online'));
+    $('dm-suggestions').replaceChildren(...people.map((u) => h('option', { value: u.username })));
+  }
+
+  function renderHeader() {
+    const rs = currentRoom();
+    const leave = $('leave-room');
+    if (isDraft(S.current)) {
+      $('room-name').textContent = `@${S.current.slice(3)}`;
+      $('room-topic').textContent = 'New conversation';
+      $('room-presence').textContent = '';
+      leave.hidden = true;
+    } else if (rs) {
+      $('room-name').textContent = `${rs.room.kind === 'dm' ? '@' : '#'}${roomLabel(rs.room)}`;
+      $('room-topic').textContent = rs.room.kind === 'dm' ? 'Direct message' : rs.room.topic || '';
+      const names = S.presence.map((u) => u.username);
+      $('room-presence').textContent = names.length ? `${names.length} online` : '';
+      $('room-presence').title = names.join(', ');
+      leave.hidden = rs.room.kind === 'dm';
+    } else {
+      $('room-name').textContent = 'confab';
+      $('room-topic').textContent = '';
+      $('room-presence').textContent = '';
+      leave.hidden = true;
+    }
+    const has = !!S.current;
+    $('composer').hidden = !has;
+    $('empty').hidden = has;
+  }
+
+  function renderHistoryState() {
+    const rs = currentRoom();
+    const el = $('history-state');
+    if (!rs) {
+      el.textContent = isDraft(S.current)
+        ? `This is the start of your conversation with ${S.current.slice(3)}. Your first message opens it.`
+        : '';
+      return;
+    }
+    if (!rs.loaded || rs.loadingOlder) el.textContent = 'Loading messages…';
+    else if (rs.hasMoreBefore) el.textContent = 'Scroll up for earlier messages';
+    else el.textContent = rs.room.kind === 'dm'
+      ? `This is the start of your conversation with ${roomLabel(rs.room)}.`
+      : `This is the start of #${rs.room.name}.`;
+  }
+
+  function renderTimeline(toBottom) {
+    const rs = currentRoom();
+    const list = $('messages');
+    const nodes = [];
+    if (rs) {
+      let prev = null;
+      let n = 0;
+      for (const m of rs.msgs) {
+        while (n < rs.notes.length && rs.notes[n].afterSeq < m.seq) nodes.push(renderNote(rs.notes[n++]));
+        nodes.push(renderMessage(rs, m, prev));
+        prev = m;
+      }
+      while (n < rs.notes.length) nodes.push(renderNote(rs.notes[n++]));
+    }
+    list.replaceChildren(...nodes);
+    if (rs) renderSeen(rs);
+    renderHistoryState();
+    if (toBottom) {
+      scrollToBottom();
+      requestAnimationFrame(checkLoadOlder);
+    }
+  }
+
+  function renderNote(note) {
+    return h('li', { class: 'note', role: 'note' },
+      h('strong', null, 'Announcement: '), note.text,
+      h('time', { class: 'muted small', datetime: new Date(note.ts).toISOString() }, ` ${when(note.ts)}`));
+  }
+
+  function renderMessage(rs, m, prev) {
+    const mine = m.sender && m.sender.id === S.me.id;
+    const staff = S.me.role === 'moderator' || S.me.role === 'admin';
+    const continued = prev && !prev.deleted && prev.sender.id === m.sender.id
+      && m.created_at - prev.created_at < 5 * 60 * 1000;
+    const li = h('li', {
+      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}`,
+      dataset: { id: m.id, seq: String(m.seq) },
+      // Focusable by a tap (not by Tab), which shows its actions on touch screens.
+      tabindex: mine || staff ? '-1' : null,
+    });
+    const head = h('div', { class: 'msg-head' },
+      h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
+      m.sender && m.sender.role !== 'user' ? h('span', { class: 'role muted' }, m.sender.role) : null,
+      h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)));
+    li.append(head);
+
+    if (m.deleted) {
+      li.append(h('p', { class: 'body muted' }, 'message deleted'));
+      return li;
+    }
+    if (S.editing && S.editing.id === m.id) {
+      li.append(renderEditor(m));
+      return li;
+    }
+    if (m.text) {
+      li.append(h('p', { class: 'body' }, richText(m.text),
+        m.edited_at ? h('span', { class: 'edited muted', title: `edited ${fullFmt.format(new Date(m.edited_at))}` }, ' (edited)') : null));
+    }
+    if (Array.isArray(m.attachments) && m.attachments.length) {
+      li.append(h('div', { class: 'attachments' }, m.attachments.map(renderAttachment)));
+    }
+    if (mine || staff) {
+      li.append(h('div', { class: 'msg-actions' },
+        mine ? h('button', { type: 'button', class: 'link', onclick: () => startEdit(m) }, 'Edit') : null,
+        h('button', { type: 'button', class: 'link danger', onclick: () => confirmDelete(m) }, 'Delete')));
+    }
+    return li;
+  }
+
+  function renderAttachment(a) {
+    const thumb = safeUrl(a.thumb_url);
+    const full = safeUrl(a.url);
+    if (!thumb || !full) return null;
+    // The thumbnail's size, worked out from the original's, reserves the
+    // space before it loads, so the timeline does not jump.
+    const w = Number(a.width) || 320;
+    const hgt = Number(a.height) || 240;
+    const scale = Math.min(1, 320 / Math.max(w, hgt));
+    return h('button', {
+      type: 'button',
+      class: 'thumb',
+      'aria-label': `Open image (${w}×${hgt})`,
+      onclick: () => openImage(full),
+    }, h('img', {
+      src: thumb,
+      alt: 'image',
+      width: Math.max(1, Math.round(w * scale)),
+      height: Math.max(1, Math.round(hgt * scale)),
+      loading: 'lazy',
+      decoding: 'async',
+    }));
+  }
+
+  function replaceMessageNode(rs, m) {
+    const node = $('messages').querySelector(`li[data-seq="${Number(m.seq)}"]`);
+    if (!node) return;
+    node.replaceWith(renderMessage(rs, m, prevOf(rs, m.seq)));
+    renderSeen(rs);
+  }
+
+  // "Seen by" under the message each other member has read up to.
+  function renderSeen(rs) {
+    const list = $('messages');
+    for (const el of list.querySelectorAll('.seen')) el.remove();
+    const bySeq = new Map();
+    for (const { user, seq } of rs.readers.values()) {
+      const at = Math.min(seq, rs.lastSeq);
+      if (!bySeq.has(at)) bySeq.set(at, []);
+      bySeq.get(at).push(user.username);
+    }
+    for (const [seq, names] of bySeq) {
+      const node = list.querySelector(`li[data-seq="${Number(seq)}"]`);
+      if (node) node.append(h('p', { class: 'seen muted small' }, `Seen by ${names.sort().join(', ')}`));
+    }
+  }
+
+  function renderPending() {
+    const list = $('pending');
+    const mine = S.outbox.filter((e) => e.key === S.current || e.room === S.current);
+    list.replaceChildren(...mine.map((e) => {
+      const status = e.state === 'failed'
+        ? `Not sent: ${e.error}`
+        : S.conn === 'connected' ? 'sending…' : 'waiting for the connection…';
+      return h('li', { class: `msg mine pending ${e.state}` },
+        h('div', { class: 'msg-head' }, h('span', { class: 'sender' }, S.me ? S.me.username : ''),
+          h('span', { class: 'muted small status' }, status)),
+        e.text ? h('p', { class: 'body' }, e.text) : null,
+        e.attachments.length ? h('div', { class: 'attachments' }, e.attachments.map(renderAttachment)) : null,
+        e.state === 'failed' ? h('div', { class: 'msg-actions shown' },
+          h('button', { type: 'button', class: 'link', onclick: () => { e.state = 'queued'; trySend(e); } }, 'Retry'),
+          h('button', { type: 'button', class: 'link danger', onclick: () => { S.outbox = S.outbox.filter((x) => x !== e); renderPending(); } }, 'Discard')) : null);
+    }));
+  }
+
+  function renderTyping() {
+    const rs = currentRoom();
+    const names = rs ? [...rs.typing.values()].map((t) => t.user.username).sort() : [];
+    const el = $('typing');
+    if (names.length === 0) el.textContent = '';
+    else if (names.length === 1) el.textContent = `${names[0]} is typing…`;
+    else if (names.length <= 3) el.textContent = `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} are typing…`;
+    else el.textContent = 'Several people are typing…';
+  }
+
+  function atBottom() {
+    const tl = $('timeline');
+    return tl.scrollHeight - tl.scrollTop - tl.clientHeight < 48;
+  }
+
+  function scrollToBottom() {
+    const tl = $('timeline');
+    tl.scrollTop = tl.scrollHeight;
+    $('jump').hidden = true;
+  }
+
+  function checkLoadOlder() {
+    const rs = currentRoom();
+    if (rs && $('timeline').scrollTop < 200) loadOlder(rs);
+  }
+
+  // ------------------------------------------------------------- actions
+
+  function selectRoom(key) {
+    if (S.current !== key) {
+      stopTyping();
+      S.editing = null;
+      S.presence = [];
+    }
+    S.current = key;
+    if (S.me && key && !isDraft(key)) storage.set(`confab.room.${S.me.id}`, key);
+    document.body.classList.remove('nav-open');
+    $('menu').setAttribute('aria-expanded', 'false');
+    $('scrim').hidden = true;
+    renderAll();
+    const rs = currentRoom();
+    if (rs && !rs.loaded && S.conn === 'connected') loadLatest(rs).catch(() => {});
+    refreshPresence();
+    maybeMarkRead();
+    if (window.matchMedia('(min-width: 721px)').matches) $('input').focus();
+  }
+
+  function openDm(username) {
+    const name = username.trim().toLowerCase();
+    const existing = findDm(name);
+    selectRoom(existing ? existing.room.id : `dm:${name}`);
+    $('input').focus();
+  }
+
+  function startEdit(m) {
+    S.editing = { id: m.id };
+    const rs = S.rooms.get(m.room);
+    if (rs) replaceMessageNode(rs, m);
+    const ta = $('messages').querySelector(`li[data-seq="${Number(m.seq)}"] textarea`);
+    if (ta) {
+      ta.focus();
+      ta.setSelectionRange(ta.value.length, ta.value.length);
+    }
+  }
+
+  function renderEditor(m) {
+    const cancel = () => {
+      S.editing = null;
+      const rs = S.rooms.get(m.room);
+      if (rs) replaceMessageNode(rs, rs.msgs.find((x) => x.id === m.id) || m);
+      $('input').focus();
+    };
+    const save = async () => {
+      const text = ta.value;
+      if (text === m.text) { cancel(); return; }
+      if (!text.trim()) { toast('A message cannot be empty: use Delete to remove it.', 'bad'); return; }
+      try {
+        const r = await request('edit_message', { message_id: m.id, text });
+        S.editing = null;
+        if (r.message) updateMessage(r.message);
+        $('input').focus();
+      } catch (e) {
+        toast(`Not saved: ${e.message || e.code}`, 'bad');
+      }
+    };
+    const ta = h('textarea', { class: 'edit-input', rows: '2', 'aria-label': 'Edit message' });
+    ta.value = m.text;
+    ta.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); save(); }
+      else if (ev.key === 'Escape') { ev.preventDefault(); ev.stopPropagation(); cancel(); }
+    });
+    return h('div', { class: 'editor' }, ta,
+      h('div', { class: 'actions' },
+        h('span', { class: 'muted small' }, 'Enter saves · Esc cancels'),
+        h('button', { type: 'button', onclick: cancel }, 'Cancel'),
+        h('button', { type: 'button', class: 'primary', onclick: save }, 'Save')));
+  }
+
+  function confirmDialog(text, okLabel) {
+    const dlg = $('confirm-dialog');
+    $('confirm-text').textContent = text;
+    $('confirm-ok').textContent = okLabel;
+    dlg.returnValue = '';
+    dlg.showModal();
+    return new Promise((resolve) => {
+      dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+    });
+  }
+
+  async function confirmDelete(m) {
+    if (!(await confirmDialog('Delete this message? Everyone will see that it was deleted.', 'Delete'))) return;
+    try {
+      await request('delete_message', { message_id: m.id });
+    } catch (e) {
+      toast(`Not deleted: ${e.message || e.code}`, 'bad');
+    }
+  }
+
+  function openImage(url) {
+    $('image-full').src = url;
+    $('image-open').href = url;
+    $('image-dialog').showModal();
+  }
+
+  function showKicked(text) {
+    $('kicked-text').textContent = text;
+    const dlg = $('kicked-dialog');
+    if (!dlg.open) dlg.showModal();
+  }
+
+  async function loadDirectory() {
+    const state = $('directory-state');
+    state.textContent = 'Loading…';
+    try {
+      const r = await api('GET', '/api/rooms');
+      const rooms = (r.rooms || []).filter((x) => x.kind === 'room');
+      const list = $('directory-list');
+      list.replaceChildren(...rooms.map((room) => {
+        const member = S.rooms.has(room.id);
+        return h('li', { class: 'dir-item' },
+          h('div', { class: 'dir-text' },
+            h('strong', null, `#${room.name}`),
+            room.visibility === 'private' ? h('span', { class: 'muted small' }, ' private') : null,
+            room.topic ? h('p', { class: 'muted small' }, room.topic) : null),
+          h('button', {
+            type: 'button',
+            class: member ? '' : 'primary',
+            'aria-label': `${member ? 'Open' : 'Join'} ${room.name}`,
+            onclick: () => joinRoom(room),
+          }, member ? 'Open' : 'Join'));
+      }));
+      state.textContent = rooms.length ? '' : 'No rooms yet: create the first one.';
+    } catch (e) {
+      state.textContent = `Cannot list rooms: ${e.message}`;
+    }
+  }
+
+  async function joinRoom(room) {
+    if (S.rooms.has(room.id)) {
+      $('directory-dialog').close();
+      selectRoom(room.id);
+      return;
+    }
+    S.joining.add(room.id);
+    try {
+      const r = await request('join_room', { room: room.id });
+      // Joining starts with the room's history shown and taken as read.
+      addRoom(r.room || room, r.last_seq || 0);
+      $('directory-dialog').close();
+      selectRoom(room.id);
+    } catch (e) {
+      $('directory-state').textContent = `Cannot join #${room.name}: ${e.message || e.code}`;
+    } finally {
+      S.joining.delete(room.id);
+    }
+  }
+
+  // ---------------------------------------------------------- sign in/out
+
+  function showLogin(message) {
+    $('chat').hidden = true;
+    $('login').hidden = false;
+    $('login-error').textContent = message || '';
+    $('login-username').focus();
+  }
+
+  async function authenticate(kind) {
+    const username = $('login-username').value.trim().toLowerCase();
+    const password = $('login-password').value;
+    const err = $('login-error');
+    if (!USERNAME.test(username)) {
+      err.textContent = 'Usernames are 3–32 characters of a–z, 0–9, _ . and -.';
+      return;
+    }
+    if (password.length < 8) {
+      err.textContent = 'Passwords are at least 8 characters.';
+      return;
+    }
+    err.textContent = kind === 'register' ? 'Creating your account…' : 'Signing in…';
+    try {
+      const resp = await fetch(`/api/auth/${kind}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username, password }),
+      });
+      const body = await resp.json().catch(() => null);
+      if (!resp.ok || !body || !body.token) {
+        err.textContent = (body && body.error && body.error.message) || `failed (${resp.status})`;
+        return;
+      }
+      $('login-password').value = '';
+      err.textContent = '';
+      S.token = body.token;
+      storage.set(TOKEN_KEY, body.token);
+      storage.set(USER_KEY, JSON.stringify(body.user));
+      startChat(body.user);
+    } catch {
+      err.textContent = 'The server cannot be reached.';
+    }
+  }
+
+  function startChat(user) {
+    S.me = user;
+    S.signingOut = false;
+    $('login').hidden = true;
+    $('chat').hidden = false;
+    if (user) {
+      S.reads = storage.json(`confab.read.${user.id}`, {});
+      $('me-name').textContent = user.username;
+    }
+    renderAll();
+    connect();
+    $('input').focus();
+  }
+
+  function signOut(message) {
+    S.signingOut = true;
+    clearTimeout(S.reconnectTimer);
+    clearInterval(S.pingTimer);
+    const ws = S.ws;
+    S.ws = null;
+    if (ws) ws.close(1000, 'signed out');
+    storage.set(TOKEN_KEY, null);
+    storage.set(USER_KEY, null);
+    for (const d of document.querySelectorAll('dialog[open]')) d.close();
+    Object.assign(S, {
+      token: null, me: null, everConnected: false, attempt: 0, kicked: null,
+      current: null, outbox: [], editing: null, typingRoom: null, presence: [],
+    });
+    S.rooms.clear();
+    S.online.clear();
+    clearTray();
+    setConn('offline');
+    showLogin(message);
+  }
+
+  // --------------------------------------------------------------- wiring
+
+  function autosize() {
+    const ta = $('input');
+    ta.style.height = 'auto';
+    ta.style.height = `${Math.min(ta.scrollHeight, 200)}px`;
+  }
+
+  function editLastOwn() {
+    const rs = currentRoom();
+    if (!rs) return false;
+    for (let i = rs.msgs.length - 1; i >= 0; i--) {
+      const m = rs.msgs[i];
+      if (m.sender.id === S.me.id && !m.deleted && m.text) {
+        startEdit(m);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  function wire() {
+    $('login-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const kind = ev.submitter && ev.submitter.value === 'register' ? 'register' : 'login';
+      authenticate(kind);
+    });
+
+    $('composer').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      submitComposer();
+    });
+    const input = $('input');
+    input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        submitComposer();
+      } else if (ev.key === 'ArrowUp' && !input.value && editLastOwn()) {
+        ev.preventDefault();
+      }
+    });
+    input.addEventListener('input', () => {
+      autosize();
+      if (input.value.trim()) startTyping();
+      else stopTyping();
+    });
+    input.addEventListener('paste', (ev) => {
+      const files = [...(ev.clipboardData?.files || [])].filter((f) => f.type.startsWith('image/'));
+      if (files.length) {
+        ev.preventDefault();
+        addFiles(files);
+      }
+    });
+    $('attach').addEventListener('click', () => $('file').click());
+    $('file').addEventListener('change', (ev) => {
+      addFiles([...ev.target.files]);
+      ev.target.value = '';
+      input.focus();
+    });
+    const main = $('main');
+    main.addEventListener('dragover', (ev) => {
+      if ([...ev.dataTransfer.types].includes('Files')) {
+        ev.preventDefault();
+        main.classList.add('dropping');
+      }
+    });
+    main.addEventListener('dragleave', () => main.classList.remove('dropping'));
+    main.addEventListener('drop', (ev) => {
+      main.classList.remove('dropping');
+      if (ev.dataTransfer.files.length) {
+        ev.preventDefault();
+        addFiles([...ev.dataTransfer.files]);
+      }
+    });
+
+    const tl = $('timeline');
+    tl.addEventListener('scroll', () => {
+      if (atBottom()) {
+        $('jump').hidden = true;
+        maybeMarkRead();
+      }
+      checkLoadOlder();
+    }, { passive: true });
+    $('jump').addEventListener('click', () => { scrollToBottom(); maybeMarkRead(); input.focus(); });
+
+    $('open-directory').addEventListener('click', openDirectory);
+    $('empty-directory').addEventListener('click', openDirectory);
+    $('open-dm').addEventListener('click', () => {
+      $('dm-error').textContent = '';
+      $('dm-username').value = '';
+      $('dm-dialog').showModal();
+    });
+    $('dm-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const name = $('dm-username').value.trim().toLowerCase();
+      if (!USERNAME.test(name)) {
+        $('dm-error').textContent = 'Enter a username (3–32 of a–z, 0–9, _ . -).';
+        return;
+      }
+      $('dm-dialog').close();
+      openDm(name);
+    });
+    $('create-room-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = $('new-room-name').value.trim().toLowerCase();
+      const topic = $('new-room-topic').value.trim();
+      const err = $('create-room-error');
+      if (!ROOM_NAME.test(name)) {
+        err.textContent = 'Room names are 1–64 characters of a–z, 0–9, _ and -.';
+        return;
+      }
+      err.textContent = '';
+      const data = { name, visibility: $('new-room-private').checked ? 'private' : 'public' };
+      if (topic) data.topic = topic;
+      try {
+        const r = await request('create_room', data);
+        addRoom(r.room, 0);
+        $('directory-dialog').close();
+        $('new-room-name').value = '';
+        $('new-room-topic').value = '';
+        $('new-room-private').checked = false;
+        selectRoom(r.room.id);
+      } catch (e) {
+        err.textContent = e.message || e.code;
+      }
+    });
+
+    $('leave-room').addEventListener('click', async () => {
+      const rs = currentRoom();
+      if (!rs) return;
+      if (!(await confirmDialog(`Leave #${rs.room.name}?`, 'Leave'))) return;
+      try {
+        await request('leave_room', { room: rs.room.id });
+        removeRoom(rs.room.id);
+      } catch (e) {
+        toast(`Cannot leave: ${e.message || e.code}`, 'bad');
+      }
+    });
+
+    $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
+    $('logout').addEventListener('click', () => signOut());
+    $('kicked-logout').addEventListener('click', () => signOut());
+    $('kicked-reconnect').addEventListener('click', () => {
+      $('kicked-dialog').close();
+      S.kicked = null;
+      S.attempt = 0;
+      connect();
+    });
+    // An alert dialog: after a kick the user chooses between reconnecting
+    // and signing out, and Esc would leave them offline with neither.
+    $('kicked-dialog').addEventListener('cancel', (ev) => ev.preventDefault());
+    $('image-dialog').addEventListener('click', (ev) => {
+      if (ev.target === $('image-dialog') || ev.target === $('image-full')) $('image-dialog').close();
+    });
+    $('image-dialog').addEventListener('close', () => $('image-full').removeAttribute('src'));
+
+    const closeNav = () => {
+      document.body.classList.remove('nav-open');
+      $('menu').setAttribute('aria-expanded', 'false');
+      $('scrim').hidden = true;
+    };
+    $('menu').addEventListener('click', () => {
+      const open = !document.body.classList.contains('nav-open');
+      document.body.classList.toggle('nav-open', open);
+      $('menu').setAttribute('aria-expanded', String(open));
+      $('scrim').hidden = !open;
+      if (open) $('sidebar').querySelector('button.conv, button')?.focus();
+    });
+    $('scrim').addEventListener('click', closeNav);
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && document.body.classList.contains('nav-open')) {
+        closeNav();
+        $('menu').focus();
+      }
+    });
+
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState !== 'visible') return;
+      if (S.token && !S.ws && !$('kicked-dialog').open) { S.attempt = 0; connect(); }
+      maybeMarkRead();
+    });
+    window.addEventListener('focus', maybeMarkRead);
+    window.addEventListener('online', () => {
+      if (S.token && !S.ws && !$('kicked-dialog').open) { S.attempt = 0; connect(); }
+    });
+  }
+
+  function openDirectory() {
+    $('create-room-error').textContent = '';
+    $('directory-dialog').showModal();
+    loadDirectory();
+  }
+
+  function boot() {
+    wire();
+    setConn('offline');
+    S.token = storage.get(TOKEN_KEY);
+    const user = storage.json(USER_KEY, null);
+    if (S.token && user && typeof user.id === 'string') startChat(user);
+    else {
+      S.token = null;
+      showLogin();
+    }
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+})();

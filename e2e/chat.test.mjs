@@ -1,0 +1,521 @@
+// End-to-end tests of confab's built-in web client in a real browser
+// (Debian's chromium, driven by playwright-core). Two people, one on a
+// desktop-sized window and one on a phone-sized one, chat through the
+// already built debug binary: nothing is built here.
+//
+//   cargo build && (cd e2e && npm ci && npm test)
+//
+// CONFAB_BIN and CHROMIUM override the binary and the browser.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const WAIT = 15_000;
+const PASSWORD = 'correct horse battery';
+const XSS = '<img src=x onerror=alert(1)>';
+
+// Cheap password hashing: these servers hold throwaway accounts.
+const SERVER_ENV = {
+  ...process.env,
+  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
+  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
+  RUST_LOG: process.env.RUST_LOG || 'warn',
+};
+
+// ------------------------------------------------------------------ server
+
+let dataDir;
+let serverLog;
+
+/** Starts `confab serve` and resolves once it prints its address. */
+function startServer(bind) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ['serve', '--bind', bind, '--data-dir', dataDir], {
+      env: SERVER_ENV,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    let done = false;
+    const finish = (f) => { if (!done) { done = true; clearTimeout(timer); f(); } };
+    const timer = setTimeout(() => finish(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`confab did not start within ${WAIT} ms: ${err}`));
+    }), WAIT);
+    child.stdout.on('data', (b) => {
+      out += b;
+      serverLog.write(b);
+      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
+      if (m) finish(() => resolve({ child, url: m[1] }));
+    });
+    child.stderr.on('data', (b) => {
+      err = (err + b).slice(-4000);
+      serverLog.write(b);
+    });
+    child.on('error', (e) => finish(() => reject(e)));
+    child.on('exit', (code, signal) => finish(() => reject(new Error(`confab exited (${code ?? signal}): ${err}`))));
+  });
+}
+
+async function stopServer(server, signal) {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((r) => server.child.once('exit', r));
+  server.child.kill(signal);
+  await exited;
+}
+
+/** The same port again: the address a browser tab already has open. */
+async function restartOnSamePort(url) {
+  const bind = new URL(url).host;
+  let lastError;
+  for (let i = 0; i < 20; i++) {
+    try {
+      return await startServer(bind);
+    } catch (e) {
+      lastError = e;
+      await sleep(250);
+    }
+  }
+  throw lastError;
+}
+
+const run = promisify(execFile);
+/** The operator's command line, through the running server's admin socket. */
+const cli = (...args) => run(BIN, ['--data-dir', dataDir, ...args], { env: SERVER_ENV });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function http(base, method, urlPath, token, body) {
+  const resp = await fetch(new URL(urlPath, base), {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await resp.json().catch(() => null);
+  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+// --------------------------------------------------------------- a png
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function chunk(type, data) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([len, body, crc]);
+}
+
+/** A small RGB gradient PNG, made here so the test ships no binary file. */
+function makePng(width, height) {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB, no interlace
+  const rows = [];
+  for (let y = 0; y < height; y++) {
+    const row = Buffer.alloc(1 + width * 3);
+    for (let x = 0; x < width; x++) {
+      row[1 + x * 3] = Math.round((x / width) * 255);
+      row[2 + x * 3] = Math.round((y / height) * 255);
+      row[3 + x * 3] = 180;
+    }
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+// ------------------------------------------------------------- browser
+
+const LAUNCH_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+/** What a page did that a test must see: dialogs, errors, frames. */
+function watch(page) {
+  const seen = { dialogs: [], errors: [], csp: [], sent: [] };
+  page.on('dialog', (d) => {
+    seen.dialogs.push(d.message());
+    d.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (e) => seen.errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content.Security.Policy/i.test(m.text())) seen.csp.push(m.text());
+  });
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => {
+      try { seen.sent.push(JSON.parse(f.payload)); } catch { /* not JSON */ }
+    });
+  });
+  return seen;
+}
+
+/** A screenshot in e2e/artifacts/, with transitions run to their end. */
+const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, name), animations: 'disabled' });
+
+const waitFor = (locator) => locator.waitFor({ state: 'visible', timeout: WAIT });
+
+async function connState(page, state) {
+  await page.waitForFunction(
+    (s) => document.getElementById('conn')?.dataset.state === s,
+    state,
+    { timeout: WAIT },
+  );
+}
+
+function message(page, text) {
+  return page.locator('#messages > li', { hasText: text });
+}
+
+async function send(page, text) {
+  const input = page.locator('#input');
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+/** On a phone the conversation list is a drawer behind the menu button. */
+async function openNav(page) {
+  if (await page.locator('#menu').isVisible()) {
+    await page.locator('#menu').click();
+    await page.waitForFunction(() => document.body.classList.contains('nav-open'));
+  }
+}
+
+async function openConversation(page, list, name) {
+  await openNav(page);
+  await page.locator(`#${list} button.conv`, { hasText: name }).click();
+  await page.waitForFunction(() => !document.body.classList.contains('nav-open'));
+}
+
+async function register(page, base, name) {
+  await page.goto(base);
+  await waitFor(page.locator('#login-form'));
+  await shot(page, `login-${name}.png`);
+  await page.locator('#login-username').fill(name);
+  await page.locator('#login-password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await connState(page, 'connected');
+  assert.equal(await page.locator('#me-name').textContent(), name);
+}
+
+// ----------------------------------------------------------------- tests
+
+// The steps build on each other: after the first failure the rest are
+// skipped rather than failing for the same reason.
+let broken = false;
+function step(name, fn) {
+  it(name, async (t) => {
+    if (broken) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      throw e;
+    }
+  });
+}
+
+describe('the built-in web client', { timeout: 180_000 }, () => {
+  let server;
+  let base;
+  let browser;
+  let alice;
+  let bob;
+  let aliceSeen;
+  let bobSeen;
+
+  before(async () => {
+    await mkdir(ARTIFACTS, { recursive: true });
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-'));
+    serverLog = createWriteStream(path.join(ARTIFACTS, 'server.log'));
+    server = await startServer('127.0.0.1:0');
+    base = server.url;
+    // launch() gives every run a fresh, temporary user-data directory.
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+    const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const phone = await browser.newContext({
+      viewport: { width: 390, height: 780 },
+      isMobile: true,
+      hasTouch: true,
+      deviceScaleFactor: 2,
+    });
+    alice = await desktop.newPage();
+    bob = await phone.newPage();
+    aliceSeen = watch(alice);
+    bobSeen = watch(bob);
+  });
+
+  after(async () => {
+    for (const [name, page] of [['alice-final', alice], ['bob-final', bob]]) {
+      if (page) await shot(page, `${name}.png`).catch(() => {});
+    }
+    await browser?.close().catch(() => {});
+    if (server) await stopServer(server, 'SIGTERM').catch(() => {});
+    serverLog?.end();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  step('serves the client, and two people register from it', async () => {
+    await register(alice, base, 'alice');
+    await register(bob, base, 'bob');
+    await shot(bob, 'phone-empty.png');
+  });
+
+  step('creates a room, which the other finds in the directory and joins', async () => {
+    await alice.locator('#open-directory').click();
+    await alice.locator('#new-room-name').fill('general');
+    await alice.locator('#new-room-topic').fill('say hi');
+    await alice.getByRole('button', { name: 'Create room', exact: true }).click();
+    await waitFor(alice.locator('#room-name', { hasText: '#general' }));
+    assert.equal(await alice.locator('#directory-dialog').isVisible(), false);
+
+    await openNav(bob);
+    await bob.locator('#open-directory').click();
+    await bob.getByRole('button', { name: 'Join general' }).click();
+    await waitFor(bob.locator('#room-name', { hasText: '#general' }));
+    await waitFor(bob.locator('#room-topic', { hasText: 'say hi' }));
+  });
+
+  step('shows who is online', async () => {
+    await waitFor(alice.locator('#online-list', { hasText: 'bob' }));
+    await waitFor(alice.locator('#room-presence', { hasText: '2 online' }));
+    await openNav(bob);
+    await waitFor(bob.locator('#online-list', { hasText: 'alice' }));
+    await shot(bob, 'phone-nav.png');
+    await bob.locator('#scrim').click({ position: { x: 370, y: 400 } });
+  });
+
+  step('shows typing, delivers messages live, and keeps HTML as text', async () => {
+    await bob.locator('#input').pressSequentially('hello from');
+    await waitFor(alice.locator('#typing', { hasText: 'bob is typing…' }));
+    await bob.locator('#input').pressSequentially(' bob');
+    await bob.locator('#input').press('Enter');
+    await waitFor(message(alice, 'hello from bob'));
+    await alice.waitForFunction(() => document.getElementById('typing').textContent === '');
+
+    // Shift+Enter is a new line, Enter sends.
+    const input = alice.locator('#input');
+    await input.pressSequentially('line one');
+    await input.press('Shift+Enter');
+    await input.pressSequentially('line two');
+    await input.press('Enter');
+    const twoLines = message(bob, 'line one');
+    await waitFor(twoLines);
+    assert.equal(await twoLines.locator('.body').innerText(), 'line one\nline two');
+
+    await send(alice, XSS);
+    const xss = message(bob, XSS);
+    await waitFor(xss);
+    assert.equal(await xss.locator('.body').textContent(), XSS);
+    assert.equal(await bob.locator('#messages img[src="x"]').count(), 0);
+    assert.equal(await alice.locator('#messages img[src="x"]').count(), 0);
+    await sleep(300); // an onerror handler, had one been made, fires at once
+    assert.deepEqual(aliceSeen.dialogs, []);
+    assert.deepEqual(bobSeen.dialogs, []);
+  });
+
+  step('starts a DM by username, counts it unread, and marks it read', async () => {
+    await openNav(bob);
+    await bob.locator('#open-dm').click();
+    await bob.locator('#dm-username').fill('alice');
+    await bob.locator('#dm-username').press('Enter');
+    await waitFor(bob.locator('#room-name', { hasText: '@alice' }));
+    await send(bob, 'psst, alice');
+    await waitFor(message(bob, 'psst, alice'));
+
+    const dm = alice.locator('#dm-list button.conv', { hasText: 'bob' });
+    await waitFor(dm.locator('.badge', { hasText: '1' }));
+    assert.match(await alice.title(), /^\(1\) confab$/);
+    await dm.click();
+    await waitFor(message(alice, 'psst, alice'));
+    await alice.waitForFunction(() => !document.querySelector('#dm-list .badge'));
+    await waitFor(bob.locator('#messages .seen', { hasText: 'Seen by alice' }));
+    await send(alice, 'hi bob, only you can read this');
+    await waitFor(message(bob, 'only you can read this'));
+  });
+
+  step('uploads an image with a preview, and the other side gets its thumbnail', async () => {
+    await alice.locator('#room-list button.conv', { hasText: 'general' }).click();
+    await waitFor(alice.locator('#room-name', { hasText: '#general' }));
+    await alice.locator('#file').setInputFiles({ name: 'gradient.png', mimeType: 'image/png', buffer: makePng(96, 64) });
+    await waitFor(alice.locator('#tray .tray-item.done'));
+    assert.match(await alice.locator('#tray img').getAttribute('src'), /^blob:/);
+    await send(alice, 'a picture');
+    await waitFor(alice.locator('#messages .thumb img'));
+    assert.equal(await alice.locator('#tray').isVisible(), false);
+
+    // Bob is in the DM: general counts the new messages as unread.
+    await openNav(bob);
+    await waitFor(bob.locator('#room-list button.conv', { hasText: 'general' }).locator('.badge'));
+    await bob.locator('#room-list button.conv', { hasText: 'general' }).click();
+    const thumb = message(bob, 'a picture').locator('.thumb img');
+    await waitFor(thumb);
+    assert.match(new URL(await thumb.getAttribute('src'), base).pathname, /^\/uploads\/[^/]+\/thumb$/);
+    await bob.waitForFunction(() => {
+      const img = document.querySelector('#messages .thumb img');
+      return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: WAIT });
+    await bob.locator('#input').pressSequentially('nice colours');
+    await waitFor(alice.locator('#typing', { hasText: 'bob is typing…' }));
+    await shot(alice, 'desktop-chat.png');
+    await shot(bob, 'phone-chat.png');
+    await bob.locator('#input').press('Enter');
+    await waitFor(message(alice, 'nice colours'));
+
+    await thumb.click();
+    await waitFor(bob.locator('#image-dialog'));
+    await bob.waitForFunction(() => {
+      const img = document.getElementById('image-full');
+      return img.complete && img.naturalWidth === 96 && /^\/uploads\/[^/]+$/.test(new URL(img.src).pathname);
+    }, null, { timeout: WAIT });
+    await bob.keyboard.press('Escape');
+    await bob.locator('#image-dialog').waitFor({ state: 'hidden', timeout: WAIT });
+  });
+
+  step('edits and deletes one\'s own messages', async () => {
+    // By id: while it is being edited its text is in a textarea, not the li.
+    const id = await message(alice, XSS).getAttribute('data-id');
+    const mine = alice.locator(`#messages > li[data-id="${id}"]`);
+    await mine.hover();
+    await mine.getByRole('button', { name: 'Edit' }).click();
+    const editor = mine.locator('textarea');
+    await editor.fill('edited: now plain');
+    await editor.press('Enter');
+    await waitFor(message(bob, 'edited: now plain').locator('.edited'));
+
+    // Esc closes the confirmation and nothing is deleted.
+    const targetId = await message(alice, 'line one').getAttribute('data-id');
+    const target = alice.locator(`#messages > li[data-id="${targetId}"]`);
+    await target.hover();
+    await target.getByRole('button', { name: 'Delete' }).click();
+    await waitFor(alice.locator('#confirm-dialog'));
+    await alice.keyboard.press('Escape');
+    await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
+    await target.hover();
+    await target.getByRole('button', { name: 'Delete' }).click();
+    await alice.locator('#confirm-ok').click();
+    await waitFor(bob.locator('#messages > li.deleted', { hasText: 'message deleted' }));
+    assert.equal(await message(bob, 'line one').count(), 0);
+  });
+
+  step('finds history after a reload and loads older pages on scroll-up', async () => {
+    const token = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    const room = await alice.locator('#room-list button.current').getAttribute('data-room');
+    for (let i = 1; i <= 120; i++) {
+      await http(base, 'POST', `/api/rooms/${room}/messages`, token, { text: `filler ${i}` });
+    }
+    await waitFor(message(bob, 'filler 120'));
+
+    await bob.reload();
+    await connState(bob, 'connected');
+    await waitFor(bob.locator('#room-name', { hasText: '#general' }));
+    await waitFor(message(bob, 'filler 120'));
+    assert.equal(await message(bob, 'hello from bob').count(), 0, 'only the latest page at first');
+    for (let i = 0; i < 10 && (await message(bob, 'hello from bob').count()) === 0; i++) {
+      await bob.locator('#timeline').evaluate((el) => { el.scrollTop = 0; });
+      await sleep(300);
+    }
+    await waitFor(message(bob, 'hello from bob'));
+    await waitFor(bob.locator('#history-state', { hasText: 'This is the start of #general.' }));
+    await bob.locator('#timeline').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  });
+
+  step('reconnects by itself after the server restarts, and recovers what it missed', async () => {
+    const aliceToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    const bobToken = await bob.evaluate(() => localStorage.getItem('confab.token'));
+    const room = await alice.locator('#room-list button.current').getAttribute('data-room');
+    const sentBefore = bobSeen.sent.length;
+
+    await stopServer(server, 'SIGKILL');
+    await connState(alice, 'reconnecting');
+    await connState(bob, 'reconnecting');
+    await waitFor(alice.locator('#conn', { hasText: 'reconnecting…' }));
+
+    // Written while the browsers are away: the same data, another port.
+    await send(alice, 'typed while offline');
+    await waitFor(alice.locator('#pending li', { hasText: 'waiting for the connection' }));
+    const side = await startServer('127.0.0.1:0');
+    await http(side.url, 'POST', `/api/rooms/${room}/messages`, bobToken, { text: 'missed while away' });
+    await http(side.url, 'POST', '/api/dm/alice/messages', bobToken, { text: 'a DM while you were away' });
+    await stopServer(side, 'SIGTERM');
+    assert.ok(aliceToken);
+
+    server = await restartOnSamePort(base);
+    await connState(alice, 'connected');
+    await connState(bob, 'connected');
+    await waitFor(message(bob, 'missed while away'));
+    await waitFor(message(alice, 'missed while away'));
+    await waitFor(message(bob, 'typed while offline'));
+    await alice.locator('#pending li').first().waitFor({ state: 'detached', timeout: WAIT });
+    await waitFor(alice.locator('#dm-list button.conv', { hasText: 'bob' }).locator('.badge', { hasText: '1' }));
+
+    const recovery = bobSeen.sent.slice(sentBefore)
+      .filter((f) => f.type === 'history' && f.data && f.data.room === room && typeof f.data.after === 'number');
+    assert.ok(recovery.length > 0, 'bob caught up with history {after}');
+    await shot(alice, 'desktop-after-restart.png');
+  });
+
+  step('shows announcements and a kick with its reason', async () => {
+    await cli('announce', 'Maintenance tonight at 22:00');
+    await waitFor(alice.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
+    await waitFor(bob.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
+    await alice.locator('#banner-close').click();
+
+    await cli('user', 'kick', 'bob', '--reason', 'cool off');
+    await waitFor(bob.locator('#kicked-dialog', { hasText: 'cool off' }));
+    await connState(bob, 'offline');
+    await bob.getByRole('button', { name: 'Reconnect' }).click();
+    await connState(bob, 'connected');
+  });
+
+  step('ran without a script error or a policy violation', () => {
+    assert.deepEqual(aliceSeen.errors, []);
+    assert.deepEqual(bobSeen.errors, []);
+    assert.deepEqual(aliceSeen.csp, []);
+    assert.deepEqual(bobSeen.csp, []);
+    assert.deepEqual([...aliceSeen.dialogs, ...bobSeen.dialogs], []);
+  });
+});
