@@ -34,6 +34,12 @@ const SERVER_ENV = {
   ...process.env,
   CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
   CONFAB_AUTH_ARGON2_ITERATIONS: '1',
+  // The test seeds history quickly from one address; the limits have
+  // tests of their own.
+  CONFAB_LIMITS_MESSAGES_PER_SEC: '10000',
+  CONFAB_LIMITS_MESSAGES_BURST: '10000',
+  CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN: '10000',
+  CONFAB_LIMITS_ROOM_CREATIONS_PER_HOUR: '10000',
   RUST_LOG: process.env.RUST_LOG || 'warn',
 };
 
