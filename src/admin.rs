@@ -426,7 +426,7 @@ fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
         .audit_log(None, Some(20))?
         .into_iter()
         .map(|e| {
-            json!({"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "reason": e.reason})
+            json!({"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "reason": e.reason})
         })
         .collect();
     Ok(json!({

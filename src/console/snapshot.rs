@@ -126,6 +126,8 @@ pub struct ServerEvent {
 #[serde(default)]
 pub struct AuditEntry {
     #[serde(deserialize_with = "lenient")]
+    pub seq: u64,
+    #[serde(deserialize_with = "lenient")]
     pub at: i64,
     #[serde(deserialize_with = "lenient")]
     pub actor: String,

@@ -231,6 +231,8 @@ pub struct State {
     /// False until the first snapshot arrives.
     pub connected: bool,
     pub events_after: u64,
+    /// The last audit entry shown in the log.
+    pub audit_after: u64,
     pub log: VecDeque<LogLine>,
     next_log_id: u64,
     pub now_ms: i64,
@@ -256,6 +258,7 @@ impl State {
             snapshot: Snapshot::default(),
             connected: false,
             events_after: 0,
+            audit_after: 0,
             log: VecDeque::with_capacity(LOG_CAPACITY),
             next_log_id: 0,
             now_ms: 0,
@@ -398,6 +401,20 @@ impl State {
             if e.seq > self.events_after {
                 self.events_after = e.seq;
                 self.push_line(e.at, e.kind, e.text);
+            }
+        }
+        // The audit log's latest entries join the event log, so every
+        // moderation and admin action, from anywhere, shows here.
+        let mut audit = std::mem::take(&mut snap.audit);
+        audit.sort_by_key(|a| a.seq);
+        for a in audit {
+            if a.seq > self.audit_after {
+                self.audit_after = a.seq;
+                let mut text = format!("audit: {} {} {}", a.actor, a.action, a.target);
+                if let Some(r) = a.reason.filter(|r| !r.is_empty()) {
+                    text.push_str(&format!(" ({r})"));
+                }
+                self.push_line(a.at, "audit".into(), text);
             }
         }
         self.snapshot = snap;

@@ -55,7 +55,7 @@ pub fn sample_json() -> Value {
             {"seq": 5, "at": NOW - 30_000, "kind": "kick", "text": "dave was kicked (spam)"}
         ],
         "audit": [
-            {"at": NOW - 30_000, "actor": "operator", "action": "kick", "target": "dave", "reason": "spam"}
+            {"seq": 1, "at": NOW - 30_000, "actor": "operator", "action": "kick", "target": "dave", "reason": "spam"}
         ]
     })
 }

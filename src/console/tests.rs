@@ -498,7 +498,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
     press(&mut state, KeyCode::Tab); // events
     press(&mut state, KeyCode::Up);
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "carol connected");
+    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
     let mut snap = sample_json();
     snap["events"] = Value::Array(
         (6..=(LOG_CAPACITY as u64 + 2))
@@ -510,7 +510,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
         result: Ok(snap),
         now_ms: NOW + 1_000,
     });
-    // Lines fell off the front; the selection is still carol's line.
+    // Lines fell off the front; the selection is still dave's line.
     assert!(
         state
             .log
@@ -518,10 +518,24 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
             .is_some_and(|l| l.text != "alice connected from 127.0.0.1")
     );
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "carol connected");
+    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
     assert_shows(&render(&state), "paused (End follows)");
     press(&mut state, KeyCode::End);
     assert!(state.events.following());
+}
+
+#[test]
+fn the_latest_audit_entries_show_in_the_log() {
+    let state = sample_state(100, 30);
+    assert!(
+        state
+            .log
+            .iter()
+            .any(|l| l.text == "audit: operator kick dave (spam)"),
+        "{:?}",
+        state.log
+    );
+    assert_shows(&render(&state), "audit: operator kick dave (spam)");
 }
 
 #[test]
