@@ -366,10 +366,12 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::builder()
-            .set_cache_size(cache_mib.max(1) * 1024 * 1024)
-            .create(path)?;
-        init_schema(&db)?;
+        let db = prepare(
+            path,
+            cache_mib.max(1) * 1024 * 1024,
+            SCHEMA_VERSION,
+            MIGRATIONS,
+        )?;
         let db = Arc::new(db);
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let writer_db = db.clone();
@@ -459,7 +461,67 @@ impl Store {
     }
 }
 
-fn init_schema(db: &Database) -> Result<()> {
+/// One step forward in the store's format: from schema `from` to `from + 1`.
+pub struct Migration {
+    pub from: u64,
+    pub apply: fn(&WriteTransaction) -> Result<()>,
+}
+
+/// The steps that bring an older store up to [`SCHEMA_VERSION`]. Empty
+/// while the first schema is current: additions (new tables) need no step,
+/// since every table is created at open.
+const MIGRATIONS: &[Migration] = &[];
+
+fn stored_version(db: &Database) -> Result<Option<u64>> {
+    let rx = db.begin_read()?;
+    let meta = match rx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    meta.get("schema_version")?
+        .map(|v| decode_u64(v.value()))
+        .transpose()
+}
+
+/// Opens the store file at `target`'s schema: an older store is first
+/// copied aside (`confab.redb.schema-vN.bak`), then brought forward one
+/// step at a time in a single transaction; a newer one is refused.
+fn prepare(path: &Path, cache: usize, target: u64, steps: &[Migration]) -> Result<Database> {
+    let open = || Database::builder().set_cache_size(cache).create(path);
+    let db = open()?;
+    if let Some(found) = stored_version(&db)?
+        && found < target
+    {
+        if (found..target).any(|n| !steps.iter().any(|m| m.from == n)) {
+            return Err(StoreError::Schema {
+                found,
+                expected: target,
+                hint: "it is older than any version this confab can migrate",
+            });
+        }
+        drop(db);
+        let backup = path.with_extension(format!("redb.schema-v{found}.bak"));
+        std::fs::copy(path, &backup)?;
+        tracing::warn!(from = found, to = target, backup = %backup.display(), "migrating the store");
+        let db = open()?;
+        let txn = db.begin_write()?;
+        for n in found..target {
+            if let Some(step) = steps.iter().find(|m| m.from == n) {
+                (step.apply)(&txn)?;
+            }
+        }
+        txn.open_table(META)?
+            .insert("schema_version", target.to_be_bytes().as_slice())?;
+        txn.commit()?;
+        init_schema(&db, target)?;
+        return Ok(db);
+    }
+    init_schema(&db, target)?;
+    Ok(db)
+}
+
+fn init_schema(db: &Database, expected: u64) -> Result<()> {
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
@@ -469,20 +531,20 @@ fn init_schema(db: &Database) -> Result<()> {
             .transpose()?;
         match found {
             None => {
-                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                meta.insert("schema_version", expected.to_be_bytes().as_slice())?;
             }
-            Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) if v > SCHEMA_VERSION => {
+            Some(v) if v == expected => {}
+            Some(v) if v > expected => {
                 return Err(StoreError::Schema {
                     found: v,
-                    expected: SCHEMA_VERSION,
+                    expected,
                     hint: "it was written by a newer confab; run that version, or restore a backup",
                 });
             }
             Some(v) => {
                 return Err(StoreError::Schema {
                     found: v,
-                    expected: SCHEMA_VERSION,
+                    expected,
                     hint: "it is older than any version this confab can migrate",
                 });
             }
@@ -2023,6 +2085,41 @@ mod tests {
         assert!(err.contains("newer confab"), "{err}");
         let err = inspect(&path).unwrap_err().to_string();
         assert!(err.contains("newer confab"), "{err}");
+    }
+
+    #[test]
+    fn an_older_store_is_backed_up_then_migrated_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confab.redb");
+        drop(prepare(&path, 1 << 20, 1, &[]).unwrap());
+        let steps = [Migration {
+            from: 1,
+            apply: |txn| {
+                txn.open_table(META)?.insert("migrated", [1u8].as_slice())?;
+                Ok(())
+            },
+        }];
+        let db = prepare(&path, 1 << 20, 2, &steps).unwrap();
+        assert_eq!(stored_version(&db).unwrap(), Some(2));
+        let rx = db.begin_read().unwrap();
+        assert!(
+            rx.open_table(META)
+                .unwrap()
+                .get("migrated")
+                .unwrap()
+                .is_some()
+        );
+        drop(rx);
+        drop(db);
+        // The copy kept beside it is the store as it was.
+        let backup = dir.path().join("confab.redb.schema-v1.bak");
+        assert_eq!(inspect(&backup).unwrap().schema_version, 1);
+        // A gap with no step is refused, not half done.
+        let err = prepare(&path, 1 << 20, 4, &steps)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("older than any version"), "{err}");
     }
 
     #[test]
