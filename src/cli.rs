@@ -71,6 +71,13 @@ pub enum Command {
         #[arg(long)]
         room: Option<String>,
     },
+    /// Load-test a server (confab or another speaking the same protocol)
+    /// on this machine: `confab bench fanout --url http://127.0.0.1:8080`.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
+    /// A load generator process of `confab bench` (started by it).
+    #[command(hide = true)]
+    BenchWorker,
     /// Print the audit log of moderation and admin actions.
     Audit {
         /// Only entries newer than this, e.g. 1h or 7d.
@@ -239,6 +246,8 @@ pub enum CliError {
     Admin(#[from] admin::AdminError),
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Bench(String),
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
@@ -358,6 +367,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Bench(cmd) => crate::bench::run(cmd, cli.global.json)
+            .await
+            .map_err(CliError::Bench),
+        Command::BenchWorker => crate::bench::worker::main().await.map_err(CliError::Bench),
         Command::Upload(cmd) => {
             let req = match cmd {
                 UploadCmd::List { user } => Request::UploadList { username: user },
