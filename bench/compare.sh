@@ -96,7 +96,8 @@ ratio() { if [[ -n $1 && -n $2 ]] && awk "BEGIN{exit !($2 != 0)}"; then awk "BEG
 row() { # figure, better, confab value, peer value, decimals
     printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(num "$3" "$5")" "$(num "$4" "$5")" "$(ratio "$3" "$4")"
 }
-best() { echo ".steps[.best // -1]"; }
+# The best passing step of a find-max run (nothing when none passed).
+best() { echo "(if .best == null then null else .steps[.best] end)"; }
 kib() { awk "BEGIN{printf \"%f\", $1/1024}"; }
 mibv() { [[ -n $1 ]] && awk "BEGIN{printf \"%f\", $1/1048576}"; }
 pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }

@@ -38,6 +38,7 @@ start_peer() {
     if [[ -n $cpu ]] && command -v taskset >/dev/null; then pin=(taskset -c "$cpu"); fi
     local port
     port=$(free_port)
+    rm -f "$dir/peer.log"
     (cd "$dir" && exec "${pin[@]}" node server.js --port "$port" --bcrypt-cost 4) >"$dir/peer.log" 2>&1 &
     PEER_PID=$!
     PEER_URL=http://127.0.0.1:$port

@@ -1181,7 +1181,8 @@ async fn slow(a: SlowArgs) -> Result<Outcome, String> {
     let mut stalled = 0;
     for (members, senders) in &layout.rooms {
         let readers = members.len() - senders;
-        let n = ((members.len() as f64 * a.stalled).round() as usize).min(readers);
+        // At least one per room whenever the share is not zero.
+        let n = ((members.len() as f64 * a.stalled).ceil() as usize).min(readers);
         for &u in members.iter().rev().take(n) {
             layout.stall[u] = true;
             stalled += 1;
