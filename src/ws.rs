@@ -127,6 +127,36 @@ fn accept_key(headers: &HeaderMap) -> Option<header::HeaderValue> {
     header::HeaderValue::from_str(&accept).ok()
 }
 
+/// Longer frames go out as a fragmented message (RFC 6455 §5.4), in
+/// pieces of this size. tungstenite serializes a whole frame into its
+/// write buffer and keeps the buffer's capacity for the connection's life,
+/// so one large frame (an `authenticated` listing thousands of online
+/// users, a history page) would otherwise stay pinned in every connection.
+const FRAGMENT: usize = 1024;
+
+/// Writes one text message, fragmented past [`FRAGMENT`] bytes.
+async fn write_text(
+    ws: &mut WebSocket,
+    text: &str,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, Utf8Bytes};
+    if text.len() <= FRAGMENT {
+        return ws.send(WsMessage::Text(Utf8Bytes::from(text))).await;
+    }
+    let pieces = text.len().div_ceil(FRAGMENT);
+    for (i, piece) in text.as_bytes().chunks(FRAGMENT).enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let frame = Frame::message(
+            bytes::Bytes::copy_from_slice(piece),
+            opcode,
+            i + 1 == pieces,
+        );
+        ws.feed(WsMessage::Frame(frame)).await?;
+    }
+    ws.flush().await
+}
+
 /// The text of a text frame; binary frames are not part of the protocol.
 fn text_of(msg: &WsMessage) -> Option<&str> {
     match msg {
@@ -561,7 +591,7 @@ async fn send(
     tokio::select! {
         biased;
         req = ctl.closed() => Err(Exit::Close(req)),
-        r = tokio::time::timeout(timeout, ws.send(WsMessage::text(f.to_string()))) => match r {
+        r = tokio::time::timeout(timeout, write_text(ws, &f)) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Exit::Gone),
             Err(_) => Err(Exit::Close(close_req(close::TOO_SLOW, "too slow"))),
