@@ -100,6 +100,13 @@ pub enum Command {
     },
     /// Check the config file and the data directory before a (re)start.
     Check,
+    /// Load-test a server (confab or another speaking the same protocol)
+    /// on this machine: `confab bench fanout --url http://127.0.0.1:8080`.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
+    /// A load generator process of `confab bench` (started by it).
+    #[command(hide = true)]
+    BenchWorker,
     /// Print the audit log of moderation and admin actions.
     Audit {
         /// Only entries newer than this, e.g. 1h or 7d.
@@ -294,6 +301,8 @@ pub enum CliError {
     Input(String),
     #[error("{0}")]
     Console(String),
+    #[error("{0}")]
+    Bench(String),
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
@@ -477,6 +486,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Bench(cmd) => crate::bench::run(cmd, cli.global.json)
+            .await
+            .map_err(CliError::Bench),
+        Command::BenchWorker => crate::bench::worker::main().await.map_err(CliError::Bench),
         Command::Upload(cmd) => {
             let req = match cmd {
                 UploadCmd::List { user } => Request::UploadList { username: user },

@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use warp::Filter;
 use warp::http::{HeaderMap, StatusCode, header};
+use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
-use warp::ws::{Message as WsMessage, WebSocket, Ws};
+use warp::ws::Ws;
 
 use crate::app::{Actor, App, AppError, Target, page};
 use crate::domain::{Id, User, Username};
@@ -26,9 +30,22 @@ use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room
 use crate::hub::{CloseRequest, Frame, SessionId};
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
 
+/// A WebSocket over the upgraded HTTP connection.
+type WebSocket = WebSocketStream<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
+
+/// Bytes tungstenite reads from the socket at a time. Its default (128
+/// KiB, zero-filled on the first read) made up most of an idle
+/// connection's memory; frames past this size are read in several calls.
+const READ_BUFFER: usize = 1024;
+
 pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    // `warp::ws()` checks the handshake headers (and answers what is not a
+    // WebSocket request as before), but its `Ws` cannot set tungstenite's
+    // buffer sizes, so the upgrade itself is finished here, from a copy of
+    // hyper's upgrade handle taken before `warp::ws()` claims it.
     warp::path("ws")
         .and(warp::path::end())
+        .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ws())
         .and(warp::header::headers_cloned())
         .and(
@@ -38,7 +55,8 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
         )
         .and(crate::http::peer())
         .map(
-            move |ws: Ws,
+            move |on_upgrade: Option<OnUpgrade>,
+                  _: Ws,
                   headers: HeaderMap,
                   query: std::collections::HashMap<String, String>,
                   addr: Option<SocketAddr>| {
@@ -56,21 +74,95 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                         return error_response(&AppError::RateLimited(why.into()));
                     }
                 };
+                let (Some(on_upgrade), Some(accept)) = (on_upgrade, accept_key(&headers)) else {
+                    return error_response(&AppError::BadRequest("not a WebSocket upgrade".into()));
+                };
                 let app = app.clone();
                 let max = app.config.limits.max_frame_bytes;
                 let token = query.get("token").cloned();
                 let peer = ip.map(|ip| SocketAddr::new(ip, addr.map(|a| a.port()).unwrap_or(0)));
-                warp::reply::Reply::into_response(
-                    ws.max_frame_size(max).max_message_size(max).on_upgrade(
-                        move |socket| async move {
-                            // Held for the connection's life, given back however it ends.
-                            let _slot = slot;
-                            connection(app, socket, token, peer).await
-                        },
-                    ),
-                )
+                tokio::spawn(async move {
+                    let upgraded = match on_upgrade.await {
+                        Ok(u) => u,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "WebSocket upgrade failed");
+                            return;
+                        }
+                    };
+                    let config = WebSocketConfig::default()
+                        .read_buffer_size(READ_BUFFER)
+                        .write_buffer_size(0)
+                        .max_frame_size(Some(max))
+                        .max_message_size(Some(max));
+                    let socket = WebSocketStream::from_raw_socket(
+                        hyper_util::rt::TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    connection(app, socket, token, peer, slot).await
+                });
+                let mut r = Response::default();
+                *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("upgrade"),
+                );
+                h.insert(
+                    header::UPGRADE,
+                    header::HeaderValue::from_static("websocket"),
+                );
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                r
             },
         )
+}
+
+/// `Sec-WebSocket-Accept` for the request's key (already checked present
+/// by `warp::ws()`).
+fn accept_key(headers: &HeaderMap) -> Option<header::HeaderValue> {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    header::HeaderValue::from_str(&accept).ok()
+}
+
+/// Longer frames go out as a fragmented message (RFC 6455 §5.4), in
+/// pieces of this size. tungstenite serializes a whole frame into its
+/// write buffer and keeps the buffer's capacity for the connection's life,
+/// so one large frame (an `authenticated` listing thousands of online
+/// users, a history page) would otherwise stay pinned in every connection.
+const FRAGMENT: usize = 1024;
+
+/// Writes one text message, fragmented past [`FRAGMENT`] bytes.
+async fn write_text(
+    ws: &mut WebSocket,
+    text: &str,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, Utf8Bytes};
+    if text.len() <= FRAGMENT {
+        return ws.send(WsMessage::Text(Utf8Bytes::from(text))).await;
+    }
+    let pieces = text.len().div_ceil(FRAGMENT);
+    for (i, piece) in text.as_bytes().chunks(FRAGMENT).enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let frame = Frame::message(
+            bytes::Bytes::copy_from_slice(piece),
+            opcode,
+            i + 1 == pieces,
+        );
+        ws.feed(WsMessage::Frame(frame)).await?;
+    }
+    ws.flush().await
+}
+
+/// The text of a text frame; binary frames are not part of the protocol.
+fn text_of(msg: &WsMessage) -> Option<&str> {
+    match msg {
+        WsMessage::Text(t) => Some(t.as_str()),
+        _ => None,
+    }
 }
 
 /// A browser's Origin must be this server's own or a configured one;
@@ -128,31 +220,44 @@ async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
             }
             reason.truncate(cut);
         }
-        ws.send(WsMessage::close_with(req.code, reason)).await?;
+        ws.send(WsMessage::Close(Some(CloseFrame {
+            code: req.code.into(),
+            reason: reason.into(),
+        })))
+        .await?;
         ws.flush().await?;
-        // Complete the closing handshake: read until the peer's close. It
-        // also drains what the peer sent meanwhile; closing a socket with
-        // unread input resets it, and the peer could lose the close frame.
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_close() {
-                break;
+        // Wait for the client's answering close (or the grace period):
+        // closing the socket with client frames still unread in the kernel
+        // makes it send a reset, and the client may then never read the
+        // close frame and its code. The reads are small (READ_BUFFER), so
+        // a flooding client usually has frames left unread here.
+        for _ in 0..100_000 {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => {}
+                _ => break,
             }
         }
-        Ok::<(), warp::Error>(())
+        Ok::<(), tokio_tungstenite::tungstenite::Error>(())
     })
     .await;
 }
 
+/// `slot` is held for the connection's life and given back however it
+/// ends; it goes just before the closing handshake, which may wait up to
+/// the grace period for a client that never answers, so that such a
+/// client's slot is free at once, as before the handshake waited.
 async fn connection(
     app: Arc<App>,
     mut ws: WebSocket,
     token: Option<String>,
     addr: Option<SocketAddr>,
+    slot: crate::limits::ConnSlot,
 ) {
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
     let (user, auth_id) = match authenticate(&app, &mut ws, token).await {
         Ok(v) => v,
         Err(exit) => {
+            drop(slot);
             finish(&mut ws, exit, grace).await;
             return;
         }
@@ -160,6 +265,7 @@ async fn connection(
     if app.hub.sessions_of(user.id) >= app.config.limits.max_connections_per_user {
         app.metrics.reject("connection_limit");
         let req = close_req(close::POLICY, "too many connections for this account");
+        drop(slot);
         send_close(&mut ws, req, grace).await;
         return;
     }
@@ -168,6 +274,7 @@ async fn connection(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot load rooms and friends for a new connection");
+            drop(slot);
             send_close(&mut ws, close_req(1011, "internal error"), grace).await;
             return;
         }
@@ -180,6 +287,7 @@ async fn connection(
     };
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
     drop(registered);
+    drop(slot);
     finish(&mut ws, exit, grace).await;
 }
 
@@ -252,7 +360,7 @@ async fn authenticate(
         if msg.is_ping() || msg.is_pong() {
             continue;
         }
-        let Ok(text) = msg.to_str() else {
+        let Some(text) = text_of(&msg) else {
             let f = error_frame(
                 None,
                 ErrorCode::BadRequest,
@@ -431,23 +539,23 @@ async fn run(
                     continue;
                 }
                 metrics.frames_in.inc();
-                metrics.bytes_in.inc_by(msg.as_bytes().len() as u64);
+                metrics.bytes_in.inc_by(msg.len() as u64);
                 if !bucket.take() {
                     metrics.reject("rate_limited");
                     if bucket.refused > cfg.limits.frames_burst.max(10) {
                         metrics.reject("flooding");
                         return Exit::Close(close_req(close::POLICY, "flooding"));
                     }
-                    let id = msg.to_str().ok().and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
+                    let id = text_of(&msg).and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
                     let f = error_frame(id.as_deref(), ErrorCode::RateLimited, "slow down");
                     if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
                         return exit;
                     }
                     continue;
                 }
-                let answer = match msg.to_str() {
-                    Ok(text) => handle(&ctx, text),
-                    Err(_) => Answer::Now(Some(error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text"))),
+                let answer = match text_of(&msg) {
+                    Some(text) => handle(&ctx, text),
+                    None => Answer::Now(Some(error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text"))),
                 };
                 match answer {
                     Answer::Now(Some(f)) => {
@@ -463,7 +571,7 @@ async fn run(
                 if last_seen.elapsed() > dead_after {
                     return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
                 }
-                let ping = async { ws.send(WsMessage::ping(Vec::<u8>::new())).await };
+                let ping = async { ws.send(WsMessage::Ping(Default::default())).await };
                 if tokio::time::timeout(send_timeout, ping).await.map(|r| r.is_err()).unwrap_or(true) {
                     return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
                 }
@@ -483,7 +591,7 @@ async fn send(
     tokio::select! {
         biased;
         req = ctl.closed() => Err(Exit::Close(req)),
-        r = tokio::time::timeout(timeout, ws.send(WsMessage::text(f.to_string()))) => match r {
+        r = tokio::time::timeout(timeout, write_text(ws, &f)) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Exit::Gone),
             Err(_) => Err(Exit::Close(close_req(close::TOO_SLOW, "too slow"))),

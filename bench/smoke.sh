@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A short run of every `confab bench` scenario against a throwaway confab
+# on loopback: small numbers, a couple of seconds each. Fails when the
+# tool breaks or any message is lost, duplicated or reordered (the tool
+# exits non-zero then).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+cargo build --quiet
+BIN=${CONFAB_BIN:-target/debug/confab}
+WORK=$(mktemp -d)
+CONFAB_PID=
+cleanup() { stop_pid "$CONFAB_PID"; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start_confab "$BIN" "$WORK/data"
+echo "== bench smoke against $CONFAB_URL (pid $CONFAB_PID)"
+common=(--url "$CONFAB_URL" --duration 2s --warmup 1s --server-pid "$CONFAB_PID")
+run() {
+    echo "== confab bench $*"
+    timeout 90 "$BIN" bench "$@"
+}
+run idle "${common[@]}" -n 300 --members 50 --steps 2 --workers 2 --out "$WORK/idle.json"
+run fanout "${common[@]}" --rooms 4 --members 10 --senders 2 --rate 100 --out "$WORK/fanout.json"
+run fanout "${common[@]}" --rooms 2 --members 10 --rate 50 --find-max --max-steps 2 --max-p99-ms 10000 \
+    --out "$WORK/findmax.json"
+run durable "${common[@]}" -n 20 --members 5
+run churn "${common[@]}" -n 5 --members 5
+run slow "${common[@]}" --rooms 2 --members 20 --rate 40 --stalled 0.05
+run chart --kind latency --out "$WORK/latency.svg" --title smoke "confab=$WORK/findmax.json"
+run chart --kind memory --out "$WORK/memory.svg" --title smoke "confab=$WORK/idle.json"
+grep -q '<polyline' "$WORK/latency.svg"
+grep -q '<polyline' "$WORK/memory.svg"
+echo "smoke: 8 passed, 0 failed"

@@ -1,0 +1,298 @@
+//! The generator's side of the wire: a minimal HTTP/1.1 client for the
+//! few JSON calls a run needs, and WebSocket connections bound to a chosen
+//! loopback source address. Only loopback targets are accepted anywhere.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A response larger than this is not one the benchmark asked for.
+const MAX_RESPONSE: usize = 8 << 20;
+
+/// `http://127.0.0.1:8080` (a trailing path is ignored) → the address.
+/// Anything that does not resolve to loopback is refused: the generator
+/// must never send load off this machine.
+pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| format!("{url:?}: only http:// or ws:// URLs (no TLS) are supported"))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("{url:?}: {e}"))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{url:?}: resolves to no address"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{url:?} resolves to {}, which is not a loopback address; the benchmark only targets this machine",
+            addr.ip()
+        ));
+    }
+    Ok(addr)
+}
+
+/// Source addresses to spread client sockets over: one source address has
+/// about 28,000 ephemeral ports, so large runs need several. 127.0.0.2,
+/// 127.0.0.3, … when the server is on IPv4 loopback; none (the kernel's
+/// choice) otherwise.
+pub fn source_addrs(server: SocketAddr, count: usize) -> Vec<IpAddr> {
+    if !server.is_ipv4() || count == 0 {
+        return Vec::new();
+    }
+    (0..count.min(250))
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)))
+        .collect()
+}
+
+/// Names the machine limit behind a connection error, when it is one.
+pub fn classify_io(e: &std::io::Error, source: Option<IpAddr>) -> String {
+    match (e.kind(), e.raw_os_error()) {
+        (_, Some(24)) => format!(
+            "the generator's open-file limit (RLIMIT_NOFILE {}): {e}",
+            nofile_limit(None).map_or("?".into(), |n| n.to_string())
+        ),
+        (ErrorKind::AddrNotAvailable, _) | (_, Some(99)) => format!(
+            "ephemeral ports of source address {} are exhausted: {e}",
+            source.map_or("(default)".into(), |ip| ip.to_string())
+        ),
+        (ErrorKind::AddrInUse, _) => format!(
+            "ephemeral ports of source address {} are exhausted: {e}",
+            source.map_or("(default)".into(), |ip| ip.to_string())
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// The soft open-file limit of a process (this one when `pid` is None),
+/// from /proc: no libc needed.
+pub fn nofile_limit(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/limits"),
+        None => "/proc/self/limits".into(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// VmRSS of a process in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| classify_io(&e, source))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| classify_io(&e, source))?;
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
+        .await
+        .map_err(|_| format!("connecting to {server} timed out (listen backlog full?)"))?
+        .map_err(|e| classify_io(&e, source))?;
+    // Frames are small and latency is what is measured.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// One JSON request on its own connection. Returns the status and the
+/// parsed body (`Null` when empty or not JSON).
+pub async fn http_json(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let work = async {
+        let mut stream = tcp(server, source).await?;
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nAccept: application/json\r\n"
+        );
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if body.is_some() {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                payload.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(&payload);
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("{method} {path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_RESPONSE {
+                return Err(format!("{method} {path}: response too large"));
+            }
+        }
+        parse_response(&buf).map_err(|e| format!("{method} {path}: {e}"))
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, work)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer within {HTTP_TIMEOUT:?}"))?
+}
+
+fn parse_response(buf: &[u8]) -> Result<(u16, Value), String> {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("truncated response")?;
+    let head = std::str::from_utf8(&buf[..split]).map_err(|_| "response head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let raw = &buf[split + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    Ok((status, value))
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    // Each round consumes one chunk, so the count of rounds is bounded by
+    // the length of the input.
+    for _ in 0..=raw.len() {
+        let eol = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&raw[..eol]).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+    Err("bad chunked body".into())
+}
+
+/// Small buffers: the generator holds many thousands of idle connections
+/// on one core and must not be the one that runs out of memory.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+}
+
+/// Opens `/ws?token=…` from `source`.
+pub async fn connect_ws(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    token: &str,
+) -> Result<Ws, String> {
+    let stream = tcp(server, source).await?;
+    let url = format!("ws://{server}/ws?token={token}");
+    let handshake =
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config()));
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Err(_) => Err("WebSocket handshake timed out".into()),
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err(format!(
+                "the server refused the WebSocket with {}: {}",
+                resp.status(),
+                body.trim()
+            ))
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Io(e))) => Err(classify_io(&e, source)),
+        Ok(Err(e)) => Err(format!("WebSocket handshake: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_urls() {
+        assert!(parse_url("http://127.0.0.1:8080").is_ok());
+        assert!(parse_url("http://127.0.0.9:1/x").is_ok());
+        assert!(parse_url("http://localhost:80").is_ok());
+        assert!(parse_url("http://10.0.0.1:80").is_err());
+        assert!(parse_url("https://127.0.0.1:80").is_err());
+        assert!(parse_url("http://192.168.1.1:80").is_err());
+    }
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let plain = b"HTTP/1.1 201 Created\r\ncontent-length: 8\r\n\r\n{\"a\":1} ";
+        assert_eq!(parse_response(plain).unwrap().0, 201);
+        assert_eq!(parse_response(plain).unwrap().1["a"], 1);
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:2}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap().1["a"], 2);
+        assert!(parse_response(b"HTTP/1.1 200").is_err());
+    }
+
+    #[test]
+    fn sources_spread_over_loopback() {
+        let s = source_addrs("127.0.0.1:1".parse().unwrap(), 3);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].to_string(), "127.0.0.2");
+        assert!(source_addrs("[::1]:1".parse().unwrap(), 3).is_empty());
+    }
+}
