@@ -55,23 +55,27 @@ async fn register(http: &reqwest::Client, url: &str, name: &str) -> String {
     body["token"].as_str().expect("token").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acked_messages_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let mut server = tokio::task::block_in_place(|| start(dir.path()));
-    let token = register(&http, &server.url, "alice").await;
-    let room: serde_json::Value = http
-        .post(format!("{}/api/rooms", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "durable"}))
+async fn create_room(http: &reqwest::Client, url: &str, token: &str, name: &str) -> String {
+    let body: serde_json::Value = http
+        .post(format!("{url}/api/rooms"))
+        .bearer_auth(token)
+        .json(&json!({ "name": name }))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let room = room["room"]["id"].as_str().unwrap().to_string();
+    body["room"]["id"].as_str().expect("room id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = tokio::task::block_in_place(|| start(dir.path()));
+    let token = register(&http, &server.url, "alice").await;
+    let room = create_room(&http, &server.url, &token, "durable").await;
 
     // Several connections sending at once, so commits carry groups.
     let ws_url = format!(
@@ -149,17 +153,7 @@ async fn sigterm_closes_with_1001_and_keeps_every_acked_message() {
     let http = reqwest::Client::new();
     let mut server = tokio::task::block_in_place(|| start(dir.path()));
     let token = register(&http, &server.url, "bob").await;
-    let room: serde_json::Value = http
-        .post(format!("{}/api/rooms", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "graceful"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let room = room["room"]["id"].as_str().unwrap().to_string();
+    let room = create_room(&http, &server.url, &token, "graceful").await;
     let ws_url = format!(
         "{}/ws?token={token}",
         server.url.replace("http://", "ws://")
