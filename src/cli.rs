@@ -327,7 +327,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let socket = config.socket_path();
             let running = crate::server::start(config).await?;
             if !console {
-                println!("confab listening on http://{}", running.addr);
+                println!("confab listening on {}", running.url());
                 crate::server::signal().await;
             } else {
                 let backend = crate::console::SocketBackend::connect(&socket)
@@ -338,8 +338,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         let exit = exit.map_err(|e| CliError::Console(format!("console: {e}")))?;
                         if exit == crate::console::Exit::Detached {
                             println!(
-                                "console closed; confab keeps serving http://{} until SIGINT or SIGTERM",
-                                running.addr
+                                "console closed; confab keeps serving {} until SIGINT or SIGTERM",
+                                running.url()
                             );
                             crate::server::signal().await;
                         }
