@@ -13,7 +13,9 @@
 #
 # Environment: PEER_DIR (the Node.js peer's sources, default
 # ../shared/peers/node-ws), OUT (result directory, default
-# target/bench-results), IDLE_N, FANOUT_ROOMS, FANOUT_MEMBERS, DURATION.
+# target/bench-results), SCENARIOS (a subset to run again, e.g. "fanout";
+# the document is written from every result in OUT), IDLE_N, FANOUT_ROOMS,
+# FANOUT_MEMBERS, START_RATE, DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -24,10 +26,10 @@ OUT=${OUT:-$ROOT/target/bench-results}
 DOC=$ROOT/docs/benchmarks.md
 if [[ -n ${QUICK:-} ]]; then
     IDLE_N=${IDLE_N:-2000}; FANOUT_ROOMS=${FANOUT_ROOMS:-10}; FANOUT_MEMBERS=${FANOUT_MEMBERS:-20}
-    DURATION=${DURATION:-3s}; WARMUP=1s; DURABLE_N=50; CHURN_N=20; START_RATE=100; STEPS=4
+    DURATION=${DURATION:-3s}; WARMUP=1s; DURABLE_N=50; CHURN_N=20; START_RATE=${START_RATE:-100}; STEPS=4
 else
     IDLE_N=${IDLE_N:-19000}; FANOUT_ROOMS=${FANOUT_ROOMS:-100}; FANOUT_MEMBERS=${FANOUT_MEMBERS:-100}
-    DURATION=${DURATION:-10s}; WARMUP=2s; DURABLE_N=500; CHURN_N=100; START_RATE=200; STEPS=14
+    DURATION=${DURATION:-10s}; WARMUP=2s; DURABLE_N=500; CHURN_N=100; START_RATE=${START_RATE:-50}; STEPS=16
 fi
 
 cargo build --release --quiet
@@ -45,7 +47,6 @@ chmod -R u+w "$WORK/peer"
 
 GEN=()
 command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]] && GEN=(taskset -c 1)
-CMDS=()
 
 # bench NAME SERVER ARGS…: one scenario against one fresh server.
 bench() {
@@ -60,16 +61,18 @@ bench() {
         url=$PEER_URL pid=$PEER_PID
     fi
     echo "== $name on $server ($url, pid $pid)"
-    CMDS+=("confab bench $* --url $url --server-pid PID --out $server-$name.json")
+    echo "confab bench $* --url URL --server-pid PID --out SERVER-$name.json" >"$OUT/$name.cmd"
     "${GEN[@]}" "$BIN" bench "$@" --url "$url" --server-pid "$pid" --out "$OUT/$server-$name.json" \
         | tee "$OUT/$server-$name.txt" || echo "(the $name run on $server failed; see its result)"
     if [[ $server == confab ]]; then stop_pid "$CONFAB_PID"; CONFAB_PID=; rm -rf "$WORK/confab-$name"
     else stop_pid "$PEER_PID"; PEER_PID=; fi
 }
 
+SCENARIOS=${SCENARIOS:-idle fanout durable churn slow}
 both() {
     local name=$1
     shift
+    [[ " $SCENARIOS " == *" $name "* ]] || return 0
     bench "$name" confab "$@"
     bench "$name" peer "$@"
 }
@@ -79,10 +82,10 @@ both fanout fanout --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate "$
     --find-max --factor 1.3 --max-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP"
 both durable durable -n "$DURABLE_N" --members 10 --duration "$DURATION" --warmup "$WARMUP"
 both churn churn -n "$CHURN_N" --members 10 --duration "$DURATION" --warmup "$WARMUP"
-both slow slow --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate $((START_RATE * 2)) \
+both slow slow --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate $((START_RATE * 4)) \
     --stalled 0.01 --duration "$DURATION" --warmup "$WARMUP"
 
-"$BIN" bench chart --kind latency --out docs/bench/latency.svg \
+"$BIN" bench chart --kind latency --out docs/bench/latency.svg --y-max 100 \
     --title "Fan-out: ${FANOUT_ROOMS} rooms × ${FANOUT_MEMBERS} members, servers on one core" \
     "confab=$OUT/confab-fanout.json" "Node.js peer=$OUT/peer-fanout.json"
 "$BIN" bench chart --kind memory --out docs/bench/memory.svg \
@@ -92,7 +95,8 @@ both slow slow --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate $((STA
 # ---- docs/benchmarks.md ----
 j() { jq -r "$2 // empty" "$OUT/$1.json" 2>/dev/null || true; }
 num() { [[ -n $1 ]] && printf '%.*f' "$2" "$1" || printf 'n/a'; }
-ratio() { if [[ -n $1 && -n $2 ]] && awk "BEGIN{exit !($2 != 0)}"; then awk "BEGIN{printf \"%.2f\", $1/$2}"; else printf 'n/a'; fi; }
+# A ratio only of two positive figures.
+ratio() { if [[ -n $1 && -n $2 ]] && awk "BEGIN{exit !($1 > 0 && $2 > 0)}"; then awk "BEGIN{printf \"%.2f\", $1/$2}"; else printf 'n/a'; fi; }
 row() { # figure, better, confab value, peer value, decimals
     printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(num "$3" "$5")" "$(num "$4" "$5")" "$(ratio "$3" "$4")"
 }
@@ -143,7 +147,11 @@ pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }
         "$(j confab-churn '.steps[0].ops_per_sec')" "$(j peer-churn '.steps[0].ops_per_sec')" 0
     row "churn: cycle p99 ms" lower \
         "$(j confab-churn '.steps[0].latency.p99_ms')" "$(j peer-churn '.steps[0].latency.p99_ms')" 1
-    row "slow readers: others' p99 increase with 1% stalled, %" lower \
+    row "slow readers: others' p99 ms, all reading" lower \
+        "$(j confab-slow .slow.baseline_p99_ms)" "$(j peer-slow .slow.baseline_p99_ms)" 1
+    row "slow readers: others' p99 ms, 1% of members stalled" lower \
+        "$(j confab-slow .slow.stalled_p99_ms)" "$(j peer-slow .slow.stalled_p99_ms)" 1
+    row "slow readers: change of others' p99 when stalled, %" lower \
         "$(j confab-slow .slow.p99_increase_pct)" "$(j peer-slow .slow.p99_increase_pct)" 0
     row "slow readers: server RSS peak while stalled, MiB" lower \
         "$(mibv "$(j confab-slow .slow.rss_peak)")" "$(mibv "$(j peer-slow .slow.rss_peak)")" 1
@@ -182,7 +190,7 @@ pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }
     echo "Generator, each against both servers (\`taskset -c 1\`):"
     echo
     echo '```sh'
-    printf '%s\n' "${CMDS[@]}" | sed 's#--url http://127.0.0.1:[0-9]*#--url URL#' | sort -u
+    for s in idle fanout durable churn slow; do if [[ -f $OUT/$s.cmd ]]; then cat "$OUT/$s.cmd"; fi; done
     echo '```'
     echo
     [[ -f bench/notes.md ]] && cat bench/notes.md

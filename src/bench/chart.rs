@@ -26,6 +26,10 @@ pub struct ChartArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "")]
     pub title: String,
+    /// Top of the y axis; higher points are drawn at the top as open
+    /// circles (an overloaded step would otherwise flatten the rest).
+    #[arg(long)]
+    pub y_max: Option<f64>,
     /// Series as LABEL=RESULT.json (files written with --out).
     #[arg(required = true)]
     pub series: Vec<String>,
@@ -85,7 +89,7 @@ pub fn run(a: &ChartArgs) -> Result<(), String> {
         ),
         ChartKind::Memory => ("connections held", "server RSS, MiB"),
     };
-    let svg = render(&a.title, x, y, &series);
+    let svg = render(&a.title, x, y, &series, a.y_max);
     std::fs::write(&a.out, svg).map_err(|e| format!("writing {}: {e}", a.out.display()))
 }
 
@@ -122,7 +126,13 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub fn render(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> String {
+pub fn render(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    y_max: Option<f64>,
+) -> String {
     const W: f64 = 720.0;
     const H: f64 = 420.0;
     const L: f64 = 70.0;
@@ -140,12 +150,15 @@ pub fn render(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Str
             ymax = ymax.max(y);
         }
     }
+    if let Some(cap) = y_max.filter(|c| c.is_finite() && *c > 0.0) {
+        ymax = ymax.min(cap);
+    }
     let xstep = nice_step(xmax.max(1.0), 6.0);
     let ystep = nice_step(ymax.max(1.0), 5.0);
     let xtop = (xmax / xstep).ceil().max(1.0) * xstep;
     let ytop = (ymax / ystep).ceil().max(1.0) * ystep;
     let px = |x: f64| L + (x / xtop) * (W - L - R);
-    let py = |y: f64| H - B - (y / ytop) * (H - T - B);
+    let py = |y: f64| H - B - (y.min(ytop) / ytop) * (H - T - B);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -229,9 +242,10 @@ pub fn render(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Str
                 path.join(" ")
             );
             for &(x, y) in points.iter() {
+                let fill = if y > ytop { "white" } else { colour };
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{fill}" stroke="{colour}"/>"#,
                     px(x),
                     py(y)
                 );
@@ -267,10 +281,12 @@ mod tests {
                 points: vec![(0.0, 1.0), (1000.0, 20.0)],
                 dashed: vec![(1000.0, 5.0)],
             }],
+            Some(10.0),
         );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("t &lt;1&gt;") && svg.contains("a&amp;b"));
         assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains(r#"fill="white""#), "the clipped point is open");
         assert_eq!(nice_step(95.0, 5.0), 20.0);
         assert_eq!(label(20000.0), "20k");
     }

@@ -478,6 +478,7 @@ fn plans(common: &Common, layout: &Layout, s: &Setup, connect_concurrency: usize
             conns: Vec::new(),
         })
         .collect();
+    let mut sender_no = 0u64;
     for (r, (members, senders)) in layout.rooms.iter().enumerate() {
         let p = &mut plans[r % workers];
         let local = p.rooms.len();
@@ -486,10 +487,19 @@ fn plans(common: &Common, layout: &Layout, s: &Setup, connect_concurrency: usize
             senders: *senders as u32,
         });
         for (k, &u) in members.iter().enumerate() {
+            let sender = (k < *senders).then_some(k as u32);
+            // A golden-ratio sequence: any prefix of it is spread evenly.
+            let phase = if sender.is_some() {
+                sender_no += 1;
+                (sender_no as f64 * 0.618_033_988_749_895).fract()
+            } else {
+                0.0
+            };
             p.conns.push(ConnSpec {
                 token: s.tokens[u].clone(),
                 room: local,
-                sender: (k < *senders).then_some(k as u32),
+                sender,
+                phase,
                 stall: layout.stall[u],
             });
         }

@@ -45,6 +45,10 @@ pub struct ConnSpec {
     /// Index into `Plan::rooms`.
     pub room: usize,
     pub sender: Option<u32>,
+    /// Where in its send interval this sender starts, in [0, 1): spread
+    /// over all senders of the run, so rooms do not send in step and the
+    /// total rate is even rather than a burst every interval.
+    pub phase: f64,
     /// Stops reading in a phase run with `stall`; its deliveries are
     /// never counted.
     pub stall: bool,
@@ -624,7 +628,7 @@ impl Conn {
                         }
                         Phase::Run(cmd) => {
                             stalled = cmd.stall && self.spec.stall;
-                            sched = self.spec.sender.map(|s| schedule(&cmd, s, self.room.senders));
+                            sched = self.spec.sender.map(|_| schedule(&cmd, self.spec.phase));
                             run = Some(cmd);
                         }
                     }
@@ -741,9 +745,7 @@ impl Conn {
     }
 }
 
-/// Senders of a room start spread over one interval, so a room's load
-/// is even rather than in bursts.
-fn schedule(cmd: &RunCmd, sender: u32, senders: u32) -> Schedule {
+fn schedule(cmd: &RunCmd, phase: f64) -> Schedule {
     let (_, end_us) = cmd.window();
     let start = instant_at(cmd.start_us);
     let interval = if cmd.closed_loop || cmd.rate_per_sender <= 0.0 {
@@ -751,10 +753,8 @@ fn schedule(cmd: &RunCmd, sender: u32, senders: u32) -> Schedule {
     } else {
         Duration::from_secs_f64(1.0 / cmd.rate_per_sender)
     };
-    // A golden-ratio spread of start offsets, so rooms do not send in step.
-    let frac = ((f64::from(sender) + 1.0) * 0.618_033_988_75).fract();
     Schedule {
-        next: start + interval.mul_f64(frac / f64::from(senders.max(1))),
+        next: start + interval.mul_f64(phase.clamp(0.0, 1.0)),
         end: instant_at(end_us),
         interval,
         outstanding: None,
