@@ -1406,7 +1406,6 @@ impl Tx {
     pub fn delete_room(&mut self, id: Id) -> Result<Room> {
         let room = self.room(id)?.ok_or(StoreError::NotFound("room"))?;
         let members = q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, id)?;
-        let mut attached = Vec::new();
         {
             let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
             let mut j = self.txn.open_table(USER_ROOM_TO_JOINED)?;
@@ -1415,22 +1414,15 @@ impl Tx {
                 j.remove((user.0, id.0))?;
             }
         }
+        let mut removed = Vec::new();
         {
             let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
-            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
-            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
-            let doomed = msgs.extract_from_if((id.0, 0)..=(id.0, u64::MAX), |_, _| true)?;
-            for row in doomed {
+            for row in msgs.extract_from_if((id.0, 0)..=(id.0, u64::MAX), |_, _| true)? {
                 let (_, v) = row?;
-                let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
-                index.remove(rec.id.0)?;
-                if let Some(cid) = &rec.client_msg_id {
-                    cids.remove((rec.sender.0, cid.as_str()))?;
-                }
-                attached.extend(rec.attachments);
+                removed.push(decode::<MessageRecord>("room_seq_to_message", v.value())?);
             }
         }
-        self.count_attachments(&attached, -1)?;
+        self.forget_messages(&removed)?;
         self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
         self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
         if room.kind == RoomKind::Room {
@@ -1731,6 +1723,24 @@ impl Tx {
         Ok(out)
     }
 
+    /// Clears what points at messages whose rows are gone (room deletion,
+    /// retention): the id index, client ids, and their uploads' counts.
+    fn forget_messages(&mut self, records: &[MessageRecord]) -> Result<()> {
+        let mut attached = Vec::new();
+        {
+            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
+            for rec in records {
+                index.remove(rec.id.0)?;
+                if let Some(cid) = &rec.client_msg_id {
+                    cids.remove((rec.sender.0, cid.as_str()))?;
+                }
+                attached.extend(rec.attachments.iter().cloned());
+            }
+        }
+        self.count_attachments(&attached, -1)
+    }
+
     /// Adds `delta` to the message count of each attached upload.
     fn count_attachments(
         &mut self,
@@ -1827,22 +1837,15 @@ impl Tx {
                 doomed.push((seq, rec));
             }
         }
-        let mut attached = Vec::new();
         {
             let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
-            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
-            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
-            for (seq, rec) in &doomed {
+            for (seq, _) in &doomed {
                 msgs.remove((room.0, *seq))?;
-                index.remove(rec.id.0)?;
-                if let Some(cid) = &rec.client_msg_id {
-                    cids.remove((rec.sender.0, cid.as_str()))?;
-                }
-                attached.extend(rec.attachments.iter().cloned());
             }
         }
-        self.count_attachments(&attached, -1)?;
-        Ok(doomed.len())
+        let records: Vec<MessageRecord> = doomed.into_iter().map(|(_, rec)| rec).collect();
+        self.forget_messages(&records)?;
+        Ok(records.len())
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {
