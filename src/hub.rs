@@ -311,6 +311,34 @@ impl Hub {
         out
     }
 
+    /// The online users `viewer` hears of (see [`sees`]), the viewer
+    /// first and the rest by username: what `authenticated` lists, so a
+    /// fresh connection starts from the same picture that `user_online`
+    /// and `user_offline` then keep current. Bounded by the viewer's rooms
+    /// and friends, not by how many are online server-wide.
+    pub fn visible_to(&self, viewer: Id) -> Vec<User> {
+        let st = self.read();
+        let Some(v) = st.users.get(&viewer) else {
+            return Vec::new();
+        };
+        let mut ids: HashSet<Id> = v.friends.iter().copied().collect();
+        for room in &v.rooms {
+            if let Some(members) = st.rooms.get(room) {
+                ids.extend(members.iter().copied());
+            }
+        }
+        let mut others: Vec<User> = ids
+            .into_iter()
+            .filter(|s| *s != viewer && !v.blocked_by.contains(s))
+            .filter_map(|s| st.users.get(&s).map(|o| o.user.clone()))
+            .collect();
+        others.sort_by(|a, b| a.username.cmp(&b.username));
+        let mut out = Vec::with_capacity(others.len() + 1);
+        out.push(v.user.clone());
+        out.extend(others);
+        out
+    }
+
     /// Online members of a room.
     pub fn room_presence(&self, room: Id) -> Vec<User> {
         let st = self.read();

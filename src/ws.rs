@@ -606,26 +606,35 @@ fn hello(
     session: SessionId,
     auth_id: Option<String>,
 ) -> Result<Vec<Frame>, AppError> {
+    /// Serialized straight from the lists: a `serde_json::Value` tree of
+    /// them would be built and dropped on every connect.
+    #[derive(serde::Serialize)]
+    struct Authenticated<'a> {
+        user: &'a User,
+        session_id: String,
+        rooms: Vec<crate::domain::Room>,
+        online_users: Vec<User>,
+        friends: Vec<&'a User>,
+        friend_requests: &'a [User],
+    }
     let mut out = Vec::new();
     if let Some(id) = auth_id {
         out.push(frame("ack", Some(&id), &json!({ "user": user })));
     }
     let rooms = app.rooms_of(user.id)?;
-    let online = app.online_users_for(user.id)?;
     // Requests that arrived while the user was away are delivered here.
     let lists = app.friends(user.id)?;
-    let friends: Vec<&User> = lists.friends.iter().map(|f| &f.user).collect();
     out.push(frame(
         "authenticated",
         None,
-        &json!({
-            "user": user,
-            "session_id": session.to_string(),
-            "rooms": rooms,
-            "online_users": online,
-            "friends": friends,
-            "friend_requests": lists.incoming,
-        }),
+        &Authenticated {
+            user,
+            session_id: session.to_string(),
+            rooms,
+            online_users: app.hub.visible_to(user.id),
+            friends: lists.friends.iter().map(|f| &f.user).collect(),
+            friend_requests: &lists.incoming,
+        },
     ));
     Ok(out)
 }

@@ -37,6 +37,30 @@ async fn authenticated_lists_rooms_and_online_users() {
     assert!(a.hello["ts"].as_i64().unwrap() > 0);
 }
 
+/// `online_users` holds whom the user hears of (room co-members), not
+/// everyone online: the same set `user_online` would have announced.
+#[tokio::test]
+async fn authenticated_lists_only_online_users_sharing_a_room() {
+    let t = TestApp::spawn().await;
+    let (alice, alice_user) = t.register("alice").await;
+    let (bob, bob_user) = t.register("bob").await;
+    let (carol, _) = t.register("carol").await;
+    let room = id(&t.create_room(&alice, "general", "public").await);
+    t.create_room(&carol, "elsewhere", "public").await;
+    let mut b = t.ws(&bob).await;
+    b.ok("join_room", json!({ "room": room })).await;
+    let _c = t.ws(&carol).await;
+    let a = t.ws(&alice).await;
+    assert_eq!(
+        a.hello["data"]["online_users"],
+        json!([alice_user, bob_user])
+    );
+    // Everyone online is still one request away.
+    let (status, all) = t.get("/api/users/online", &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(all["users"].as_array().map(Vec::len), Some(3));
+}
+
 #[tokio::test]
 async fn auth_by_first_frame_and_refusals() {
     let t = TestApp::spawn_with(|c| c.ws.auth_timeout_ms = 300).await;
