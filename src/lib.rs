@@ -20,6 +20,7 @@ pub mod tls;
 pub mod uploads;
 pub mod web;
 pub mod ws;
+pub mod wsio;
 
 /// Sets up logging: `RUST_LOG` if set, else the given default level.
 /// Logs go to standard error.

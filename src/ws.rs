@@ -12,12 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use warp::Filter;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::hyper::upgrade::OnUpgrade;
@@ -29,20 +25,20 @@ use crate::domain::{Id, User, Username};
 use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room};
 use crate::hub::{CloseRequest, Frame, SessionId};
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
+use crate::wsio::{Msg, WsConn, WsError};
 
 /// A WebSocket over the upgraded HTTP connection.
-type WebSocket = WebSocketStream<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
+type WebSocket = WsConn<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
 
-/// Bytes tungstenite reads from the socket at a time. Its default (128
-/// KiB, zero-filled on the first read) made up most of an idle
-/// connection's memory; frames past this size are read in several calls.
-const READ_BUFFER: usize = 1024;
+/// Queued frames taken into one write, up to about this many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
 
 pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     // `warp::ws()` checks the handshake headers (and answers what is not a
-    // WebSocket request as before), but its `Ws` cannot set tungstenite's
-    // buffer sizes, so the upgrade itself is finished here, from a copy of
-    // hyper's upgrade handle taken before `warp::ws()` claims it.
+    // WebSocket request as before), but its `Ws` hands the connection to
+    // tungstenite, whose buffers cost every idle connection; the upgrade
+    // is finished here instead (framing in `wsio`), from a copy of hyper's
+    // upgrade handle taken before `warp::ws()` claims it.
     warp::path("ws")
         .and(warp::path::end())
         .and(warp::ext::optional::<OnUpgrade>())
@@ -89,17 +85,8 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                             return;
                         }
                     };
-                    let config = WebSocketConfig::default()
-                        .read_buffer_size(READ_BUFFER)
-                        .write_buffer_size(0)
-                        .max_frame_size(Some(max))
-                        .max_message_size(Some(max));
-                    let socket = WebSocketStream::from_raw_socket(
-                        hyper_util::rt::TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
+                    // hyper replays bytes it read past the request itself.
+                    let socket = WsConn::new(hyper_util::rt::TokioIo::new(upgraded), &[], max);
                     connection(app, socket, token, peer, slot).await
                 });
                 let mut r = Response::default();
@@ -125,44 +112,6 @@ fn accept_key(headers: &HeaderMap) -> Option<header::HeaderValue> {
     let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     header::HeaderValue::from_str(&accept).ok()
-}
-
-/// Longer frames go out as a fragmented message (RFC 6455 §5.4), in
-/// pieces of this size. tungstenite serializes a whole frame into its
-/// write buffer and keeps the buffer's capacity for the connection's life,
-/// so one large frame (an `authenticated` listing thousands of online
-/// users, a history page) would otherwise stay pinned in every connection.
-const FRAGMENT: usize = 1024;
-
-/// Writes one text message, fragmented past [`FRAGMENT`] bytes.
-async fn write_text(
-    ws: &mut WebSocket,
-    text: &str,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, Utf8Bytes};
-    if text.len() <= FRAGMENT {
-        return ws.send(WsMessage::Text(Utf8Bytes::from(text))).await;
-    }
-    let pieces = text.len().div_ceil(FRAGMENT);
-    for (i, piece) in text.as_bytes().chunks(FRAGMENT).enumerate() {
-        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
-        let frame = Frame::message(
-            bytes::Bytes::copy_from_slice(piece),
-            opcode,
-            i + 1 == pieces,
-        );
-        ws.feed(WsMessage::Frame(frame)).await?;
-    }
-    ws.flush().await
-}
-
-/// The text of a text frame; binary frames are not part of the protocol.
-fn text_of(msg: &WsMessage) -> Option<&str> {
-    match msg {
-        WsMessage::Text(t) => Some(t.as_str()),
-        _ => None,
-    }
 }
 
 /// A browser's Origin must be this server's own or a configured one;
@@ -191,8 +140,9 @@ fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
 /// Why the loop ended.
 enum Exit {
     Close(CloseRequest),
-    /// The client sent a close frame: answer it and finish.
-    PeerClosed,
+    /// The client sent a close frame (with this code): answer it and
+    /// finish.
+    PeerClosed(Option<u16>),
     Gone,
 }
 
@@ -207,39 +157,38 @@ fn close_req(code: u16, reason: &str) -> CloseRequest {
 async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
     let _ = tokio::time::timeout(grace, async {
         if let Some(f) = req.last_frame {
-            ws.send(WsMessage::text(f.to_string())).await?;
+            ws.queue_text(&f);
         }
-        // A close reason may be at most 123 bytes; a longer one (a long
-        // kick reason) would break the close itself. The full reason
-        // travels in the `kicked` frame.
-        let mut reason = req.reason;
-        if reason.len() > 123 {
-            let mut cut = 123;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        ws.send(WsMessage::Close(Some(CloseFrame {
-            code: req.code.into(),
-            reason: reason.into(),
-        })))
-        .await?;
+        // A long kick reason is cut to what a close frame holds; the full
+        // reason travels in the `kicked` frame.
+        ws.queue_close(req.code, &req.reason);
         ws.flush().await?;
         // Wait for the client's answering close (or the grace period):
         // closing the socket with client frames still unread in the kernel
         // makes it send a reset, and the client may then never read the
-        // close frame and its code. The reads are small (READ_BUFFER), so
-        // a flooding client usually has frames left unread here.
+        // close frame and its code. A flooding client usually has frames
+        // left unread here.
         for _ in 0..100_000 {
             match ws.next().await {
-                Some(Ok(m)) if !m.is_close() => {}
-                _ => break,
+                Some(Ok(Msg::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
             }
         }
-        Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+        Ok::<(), std::io::Error>(())
     })
     .await;
+}
+
+/// The close that answers a framing error.
+fn close_for(e: &WsError, metrics: &crate::metrics::Metrics) -> Exit {
+    match e.close_code() {
+        Some(close::TOO_BIG) => {
+            metrics.reject("too_big");
+            Exit::Close(close_req(close::TOO_BIG, "frame too big"))
+        }
+        Some(code) => Exit::Close(close_req(code, &e.to_string())),
+        None => Exit::Gone,
+    }
 }
 
 /// `slot` is held for the connection's life and given back however it
@@ -295,9 +244,10 @@ async fn connection(
 async fn finish(ws: &mut WebSocket, exit: Exit, grace: Duration) {
     match exit {
         Exit::Close(req) => send_close(ws, req, grace).await,
-        // tungstenite queued the reply to the peer's close; flush it.
-        Exit::PeerClosed => {
-            let _ = tokio::time::timeout(grace, SinkExt::close(ws)).await;
+        // The answer to the client's close echoes its code.
+        Exit::PeerClosed(code) => {
+            ws.queue_close(code.unwrap_or(1000), "");
+            let _ = tokio::time::timeout(grace, ws.shutdown()).await;
         }
         Exit::Gone => {}
     }
@@ -351,53 +301,58 @@ async fn authenticate(
                     "no auth in time",
                 )));
             }
-            Ok(None) | Ok(Some(Err(_))) => return Err(Exit::Gone),
+            Ok(None) => return Err(Exit::Gone),
+            Ok(Some(Err(e))) => return Err(close_for(&e, &app.metrics)),
             Ok(Some(Ok(m))) => m,
         };
-        if msg.is_close() {
-            return Err(Exit::PeerClosed);
-        }
-        if msg.is_ping() || msg.is_pong() {
-            continue;
-        }
-        let Some(text) = text_of(&msg) else {
-            let f = error_frame(
+        let reply = match msg {
+            Msg::Close(code) => return Err(Exit::PeerClosed(code)),
+            Msg::Ping | Msg::Pong => None,
+            Msg::Binary(_) => Some(error_frame(
                 None,
                 ErrorCode::BadRequest,
                 "frames must be UTF-8 JSON text",
-            );
-            if ws.send(WsMessage::text(f.to_string())).await.is_err() {
-                return Err(Exit::Gone);
-            }
-            continue;
-        };
-        let reply = match ClientFrame::parse(text) {
-            Ok(f) if f.kind == "auth" => {
-                #[derive(Deserialize)]
-                struct AuthData {
-                    token: String,
+            )),
+            Msg::Text(text) => Some(match ClientFrame::parse(&text) {
+                Ok(f) if f.kind == "auth" => {
+                    #[derive(Deserialize)]
+                    struct AuthData {
+                        token: String,
+                    }
+                    match f.data::<AuthData>() {
+                        Ok(d) => match app.authenticate(&d.token) {
+                            Ok(user) => return Ok((user, f.id)),
+                            Err(e) => {
+                                let mut req = refuse(&e);
+                                req.last_frame = Some(error_frame(
+                                    f.id.as_deref(),
+                                    e.code(),
+                                    &e.client_message(),
+                                ));
+                                return Err(Exit::Close(req));
+                            }
+                        },
+                        Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
+                    }
                 }
-                match f.data::<AuthData>() {
-                    Ok(d) => match app.authenticate(&d.token) {
-                        Ok(user) => return Ok((user, f.id)),
-                        Err(e) => {
-                            let mut req = refuse(&e);
-                            req.last_frame =
-                                Some(error_frame(f.id.as_deref(), e.code(), &e.client_message()));
-                            return Err(Exit::Close(req));
-                        }
-                    },
-                    Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
-                }
-            }
-            Ok(f) => error_frame(
-                f.id.as_deref(),
-                ErrorCode::Unauthorized,
-                "authenticate first with an auth frame",
-            ),
-            Err(e) => error_frame(e.id.as_deref(), ErrorCode::BadRequest, &e.message),
+                Ok(f) => error_frame(
+                    f.id.as_deref(),
+                    ErrorCode::Unauthorized,
+                    "authenticate first with an auth frame",
+                ),
+                Err(e) => error_frame(e.id.as_deref(), ErrorCode::BadRequest, &e.message),
+            }),
         };
-        if ws.send(WsMessage::text(reply.to_string())).await.is_err() {
+        if let Some(reply) = reply {
+            ws.queue_text(&reply);
+        }
+        // A pong to a ping is queued too.
+        if ws.unwritten() > 0
+            && tokio::time::timeout_at(deadline, ws.flush())
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+        {
             return Err(Exit::Gone);
         }
     }
@@ -478,9 +433,10 @@ async fn run(
     };
     let send_timeout = Duration::from_millis(app.config.ws.heartbeat_timeout_ms.max(1000));
     for f in hello {
-        if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
-            return exit;
-        }
+        ws.queue_text(&f);
+    }
+    if let Err(exit) = flush(ws, &ctl, send_timeout).await {
+        return exit;
     }
     let cfg = &app.config;
     let interval = Duration::from_millis(cfg.ws.heartbeat_interval_ms);
@@ -495,103 +451,104 @@ async fn run(
     };
     let metrics = &app.metrics;
     let mut inflight: Option<Pending> = None;
+    // Each turn queues what is ready, then writes it all at once.
     loop {
         tokio::select! {
             biased;
             req = ctl.closed() => return Exit::Close(req),
             answer = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
-                if let Some(f) = answer
-                    && let Err(exit) = send(ws, f, &ctl, send_timeout).await
-                {
-                    return exit;
+                if let Some(f) = answer {
+                    ws.queue_text(&f);
                 }
             }
             out = rx.recv() => {
-                let Some((f, queued_at)) = out else { return Exit::Gone };
-                let len = f.len();
-                if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
-                    return exit;
+                let Some(mut next) = out else { return Exit::Gone };
+                // Whatever else waits goes out in the same write.
+                loop {
+                    let (f, queued_at) = next;
+                    ws.queue_text(&f);
+                    metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
+                    metrics.bytes_out.inc_by(f.len() as u64);
+                    if ws.unwritten() >= BATCH_BYTES {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(more) => next = more,
+                        Err(_) => break,
+                    }
                 }
-                metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
-                metrics.bytes_out.inc_by(len as u64);
             }
             incoming = ws.next(), if inflight.is_none() => {
                 last_seen = Instant::now();
                 let msg = match incoming {
                     None => return Exit::Gone,
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        // tungstenite reports an oversized frame as a
-                        // capacity error; the contract's answer is 1009.
-                        if text.contains("Space limit") || text.contains("too long") || text.contains("Capacity") || text.contains("capacity") {
-                            metrics.reject("too_big");
-                            return Exit::Close(close_req(close::TOO_BIG, "frame too big"));
+                    Some(Err(e)) => return close_for(&e, metrics),
+                };
+                let text = match msg {
+                    Msg::Close(code) => return Exit::PeerClosed(code),
+                    // A ping's pong is already queued.
+                    Msg::Ping | Msg::Pong => None,
+                    Msg::Text(t) => Some(Ok(t)),
+                    Msg::Binary(len) => Some(Err(len)),
+                };
+                if let Some(text) = text {
+                    metrics.frames_in.inc();
+                    metrics.bytes_in.inc_by(text.as_ref().map_or_else(|n| *n, String::len) as u64);
+                    if !bucket.take() {
+                        metrics.reject("rate_limited");
+                        if bucket.refused > cfg.limits.frames_burst.max(10) {
+                            metrics.reject("flooding");
+                            return Exit::Close(close_req(close::POLICY, "flooding"));
                         }
-                        return Exit::Gone;
-                    }
-                };
-                if msg.is_close() {
-                    return Exit::PeerClosed;
-                }
-                if msg.is_ping() || msg.is_pong() {
-                    continue;
-                }
-                metrics.frames_in.inc();
-                metrics.bytes_in.inc_by(msg.len() as u64);
-                if !bucket.take() {
-                    metrics.reject("rate_limited");
-                    if bucket.refused > cfg.limits.frames_burst.max(10) {
-                        metrics.reject("flooding");
-                        return Exit::Close(close_req(close::POLICY, "flooding"));
-                    }
-                    let id = text_of(&msg).and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
-                    let f = error_frame(id.as_deref(), ErrorCode::RateLimited, "slow down");
-                    if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
-                        return exit;
-                    }
-                    continue;
-                }
-                let answer = match text_of(&msg) {
-                    Some(text) => handle(&ctx, text),
-                    None => Answer::Now(Some(error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text"))),
-                };
-                match answer {
-                    Answer::Now(Some(f)) => {
-                        if let Err(exit) = send(ws, f, &ctl, send_timeout).await {
-                            return exit;
+                        let id = text.as_ref().ok().and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
+                        ws.queue_text(&error_frame(id.as_deref(), ErrorCode::RateLimited, "slow down"));
+                    } else {
+                        match text {
+                            Ok(t) => match handle(&ctx, &t) {
+                                Answer::Now(Some(f)) => ws.queue_text(&f),
+                                Answer::Now(None) => {}
+                                Answer::Later(fut) => inflight = Some(fut),
+                            },
+                            Err(_) => ws.queue_text(&error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text")),
                         }
                     }
-                    Answer::Now(None) => {}
-                    Answer::Later(fut) => inflight = Some(fut),
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > dead_after {
                     return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
                 }
-                let ping = async { ws.send(WsMessage::Ping(Default::default())).await };
-                if tokio::time::timeout(send_timeout, ping).await.map(|r| r.is_err()).unwrap_or(true) {
-                    return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
-                }
+                ws.queue_ping();
             }
+        }
+        if ws.unwritten() > 0
+            && let Err(exit) = flush(ws, &ctl, send_timeout).await
+        {
+            return exit;
         }
     }
 }
 
-/// Writes one frame, giving way to a close request (a full queue, a kick)
-/// and to a peer that stopped reading.
-async fn send(
+/// Writes what is queued, giving way to a close request (a full queue, a
+/// kick) and to a peer that stopped reading.
+async fn flush(
     ws: &mut WebSocket,
-    f: Frame,
     ctl: &crate::hub::SessionControl,
     timeout: Duration,
 ) -> Result<(), Exit> {
+    // A socket with room takes it all at once, with no timer or close
+    // request to watch: the common case, set up for nothing.
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(ws.poll_flush(cx))).await {
+        std::task::Poll::Ready(Ok(())) => return Ok(()),
+        std::task::Poll::Ready(Err(_)) => return Err(Exit::Gone),
+        std::task::Poll::Pending => {}
+    }
     tokio::select! {
         biased;
         req = ctl.closed() => Err(Exit::Close(req)),
-        r = tokio::time::timeout(timeout, write_text(ws, &f)) => match r {
+        r = tokio::time::timeout(timeout, ws.flush()) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Exit::Gone),
             Err(_) => Err(Exit::Close(close_req(close::TOO_SLOW, "too slow"))),
