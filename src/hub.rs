@@ -1,20 +1,20 @@
 //! Sessions, subscriptions, presence, typing and fan-out. Knows nothing of
-//! warp or sockets: a session is a bounded queue of serialized frames plus
-//! a control block the hub uses to close it.
+//! warp or sockets: a session is an outbox, a bounded queue of serialized
+//! frames and a close request, that its connection task drains.
 //!
 //! Locking: one `RwLock` over the whole state, held only for in-memory work
 //! (never across an `.await` or a disk write). Fan-out takes it for reading
 //! and only `try_send`s, so a slow connection never blocks a room: when its
 //! queue is full it is told to close with 4009.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
 
 use crate::domain::{Id, Room, User, Visibility, now_ms};
 use crate::metrics::Metrics;
@@ -35,37 +35,123 @@ pub struct CloseRequest {
     pub last_frame: Option<Frame>,
 }
 
-/// How the hub reaches a connection besides its queue: a close request
-/// that takes effect even when the queue is full.
+/// A session's outbox: frames queued by fan-out and a close request
+/// that takes effect even when the queue is full. Nothing is allocated
+/// while it is empty, which is most of an idle connection's life (a
+/// channel would keep a block of slots per connection).
 #[derive(Default)]
 pub struct SessionControl {
-    notify: Notify,
-    request: Mutex<Option<CloseRequest>>,
+    outbox: Mutex<Outbox>,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Queued>,
+    close: Option<CloseRequest>,
+    /// Set once the connection is gone: nothing more is queued.
+    ended: bool,
+}
+
+/// What wakes a connection: frames to write, or a close.
+pub enum Wake {
+    Frames(VecDeque<Queued>),
+    Close(CloseRequest),
 }
 
 impl SessionControl {
-    pub fn close(&self, req: CloseRequest) {
-        if let Ok(mut slot) = self.request.lock()
-            && slot.is_none()
-        {
-            *slot = Some(req);
-        }
-        self.notify.notify_one();
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub async fn closed(&self) -> CloseRequest {
-        loop {
-            if let Some(req) = self.request.lock().ok().and_then(|mut s| s.take()) {
-                return req;
-            }
-            self.notify.notified().await;
+    /// Asks the connection to close; the first request wins.
+    pub fn close(&self, req: CloseRequest) {
+        let mut o = self.outbox();
+        if o.close.is_none() {
+            o.close = Some(req);
         }
+        drop(o);
+        self.waker.wake();
     }
+
+    /// Queues a frame unless `limit` frames already wait, in which case the
+    /// reader fell too far behind and is asked to close instead.
+    fn push(&self, f: Frame, limit: usize) -> Push {
+        let mut o = self.outbox();
+        if o.ended {
+            return Push::Gone;
+        }
+        if o.frames.len() >= limit {
+            let first = o.close.is_none();
+            if first {
+                o.close = Some(too_slow());
+            }
+            drop(o);
+            self.waker.wake();
+            return Push::Full { first };
+        }
+        let was_empty = o.frames.is_empty();
+        o.frames.push_back((f, Instant::now()));
+        drop(o);
+        // A non-empty outbox has already woken its task.
+        if was_empty {
+            self.waker.wake();
+        }
+        Push::Queued
+    }
+
+    /// Everything queued (taken whole), or a close request, which comes
+    /// first.
+    pub async fn next(&self) -> Wake {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            let mut o = self.outbox();
+            if let Some(req) = o.close.take() {
+                return std::task::Poll::Ready(Wake::Close(req));
+            }
+            if !o.frames.is_empty() {
+                return std::task::Poll::Ready(Wake::Frames(std::mem::take(&mut o.frames)));
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// A close request, ignoring queued frames (while a write is blocked).
+    pub async fn closed(&self) -> CloseRequest {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.outbox().close.take() {
+                Some(req) => std::task::Poll::Ready(req),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Frames waiting, for tests.
+    pub fn try_take(&self) -> VecDeque<Queued> {
+        std::mem::take(&mut self.outbox().frames)
+    }
+
+    fn end(&self) {
+        let mut o = self.outbox();
+        o.ended = true;
+        o.frames = VecDeque::new();
+    }
+}
+
+enum Push {
+    Queued,
+    /// `first`: this push is the one that asked for the close.
+    Full {
+        first: bool,
+    },
+    Gone,
 }
 
 struct Session {
     user: Id,
-    tx: mpsc::Sender<Queued>,
     ctl: Arc<SessionControl>,
     addr: Option<SocketAddr>,
 }
@@ -98,6 +184,8 @@ struct State {
     /// Here as well as on the hub so the free fan-out functions, which
     /// take only the state, can count deliveries.
     metrics: Arc<Metrics>,
+    /// Frames a session may have waiting before it is closed as too slow.
+    queue_len: usize,
     sessions: HashMap<SessionId, Session>,
     users: HashMap<Id, Online>,
     /// Online members of each room.
@@ -120,7 +208,6 @@ pub struct Hub {
     state: RwLock<State>,
     next_session: AtomicU64,
     next_typing: AtomicU64,
-    queue_len: usize,
     typing_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
@@ -128,7 +215,6 @@ pub struct Hub {
 /// What `connect` returns to the new connection.
 pub struct Connected {
     pub session: SessionId,
-    pub rx: mpsc::Receiver<Queued>,
     pub ctl: Arc<SessionControl>,
 }
 
@@ -137,6 +223,7 @@ impl Hub {
         Arc::new(Hub {
             state: RwLock::new(State {
                 metrics: metrics.clone(),
+                queue_len,
                 sessions: HashMap::new(),
                 users: HashMap::new(),
                 rooms: HashMap::new(),
@@ -144,7 +231,6 @@ impl Hub {
             }),
             next_session: AtomicU64::new(1),
             next_typing: AtomicU64::new(1),
-            queue_len,
             typing_timeout,
             metrics,
         })
@@ -170,7 +256,6 @@ impl Hub {
         addr: Option<SocketAddr>,
         load: impl FnOnce() -> Result<Ties, E>,
     ) -> Result<Connected, E> {
-        let (tx, rx) = mpsc::channel(self.queue_len);
         let ctl = Arc::new(SessionControl::default());
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
@@ -201,7 +286,6 @@ impl Hub {
             session,
             Session {
                 user: user.id,
-                tx,
                 ctl: ctl.clone(),
                 addr,
             },
@@ -220,7 +304,7 @@ impl Hub {
             let audience = audience_of(&st, user.id);
             send_to_users(&st, audience.iter(), &f, None);
         }
-        Ok(Connected { session, rx, ctl })
+        Ok(Connected { session, ctl })
     }
 
     /// Forgets a connection; after a user's last one, tells the others.
@@ -229,6 +313,7 @@ impl Hub {
         let Some(s) = st.sessions.remove(&session) else {
             return;
         };
+        s.ctl.end();
         self.metrics.connections.set(st.sessions.len() as i64);
         let name = st
             .users
@@ -373,7 +458,7 @@ impl Hub {
         let Some(s) = st.sessions.get(&session) else {
             return false;
         };
-        deliver(s, f, &self.metrics)
+        deliver(s, f, &st)
     }
 
     /// Closes every connection of `user`, sending `last_frame` first.
@@ -708,18 +793,19 @@ fn too_slow() -> CloseRequest {
 
 /// Queues a frame; a full queue means the reader fell too far behind, so
 /// its connection is closed instead of letting the queue grow.
-fn deliver(s: &Session, f: Frame, m: &Metrics) -> bool {
-    match s.tx.try_send((f, Instant::now())) {
-        Ok(()) => {
-            m.deliveries.inc();
+fn deliver(s: &Session, f: Frame, st: &State) -> bool {
+    match s.ctl.push(f, st.queue_len) {
+        Push::Queued => {
+            st.metrics.deliveries.inc();
             true
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            m.slow_closed.inc();
-            s.ctl.close(too_slow());
+        Push::Full { first } => {
+            if first {
+                st.metrics.slow_closed.inc();
+            }
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Push::Gone => false,
     }
 }
 
@@ -796,7 +882,7 @@ fn send_to_users<'a>(
         };
         for sid in &o.sessions {
             if let Some(s) = st.sessions.get(sid) {
-                deliver(s, f.clone(), &st.metrics);
+                deliver(s, f.clone(), st);
             }
         }
     }
@@ -823,7 +909,7 @@ mod tests {
     /// The (type, user) of every frame queued so far.
     fn drain(c: &mut Connected) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        while let Ok(f) = c.rx.try_recv() {
+        for f in c.ctl.try_take() {
             let v: serde_json::Value = serde_json::from_str(&f.0).expect("json");
             let name = v["data"]["user"]["username"].as_str().unwrap_or_default();
             out.push((v["type"].as_str().unwrap_or_default().into(), name.into()));

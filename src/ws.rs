@@ -23,15 +23,12 @@ use warp::ws::Ws;
 use crate::app::{Actor, App, AppError, Target, page};
 use crate::domain::{Id, User, Username};
 use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room};
-use crate::hub::{CloseRequest, Frame, SessionId};
+use crate::hub::{CloseRequest, Frame, SessionId, Wake};
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
 use crate::wsio::{Msg, WsConn, WsError};
 
 /// A WebSocket over the upgraded HTTP connection.
 type WebSocket = WsConn<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
-
-/// Queued frames taken into one write, up to about this many bytes.
-const BATCH_BYTES: usize = 64 * 1024;
 
 pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     // `warp::ws()` checks the handshake headers (and answers what is not a
@@ -419,11 +416,7 @@ async fn run(
     auth_id: Option<String>,
     connected: crate::hub::Connected,
 ) -> Exit {
-    let crate::hub::Connected {
-        session,
-        mut rx,
-        ctl,
-    } = connected;
+    let crate::hub::Connected { session, ctl } = connected;
     let hello = match hello(app, user, session, auth_id) {
         Ok(frames) => frames,
         Err(e) => {
@@ -455,28 +448,21 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            req = ctl.closed() => return Exit::Close(req),
+            wake = ctl.next() => match wake {
+                Wake::Close(req) => return Exit::Close(req),
+                // Everything queued goes out in one write.
+                Wake::Frames(frames) => {
+                    for (f, queued_at) in frames {
+                        ws.queue_text(&f);
+                        metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
+                        metrics.bytes_out.inc_by(f.len() as u64);
+                    }
+                }
+            },
             answer = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
                 if let Some(f) = answer {
                     ws.queue_text(&f);
-                }
-            }
-            out = rx.recv() => {
-                let Some(mut next) = out else { return Exit::Gone };
-                // Whatever else waits goes out in the same write.
-                loop {
-                    let (f, queued_at) = next;
-                    ws.queue_text(&f);
-                    metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
-                    metrics.bytes_out.inc_by(f.len() as u64);
-                    if ws.unwritten() >= BATCH_BYTES {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(more) => next = more,
-                        Err(_) => break,
-                    }
                 }
             }
             incoming = ws.next(), if inflight.is_none() => {
