@@ -322,6 +322,54 @@ pub type Listener = Arc<dyn Fn(&[Change]) + Send + Sync>;
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx) -> Completion + Send>;
 
+/// A commit's outcome, handed from the writer to whoever finishes it.
+type Committed = (Vec<Change>, Vec<Completion>, std::result::Result<(), String>);
+
+/// After a commit: fan-out first (the listener, in commit order), then
+/// each operation's reply.
+fn finish_commit(listener: &Listener, (changes, completions, outcome): Committed) {
+    match outcome {
+        Ok(()) => {
+            if !changes.is_empty() {
+                listener(&changes);
+            }
+            for done in completions {
+                done(Ok(()));
+            }
+        }
+        Err(msg) => {
+            for done in completions {
+                done(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
+            }
+        }
+    }
+}
+
+/// Where the writer hands each commit. Inside a runtime, to one task on
+/// it: waking the connections that fan-out and replies reach is then
+/// the runtime waking its own tasks, not a foreign thread pushing every
+/// wake-up through the runtime's shared queue (one cross-thread wake per
+/// commit instead of one per delivery). One task, one channel: commit
+/// order is kept.
+fn handoff(listener: Listener) -> Box<dyn Fn(Committed) + Send> {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Box::new(move |c| finish_commit(&listener, c));
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Committed>();
+    let on_task = listener.clone();
+    rt.spawn(async move {
+        while let Some(c) = rx.recv().await {
+            finish_commit(&on_task, c);
+        }
+    });
+    Box::new(move |c| {
+        // The runtime is shutting down: finish here rather than lose it.
+        if let Err(e) = tx.send(c) {
+            finish_commit(&listener, e.0);
+        }
+    })
+}
+
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -377,10 +425,11 @@ impl Store {
         let writer_db = db.clone();
         let closed = Arc::new(Closed::default());
         let writer_closed = closed.clone();
+        let after = handoff(listener);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
             .spawn(move || {
-                writer_loop(writer_db, rx, max_batch.max(1), listener, observer);
+                writer_loop(writer_db, rx, max_batch.max(1), after, observer);
                 let mut done = writer_closed.done.lock().unwrap_or_else(|e| e.into_inner());
                 *done = true;
                 writer_closed.cv.notify_all();
@@ -680,7 +729,7 @@ fn writer_loop(
     db: Arc<Database>,
     rx: std_mpsc::Receiver<Job>,
     max_batch: usize,
-    listener: Listener,
+    after: Box<dyn Fn(Committed) + Send>,
     observer: Option<CommitObserver>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
@@ -711,24 +760,12 @@ fn writer_loop(
         };
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&mut tx)).collect();
         let Tx { txn, changes } = tx;
-        let committed = txn.commit().map_err(StoreError::from);
-        match committed {
-            Ok(()) => {
-                if !changes.is_empty() {
-                    listener(&changes);
-                }
-                for done in completions {
-                    done(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store: commit failed; {size} operations refused");
-                let msg = e.to_string();
-                for done in completions {
-                    done(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
-                }
-            }
-        }
+        let outcome = txn.commit().map_err(|e| {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "store: commit failed; {size} operations refused");
+            e.to_string()
+        });
+        after((changes, completions, outcome));
         if let Some(obs) = &observer {
             obs(size, started.elapsed());
         }
