@@ -1,6 +1,12 @@
 use clap::Parser;
 use confab::cli::{self, Cli, Command};
 
+/// Under load the server allocates and frees small buffers at a high rate
+/// from several threads (frames, fan-out, the store writer); glibc's
+/// malloc spent about a fifth of a core on it. See docs/benchmarks.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server logs at its configured level; admin commands stay quiet
