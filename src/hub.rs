@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,6 @@ use crate::store::Change;
 
 pub type SessionId = u64;
 pub type Frame = Arc<str>;
-/// A frame in a connection's queue, with when fan-out queued it (for the
-/// delivery latency histogram).
-pub type Queued = (Frame, Instant);
 
 /// A request to close a session, with an optional last frame to send.
 #[derive(Debug, Clone)]
@@ -39,24 +36,48 @@ pub struct CloseRequest {
 /// that takes effect even when the queue is full. Nothing is allocated
 /// while it is empty, which is most of an idle connection's life (a
 /// channel would keep a block of slots per connection).
-#[derive(Default)]
 pub struct SessionControl {
     outbox: Mutex<Outbox>,
     waker: AtomicWaker,
+    /// When the client was last heard from (ms), for the heartbeat.
+    last_seen: AtomicI64,
+}
+
+impl Default for SessionControl {
+    fn default() -> Self {
+        SessionControl {
+            outbox: Mutex::default(),
+            waker: AtomicWaker::new(),
+            last_seen: AtomicI64::new(now_ms()),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Outbox {
-    frames: VecDeque<Queued>,
+    frames: VecDeque<Frame>,
+    /// When the oldest frame waiting was queued.
+    since: Option<Instant>,
+    /// The heartbeat asks for a ping.
+    ping: bool,
     close: Option<CloseRequest>,
     /// Set once the connection is gone: nothing more is queued.
     ended: bool,
 }
 
-/// What wakes a connection: frames to write, or a close.
+/// What wakes a connection: something to write, or a close.
 pub enum Wake {
-    Frames(VecDeque<Queued>),
+    Out(Out),
     Close(CloseRequest),
+}
+
+/// Everything waiting for a connection, taken at once.
+pub struct Out {
+    pub frames: VecDeque<Frame>,
+    /// When the oldest of `frames` was queued (for the delivery latency
+    /// histogram: one reading per write, not one per frame).
+    pub since: Option<Instant>,
+    pub ping: bool,
 }
 
 impl SessionControl {
@@ -91,7 +112,10 @@ impl SessionControl {
             return Push::Full { first };
         }
         let was_empty = o.frames.is_empty();
-        o.frames.push_back((f, Instant::now()));
+        if was_empty {
+            o.since = Some(Instant::now());
+        }
+        o.frames.push_back(f);
         drop(o);
         // A non-empty outbox has already woken its task.
         if was_empty {
@@ -109,8 +133,12 @@ impl SessionControl {
             if let Some(req) = o.close.take() {
                 return std::task::Poll::Ready(Wake::Close(req));
             }
-            if !o.frames.is_empty() {
-                return std::task::Poll::Ready(Wake::Frames(std::mem::take(&mut o.frames)));
+            if !o.frames.is_empty() || o.ping {
+                return std::task::Poll::Ready(Wake::Out(Out {
+                    frames: std::mem::take(&mut o.frames),
+                    since: o.since.take(),
+                    ping: std::mem::take(&mut o.ping),
+                }));
             }
             std::task::Poll::Pending
         })
@@ -130,8 +158,18 @@ impl SessionControl {
     }
 
     /// Frames waiting, for tests.
-    pub fn try_take(&self) -> VecDeque<Queued> {
+    pub fn try_take(&self) -> VecDeque<Frame> {
         std::mem::take(&mut self.outbox().frames)
+    }
+
+    /// The client was heard from (any frame, pongs included).
+    pub fn seen(&self) {
+        self.last_seen.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn ping(&self) {
+        self.outbox().ping = true;
+        self.waker.wake();
     }
 
     fn end(&self) {
@@ -483,6 +521,25 @@ impl Hub {
             }
         }
         online.sessions.len()
+    }
+
+    /// The heartbeat, for every connection at once (one timer for the
+    /// server, not one per connection): a ping to each, and a close for
+    /// those not heard from within `dead_after`.
+    pub fn heartbeat(&self, dead_after: Duration) {
+        let oldest = now_ms() - dead_after.as_millis() as i64;
+        let st = self.read();
+        for s in st.sessions.values() {
+            if s.ctl.last_seen.load(Ordering::Relaxed) < oldest {
+                s.ctl.close(CloseRequest {
+                    code: close::TOO_SLOW,
+                    reason: "heartbeat timeout".into(),
+                    last_frame: None,
+                });
+            } else {
+                s.ctl.ping();
+            }
+        }
     }
 
     /// Closes every connection (server shutdown).
@@ -910,7 +967,7 @@ mod tests {
     fn drain(c: &mut Connected) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for f in c.ctl.try_take() {
-            let v: serde_json::Value = serde_json::from_str(&f.0).expect("json");
+            let v: serde_json::Value = serde_json::from_str(&f).expect("json");
             let name = v["data"]["user"]["username"].as_str().unwrap_or_default();
             out.push((v["type"].as_str().unwrap_or_default().into(), name.into()));
         }

@@ -129,6 +129,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         }
     });
+    // The WebSocket heartbeat: pings, and closes for clients gone silent.
+    let beat_hub = app.hub.clone();
+    let every = Duration::from_millis(app.config.ws.heartbeat_interval_ms.max(1));
+    let dead_after = every + Duration::from_millis(app.config.ws.heartbeat_timeout_ms);
+    let mut beat_stop = stopped.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => beat_hub.heartbeat(dead_after),
+                _ = beat_stop.wait_for(|s| *s) => break,
+            }
+        }
+    });
     // Retention and the removal of unused uploads, now and then, in small
     // transactions.
     let keeper = app.clone();

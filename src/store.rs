@@ -323,7 +323,11 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx) -> Completion + Send>;
 
 /// A commit's outcome, handed from the writer to whoever finishes it.
-type Committed = (Vec<Change>, Vec<Completion>, std::result::Result<(), String>);
+type Committed = (
+    Vec<Change>,
+    Vec<Completion>,
+    std::result::Result<(), String>,
+);
 
 /// After a commit: fan-out first (the listener, in commit order), then
 /// each operation's reply.

@@ -432,11 +432,6 @@ async fn run(
         return exit;
     }
     let cfg = &app.config;
-    let interval = Duration::from_millis(cfg.ws.heartbeat_interval_ms);
-    let dead_after = interval + Duration::from_millis(cfg.ws.heartbeat_timeout_ms);
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
     let mut bucket = Bucket::new(cfg.limits.frames_per_sec, cfg.limits.frames_burst);
     let ctx = Ctx {
         app: app.clone(),
@@ -451,12 +446,19 @@ async fn run(
             wake = ctl.next() => match wake {
                 Wake::Close(req) => return Exit::Close(req),
                 // Everything queued goes out in one write.
-                Wake::Frames(frames) => {
-                    for (f, queued_at) in frames {
-                        ws.queue_text(&f);
-                        metrics.delivery_seconds.observe(queued_at.elapsed().as_secs_f64());
-                        metrics.bytes_out.inc_by(f.len() as u64);
+                Wake::Out(out) => {
+                    let mut bytes = 0;
+                    for f in &out.frames {
+                        ws.queue_text(f);
+                        bytes += f.len();
                     }
+                    if out.ping {
+                        ws.queue_ping();
+                    }
+                    if let Some(since) = out.since {
+                        metrics.delivery_seconds.observe(since.elapsed().as_secs_f64());
+                    }
+                    metrics.bytes_out.inc_by(bytes as u64);
                 }
             },
             answer = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
@@ -466,7 +468,7 @@ async fn run(
                 }
             }
             incoming = ws.next(), if inflight.is_none() => {
-                last_seen = Instant::now();
+                ctl.seen();
                 let msg = match incoming {
                     None => return Exit::Gone,
                     Some(Ok(m)) => m,
@@ -501,12 +503,6 @@ async fn run(
                         }
                     }
                 }
-            }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() > dead_after {
-                    return Exit::Close(close_req(close::TOO_SLOW, "heartbeat timeout"));
-                }
-                ws.queue_ping();
             }
         }
         if ws.unwritten() > 0

@@ -43,7 +43,7 @@ impl Client {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        for (frame, _) in conn.ctl.try_take() {
+        for frame in conn.ctl.try_take() {
             let v: serde_json::Value = serde_json::from_str(&frame).expect("json");
             if v["type"] == "message" {
                 let m = &v["data"]["message"];
