@@ -7,7 +7,12 @@
 //! and only `try_send`s, so a slow connection never blocks a room: when its
 //! queue is full it is told to close with 4009.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Fan-out hashes a user and a session id per delivery. Every key here is
+// made by the server (ULIDs, counters), never chosen by a client, so a
+// fast hash needs no protection against crafted collisions.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -196,7 +201,8 @@ struct Session {
 
 struct Online {
     user: User,
-    sessions: Vec<SessionId>,
+    /// With each session's outbox, so fan-out needs no second lookup.
+    sessions: Vec<(SessionId, Arc<SessionControl>)>,
     /// The rooms this user is a member of, so presence and fan-out need no
     /// store read.
     rooms: HashSet<Id>,
@@ -262,10 +268,10 @@ impl Hub {
             state: RwLock::new(State {
                 metrics: metrics.clone(),
                 queue_len,
-                sessions: HashMap::new(),
-                users: HashMap::new(),
-                rooms: HashMap::new(),
-                typing: HashMap::new(),
+                sessions: HashMap::default(),
+                users: HashMap::default(),
+                rooms: HashMap::default(),
+                typing: HashMap::default(),
             }),
             next_session: AtomicU64::new(1),
             next_typing: AtomicU64::new(1),
@@ -318,7 +324,7 @@ impl Hub {
             );
         }
         if let Some(online) = st.users.get_mut(&user.id) {
-            online.sessions.push(session);
+            online.sessions.push((session, ctl.clone()));
         }
         st.sessions.insert(
             session,
@@ -363,7 +369,7 @@ impl Hub {
         let Some(online) = st.users.get_mut(&s.user) else {
             return;
         };
-        online.sessions.retain(|&x| x != session);
+        online.sessions.retain(|(x, _)| *x != session);
         if !online.sessions.is_empty() {
             return;
         }
@@ -426,7 +432,7 @@ impl Hub {
                 addr: o
                     .sessions
                     .first()
-                    .and_then(|s| st.sessions.get(s))
+                    .and_then(|(s, _)| st.sessions.get(s))
                     .and_then(|s| s.addr),
             })
             .collect();
@@ -481,7 +487,7 @@ impl Hub {
     }
 
     /// Counts of online members per room, for the console.
-    pub fn room_online_counts(&self) -> HashMap<Id, usize> {
+    pub fn room_online_counts(&self) -> std::collections::HashMap<Id, usize> {
         self.read()
             .rooms
             .iter()
@@ -496,7 +502,7 @@ impl Hub {
         let Some(s) = st.sessions.get(&session) else {
             return false;
         };
-        deliver(s, f, &st)
+        deliver(&s.ctl, f, &st)
     }
 
     /// Closes every connection of `user`, sending `last_frame` first.
@@ -511,7 +517,7 @@ impl Hub {
         let Some(online) = st.users.get(&user) else {
             return 0;
         };
-        for sid in &online.sessions {
+        for (sid, _) in &online.sessions {
             if let Some(s) = st.sessions.get(sid) {
                 s.ctl.close(CloseRequest {
                     code,
@@ -850,8 +856,8 @@ fn too_slow() -> CloseRequest {
 
 /// Queues a frame; a full queue means the reader fell too far behind, so
 /// its connection is closed instead of letting the queue grow.
-fn deliver(s: &Session, f: Frame, st: &State) -> bool {
-    match s.ctl.push(f, st.queue_len) {
+fn deliver(ctl: &SessionControl, f: Frame, st: &State) -> bool {
+    match ctl.push(f, st.queue_len) {
         Push::Queued => {
             st.metrics.deliveries.inc();
             true
@@ -899,7 +905,7 @@ fn room_audience_send(st: &State, room: &Room, f: &Frame) {
 /// Online users who hear of `user`'s presence (see [`sees`]): those who
 /// share a room with `user` or are friends, minus those `user` blocks.
 fn audience_of(st: &State, user: Id) -> HashSet<Id> {
-    let mut out = HashSet::new();
+    let mut out = HashSet::default();
     if let Some(o) = st.users.get(&user) {
         for room in &o.rooms {
             if let Some(members) = st.rooms.get(room) {
@@ -937,10 +943,8 @@ fn send_to_users<'a>(
         let Some(o) = st.users.get(uid) else {
             continue;
         };
-        for sid in &o.sessions {
-            if let Some(s) = st.sessions.get(sid) {
-                deliver(s, f.clone(), st);
-            }
+        for (_, ctl) in &o.sessions {
+            deliver(ctl, f.clone(), st);
         }
     }
 }
