@@ -27,9 +27,11 @@ DOC=$ROOT/docs/benchmarks.md
 if [[ -n ${QUICK:-} ]]; then
     IDLE_N=${IDLE_N:-2000}; FANOUT_ROOMS=${FANOUT_ROOMS:-10}; FANOUT_MEMBERS=${FANOUT_MEMBERS:-20}
     DURATION=${DURATION:-3s}; WARMUP=1s; DURABLE_N=50; CHURN_N=20; START_RATE=${START_RATE:-100}; STEPS=4
+    SLOW_ROOMS=2; SLOW_RATE=100
 else
     IDLE_N=${IDLE_N:-19000}; FANOUT_ROOMS=${FANOUT_ROOMS:-100}; FANOUT_MEMBERS=${FANOUT_MEMBERS:-100}
-    DURATION=${DURATION:-10s}; WARMUP=2s; DURABLE_N=500; CHURN_N=100; START_RATE=${START_RATE:-50}; STEPS=16
+    DURATION=${DURATION:-10s}; WARMUP=2s; DURABLE_N=500; CHURN_N=100; START_RATE=${START_RATE:-300}; STEPS=16
+    SLOW_ROOMS=10; SLOW_RATE=500
 fi
 
 cargo build --release --quiet
@@ -79,10 +81,12 @@ both() {
 
 both idle idle -n "$IDLE_N" --members 100 --steps 10
 both fanout fanout --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate "$START_RATE" \
-    --find-max --factor 1.3 --max-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP"
+    --find-max --factor 1.1 --max-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP"
 both durable durable -n "$DURABLE_N" --members 10 --duration "$DURATION" --warmup "$WARMUP"
 both churn churn -n "$CHURN_N" --members 10 --duration "$DURATION" --warmup "$WARMUP"
-both slow slow --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate $((START_RATE * 4)) \
+# Slow readers: fewer, busier rooms (50 messages/s each at full size), so
+# that a stalled member has a real backlog building up against it.
+both slow slow --rooms "$SLOW_ROOMS" --members "$FANOUT_MEMBERS" --rate "$SLOW_RATE" \
     --stalled 0.01 --duration "$DURATION" --warmup "$WARMUP"
 
 "$BIN" bench chart --kind latency --out docs/bench/latency.svg --y-max 100 \

@@ -99,7 +99,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
+async fn tcp(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<TcpStream, String> {
     let socket = if server.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -109,6 +113,11 @@ async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, St
     if let Some(ip) = source {
         socket
             .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| classify_io(&e, source))?;
+    }
+    if let Some(size) = recv_buffer {
+        socket
+            .set_recv_buffer_size(size)
             .map_err(|e| classify_io(&e, source))?;
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
@@ -131,7 +140,7 @@ pub async fn http_json(
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
     let work = async {
-        let mut stream = tcp(server, source).await?;
+        let mut stream = tcp(server, source, None).await?;
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nAccept: application/json\r\n"
@@ -234,12 +243,17 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Opens `/ws?token=…` from `source`.
+/// `recv_buffer` sets the socket's receive buffer (SO_RCVBUF): a small
+/// one makes a client that stops reading look like a stalled phone on a
+/// bad network, whose backlog ends up in the server rather than in the
+/// loopback's generous kernel buffers.
 pub async fn connect_ws(
     server: SocketAddr,
     source: Option<IpAddr>,
     token: &str,
+    recv_buffer: Option<u32>,
 ) -> Result<Ws, String> {
-    let stream = tcp(server, source).await?;
+    let stream = tcp(server, source, recv_buffer).await?;
     let url = format!("ws://{server}/ws?token={token}");
     let handshake =
         tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config()));

@@ -556,6 +556,9 @@ fn answer_to(frame: &str, id: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// SO_RCVBUF of members that stall, in bytes.
+const STALLED_RECV_BUFFER: u32 = 4096;
+
 /// Connects, waits for `authenticated`, joins the room.
 async fn setup(
     server: SocketAddr,
@@ -563,7 +566,9 @@ async fn setup(
     spec: &ConnSpec,
     room: &RoomShared,
 ) -> Result<Ws, String> {
-    let mut ws = net::connect_ws(server, source, &spec.token).await?;
+    // Members that will stall get a small receive buffer (see connect_ws).
+    let recv_buffer = spec.stall.then_some(STALLED_RECV_BUFFER);
+    let mut ws = net::connect_ws(server, source, &spec.token, recv_buffer).await?;
     await_frame(&mut ws, "authenticated", |t| {
         if stats::kind(t) == Kind::Error {
             return Err(format!("refused: {t}"));
