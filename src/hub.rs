@@ -529,13 +529,19 @@ impl Hub {
         online.sessions.len()
     }
 
-    /// The heartbeat, for every connection at once (one timer for the
-    /// server, not one per connection): a ping to each, and a close for
-    /// those not heard from within `dead_after`.
-    pub fn heartbeat(&self, dead_after: Duration) {
+    /// One slice of the heartbeat (one timer for the server, not one per
+    /// connection): a ping to each session in `slice` of `slices`, and a
+    /// close for those not heard from within `dead_after`. Called for each
+    /// slice in turn, so every session is visited once per round; pinging
+    /// every connection at once would write tens of thousands of frames in
+    /// one burst and stall everything else for that long.
+    pub fn heartbeat(&self, slice: u64, slices: u64, dead_after: Duration) {
         let oldest = now_ms() - dead_after.as_millis() as i64;
         let st = self.read();
-        for s in st.sessions.values() {
+        for (id, s) in &st.sessions {
+            if id % slices.max(1) != slice {
+                continue;
+            }
             if s.ctl.last_seen.load(Ordering::Relaxed) < oldest {
                 s.ctl.close(CloseRequest {
                     code: close::TOO_SLOW,

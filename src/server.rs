@@ -129,17 +129,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         }
     });
-    // The WebSocket heartbeat: pings, and closes for clients gone silent.
+    // The WebSocket heartbeat: pings, and closes for clients gone silent,
+    // one slice of the sessions at a time so the pings are spread over
+    // the interval.
+    const SLICES: u64 = 50;
     let beat_hub = app.hub.clone();
-    let every = Duration::from_millis(app.config.ws.heartbeat_interval_ms.max(1));
-    let dead_after = every + Duration::from_millis(app.config.ws.heartbeat_timeout_ms);
+    let interval = app.config.ws.heartbeat_interval_ms.max(1);
+    let dead_after = Duration::from_millis(interval + app.config.ws.heartbeat_timeout_ms);
+    let every = Duration::from_micros((interval * 1000 / SLICES).max(1000));
     let mut beat_stop = stopped.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slice = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => beat_hub.heartbeat(dead_after),
+                _ = tick.tick() => {
+                    beat_hub.heartbeat(slice, SLICES, dead_after);
+                    slice = (slice + 1) % SLICES;
+                }
                 _ = beat_stop.wait_for(|s| *s) => break,
             }
         }

@@ -874,6 +874,61 @@ async fn a_frame_over_the_limit_closes_with_1009() {
     assert_eq!(a.closed().await, Closed::Code(1009));
 }
 
+/// A fragmented client message is put back together (with a ping between
+/// its pieces); a text message that is not UTF-8 closes with 1007.
+#[tokio::test]
+async fn fragmented_frames_are_joined_and_bad_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let mut a = t.ws(&alice).await;
+    let text = json!({"type": "ping", "id": "in-pieces"}).to_string();
+    let (head, tail) = text.split_at(10);
+    let pieces = [
+        WsMessage::Frame(Frame::message(
+            head.as_bytes().to_vec(),
+            OpCode::Data(Data::Text),
+            false,
+        )),
+        WsMessage::Ping(b"between".to_vec().into()),
+        WsMessage::Frame(Frame::message(
+            tail.as_bytes().to_vec(),
+            OpCode::Data(Data::Continue),
+            true,
+        )),
+    ];
+    for m in pieces {
+        a.stream.send(m).await.expect("sent");
+    }
+    assert_eq!(a.next_of("pong").await["id"], "in-pieces");
+
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    a.stream.send(WsMessage::Frame(bad)).await.expect("sent");
+    assert_eq!(a.closed().await, Closed::Code(1007));
+}
+
+/// A frame far larger than any socket buffer (a history page) arrives
+/// whole, and the connection goes on.
+#[tokio::test]
+async fn a_large_answer_arrives_whole() {
+    let t = TestApp::spawn_with(|c| c.limits.messages_burst = 100).await;
+    let (alice, _) = t.register("alice").await;
+    let room = id(&t.create_room(&alice, "general", "public").await);
+    let mut a = t.ws(&alice).await;
+    let long = "y".repeat(3000);
+    for _ in 0..40 {
+        a.ok("send_message", json!({"room": room, "text": long}))
+            .await;
+    }
+    let page = a.ok("history", json!({"room": room, "limit": 40})).await;
+    let messages = page["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 40);
+    assert!(messages.iter().all(|m| m["text"] == long.as_str()));
+    a.send_json(json!({"type": "ping", "id": "after"})).await;
+    assert_eq!(a.next_of("pong").await["id"], "after");
+}
+
 #[tokio::test]
 async fn flooding_is_rate_limited_then_closed() {
     let t = TestApp::spawn_with(|c| {
