@@ -151,7 +151,7 @@ pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }
         "$(j confab-churn '.steps[0].ops_per_sec')" "$(j peer-churn '.steps[0].ops_per_sec')" 0
     row "churn: cycle p99 ms" lower \
         "$(j confab-churn '.steps[0].latency.p99_ms')" "$(j peer-churn '.steps[0].latency.p99_ms')" 1
-    row "slow readers: others' p99 ms, all reading" lower \
+    row "slow readers: others' p99 ms, all reading (mean of the phases before and after)" lower \
         "$(j confab-slow .slow.baseline_p99_ms)" "$(j peer-slow .slow.baseline_p99_ms)" 1
     row "slow readers: others' p99 ms, 1% of members stalled" lower \
         "$(j confab-slow .slow.stalled_p99_ms)" "$(j peer-slow .slow.stalled_p99_ms)" 1
@@ -159,6 +159,37 @@ pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }
         "$(j confab-slow .slow.p99_increase_pct)" "$(j peer-slow .slow.p99_increase_pct)" 0
     row "slow readers: server RSS peak while stalled, MiB" lower \
         "$(mibv "$(j confab-slow .slow.rss_peak)")" "$(mibv "$(j peer-slow .slow.rss_peak)")" 1
+    echo
+    echo "## Targets"
+    echo
+    echo "The figures above against the targets of the benchmark issue, each server on one core."
+    echo
+    echo "| figure | target | confab | met | beats the peer |"
+    echo "|---|---|---|---|---|"
+    # target_row FIGURE TARGET-TEXT CONFAB PEER DECIMALS lower|higher LIMIT
+    target_row() {
+        local met=n/a beats=n/a
+        if [[ -n $3 ]]; then
+            if [[ $6 == lower ]]; then
+                met=$(awk "BEGIN{print ($3 <= $7) ? \"yes\" : \"no\"}")
+                [[ -n $4 ]] && beats=$(awk "BEGIN{print ($3 < $4) ? \"yes\" : \"no\"}")
+            else
+                met=$(awk "BEGIN{print ($3 >= $7) ? \"yes\" : \"no\"}")
+                [[ -n $4 ]] && beats=$(awk "BEGIN{print ($3 > $4) ? \"yes\" : \"no\"}")
+            fi
+        fi
+        printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(num "$3" "$5")" "$met" "$beats"
+    }
+    c=$(j confab-idle .idle.rss_per_connection); p=$(j peer-idle .idle.rss_per_connection)
+    target_row "idle: server RSS per connection, KiB" "≤ 4" "$([[ -n $c ]] && kib "$c")" "$([[ -n $p ]] && kib "$p")" 2 lower 4
+    target_row "fan-out ${FANOUT_ROOMS} × ${FANOUT_MEMBERS}: deliveries/s, p99 ≤ 50 ms, nothing lost" "≥ 100,000" \
+        "$(j confab-fanout "$(best).deliveries_per_sec")" "$(j peer-fanout "$(best).deliveries_per_sec")" 0 higher 100000
+    target_row "durable: acknowledged messages/s, each on disk first" "≥ 30,000" \
+        "$(j confab-durable '.steps[0].acked_per_sec')" "$(j peer-durable '.steps[0].acked_per_sec')" 0 higher 30000
+    target_row "churn: connect + auth + join (+ send) per second" "≥ 5,000" \
+        "$(j confab-churn '.steps[0].ops_per_sec')" "$(j peer-churn '.steps[0].ops_per_sec')" 0 higher 5000
+    target_row "slow readers: others' p99 change with 1% stalled, %" "≤ +20" \
+        "$(j confab-slow .slow.p99_increase_pct)" "$(j peer-slow .slow.p99_increase_pct)" 0 lower 20
     echo
     echo "Checks (every delivery counted; a loss, duplicate or reordering fails a run):"
     echo
