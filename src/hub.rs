@@ -399,7 +399,8 @@ impl Hub {
                 None,
                 &json!({"room": room, "user": online.user, "typing": false}),
             );
-            send_to_room(&st, room, &f, Some(s.user));
+            let hidden = |u: Id| u == s.user || online.blocked_by.contains(&u);
+            send_to_room_unless(&st, room, &f, hidden);
         }
         let f = frame("user_offline", None, &json!({ "user": online.user }));
         send_to_users(&st, audience.iter(), &f, None);
@@ -605,7 +606,7 @@ impl Hub {
                 None,
                 &json!({"room": room, "user": user, "typing": on}),
             );
-            send_to_room(&st, room, &f, Some(user.id));
+            send_typing(&st, room, &f, user.id);
         }
     }
 
@@ -620,7 +621,7 @@ impl Hub {
             None,
             &json!({"room": room, "user": user, "typing": false}),
         );
-        send_to_room(&st, room, &f, Some(user.id));
+        send_typing(&st, room, &f, user.id);
     }
 
     /// Applies committed changes, in commit order: keeps subscriptions in
@@ -650,13 +651,19 @@ impl Hub {
                 );
                 self.send_to_room(*room, &f, None);
             }
-            Change::Read { room, user, seq } => {
+            Change::Read {
+                room,
+                user,
+                seq,
+                hidden_from,
+            } => {
                 let f = frame(
                     "read",
                     None,
                     &json!({"room": room, "user": user, "seq": seq}),
                 );
-                self.send_to_room(*room, &f, None);
+                let st = self.read();
+                send_to_room_unless(&st, *room, &f, |u| hidden_from.contains(&u));
             }
             Change::RoomCreated { room, members } => {
                 if room.kind == crate::domain::RoomKind::Room {
@@ -934,6 +941,30 @@ fn send_to_room(st: &State, room: Id, f: &Frame, except: Option<Id>) {
     if let Some(members) = st.rooms.get(&room) {
         send_to_users(st, members.iter(), f, except);
     }
+}
+
+/// A room's subscribers, less those `hidden` names.
+fn send_to_room_unless(st: &State, room: Id, f: &Frame, hidden: impl Fn(Id) -> bool) {
+    let Some(members) = st.rooms.get(&room) else {
+        return;
+    };
+    for uid in members.iter().filter(|u| !hidden(**u)) {
+        if let Some(o) = st.users.get(uid) {
+            for (_, ctl) in &o.sessions {
+                deliver(ctl, f.clone(), st);
+            }
+        }
+    }
+}
+
+/// Typing goes to the room's other subscribers, but not to those who
+/// block the typist: a block hides what the blocked user does, not only
+/// what they say to you directly.
+fn send_typing(st: &State, room: Id, f: &Frame, typist: Id) {
+    let blockers = st.users.get(&typist).map(|o| &o.blocked_by);
+    send_to_room_unless(st, room, f, |u| {
+        u == typist || blockers.is_some_and(|b| b.contains(&u))
+    });
 }
 
 fn send_to_users<'a>(

@@ -285,6 +285,8 @@ pub enum Change {
         room: Id,
         user: User,
         seq: u64,
+        /// Users who block the reader: the event is kept from them.
+        hidden_from: Vec<Id>,
     },
     /// A friend request reached its recipient.
     FriendRequested {
@@ -2103,10 +2105,15 @@ impl Tx {
             rec.last_read = seq;
             m.insert((room.0, user.id.0), encode(&rec).as_slice())?;
             drop(m);
+            let hidden_from = q::pairs_of(&self.txn.open_table(USER_BLOCKER_TO_SINCE)?, user.id)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
             self.emit(Change::Read {
                 room,
                 user: user.clone(),
                 seq,
+                hidden_from,
             });
         }
         Ok(rec.last_read)

@@ -421,6 +421,37 @@ async fn three_in_a_room(t: &TestApp) -> (String, String, String, String) {
     (alice, bob, carol, room)
 }
 
+/// A block hides what the blocked user does in a shared room (typing,
+/// read receipts) from the blocker, as it hides their presence.
+#[tokio::test]
+async fn a_blocker_gets_no_typing_or_read_events_from_the_blocked_user() {
+    let t = TestApp::spawn().await;
+    let (alice, bob, carol, room) = three_in_a_room(&t).await;
+    let (status, body) = t
+        .post("/api/blocks", &alice, json!({"username": "bob"}))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let mut a = t.ws(&alice).await;
+    let mut b = t.ws(&bob).await;
+    let mut c = t.ws(&carol).await;
+
+    b.ok("typing_start", json!({ "room": room })).await;
+    b.ok("mark_read", json!({"room": room, "seq": 2})).await;
+    b.ok("typing_stop", json!({ "room": room })).await;
+    for kind in ["typing", "read"] {
+        c.next_where(|f| f["type"] == kind && f["data"]["user"]["username"] == "bob")
+            .await;
+    }
+    // Alice's own typing still reaches bob: the block is hers.
+    a.ok("typing_start", json!({ "room": room })).await;
+    b.next_where(|f| f["type"] == "typing" && f["data"]["user"]["username"] == "alice")
+        .await;
+    settle(&mut a).await;
+    for kind in ["typing", "read"] {
+        assert!(about(&mut a, kind, "bob").is_empty(), "{:?}", a.buffered);
+    }
+}
+
 #[tokio::test]
 async fn a_blocker_is_hidden_from_the_blocked_users_presence() {
     let t = TestApp::spawn().await;
