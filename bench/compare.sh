@@ -151,9 +151,9 @@ pass() { [[ $(j "$1" .passed) == true ]] && echo pass || echo FAIL; }
         "$(j confab-churn '.steps[0].ops_per_sec')" "$(j peer-churn '.steps[0].ops_per_sec')" 0
     row "churn: cycle p99 ms" lower \
         "$(j confab-churn '.steps[0].latency.p99_ms')" "$(j peer-churn '.steps[0].latency.p99_ms')" 1
-    row "slow readers: others' p99 ms, all reading (mean of the phases before and after)" lower \
+    row "slow readers: others' p99 ms, all reading (median of 4 phases)" lower \
         "$(j confab-slow .slow.baseline_p99_ms)" "$(j peer-slow .slow.baseline_p99_ms)" 1
-    row "slow readers: others' p99 ms, 1% of members stalled" lower \
+    row "slow readers: others' p99 ms, 1% of members stalled (median of 3 phases, between the others)" lower \
         "$(j confab-slow .slow.stalled_p99_ms)" "$(j peer-slow .slow.stalled_p99_ms)" 1
     row "slow readers: change of others' p99 when stalled, %" lower \
         "$(j confab-slow .slow.p99_increase_pct)" "$(j peer-slow .slow.p99_increase_pct)" 0

@@ -27,7 +27,7 @@ run fanout "${common[@]}" --rooms 2 --members 10 --rate 50 --find-max --max-step
     --out "$WORK/findmax.json"
 run durable "${common[@]}" -n 20 --members 5
 run churn "${common[@]}" -n 5 --members 5
-run slow "${common[@]}" --rooms 2 --members 20 --rate 40 --stalled 0.05
+run slow "${common[@]}" --rooms 2 --members 20 --rate 40 --stalled 0.05 --rounds 1
 run chart --kind latency --out "$WORK/latency.svg" --title smoke "confab=$WORK/findmax.json"
 run chart --kind memory --out "$WORK/memory.svg" --title smoke "confab=$WORK/idle.json"
 grep -q '<polyline' "$WORK/latency.svg"
