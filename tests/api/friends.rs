@@ -421,16 +421,22 @@ async fn three_in_a_room(t: &TestApp) -> (String, String, String, String) {
     (alice, bob, carol, room)
 }
 
+/// `three_in_a_room`, then alice blocks bob.
+async fn alice_blocks_bob_in_a_room(t: &TestApp) -> (String, String, String, String) {
+    let (alice, bob, carol, room) = three_in_a_room(t).await;
+    let (status, body) = t
+        .post("/api/blocks", &alice, json!({"username": "bob"}))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    (alice, bob, carol, room)
+}
+
 /// A block hides what the blocked user does in a shared room (typing,
 /// read receipts) from the blocker, as it hides their presence.
 #[tokio::test]
 async fn a_blocker_gets_no_typing_or_read_events_from_the_blocked_user() {
     let t = TestApp::spawn().await;
-    let (alice, bob, carol, room) = three_in_a_room(&t).await;
-    let (status, body) = t
-        .post("/api/blocks", &alice, json!({"username": "bob"}))
-        .await;
-    assert_eq!(status, 204, "{body}");
+    let (alice, bob, carol, room) = alice_blocks_bob_in_a_room(&t).await;
     let mut a = t.ws(&alice).await;
     let mut b = t.ws(&bob).await;
     let mut c = t.ws(&carol).await;
@@ -455,11 +461,7 @@ async fn a_blocker_gets_no_typing_or_read_events_from_the_blocked_user() {
 #[tokio::test]
 async fn a_blocker_is_hidden_from_the_blocked_users_presence() {
     let t = TestApp::spawn().await;
-    let (alice, bob, carol, room) = three_in_a_room(&t).await;
-    let (status, body) = t
-        .post("/api/blocks", &alice, json!({"username": "bob"}))
-        .await;
-    assert_eq!(status, 204, "{body}");
+    let (alice, bob, carol, room) = alice_blocks_bob_in_a_room(&t).await;
 
     let mut b = t.ws(&bob).await;
     let mut c = t.ws(&carol).await;
