@@ -945,15 +945,8 @@ fn send_to_room(st: &State, room: Id, f: &Frame, except: Option<Id>) {
 
 /// A room's subscribers, less those `hidden` names.
 fn send_to_room_unless(st: &State, room: Id, f: &Frame, hidden: impl Fn(Id) -> bool) {
-    let Some(members) = st.rooms.get(&room) else {
-        return;
-    };
-    for uid in members.iter().filter(|u| !hidden(**u)) {
-        if let Some(o) = st.users.get(uid) {
-            for (_, ctl) in &o.sessions {
-                deliver(ctl, f.clone(), st);
-            }
-        }
+    if let Some(members) = st.rooms.get(&room) {
+        send_to_users(st, members.iter().filter(|u| !hidden(**u)), f, None);
     }
 }
 
