@@ -954,6 +954,22 @@ fn base_outcome(scenario: &str, common: &Common, layout: &Layout, s: &Setup, p: 
     }
 }
 
+/// What every scenario does first: registers the layout's users and
+/// rooms, starts the worker processes and opens the outcome.
+async fn begin(
+    scenario: &str,
+    c: &Common,
+    layout: &Layout,
+    params: Value,
+) -> Result<(Outcome, Session), String> {
+    let mut progress = Progress::new();
+    let s = setup(c, layout, &mut progress).await?;
+    let mut out = base_outcome(scenario, c, layout, &s, params);
+    let session = Session::start(c, layout, &s, progress).await?;
+    out.workers = session.workers.sizes.len();
+    Ok((out, session))
+}
+
 /// Connects everyone; a connection that fails fails the run, naming the
 /// limit that stopped it.
 async fn connect_all(session: &mut Session, outcome: &mut Outcome) -> Result<bool, String> {
@@ -975,17 +991,13 @@ async fn idle(a: IdleArgs) -> Result<Outcome, String> {
     check_size(a.connections)?;
     let c = &a.common;
     let layout = Layout::rooms_of(a.connections, a.members, 0);
-    let mut progress = Progress::new();
-    let s = setup(c, &layout, &mut progress).await?;
-    let mut out = base_outcome(
+    let (mut out, mut session) = begin(
         "idle",
         c,
         &layout,
-        &s,
         json!({"connections": a.connections, "members": a.members, "steps": a.steps}),
-    );
-    let mut session = Session::start(c, &layout, &s, progress).await?;
-    out.workers = session.workers.sizes.len();
+    )
+    .await?;
     let pid = c.server_pid;
     let settle = Duration::from_millis(1500);
     tokio::time::sleep(settle).await;
@@ -1056,19 +1068,15 @@ async fn fanout(a: FanoutArgs) -> Result<Outcome, String> {
     if a.find_max && !(a.factor.is_finite() && a.factor > 1.0) {
         return Err("--factor must be above 1".into());
     }
-    let mut progress = Progress::new();
-    let s = setup(c, &layout, &mut progress).await?;
-    let mut out = base_outcome(
+    let (mut out, mut session) = begin(
         "fanout",
         c,
         &layout,
-        &s,
         json!({"rooms": t.rooms, "members": t.members, "senders": t.senders, "rate": t.rate,
                "find_max": a.find_max, "factor": a.factor, "max_p99_ms": a.max_p99_ms,
                "duration_ms": c.duration, "warmup_ms": c.warmup}),
-    );
-    let mut session = Session::start(c, &layout, &s, progress).await?;
-    out.workers = session.workers.sizes.len();
+    )
+    .await?;
     if !connect_all(&mut session, &mut out).await? {
         out.bound_by.extend(session.finish().await);
         return Ok(out);
@@ -1135,18 +1143,14 @@ async fn durable(a: DurableArgs) -> Result<Outcome, String> {
     let c = &a.common;
     let members = a.members.max(1);
     let layout = Layout::rooms_of(a.connections, members, members);
-    let mut progress = Progress::new();
-    let s = setup(c, &layout, &mut progress).await?;
-    let mut out = base_outcome(
+    let (mut out, mut session) = begin(
         "durable",
         c,
         &layout,
-        &s,
         json!({"connections": a.connections, "members": members,
                "duration_ms": c.duration, "warmup_ms": c.warmup}),
-    );
-    let mut session = Session::start(c, &layout, &s, progress).await?;
-    out.workers = session.workers.sizes.len();
+    )
+    .await?;
     if connect_all(&mut session, &mut out).await? {
         let cmd = Cmd::Run(run_cmd(c, 0.0, true, false));
         let step = session
@@ -1167,18 +1171,14 @@ async fn churn(a: ChurnArgs) -> Result<Outcome, String> {
     check_size(a.connections)?;
     let c = &a.common;
     let layout = Layout::rooms_of(a.connections, a.members, 0);
-    let mut progress = Progress::new();
-    let s = setup(c, &layout, &mut progress).await?;
-    let mut out = base_outcome(
+    let (mut out, mut session) = begin(
         "churn",
         c,
         &layout,
-        &s,
         json!({"connections": a.connections, "members": a.members,
                "duration_ms": c.duration, "warmup_ms": c.warmup}),
-    );
-    let mut session = Session::start(c, &layout, &s, progress).await?;
-    out.workers = session.workers.sizes.len();
+    )
+    .await?;
     let cmd = Cmd::Churn(run_cmd(c, 0.0, true, false));
     let step = session
         .step("connect+auth+join+send", cmd, c.duration as f64 / 1000.0)
@@ -1219,18 +1219,14 @@ async fn slow(a: SlowArgs) -> Result<Outcome, String> {
             stalled += 1;
         }
     }
-    let mut progress = Progress::new();
-    let s = setup(c, &layout, &mut progress).await?;
-    let mut out = base_outcome(
+    let (mut out, mut session) = begin(
         "slow",
         c,
         &layout,
-        &s,
         json!({"rooms": t.rooms, "members": t.members, "senders": t.senders, "rate": t.rate,
                "stalled": a.stalled, "duration_ms": c.duration, "warmup_ms": c.warmup}),
-    );
-    let mut session = Session::start(c, &layout, &s, progress).await?;
-    out.workers = session.workers.sizes.len();
+    )
+    .await?;
     if connect_all(&mut session, &mut out).await? {
         let per_sender = t.rate / (t.rooms * t.senders) as f64;
         let seconds = c.duration as f64 / 1000.0;
