@@ -742,23 +742,15 @@ fn writer_loop(
     // Ends when every Store handle (and so every sender) is gone.
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        for pass in 0..2 {
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            // A lone operation: give way once before committing it. On an
-            // idle machine this returns at once; on a busy core it lets
-            // the threads that submit operations run on and add theirs to
-            // this commit, instead of paying a commit and an fsync (and
-            // two context switches) for each.
-            if pass == 0 && batch.len() == 1 {
-                std::thread::yield_now();
-            } else {
-                break;
-            }
+        take_waiting(&rx, &mut batch, max_batch);
+        // A lone operation: give way once before committing it. On an
+        // idle machine this returns at once; on a busy core it lets the
+        // threads that submit operations run on and add theirs to this
+        // commit, instead of paying a commit and an fsync (and two context
+        // switches) for each.
+        if batch.len() == 1 {
+            std::thread::yield_now();
+            take_waiting(&rx, &mut batch, max_batch);
         }
         let started = std::time::Instant::now();
         let size = batch.len();
@@ -786,6 +778,16 @@ fn writer_loop(
         after((changes, completions, outcome));
         if let Some(obs) = &observer {
             obs(size, started.elapsed());
+        }
+    }
+}
+
+/// Adds the operations already queued to `batch`, up to `max`.
+fn take_waiting(rx: &std_mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
@@ -882,6 +884,11 @@ mod q {
     }
 
     /// The rows `(user, other) -> time` of a pair table, as (other, time).
+    /// The ids paired with `user` in a (user, other) → time table.
+    pub fn ids_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
+        Ok(pairs_of(t, user)?.into_iter().map(|(id, _)| id).collect())
+    }
+
     pub fn pairs_of(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<Vec<(Id, i64)>> {
         let mut out = Vec::new();
         for row in t.range((user.0, 0)..=(user.0, u128::MAX))? {
@@ -1228,10 +1235,7 @@ impl Rx {
     }
 
     fn ids_in(&self, table: TableDefinition<(u128, u128), i64>, user: Id) -> Result<Vec<Id>> {
-        Ok(q::pairs_of(&self.txn.open_table(table)?, user)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+        q::ids_of(&self.txn.open_table(table)?, user)
     }
 
     /// The user's friends with the time each friendship began.
@@ -2105,10 +2109,7 @@ impl Tx {
             rec.last_read = seq;
             m.insert((room.0, user.id.0), encode(&rec).as_slice())?;
             drop(m);
-            let hidden_from = q::pairs_of(&self.txn.open_table(USER_BLOCKER_TO_SINCE)?, user.id)?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let hidden_from = q::ids_of(&self.txn.open_table(USER_BLOCKER_TO_SINCE)?, user.id)?;
             self.emit(Change::Read {
                 room,
                 user: user.clone(),
