@@ -455,13 +455,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(listener)
+    // Created 0600 by the process's umask (`perms::private_umask`), inside
+    // the 0700 data directory: there is no moment at which another user
+    // could connect before the mode is right.
+    crate::perms::private_umask();
+    UnixListener::bind(path)
 }
 
 /// Serves operator connections until the task is aborted, then removes the
@@ -481,6 +479,13 @@ pub async fn serve(app: Arc<App>, listener: UnixListener) {
                 continue;
             }
         };
+        // The socket lives in the private data directory, but a check of
+        // who connects does not depend on how that directory was made.
+        #[cfg(unix)]
+        if !crate::perms::peer_is_trusted(&stream) {
+            tracing::warn!("admin socket: refused a connection from another user");
+            continue;
+        }
         let app = app.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_one(app, stream).await {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Verified};
 use crate::config::{Config, Registration};
 use serde::Serialize;
 
@@ -18,8 +18,8 @@ use crate::hub::{Hub, Ties};
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::store::{
-    AuditEntry, Change, NewMessage, NewRoom, NewUser, Page, Store, StoreError, Tx, UploadRecord,
-    UserRecord,
+    AuditEntry, Change, NewMessage, NewRoom, NewUser, Page, Revocation, Store, StoreError, Tx,
+    UploadRecord, UserRecord,
 };
 use crate::uploads::{FileStore, UploadError};
 
@@ -271,7 +271,7 @@ impl App {
             return Err(AppError::Conflict("username is taken".into()));
         }
         let user = self.create_user(username, password, Role::User).await?;
-        Ok((self.auth.issue(user.id), user))
+        Ok((self.auth.issue(user.id, 0), user))
     }
 
     pub async fn login(
@@ -287,11 +287,15 @@ impl App {
                 .map_err(|retry| throttled("too many attempts from this address", retry))?;
         }
         // Failures are counted per name, existing or not, so the limit
-        // says nothing about which names exist.
-        let account = username.to_ascii_lowercase();
+        // says nothing about which names exist; and per address, so that
+        // guessing from one place cannot lock the owner out from another.
+        // The attempt is counted before the (slow) verification and given
+        // back if it succeeds: counting after would let concurrent guesses
+        // all pass the check first.
+        let key = (username.to_ascii_lowercase(), ip);
         self.limits
             .login_failures
-            .check(&account)
+            .take(&key)
             .map_err(|retry| throttled("too many failed logins for this account", retry))?;
         let rec = match Username::parse(username) {
             Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
@@ -306,27 +310,132 @@ impl App {
         .map_err(|e| AppError::Internal(e.to_string()))?;
         match rec {
             Some(rec) if ok => {
+                self.limits.login_failures.refund(&key);
                 ban_check(&rec)?;
-                Ok((self.auth.issue(rec.id), rec.public()))
+                Ok((self.auth.issue(rec.id, rec.token_gen), rec.public()))
             }
-            _ => {
-                self.limits.login_failures.hit(&account);
-                Err(AuthError::BadCredentials.into())
-            }
+            _ => Err(AuthError::BadCredentials.into()),
         }
     }
 
-    /// The user a token belongs to, if the token is valid and the account
-    /// still exists: a deleted account's tokens stop working at once.
+    /// The user a token belongs to, if the token is valid, of the user's
+    /// current generation, not revoked, and the account still exists and
+    /// is not banned: each of those ends a token at once.
     pub fn authenticate(&self, token: &str) -> Result<User> {
-        let id = self.auth.verify(token)?;
+        self.authenticate_token(token).map(|(user, _)| user)
+    }
+
+    /// `authenticate`, with what the token said.
+    pub fn authenticate_token(&self, token: &str) -> Result<(User, Verified)> {
+        let v = self.auth.verify(token)?;
+        let rx = self.store.read()?;
+        let rec = rx
+            .user(v.user)?
+            .filter(|rec| rec.token_gen == v.generation)
+            .ok_or(AppError::Auth(AuthError::BadToken))?;
+        if let Some(t) = v.token
+            && rx.token_revoked(t)?
+        {
+            return Err(AuthError::BadToken.into());
+        }
+        ban_check(&rec)?;
+        Ok((rec.public(), v))
+    }
+
+    /// Ends the token (`everywhere`: every token of its user).
+    pub async fn logout(&self, token: &str, everywhere: bool) -> Result<()> {
+        let (user, v) = self.authenticate_token(token)?;
+        if everywhere {
+            self.store
+                .write(move |tx| {
+                    let mut rec = tx.user(user.id)?.ok_or(StoreError::NotFound("user"))?;
+                    tx.revoke_tokens(&mut rec, Revocation::LoggedOutEverywhere);
+                    tx.put_user(&rec)
+                })
+                .await?;
+            return Ok(());
+        }
+        let Some(id) = v.token else {
+            // A token from before tokens had ids can only be ended with
+            // the rest.
+            return Err(AppError::BadRequest(
+                "this token can only be ended with everywhere: true".into(),
+            ));
+        };
+        self.store
+            .write(move |tx| tx.revoke_token(user.id, id, v.exp))
+            .await?;
+        Ok(())
+    }
+
+    /// A user's own password change: the current password is checked (and
+    /// counted like a login), every earlier token ends, and a new token is
+    /// returned for the caller to go on with.
+    pub async fn change_password(
+        self: &Arc<Self>,
+        user: &User,
+        current: String,
+        new: Password,
+        ip: Option<IpAddr>,
+    ) -> Result<String> {
+        let key = (user.username.clone(), ip);
+        self.limits
+            .login_failures
+            .take(&key)
+            .map_err(|retry| throttled("too many failed attempts for this account", retry))?;
         let rec = self
             .store
             .read()?
-            .user(id)?
-            .ok_or(AppError::Auth(AuthError::BadToken))?;
-        ban_check(&rec)?;
-        Ok(rec.public())
+            .user(user.id)?
+            .ok_or(AppError::NotFound("user"))?;
+        let app = self.clone();
+        let hash = rec.password_hash.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || app.auth.verify_password(&current, Some(&hash)))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(AppError::Forbidden(
+                "current_password: wrong password".into(),
+            ));
+        }
+        self.limits.login_failures.refund(&key);
+        let generation = self.replace_password(user.id, new).await?;
+        Ok(self.auth.issue(user.id, generation))
+    }
+
+    /// Sets the password and ends every token issued before; returns the
+    /// new token generation.
+    async fn replace_password(self: &Arc<Self>, id: Id, password: Password) -> Result<u64> {
+        let hash = self.hash(password).await?;
+        let generation = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.password_hash = hash;
+                tx.revoke_tokens(&mut rec, Revocation::PasswordChanged);
+                tx.put_user(&rec)?;
+                Ok(rec.token_gen)
+            })
+            .await?;
+        Ok(generation)
+    }
+
+    /// The actor as the store knows them now. A connection holds the user
+    /// it signed in as; a role changed since must count at once, so every
+    /// permission that depends on the role looks here, not at that copy.
+    fn current(&self, actor: &Actor) -> Result<Actor> {
+        match actor {
+            Actor::Operator => Ok(Actor::Operator),
+            Actor::User(u) => {
+                let rec = self
+                    .store
+                    .read()?
+                    .user(u.id)?
+                    .ok_or(AppError::Auth(AuthError::BadToken))?;
+                Ok(Actor::User(rec.public()))
+            }
+        }
     }
 
     pub fn user_by_name(&self, name: &str) -> Result<UserRecord> {
@@ -345,25 +454,23 @@ impl App {
 
     pub async fn set_password(self: &Arc<Self>, name: &str, password: Password) -> Result<()> {
         let id = self.user_by_name(name)?.id;
-        let hash = self.hash(password).await?;
-        self.store
-            .write(move |tx| {
-                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                rec.password_hash = hash;
-                tx.put_user(&rec)
-            })
-            .await?;
+        self.replace_password(id, password).await?;
         Ok(())
     }
 
+    /// A new role ends the user's tokens (and so their connections): no
+    /// session goes on with powers it no longer has.
     pub async fn set_role(&self, name: &str, role: Role) -> Result<User> {
         let id = self.user_by_name(name)?.id;
         let rec = self
             .store
             .write(move |tx| {
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                rec.role = role;
-                tx.put_user(&rec)?;
+                if rec.role != role {
+                    rec.role = role;
+                    tx.revoke_tokens(&mut rec, Revocation::RoleChanged);
+                    tx.put_user(&rec)?;
+                }
                 Ok(rec)
             })
             .await?;
@@ -395,6 +502,7 @@ impl App {
 
     /// A room the actor may see; a private room of others is `forbidden`.
     pub fn room_for(&self, actor: &Actor, id: Id) -> Result<Room> {
+        let actor = &self.current(actor)?;
         let room = self
             .store
             .read()?
@@ -493,6 +601,7 @@ impl App {
         topic: Option<Topic>,
         visibility: Option<Visibility>,
     ) -> Result<Room> {
+        let actor = &self.current(actor)?;
         let room = self.room_for(actor, id)?;
         if room.kind == RoomKind::Dm {
             return Err(AppError::Forbidden(
@@ -522,6 +631,7 @@ impl App {
     }
 
     pub async fn delete_room(&self, actor: &Actor, id: Id) -> Result<Room> {
+        let actor = &self.current(actor)?;
         let room = self.room_for(actor, id)?;
         let allowed = match actor.user() {
             None => true,
@@ -554,6 +664,7 @@ impl App {
     /// Adds `username` to the room. Anyone who can see a public room may
     /// add to it; private rooms take the owner, a moderator or an admin.
     pub async fn add_member(&self, actor: &Actor, id: Id, username: &str) -> Result<bool> {
+        let actor = &self.current(actor)?;
         let room = self.room_for(actor, id)?;
         if room.kind == RoomKind::Dm {
             return Err(AppError::Forbidden(
@@ -566,10 +677,19 @@ impl App {
             ));
         }
         let user = self.user_by_name(username)?.public();
+        let adder = actor.user().map(|u| u.id);
         let added = self
             .store
             .write(move |tx| {
                 let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
+                // Nobody pulls a user who blocks them into their rooms.
+                if let Some(adder) = adder
+                    && tx.blocks(user.id, adder)?
+                {
+                    return Err(StoreError::Forbidden(
+                        "this user cannot be added to a room by you".into(),
+                    ));
+                }
                 tx.add_member(&room, &user)
             })
             .await?;
@@ -702,10 +822,14 @@ impl App {
         Ok(msg)
     }
 
+    /// Edits obey the rules of sending: a user who may not send a message
+    /// to the room now (muted, no longer a member, blocked or refused by
+    /// the other side of a DM) may not change what it says either.
     pub async fn edit_message(&self, user: &User, id: Id, text: &str) -> Result<Message> {
         let text =
             MessageText::parse(text, self.config.limits.max_message_chars, false)?.into_string();
         let uid = user.id;
+        let default_policy = self.config.server.dm_policy;
         let msg = self
             .store
             .write(move |tx| {
@@ -718,26 +842,34 @@ impl App {
                 if msg.deleted {
                     return Err(StoreError::NotFound("message"));
                 }
+                may_post(tx, uid, msg.room, default_policy)?;
                 tx.edit_message(msg, text)
             })
             .await?;
         Ok(msg)
     }
 
+    /// The sender may delete their own message while they may still send
+    /// to its room; moderators and admins (by their role now, not when
+    /// they signed in) may delete anyone's.
     pub async fn delete_message(&self, actor: &Actor, id: Id) -> Result<Message> {
         let actor = actor.clone();
+        let default_policy = self.config.server.dm_policy;
         let msg = self
             .store
             .write(move |tx| {
                 let msg = tx.message(id)?.ok_or(StoreError::NotFound("message"))?;
-                let allowed = match &actor {
-                    Actor::Operator => true,
-                    Actor::User(u) => u.id == msg.sender.id || u.role.is_staff(),
-                };
-                if !allowed {
-                    return Err(StoreError::Forbidden(
-                        "only the sender, a moderator or an admin may delete a message".into(),
-                    ));
+                if let Actor::User(u) = &actor {
+                    let staff = tx.user(u.id)?.is_some_and(|r| r.role.is_staff());
+                    if !staff {
+                        if u.id != msg.sender.id {
+                            return Err(StoreError::Forbidden(
+                                "only the sender, a moderator or an admin may delete a message"
+                                    .into(),
+                            ));
+                        }
+                        may_post(tx, u.id, msg.room, default_policy)?;
+                    }
                 }
                 if msg.deleted {
                     return Ok(msg);
@@ -1012,6 +1144,29 @@ impl App {
     }
 }
 
+/// Whether `user` may change what they said in `room` (edit, delete): the
+/// rules of sending to a room they are in.
+fn may_post(tx: &Tx, user: Id, room: Id, default: DmPolicy) -> Result<(), StoreError> {
+    let room = tx.room(room)?.ok_or(StoreError::NotFound("room"))?;
+    if tx.member(room.id, user)?.is_none() {
+        return Err(StoreError::Forbidden("not a member of this room".into()));
+    }
+    let scope = if room.kind == RoomKind::Dm {
+        Id(0)
+    } else {
+        room.id
+    };
+    if tx.muted(user, scope, crate::domain::now_ms())? {
+        return Err(StoreError::Forbidden("you are muted".into()));
+    }
+    if room.kind == RoomKind::Dm {
+        for peer in tx.member_ids(room.id)? {
+            may_dm(tx, user, peer, default)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `sender` may send `peer` a direct message. A block and a
 /// friends-only policy are refused with the same words, so the answer does
 /// not tell a blocked user that they are blocked.
@@ -1200,12 +1355,22 @@ fn rank(role: Role) -> u8 {
     }
 }
 
+/// The longest ban or mute with an end: anything longer is a mistake (or
+/// a number chosen to overflow), and "until lifted" is said by giving none.
+pub const MAX_DURATION_SECS: u64 = 100 * 366 * 24 * 3600;
+
 /// A duration in seconds from now, or "until lifted".
-fn until(duration_secs: Option<u64>) -> i64 {
-    match duration_secs {
-        Some(s) => crate::domain::now_ms().saturating_add((s as i64).saturating_mul(1000)),
-        None => i64::MAX,
+fn until(duration_secs: Option<u64>) -> Result<i64> {
+    let Some(secs) = duration_secs else {
+        return Ok(i64::MAX);
+    };
+    if secs == 0 || secs > MAX_DURATION_SECS {
+        return Err(AppError::BadRequest(format!(
+            "duration_secs: must be 1 to {MAX_DURATION_SECS} (100 years); leave it out for no end"
+        )));
     }
+    // In range by the check above: at most about 3.2e12 ms from now.
+    Ok(crate::domain::now_ms() + secs as i64 * 1000)
 }
 
 impl Actor {
@@ -1224,7 +1389,7 @@ impl App {
     /// Staff may act on users below their own role; the operator on anyone.
     fn moderate(&self, actor: &Actor, username: &str) -> Result<UserRecord> {
         let target = self.user_by_name(username)?;
-        match actor {
+        match &self.current(actor)? {
             Actor::Operator => Ok(target),
             Actor::User(u) if u.role.is_staff() && rank(u.role) > rank(target.role) => Ok(target),
             Actor::User(u) if u.role.is_staff() => Err(AppError::Forbidden(format!(
@@ -1303,7 +1468,7 @@ impl App {
         duration_secs: Option<u64>,
     ) -> Result<User> {
         let target = self.moderate(actor, username)?;
-        let until = until(duration_secs);
+        let until = until(duration_secs)?;
         let entry = AuditEntry {
             seq: 0,
             at: crate::domain::now_ms(),
@@ -1320,13 +1485,15 @@ impl App {
             .write(move |tx| {
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
                 rec.banned_until = Some(until);
-                rec.ban_reason = why;
+                rec.ban_reason = why.clone();
+                // Connections end with `kicked` and 4003 when the hub
+                // applies this, in commit order.
+                tx.revoke_tokens(&mut rec, Revocation::Banned { reason: why });
                 tx.put_user(&rec)?;
                 tx.audit(entry)?;
                 Ok(rec)
             })
             .await?;
-        self.boot(rec.id, &reason.unwrap_or_else(|| "banned".into()));
         self.metrics
             .event("ban", format!("{} banned {}", actor.name(), rec.username));
         Ok(rec.public())
@@ -1372,7 +1539,7 @@ impl App {
         let target = self.moderate(actor, username)?;
         let room = room.map(|r| self.find_room(r)).transpose()?;
         let rec = crate::store::MuteRecord {
-            until: until(duration_secs),
+            until: until(duration_secs)?,
             reason: reason.clone(),
             by: actor.name(),
         };
@@ -1437,7 +1604,7 @@ impl App {
 
     /// Sends an `announcement` to everyone, or to one room's members.
     pub async fn announce(&self, actor: &Actor, text: &str, room: Option<&str>) -> Result<()> {
-        if !actor.is_staff() {
+        if !self.current(actor)?.is_staff() {
             return Err(AppError::Forbidden(
                 "only moderators and admins may announce".into(),
             ));
@@ -1589,6 +1756,12 @@ impl App {
         if removed > 0 {
             tracing::info!(removed, "retention removed old messages");
         }
+        // Tokens ended one at a time need remembering only until they
+        // would have expired anyway.
+        let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+        self.store
+            .write(move |tx| tx.prune_revoked_tokens(now_secs))
+            .await?;
         Ok(removed)
     }
 

@@ -25,6 +25,27 @@ struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
+    /// The user's token generation when the token was issued: a password
+    /// change, role change, ban or "log out everywhere" moves the user's
+    /// generation on, and every older token stops working. Tokens from
+    /// before generations existed carry none and count as 0.
+    #[serde(default, rename = "gen")]
+    generation: u64,
+    /// The token's own id, so one token can be revoked by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// What a valid token says. Whether the user still exists, is at this
+/// generation and has not revoked this token is the caller's check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub user: Id,
+    pub generation: u64,
+    /// `None` for tokens issued before tokens had ids.
+    pub token: Option<u128>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
 }
 
 /// Keys and parameters, built once at start.
@@ -101,12 +122,15 @@ impl Auth {
         ok && hash.is_some()
     }
 
-    pub fn issue(&self, user: Id) -> String {
+    /// A token for `user` at token generation `generation`.
+    pub fn issue(&self, user: Id, generation: u64) -> String {
         let now = now_secs();
         let claims = Claims {
             sub: user.to_string(),
             iat: now,
             exp: now + self.ttl_secs,
+            generation,
+            jti: Some(format!("{:032x}", Id::new().0)),
         };
         // HS256 signing of a small struct cannot fail.
         jsonwebtoken::encode(
@@ -117,12 +141,21 @@ impl Auth {
         .unwrap_or_default()
     }
 
-    /// The user id a valid token names. Whether that user still exists and
-    /// may log in is the caller's check.
-    pub fn verify(&self, token: &str) -> Result<Id, AuthError> {
+    /// What a validly signed, unexpired token says.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::BadToken)?;
-        Id::parse("token", &data.claims.sub).map_err(|_| AuthError::BadToken)
+        let c = data.claims;
+        let token = match c.jti.as_deref() {
+            Some(j) => Some(u128::from_str_radix(j, 16).map_err(|_| AuthError::BadToken)?),
+            None => None,
+        };
+        Ok(Verified {
+            user: Id::parse("token", &c.sub).map_err(|_| AuthError::BadToken)?,
+            generation: c.generation,
+            token,
+            exp: c.exp,
+        })
     }
 }
 
@@ -162,8 +195,11 @@ mod tests {
     fn tokens_round_trip_and_reject_tampering() {
         let a = auth();
         let id = Id::new();
-        let t = a.issue(id);
-        assert_eq!(a.verify(&t).unwrap(), id);
+        let t = a.issue(id, 3);
+        let v = a.verify(&t).unwrap();
+        assert_eq!((v.user, v.generation), (id, 3));
+        assert!(v.token.is_some());
+        assert_ne!(a.verify(&a.issue(id, 3)).unwrap().token, v.token);
         let mut tampered = t.clone();
         tampered.pop();
         tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
@@ -204,6 +240,8 @@ mod tests {
                 sub: id.to_string(),
                 iat: now_secs(),
                 exp: now_secs() + 100,
+                generation: 0,
+                jti: None,
             };
             let t = jsonwebtoken::encode(
                 &Header::new(alg),

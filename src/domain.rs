@@ -207,6 +207,32 @@ impl MessageText {
     }
 }
 
+/// Characters that change the order text is shown in (bidirectional
+/// overrides, embeddings, isolates and marks) or show nothing at all
+/// (zero-width spaces, joiners that join nothing visible, the BOM). In a
+/// one-line label such as a topic they only serve to make it read other
+/// than it is. The zero-width joiner is allowed: emoji sequences need it.
+pub fn reorders_or_hides(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+    )
+}
+
 /// A room topic: at most the configured number of characters, one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic(String);
@@ -223,6 +249,12 @@ impl Topic {
             return Err(DomainError::new(
                 "topic",
                 "must not contain control characters",
+            ));
+        }
+        if s.chars().any(reorders_or_hides) {
+            return Err(DomainError::new(
+                "topic",
+                "must not contain invisible or direction-changing characters",
             ));
         }
         Ok(Topic(s.to_string()))

@@ -280,6 +280,30 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         }
         (&Method::POST, ["api", "auth", "register"]) => register(app, req, body).await,
         (&Method::POST, ["api", "auth", "login"]) => login(app, req, body).await,
+        (&Method::POST, ["api", "auth", "logout"]) => {
+            let token = bearer(&req.headers)
+                .ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+            // An empty body is a plain logout.
+            let input: LogoutBody = if body.iter().all(u8::is_ascii_whitespace) {
+                LogoutBody::default()
+            } else {
+                parse(&body)?
+            };
+            app.logout(token, input.everywhere).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api", "me", "password"]) => {
+            let user = authed(app, req)?;
+            let input: PasswordBody = parse(&body)?;
+            let new = Password::parse(&input.new_password).map_err(|mut e| {
+                e.field = "new_password";
+                e
+            })?;
+            let token = app
+                .change_password(&user, input.current_password, new, req_ip(app, req))
+                .await?;
+            ok(json!({ "token": token, "user": user }))
+        }
         (&Method::GET, ["api", "me"]) => {
             let user = authed(app, req)?;
             let dm_policy = app.dm_policy(user.id)?;
@@ -613,6 +637,18 @@ struct Credentials {
 #[derive(Deserialize)]
 struct UsernameBody {
     username: String,
+}
+
+#[derive(Deserialize, Default)]
+struct LogoutBody {
+    #[serde(default)]
+    everywhere: bool,
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
 }
 
 #[derive(Deserialize)]

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::domain::{Id, Room, User, Visibility, now_ms};
 use crate::metrics::Metrics;
 use crate::protocol::{close, frame};
-use crate::store::Change;
+use crate::store::{Change, Revocation};
 
 pub type SessionId = u64;
 pub type Frame = Arc<str>;
@@ -197,6 +197,9 @@ struct Session {
     user: Id,
     ctl: Arc<SessionControl>,
     addr: Option<SocketAddr>,
+    /// The id of the token the connection signed in with, so revoking
+    /// that one token ends the connections it opened.
+    token: Option<u128>,
 }
 
 struct Online {
@@ -332,6 +335,7 @@ impl Hub {
                 user: user.id,
                 ctl: ctl.clone(),
                 addr,
+                token: None,
             },
         );
         self.metrics.connections.set(st.sessions.len() as i64);
@@ -504,6 +508,32 @@ impl Hub {
             return false;
         };
         deliver(&s.ctl, f, &st)
+    }
+
+    /// Records which token a session signed in with.
+    pub fn set_token(&self, session: SessionId, token: Option<u128>) {
+        if let Some(s) = self.write().sessions.get_mut(&session) {
+            s.token = token;
+        }
+    }
+
+    /// Closes the connections `user` opened with `token`.
+    fn close_token(&self, user: Id, token: u128, code: u16, reason: &str) {
+        let st = self.read();
+        let Some(online) = st.users.get(&user) else {
+            return;
+        };
+        for (sid, _) in &online.sessions {
+            if let Some(s) = st.sessions.get(sid)
+                && s.token == Some(token)
+            {
+                s.ctl.close(CloseRequest {
+                    code,
+                    reason: reason.to_string(),
+                    last_frame: None,
+                });
+            }
+        }
     }
 
     /// Closes every connection of `user`, sending `last_frame` first.
@@ -727,6 +757,22 @@ impl Hub {
             }
             Change::UserDeleted(id) => {
                 self.close_user(*id, close::UNAUTHORIZED, "account deleted", None);
+            }
+            Change::TokensRevoked { user, why } => {
+                let (code, reason, last) = match why {
+                    Revocation::Banned { reason } => {
+                        let reason = reason.as_deref().unwrap_or("banned");
+                        let f = frame("kicked", None, &json!({ "reason": reason }));
+                        (close::KICKED, reason, Some(f))
+                    }
+                    Revocation::PasswordChanged => (close::UNAUTHORIZED, "password changed", None),
+                    Revocation::RoleChanged => (close::UNAUTHORIZED, "role changed", None),
+                    Revocation::LoggedOutEverywhere => (close::UNAUTHORIZED, "logged out", None),
+                };
+                self.close_user(*user, code, reason, last);
+            }
+            Change::TokenRevoked { user, token } => {
+                self.close_token(*user, *token, close::UNAUTHORIZED, "logged out");
             }
             Change::FriendRequested {
                 requester,

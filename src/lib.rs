@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod perms;
 pub mod protocol;
 pub mod server;
 pub mod store;

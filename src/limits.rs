@@ -62,6 +62,15 @@ impl<K: Eq + Hash + Clone> Window<K> {
         slot.1 = slot.1.saturating_add(1);
     }
 
+    /// Takes back a hit counted by `take`, for an attempt that turned out
+    /// not to count (a login that succeeded).
+    pub fn refund(&self, key: &K) {
+        let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = map.get_mut(key) {
+            slot.1 = slot.1.saturating_sub(1);
+        }
+    }
+
     /// Counts a hit if there is room: the usual check-and-count.
     pub fn take(&self, key: &K) -> Result<(), u64> {
         self.check(key)?;
@@ -174,8 +183,9 @@ impl Drop for ConnSlot {
 pub struct Limiters {
     /// Login and registration attempts per client address.
     pub auth_by_ip: Window<IpAddr>,
-    /// Failed logins per account.
-    pub login_failures: Window<String>,
+    /// Failed logins per account and client address: an attacker
+    /// elsewhere cannot lock the owner out.
+    pub login_failures: Window<(String, Option<IpAddr>)>,
     pub room_creations: Window<crate::domain::Id>,
     pub uploads: Window<crate::domain::Id>,
     pub messages: Buckets<crate::domain::Id>,

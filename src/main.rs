@@ -8,6 +8,9 @@ use confab::cli::{self, Cli, Command};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before anything is written: the store, its backups, uploads and logs
+    // are for the server's user alone, whatever umask it was started with.
+    confab::perms::private_umask();
     let cli = Cli::parse();
     // The server logs at its configured level; admin commands stay quiet
     // unless RUST_LOG asks otherwise.

@@ -96,10 +96,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// until `shutdown` is called.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let addr = config.bind_addr()?;
-    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| ServeError::Bind {
-        addr: config.server.data_dir.display().to_string(),
-        source: e,
-    })?;
+    let tightened =
+        crate::perms::secure_dir(&config.server.data_dir).map_err(|e| ServeError::Bind {
+            addr: config.server.data_dir.display().to_string(),
+            source: e,
+        })?;
+    for l in &tightened {
+        tracing::warn!(
+            path = %l.path.display(),
+            was = format!("{:o}", l.mode),
+            "others could reach this path in the data directory; access taken away"
+        );
+    }
     let app = App::open(config)?;
     let listener = listen(addr).map_err(|source| ServeError::Bind {
         addr: addr.to_string(),

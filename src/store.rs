@@ -75,6 +75,10 @@ const USER_BLOCKER_TO_SINCE: TableDefinition<(u128, u128), i64> =
 const USER_TO_SETTINGS: TableDefinition<u128, &[u8]> = TableDefinition::new("user_to_settings");
 /// A room's own retention, overriding the server's.
 const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> = TableDefinition::new("room_to_retention");
+/// Tokens ended one at a time ("log out" on one device), by token id, with
+/// their expiry (seconds): a row is needed only until the token would have
+/// expired anyway.
+const TOKEN_TO_EXPIRY: TableDefinition<u128, u64> = TableDefinition::new("token_to_expiry");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -152,6 +156,10 @@ pub struct UserRecord {
     pub banned_until: Option<i64>,
     #[serde(default)]
     pub ban_reason: Option<String>,
+    /// Tokens carry the generation they were issued at; only tokens of the
+    /// current generation are accepted.
+    #[serde(default)]
+    pub token_gen: u64,
 }
 
 impl UserRecord {
@@ -317,6 +325,26 @@ pub enum Change {
         blocker: Id,
         blocked: Id,
     },
+    /// Every token of the user issued before this change stopped working;
+    /// their open connections must end.
+    TokensRevoked {
+        user: Id,
+        why: Revocation,
+    },
+    /// One token stopped working; connections opened with it must end.
+    TokenRevoked {
+        user: Id,
+        token: u128,
+    },
+}
+
+/// Why a user's tokens were ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    PasswordChanged,
+    RoleChanged,
+    Banned { reason: Option<String> },
+    LoggedOutEverywhere,
 }
 
 pub type Listener = Arc<dyn Fn(&[Change]) + Send + Sync>;
@@ -650,7 +678,8 @@ macro_rules! all_tables {
             USER_BLOCKED_TO_SINCE,
             USER_BLOCKER_TO_SINCE,
             USER_TO_SETTINGS,
-            ROOM_TO_RETENTION
+            ROOM_TO_RETENTION,
+            TOKEN_TO_EXPIRY
         )
     };
 }
@@ -1162,6 +1191,10 @@ impl Rx {
             .unwrap_or_default())
     }
 
+    pub fn token_revoked(&self, token: u128) -> Result<bool> {
+        Ok(self.txn.open_table(TOKEN_TO_EXPIRY)?.get(token)?.is_some())
+    }
+
     /// Active mutes of a user: (room or None for everywhere, record).
     pub fn mutes_of(&self, user: Id, now: i64) -> Result<Vec<(Option<Id>, MuteRecord)>> {
         let t = self.txn.open_table(USER_ROOM_TO_MUTE)?;
@@ -1341,12 +1374,37 @@ impl Tx {
             created_at: crate::domain::now_ms(),
             banned_until: None,
             ban_reason: None,
+            token_gen: 0,
         };
         names.insert(rec.username.as_str(), rec.id.0)?;
         self.txn
             .open_table(USER_TO_RECORD)?
             .insert(rec.id.0, encode(&rec).as_slice())?;
         Ok(rec)
+    }
+
+    /// Ends every token of the user issued so far: the generation moves on
+    /// (in the caller's record, which the caller then writes).
+    pub fn revoke_tokens(&mut self, rec: &mut UserRecord, why: Revocation) {
+        rec.token_gen = rec.token_gen.wrapping_add(1);
+        self.emit(Change::TokensRevoked { user: rec.id, why });
+    }
+
+    /// Ends one token, remembered until it would have expired.
+    pub fn revoke_token(&mut self, user: Id, token: u128, expiry_secs: u64) -> Result<()> {
+        self.txn
+            .open_table(TOKEN_TO_EXPIRY)?
+            .insert(token, expiry_secs)?;
+        self.emit(Change::TokenRevoked { user, token });
+        Ok(())
+    }
+
+    /// Forgets revoked tokens that have expired by now; returns how many.
+    pub fn prune_revoked_tokens(&mut self, now_secs: u64) -> Result<usize> {
+        let mut t = self.txn.open_table(TOKEN_TO_EXPIRY)?;
+        let before = t.len()?;
+        t.retain(|_, exp| exp > now_secs)?;
+        Ok((before - t.len()?) as usize)
     }
 
     pub fn put_user(&mut self, rec: &UserRecord) -> Result<()> {

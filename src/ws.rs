@@ -200,7 +200,7 @@ async fn connection(
     slot: crate::limits::ConnSlot,
 ) {
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
-    let (user, auth_id) = match authenticate(&app, &mut ws, token).await {
+    let (user, token, auth_id) = match authenticate(&app, &mut ws, token).await {
         Ok(v) => v,
         Err(exit) => {
             drop(slot);
@@ -231,6 +231,18 @@ async fn connection(
         hub: &app.hub,
         session: connected.session,
     };
+    // A revocation committed between the token's check and the session's
+    // registration found no session to close; one committed later will.
+    let token_id = match app.authenticate_token(&token) {
+        Ok((_, v)) => v.token,
+        Err(e) => {
+            drop(registered);
+            drop(slot);
+            send_close(&mut ws, refusal(&e), grace).await;
+            return;
+        }
+    };
+    app.hub.set_token(connected.session, token_id);
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
     drop(registered);
     drop(slot);
@@ -261,31 +273,32 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// How a refused sign-in ends: a banned account is told so and closed
+/// with 4003; anything else wrong with the token is 4001.
+fn refusal(e: &AppError) -> CloseRequest {
+    let (code, reason) = match e {
+        AppError::Banned(_) => (close::KICKED, "banned"),
+        _ => (close::UNAUTHORIZED, "unauthorized"),
+    };
+    CloseRequest {
+        code,
+        reason: reason.into(),
+        last_frame: Some(error_frame(None, e.code(), &e.client_message())),
+    }
+}
+
 /// Authenticates by `?token=` or by a first `auth` frame within the
 /// configured time.
 async fn authenticate(
     app: &Arc<App>,
     ws: &mut WebSocket,
     token: Option<String>,
-) -> Result<(User, Option<String>), Exit> {
-    // A banned account is told so and closed with 4003; anything else
-    // wrong with the token is 4001.
-    let refuse = |e: &AppError| {
-        let (code, reason) = match e {
-            AppError::Banned(_) => (close::KICKED, "banned"),
-            _ => (close::UNAUTHORIZED, "unauthorized"),
-        };
-        CloseRequest {
-            code,
-            reason: reason.into(),
-            last_frame: Some(error_frame(None, e.code(), &e.client_message())),
-        }
-    };
+) -> Result<(User, String, Option<String>), Exit> {
     if let Some(token) = token {
-        return app
-            .authenticate(&token)
-            .map(|u| (u, None))
-            .map_err(|e| Exit::Close(refuse(&e)));
+        return match app.authenticate(&token) {
+            Ok(u) => Ok((u, token, None)),
+            Err(e) => Err(Exit::Close(refusal(&e))),
+        };
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(app.config.ws.auth_timeout_ms);
@@ -318,9 +331,9 @@ async fn authenticate(
                     }
                     match f.data::<AuthData>() {
                         Ok(d) => match app.authenticate(&d.token) {
-                            Ok(user) => return Ok((user, f.id)),
+                            Ok(user) => return Ok((user, d.token, f.id)),
                             Err(e) => {
-                                let mut req = refuse(&e);
+                                let mut req = refusal(&e);
                                 req.last_frame = Some(error_frame(
                                     f.id.as_deref(),
                                     e.code(),

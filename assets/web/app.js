@@ -1061,7 +1061,9 @@
       return li;
     }
     if (m.text) {
-      li.append(h('p', { class: 'body' }, richText(m.text),
+      // <bdi>: direction marks and overrides in a message stay inside it
+      // and cannot reorder the '(edited)' note or anything around it.
+      li.append(h('p', { class: 'body' }, h('bdi', {}, richText(m.text)),
         m.edited_at ? h('span', { class: 'edited muted', title: `edited ${fullFmt.format(new Date(m.edited_at))}` }, ' (edited)') : null));
     }
     if (Array.isArray(m.attachments) && m.attachments.length) {
@@ -1132,7 +1134,7 @@
       return h('li', { class: `msg mine pending ${e.state}` },
         h('div', { class: 'msg-head' }, h('span', { class: 'sender' }, S.me ? S.me.username : ''),
           h('span', { class: 'muted small status' }, status)),
-        e.text ? h('p', { class: 'body' }, e.text) : null,
+        e.text ? h('p', { class: 'body' }, h('bdi', {}, e.text)) : null,
         e.attachments.length ? h('div', { class: 'attachments' }, e.attachments.map(renderAttachment)) : null,
         e.state === 'failed' ? h('div', { class: 'msg-actions shown' },
           h('button', { type: 'button', class: 'link', onclick: () => { e.state = 'queued'; trySend(e); } }, 'Retry'),

@@ -163,6 +163,27 @@ impl TestApp {
         )
     }
 
+    /// Logs `name` in (password "password-<name>"); returns the token.
+    pub async fn login(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"username": name, "password": format!("password-{name}")})),
+            )
+            .await;
+        assert_eq!(status, 200, "login {name}: {body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// Gives `name` a role and returns a fresh token: a role change ends
+    /// the tokens issued before it.
+    pub async fn set_role(&self, name: &str, role: confab::domain::Role) -> String {
+        self.app().set_role(name, role).await.expect("role set");
+        self.login(name).await
+    }
+
     pub async fn create_room(&self, token: &str, name: &str, visibility: &str) -> Value {
         let (status, body) = self
             .post(

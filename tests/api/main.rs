@@ -9,6 +9,7 @@ mod console;
 mod durability;
 mod faults;
 mod friends;
+mod hardening;
 mod limits;
 mod moderation;
 mod ops;

@@ -17,11 +17,8 @@ async fn login(t: &TestApp, name: &str) -> (u16, Value) {
 
 /// A moderator, a member, and a public room both are in.
 async fn setup(t: &TestApp) -> (String, String, String) {
-    let (moderator, _) = t.register("mod").await;
-    t.app()
-        .set_role("mod", confab::domain::Role::Moderator)
-        .await
-        .unwrap();
+    t.register("mod").await;
+    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
     let (member, _) = t.register("troll").await;
     let room = t.create_room(&moderator, "town", "public").await;
     let room = room["id"].as_str().unwrap().to_string();

@@ -177,10 +177,7 @@ async fn patch_and_delete_need_the_owner_or_staff() {
     assert_eq!(status, 400);
 
     // A moderator may patch but not delete; an admin may do both.
-    t.app()
-        .set_role("bob", confab::domain::Role::Moderator)
-        .await
-        .unwrap();
+    let bob = t.set_role("bob", confab::domain::Role::Moderator).await;
     let (status, body) = t
         .call(
             Method::PATCH,

@@ -137,7 +137,7 @@ async fn https_and_wss_on_one_port_and_a_certificate_swap_keeps_connections() {
         )
         .await
         .unwrap();
-    let token = app.auth.issue(user.id);
+    let token = app.auth.issue(user.id, 0);
     let room = app
         .create_room(
             &confab::app::Actor::User(user),
