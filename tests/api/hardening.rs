@@ -451,3 +451,92 @@ async fn the_data_directory_is_private_whatever_it_was() {
     assert!(loose.is_empty(), "{loose:?}");
     t.stop().await;
 }
+
+/// The admin socket answers only the server's own user (or root). Needs
+/// root to act as another user; elsewhere it says so and passes.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_admin_socket_refuses_other_users() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    let t = TestApp::spawn().await;
+    // A socket where anyone may reach it, as if the directory were loose:
+    // the peer check must hold by itself.
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = open.path().join("admin.sock");
+    let listener = confab::admin::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let server = tokio::spawn(confab::admin::serve(t.app().clone(), listener));
+
+    let ask = move |as_other: bool| {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            if as_other {
+                // The raw system call changes this thread's user only
+                // (glibc's setuid would change every thread's).
+                // SAFETY: no memory is involved; failure is checked.
+                let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+                assert_eq!(r, 0, "setresuid");
+            }
+            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(crate::common::WAIT)).unwrap();
+            s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+            let mut answer = String::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        if answer.ends_with('\n') {
+                            break;
+                        }
+                    }
+                }
+            }
+            answer
+        })
+    };
+    let (mine, other) = tokio::task::spawn_blocking(move || {
+        (ask(false).join().unwrap(), ask(true).join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(mine.contains("\"ok\""), "{mine}");
+    assert_eq!(other, "", "another user got an answer");
+    server.abort();
+}
+
+#[tokio::test]
+async fn an_admin_deletes_a_dm_over_http_a_moderator_does_not() {
+    let t = TestApp::spawn().await;
+    t.register("boss").await;
+    let boss = t.set_role("boss", Role::Admin).await;
+    t.register("mod").await;
+    let moderator = t.set_role("mod", Role::Moderator).await;
+    let (alice, _) = t.register("alice").await;
+    t.register("bob").await;
+    let (status, body) = t
+        .post("/api/dm/bob/messages", &alice, json!({"text": "hi"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dm = body["message"]["room"].as_str().unwrap().to_string();
+    let path = format!("/api/rooms/{dm}");
+    // Nobody but its two members reads a DM, staff included.
+    assert_eq!(t.get(&path, &boss).await.0, 403);
+    assert_eq!(
+        t.call(Method::DELETE, &path, Some(&moderator), None)
+            .await
+            .0,
+        403
+    );
+    let (status, body) = t.call(Method::DELETE, &path, Some(&boss), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(t.get(&path, &alice).await.0, 404);
+}
