@@ -331,14 +331,19 @@ impl App {
         let rx = self.store.read()?;
         let rec = rx
             .user(v.user)?
-            .filter(|rec| rec.token_gen == v.generation)
             .ok_or(AppError::Auth(AuthError::BadToken))?;
+        // A ban ends the tokens too, but while it lasts a client is told
+        // why (403 or 4003, with the reason), not just that the token is
+        // bad.
+        ban_check(&rec)?;
+        if rec.token_gen != v.generation {
+            return Err(AuthError::BadToken.into());
+        }
         if let Some(t) = v.token
             && rx.token_revoked(t)?
         {
             return Err(AuthError::BadToken.into());
         }
-        ban_check(&rec)?;
         Ok((rec.public(), v))
     }
 

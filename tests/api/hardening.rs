@@ -484,7 +484,10 @@ async fn the_admin_socket_refuses_other_users() {
                 let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
                 assert_eq!(r, 0, "setresuid");
             }
-            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let mut s = match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => s,
+                Err(e) => panic!("connect as_other={as_other}: {e}"),
+            };
             s.set_read_timeout(Some(crate::common::WAIT)).unwrap();
             s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
             let mut answer = String::new();
