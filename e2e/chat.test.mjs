@@ -361,6 +361,16 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await sleep(300); // an onerror handler, had one been made, fires at once
     assert.deepEqual(aliceSeen.dialogs, []);
     assert.deepEqual(bobSeen.dialogs, []);
+
+    // A right-to-left override stays inside its own message: the text is
+    // kept as sent, isolated from the sender's name and the notes beside it.
+    const rlo = '\u202Egnp.exe';
+    await send(alice, rlo);
+    const flipped = message(bob, rlo);
+    await waitFor(flipped);
+    const bdi = flipped.locator('.body bdi');
+    assert.equal(await bdi.textContent(), rlo);
+    assert.equal(await bdi.evaluate((e) => getComputedStyle(e).unicodeBidi), 'isolate');
   });
 
   step('starts a DM by username, counts it unread, and marks it read', async () => {
