@@ -385,6 +385,7 @@ fn close_frame(payload: &[u8]) -> Result<Option<u16>, WsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     /// A client frame: masked, as RFC 6455 requires.
@@ -475,6 +476,99 @@ mod tests {
         // Not UTF-8.
         let e = first_error(client_frame(0x81, &[0xff, 0xfe]), 100).await;
         assert_eq!(e.close_code(), Some(INVALID_DATA));
+    }
+
+    /// A close frame's code must be one an endpoint may send and its
+    /// reason UTF-8; nothing after a close frame is read.
+    #[tokio::test]
+    async fn close_frames_are_checked() {
+        async fn read_close(payload: &[u8]) -> (Option<Result<Msg, WsError>>, bool) {
+            let (mut client, server) = duplex(1 << 10);
+            let mut ws = WsConn::new(server, &[], 100);
+            let mut bytes = client_frame(0x88, payload);
+            // Sent after the close: never read.
+            bytes.extend(client_frame(0x81, b"late"));
+            client.write_all(&bytes).await.expect("write");
+            let first = ws.next().await;
+            let after = ws.next().await.is_none();
+            (first, ws.peer_closed() && after)
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let (msg, closed) = read_close(&code.to_be_bytes()).await;
+            match msg {
+                Some(Err(e)) => assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "code {code}"),
+                other => panic!("code {code}: {other:?}"),
+            }
+            assert!(closed, "code {code}");
+        }
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("au revoir é".as_bytes());
+            let (msg, closed) = read_close(&payload).await;
+            assert_eq!(msg.expect("a close").expect("valid"), Msg::Close(Some(code)));
+            assert!(closed);
+        }
+        let (msg, closed) = read_close(&[]).await;
+        assert_eq!(msg.expect("a close").expect("valid"), Msg::Close(None));
+        assert!(closed);
+        // One byte: half a code.
+        let (msg, closed) = read_close(&[0x03]).await;
+        match msg {
+            Some(Err(e)) => assert_eq!(e.close_code(), Some(PROTOCOL_ERROR)),
+            other => panic!("one byte: {other:?}"),
+        }
+        assert!(closed);
+        // A reason that is not UTF-8.
+        let (msg, closed) = read_close(&[0x03, 0xe8, b'o', 0xff, b'k']).await;
+        match msg {
+            Some(Err(e)) => assert_eq!(e.close_code(), Some(INVALID_DATA)),
+            other => panic!("bad reason: {other:?}"),
+        }
+        assert!(closed);
+    }
+
+    /// Once the client's close is in, closing writes the answer and ends
+    /// the connection without waiting for a close that will not come.
+    #[tokio::test]
+    async fn closing_after_the_clients_close_does_not_wait() {
+        let (mut client, server) = duplex(1 << 10);
+        let mut ws = WsConn::new(server, &[], 100);
+        client
+            .write_all(&client_frame(0x88, &[0x03]))
+            .await
+            .expect("write");
+        let e = match ws.next().await {
+            Some(Err(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let code = e.close_code().expect("a code");
+        // The client never writes again: a wait for its close would last
+        // until the timeout.
+        tokio::time::timeout(Duration::from_secs(10), ws.close(code, &e.to_string()))
+            .await
+            .expect("no wait for a second close")
+            .expect("written");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read to the end");
+        assert_eq!(got[..4], [0x88, got[1], 0x03, 0xea]);
+        assert_eq!(usize::from(got[1]) + 2, got.len());
+    }
+
+    /// Codes that stand for no code or no close frame never go on the
+    /// wire: the close frame goes out without a code.
+    #[tokio::test]
+    async fn reserved_codes_are_never_sent() {
+        for code in [1005u16, 1006, 1015, 0, 5000] {
+            let (mut client, server) = duplex(1 << 10);
+            let mut ws = WsConn::new(server, &[], 100);
+            ws.queue_close(code, "why");
+            ws.flush().await.expect("flush");
+            let mut frame = [0u8; 2];
+            client.read_exact(&mut frame).await.expect("read");
+            assert_eq!(frame, [0x88, 0], "code {code}");
+        }
     }
 
     #[tokio::test]
