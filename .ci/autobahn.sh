@@ -21,7 +21,9 @@ mkdir -p "$WORK"
 
 PY27="${AUTOBAHN_PYTHON:-}"
 if [ -z "$PY27" ]; then
-    for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/2.7*/bin/python; do
+    HOME_DIR="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+    PYENV_DIR="${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME_DIR/.pyenv")}"
+    for p in "$PYENV_DIR"/versions/2.7*/bin/python; do
         if [ -x "$p" ]; then PY27="$p"; fi
     done
 fi
@@ -43,7 +45,8 @@ if ! cmp -s "$REQS" "$STAMP" || [ ! -x "$VENV/bin/wstest" ]; then
     "$PY27" -m pip install --disable-pip-version-check -q \
         --target "$WORK/virtualenv" 'virtualenv==20.15.1'
     PYTHONPATH="$WORK/virtualenv" "$PY27" -m virtualenv -q "$VENV"
-    "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQS"
+    "$VENV/bin/pip" install --disable-pip-version-check --no-python-version-warning \
+        -q -r "$REQS"
     cp "$REQS" "$STAMP"
 fi
 
@@ -79,7 +82,7 @@ cat >"$WORK/spec.json" <<JSON
 JSON
 START=$SECONDS
 # wstest writes a log line per case; its report says what happened.
-(cd "$WORK" && timeout 1800 "$VENV/bin/wstest" -m fuzzingclient -s spec.json) >"$WORK/wstest.log" 2>&1 || {
+(cd "$WORK" && timeout 900 "$VENV/bin/wstest" -m fuzzingclient -s spec.json) >"$WORK/wstest.log" 2>&1 || {
     echo "FATAL: wstest failed" >&2
     tail -n 40 "$WORK/wstest.log" >&2
     exit 1

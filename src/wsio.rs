@@ -503,11 +503,16 @@ mod tests {
             }
             assert!(closed, "code {code}");
         }
-        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999,
+        ] {
             let mut payload = code.to_be_bytes().to_vec();
             payload.extend_from_slice("au revoir é".as_bytes());
             let (msg, closed) = read_close(&payload).await;
-            assert_eq!(msg.expect("a close").expect("valid"), Msg::Close(Some(code)));
+            assert_eq!(
+                msg.expect("a close").expect("valid"),
+                Msg::Close(Some(code))
+            );
             assert!(closed);
         }
         let (msg, closed) = read_close(&[]).await;

@@ -77,7 +77,9 @@ async fn close_payload(tcp: &mut TcpStream) -> Vec<u8> {
 /// and so long before the grace period.
 async fn answer_to_close(t: &TestApp, token: Option<&str>, payload: &[u8]) -> Option<u16> {
     let mut tcp = open(t, token).await;
-    tcp.write_all(&frame(0x8, payload)).await.expect("close sent");
+    tcp.write_all(&frame(0x8, payload))
+        .await
+        .expect("close sent");
     let answer = close_payload(&mut tcp).await;
     let mut rest = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest))
@@ -119,12 +121,18 @@ async fn a_close_reason_that_is_not_utf8_is_answered_with_1007() {
     let t = spawn().await;
     let (token, _) = t.register("alice").await;
     let payload = [0x03, 0xe8, b'b', 0xff, b'e'];
-    assert_eq!(answer_to_close(&t, Some(&token), &payload).await, Some(1007));
+    assert_eq!(
+        answer_to_close(&t, Some(&token), &payload).await,
+        Some(1007)
+    );
     assert_eq!(answer_to_close(&t, None, &payload).await, Some(1007));
     // Valid UTF-8 passes, and the code is echoed.
     let mut payload = 1000u16.to_be_bytes().to_vec();
     payload.extend_from_slice("à bientôt".as_bytes());
-    assert_eq!(answer_to_close(&t, Some(&token), &payload).await, Some(1000));
+    assert_eq!(
+        answer_to_close(&t, Some(&token), &payload).await,
+        Some(1000)
+    );
 }
 
 /// A close frame with half a code is a protocol error, and it was still
