@@ -230,7 +230,7 @@ async fn connection(
 async fn finish(ws: &mut WebSocket, exit: Exit, grace: Duration) {
     match exit {
         Exit::Close(req) => send_close(ws, req, grace).await,
-        // The answer to the client's close echoes its code (`wsio` let
+        // The answer to the client's close echoes its code (`wsio` lets
         // through only codes a close frame may carry).
         Exit::PeerClosed(code) => send_close(ws, close_req(code.unwrap_or(1000), ""), grace).await,
         Exit::Gone => {}
