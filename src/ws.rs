@@ -151,6 +151,8 @@ fn close_req(code: u16, reason: &str) -> CloseRequest {
     }
 }
 
+/// Sends the close `req` asks for and finishes the closing handshake
+/// (`WsConn::close`) within the grace period.
 async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
     let _ = tokio::time::timeout(grace, async {
         if let Some(f) = req.last_frame {
@@ -158,20 +160,7 @@ async fn send_close(ws: &mut WebSocket, req: CloseRequest, grace: Duration) {
         }
         // A long kick reason is cut to what a close frame holds; the full
         // reason travels in the `kicked` frame.
-        ws.queue_close(req.code, &req.reason);
-        ws.flush().await?;
-        // Wait for the client's answering close (or the grace period):
-        // closing the socket with client frames still unread in the kernel
-        // makes it send a reset, and the client may then never read the
-        // close frame and its code. A flooding client usually has frames
-        // left unread here.
-        for _ in 0..100_000 {
-            match ws.next().await {
-                Some(Ok(Msg::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
-            }
-        }
-        Ok::<(), std::io::Error>(())
+        ws.close(req.code, &req.reason).await
     })
     .await;
 }
@@ -253,11 +242,9 @@ async fn connection(
 async fn finish(ws: &mut WebSocket, exit: Exit, grace: Duration) {
     match exit {
         Exit::Close(req) => send_close(ws, req, grace).await,
-        // The answer to the client's close echoes its code.
-        Exit::PeerClosed(code) => {
-            ws.queue_close(code.unwrap_or(1000), "");
-            let _ = tokio::time::timeout(grace, ws.shutdown()).await;
-        }
+        // The answer to the client's close echoes its code (`wsio` lets
+        // through only codes a close frame may carry).
+        Exit::PeerClosed(code) => send_close(ws, close_req(code.unwrap_or(1000), ""), grace).await,
         Exit::Gone => {}
     }
 }
@@ -492,7 +479,7 @@ async fn run(
                     // A ping's pong is already queued.
                     Msg::Ping | Msg::Pong => None,
                     Msg::Text(t) => Some(Ok(t)),
-                    Msg::Binary(len) => Some(Err(len)),
+                    Msg::Binary(data) => Some(Err(data.len())),
                 };
                 if let Some(text) = text {
                     metrics.frames_in.inc();

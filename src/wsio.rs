@@ -31,16 +31,27 @@ pub const PROTOCOL_ERROR: u16 = 1002;
 pub const INVALID_DATA: u16 = 1007;
 pub const TOO_BIG: u16 = 1009;
 
+/// Whether a close frame may carry `code` (RFC 6455 7.4 and the IANA
+/// registry). 1005, 1006 and 1015 only stand for a missing code, a
+/// connection lost without a close frame and a failed TLS handshake, so
+/// they never travel in a frame; 1004 and 1016-2999 are reserved for the
+/// protocol, 3000-4999 belong to libraries and applications.
+pub fn close_code_valid(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// A complete message from the client.
 #[derive(Debug, PartialEq)]
 pub enum Msg {
     Text(String),
-    /// Not part of the protocol: only its length is kept.
-    Binary(usize),
+    /// Not part of confab's protocol (the `/ws` route refuses it), but
+    /// kept whole so that the framing can be tested by echoing it.
+    Binary(Vec<u8>),
     /// Already answered: the pong is queued (sent with the next flush).
     Ping,
     Pong,
-    /// The client's close frame, with its code when it gave one.
+    /// The client's close frame, with its code when it gave one (always a
+    /// valid one: see `close_code_valid`). Nothing is read after it.
     Close(Option<u16>),
 }
 
@@ -58,6 +69,9 @@ pub enum WsError {
     /// A text message that is not UTF-8: close with 1007.
     #[error("text is not UTF-8")]
     BadUtf8,
+    /// A close frame whose reason is not UTF-8: close with 1007.
+    #[error("close reason is not UTF-8")]
+    BadCloseReason,
 }
 
 impl WsError {
@@ -68,7 +82,7 @@ impl WsError {
             WsError::Io(_) => None,
             WsError::Protocol(_) => Some(PROTOCOL_ERROR),
             WsError::TooBig => Some(TOO_BIG),
-            WsError::BadUtf8 => Some(INVALID_DATA),
+            WsError::BadUtf8 | WsError::BadCloseReason => Some(INVALID_DATA),
         }
     }
 }
@@ -90,6 +104,10 @@ pub struct WsConn<S> {
     wpos: usize,
     max_message: usize,
     eof: bool,
+    /// The client's close frame has been read (well formed or not): the
+    /// client sends nothing after it, so nothing more is read and the
+    /// closing handshake must not wait for another.
+    peer_closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
@@ -103,17 +121,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
             wpos: 0,
             max_message,
             eof: false,
+            peer_closed: false,
         }
     }
 
     /// The next message; `None` once the client has closed the TCP
-    /// connection. Cancel-safe: bytes read are kept until parsed.
+    /// connection or after its close frame. Cancel-safe: bytes read are
+    /// kept until parsed.
     pub async fn next(&mut self) -> Option<Result<Msg, WsError>> {
         poll_fn(|cx| self.poll_next(cx)).await
     }
 
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Msg, WsError>>> {
         loop {
+            if self.peer_closed {
+                return Poll::Ready(None);
+            }
             match self.parse() {
                 Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
                 Ok(None) => {}
@@ -185,12 +208,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
                 }
                 OpCode::Control(Control::Pong) => return Ok(Some(Msg::Pong)),
                 OpCode::Control(Control::Close) => {
-                    let code = match payload.len() {
-                        0 => None,
-                        1 => return Err(WsError::Protocol("bad close frame")),
-                        _ => Some(u16::from_be_bytes([payload[0], payload[1]])),
-                    };
-                    return Ok(Some(Msg::Close(code)));
+                    self.peer_closed = true;
+                    return close_frame(&payload).map(|code| Some(Msg::Close(code)));
                 }
                 OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                     return Err(WsError::Protocol("reserved opcode"));
@@ -226,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
                     .map(|s| Some(Msg::Text(s)))
                     .map_err(|_| WsError::BadUtf8)
             } else {
-                Ok(Some(Msg::Binary(done.data.len())))
+                Ok(Some(Msg::Binary(done.data)))
             };
         }
     }
@@ -256,13 +275,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         self.queue(0x1, text.as_bytes());
     }
 
+    pub fn queue_binary(&mut self, data: &[u8]) {
+        self.queue(0x2, data);
+    }
+
     pub fn queue_ping(&mut self) {
         self.queue(0x9, &[]);
     }
 
     /// A close frame; the reason is cut to the 123 bytes a close frame
-    /// can carry, at a character boundary.
+    /// can carry, at a character boundary. A code that may not travel in
+    /// a frame (`close_code_valid`) gives a close frame without code or
+    /// reason, which is what 1005 ("no code") means.
     pub fn queue_close(&mut self, code: u16, reason: &str) {
+        if !close_code_valid(code) {
+            self.queue(0x8, &[]);
+            return;
+        }
         let mut cut = reason.len().min(123);
         while !reason.is_char_boundary(cut) {
             cut -= 1;
@@ -271,6 +300,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         payload.extend_from_slice(&code.to_be_bytes());
         payload.extend_from_slice(&reason.as_bytes()[..cut]);
         self.queue(0x8, &payload);
+    }
+
+    /// Whether the client's close frame has been read.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Bytes queued and not yet written.
@@ -298,6 +332,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// The server's side of the closing handshake: queues a close frame
+    /// and, unless the client's close has already been read, writes it and
+    /// waits for the client's answering close; the caller bounds the wait.
+    /// Closing the socket with client frames still unread in the kernel
+    /// makes it send a reset, and the client may then never read the close
+    /// frame and its code (a flooding client usually has frames left
+    /// unread here). Once the client's close is in, whether it came first
+    /// or answers this one, the server ends the TCP connection first, as
+    /// RFC 6455 5.5.1 asks: the caller drops the connection on return.
+    pub async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        self.queue_close(code, reason);
+        if self.peer_closed {
+            return self.shutdown().await;
+        }
+        self.flush().await?;
+        for _ in 0..100_000 {
+            match self.next().await {
+                Some(Ok(Msg::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the TCP connection's sending side once everything is written.
     pub async fn shutdown(&mut self) -> io::Result<()> {
         use tokio::io::AsyncWriteExt;
@@ -306,9 +364,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     }
 }
 
+/// The code of a close frame's payload, checked: a payload of one byte or
+/// with a code no endpoint may send is a protocol error (1002), a reason
+/// that is not UTF-8 is invalid data (1007).
+fn close_frame(payload: &[u8]) -> Result<Option<u16>, WsError> {
+    let (code, reason) = match payload {
+        [] => return Ok(None),
+        [_] => return Err(WsError::Protocol("close frame with a one-byte payload")),
+        [hi, lo, reason @ ..] => (u16::from_be_bytes([*hi, *lo]), reason),
+    };
+    if !close_code_valid(code) {
+        return Err(WsError::Protocol("invalid close code"));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(WsError::BadCloseReason);
+    }
+    Ok(Some(code))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     /// A client frame: masked, as RFC 6455 requires.
@@ -399,6 +476,104 @@ mod tests {
         // Not UTF-8.
         let e = first_error(client_frame(0x81, &[0xff, 0xfe]), 100).await;
         assert_eq!(e.close_code(), Some(INVALID_DATA));
+    }
+
+    /// A close frame's code must be one an endpoint may send and its
+    /// reason UTF-8; nothing after a close frame is read.
+    #[tokio::test]
+    async fn close_frames_are_checked() {
+        async fn read_close(payload: &[u8]) -> (Option<Result<Msg, WsError>>, bool) {
+            let (mut client, server) = duplex(1 << 10);
+            let mut ws = WsConn::new(server, &[], 100);
+            let mut bytes = client_frame(0x88, payload);
+            // Sent after the close: never read.
+            bytes.extend(client_frame(0x81, b"late"));
+            client.write_all(&bytes).await.expect("write");
+            let first = ws.next().await;
+            let after = ws.next().await.is_none();
+            (first, ws.peer_closed() && after)
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let (msg, closed) = read_close(&code.to_be_bytes()).await;
+            match msg {
+                Some(Err(e)) => assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "code {code}"),
+                other => panic!("code {code}: {other:?}"),
+            }
+            assert!(closed, "code {code}");
+        }
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999,
+        ] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("au revoir é".as_bytes());
+            let (msg, closed) = read_close(&payload).await;
+            assert_eq!(
+                msg.expect("a close").expect("valid"),
+                Msg::Close(Some(code))
+            );
+            assert!(closed);
+        }
+        let (msg, closed) = read_close(&[]).await;
+        assert_eq!(msg.expect("a close").expect("valid"), Msg::Close(None));
+        assert!(closed);
+        // One byte: half a code.
+        let (msg, closed) = read_close(&[0x03]).await;
+        match msg {
+            Some(Err(e)) => assert_eq!(e.close_code(), Some(PROTOCOL_ERROR)),
+            other => panic!("one byte: {other:?}"),
+        }
+        assert!(closed);
+        // A reason that is not UTF-8.
+        let (msg, closed) = read_close(&[0x03, 0xe8, b'o', 0xff, b'k']).await;
+        match msg {
+            Some(Err(e)) => assert_eq!(e.close_code(), Some(INVALID_DATA)),
+            other => panic!("bad reason: {other:?}"),
+        }
+        assert!(closed);
+    }
+
+    /// Once the client's close is in, closing writes the answer and ends
+    /// the connection without waiting for a close that will not come.
+    #[tokio::test]
+    async fn closing_after_the_clients_close_does_not_wait() {
+        let (mut client, server) = duplex(1 << 10);
+        let mut ws = WsConn::new(server, &[], 100);
+        client
+            .write_all(&client_frame(0x88, &[0x03]))
+            .await
+            .expect("write");
+        let e = match ws.next().await {
+            Some(Err(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let code = e.close_code().expect("a code");
+        // The client never writes again: a wait for its close would last
+        // until the timeout.
+        tokio::time::timeout(Duration::from_secs(10), ws.close(code, &e.to_string()))
+            .await
+            .expect("no wait for a second close")
+            .expect("written");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read to the end");
+        assert_eq!(got[..4], [0x88, got[1], 0x03, 0xea]);
+        assert_eq!(usize::from(got[1]) + 2, got.len());
+    }
+
+    /// Codes that stand for no code or no close frame never go on the
+    /// wire: the close frame goes out without a code.
+    #[tokio::test]
+    async fn reserved_codes_are_never_sent() {
+        for code in [1005u16, 1006, 1015, 0, 5000] {
+            let (mut client, server) = duplex(1 << 10);
+            let mut ws = WsConn::new(server, &[], 100);
+            ws.queue_close(code, "why");
+            ws.flush().await.expect("flush");
+            let mut frame = [0u8; 2];
+            client.read_exact(&mut frame).await.expect("read");
+            assert_eq!(frame, [0x88, 0], "code {code}");
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cli;
+mod closing;
 mod common;
 mod console;
 mod durability;
