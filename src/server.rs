@@ -635,3 +635,37 @@ pub async fn signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLOCKS: Clocks = Clocks {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn a_connection_without_a_request_goes_at_the_header_deadline() {
+        let a = Activity::new();
+        let at = |s| a.start + Duration::from_secs(s);
+        assert_eq!(a.verdict(at(9), CLOCKS), Verdict::Fine(at(10)));
+        // Bytes that are not a whole head do not buy time.
+        a.last_ms.store(9_000, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(10), CLOCKS), Verdict::Close);
+        a.requested.store(true, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(10), CLOCKS), Verdict::Fine(at(69)));
+    }
+
+    #[test]
+    fn silence_winds_down_unless_the_client_stopped_reading() {
+        let a = Activity::new();
+        let at = |s| a.start + Duration::from_secs(s);
+        a.requested.store(true, Ordering::Relaxed);
+        a.last_ms.store(5_000, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(64), CLOCKS), Verdict::Fine(at(65)));
+        assert_eq!(a.verdict(at(65), CLOCKS), Verdict::WindDown);
+        a.write_blocked.store(true, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(65), CLOCKS), Verdict::Close);
+    }
+}
