@@ -49,6 +49,9 @@ pub enum AppError {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -71,6 +74,7 @@ impl AppError {
             AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
             AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            AppError::Timeout(_) => ErrorCode::Timeout,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
                 ErrorCode::Unauthorized
             }

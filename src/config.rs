@@ -62,6 +62,17 @@ pub struct ServerConfig {
     pub dm_policy: DmPolicy,
     /// Serve the built-in web client at `/`; off for API-only servers.
     pub web_client: bool,
+    /// Time a connection has to send a whole request head (after accept,
+    /// including a TLS handshake, and between requests on a keep-alive
+    /// connection).
+    pub header_read_timeout_ms: u64,
+    /// An HTTP connection on which no byte moves either way for this long
+    /// is closed (WebSockets have their heartbeat instead).
+    pub idle_timeout_ms: u64,
+    /// A request body must bring data at least this often...
+    pub body_timeout_ms: u64,
+    /// ...and be complete this long after it starts.
+    pub body_deadline_ms: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -152,6 +163,10 @@ impl Default for ServerConfig {
             tls_key: None,
             dm_policy: DmPolicy::Anyone,
             web_client: true,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            body_deadline_ms: 120_000,
         }
     }
 }
@@ -317,6 +332,19 @@ impl Config {
                 "server.tls_cert",
                 "tls_cert and tls_key go together: set both or neither",
             ));
+        }
+        for (key, ms) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.body_deadline_ms", self.server.body_deadline_ms),
+        ] {
+            if ms == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
         }
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
@@ -561,6 +589,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.bind"), "{e}");
+    }
+
+    #[test]
+    fn connection_timeouts_come_from_the_environment_and_must_be_positive() {
+        let c = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("CONFAB_SERVER_HEADER_READ_TIMEOUT_MS", "2500")]),
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout_ms, 2500);
+        let e = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("CONFAB_SERVER_BODY_TIMEOUT_MS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.body_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -64,7 +65,7 @@ pub fn routes(
                     empty(StatusCode::NO_CONTENT)
                 } else {
                     let limit = app.config.limits.max_body_bytes;
-                    match read_body(body, limit).await {
+                    match read_body(body, limit, Pace::new(&app)).await {
                         Ok(bytes) => match dispatch(&app, &req, bytes).await {
                             Ok(resp) => resp,
                             Err(e) => error_response(&e),
@@ -137,7 +138,7 @@ where
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         AppError::UnsupportedMediaType("expected multipart/form-data with a file field".into())
     })?;
-    let stream = body.map(|r| r.map(|mut buf| buf.copy_to_bytes(buf.remaining())));
+    let stream = paced(body, Pace::new(app));
     let limits = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(envelope as u64)
@@ -148,6 +149,10 @@ where
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             too_large()
         }
+        multer::Error::StreamReadFailed(e) => match e.downcast::<BodyError>() {
+            Ok(e) => AppError::from(*e),
+            Err(e) => AppError::BadRequest(format!("multipart: {e}")),
+        },
         e => AppError::BadRequest(format!("multipart: {e}")),
     };
     let mut data = None;
@@ -232,28 +237,92 @@ struct Request {
     addr: Option<SocketAddr>,
 }
 
-/// Reads the body up to `limit` bytes; past it the request is refused
-/// without reading more.
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>>
+/// How long a request body may take: a client that holds a request open
+/// by sending its body slowly (or not at all) holds memory and a task.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Longest wait for the next chunk.
+    progress: Duration,
+    /// Longest time for the whole body, from the first wait on.
+    total: Duration,
+}
+
+impl Pace {
+    fn new(app: &App) -> Pace {
+        let server = &app.config.server;
+        Pace {
+            progress: Duration::from_millis(server.body_timeout_ms),
+            total: Duration::from_millis(server.body_deadline_ms),
+        }
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("body: no data for {} ms", .0.as_millis())]
+    Stalled(Duration),
+    #[error("body: not complete within {} ms", .0.as_millis())]
+    Late(Duration),
+    #[error("body: {0}")]
+    Read(warp::Error),
+}
+
+impl From<BodyError> for AppError {
+    fn from(e: BodyError) -> AppError {
+        match e {
+            BodyError::Stalled(_) | BodyError::Late(_) => AppError::Timeout(e.to_string()),
+            BodyError::Read(_) => AppError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// The body's chunks, ending with an error when the client stalls or
+/// runs past the deadline.
+fn paced<S, B>(
+    body: S,
+    pace: Pace,
+) -> impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, BodyError>>
 where
     S: futures_util::Stream<Item = std::result::Result<B, warp::Error>>,
     B: Buf,
 {
-    let mut body = std::pin::pin!(body);
+    let deadline = tokio::time::Instant::now() + pace.total;
+    futures_util::stream::unfold(Some(Box::pin(body)), move |body| async move {
+        let mut body = body?;
+        let wait = (tokio::time::Instant::now() + pace.progress).min(deadline);
+        let error = match tokio::time::timeout_at(wait, body.next()).await {
+            Ok(None) => return None,
+            Ok(Some(Ok(mut buf))) => {
+                let bytes = buf.copy_to_bytes(buf.remaining());
+                return Some((Ok(bytes), Some(body)));
+            }
+            Ok(Some(Err(e))) => BodyError::Read(e),
+            Err(_) if wait == deadline => BodyError::Late(pace.total),
+            Err(_) => BodyError::Stalled(pace.progress),
+        };
+        // Nothing more is read after an error.
+        Some((Err(error), None))
+    })
+}
+
+/// Reads the body up to `limit` bytes, at the given pace; past the limit
+/// the request is refused without reading more.
+async fn read_body<S, B>(body: S, limit: usize, pace: Pace) -> Result<Vec<u8>>
+where
+    S: futures_util::Stream<Item = std::result::Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(paced(body, pace));
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| AppError::BadRequest(format!("body: {e}")))?;
-        if out.len() + chunk.remaining() > limit {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
             return Err(AppError::TooLarge(format!(
                 "body: larger than {limit} bytes"
             )));
         }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            out.extend_from_slice(piece);
-            let n = piece.len();
-            chunk.advance(n);
-        }
+        out.extend_from_slice(&chunk);
     }
     Ok(out)
 }
@@ -555,6 +624,12 @@ pub fn error_response(e: &AppError) -> Response {
         && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    if code == ErrorCode::Timeout {
+        // The rest of a late request is not waited for, so the connection
+        // cannot carry another one.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if code == ErrorCode::Unauthorized {
         resp.headers_mut()

@@ -116,7 +116,8 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
     }
 }
 
-/// Open connections, in total and per address. A slot is held by a
+/// Open connections, in total and per address. The accept loop takes a
+/// slot for every connection before reading from it; a slot is held by a
 /// [`ConnSlot`] and given back when it drops, whatever ends the connection
 /// (a close, an error, a panic).
 pub struct Connections {
@@ -128,6 +129,8 @@ pub struct Connections {
 pub struct ConnSlot {
     owner: Arc<Connections>,
     ip: Option<IpAddr>,
+    /// Counted in the total (false for [`Connections::open_address`]).
+    total: bool,
 }
 
 impl Connections {
@@ -139,10 +142,21 @@ impl Connections {
         })
     }
 
-    /// A slot, or why there is none.
+    /// A slot, or why there is none. `None` counts toward the total only:
+    /// a trusted proxy carries many clients on its connections.
     pub fn open(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnSlot, &'static str> {
+        self.take(ip, true)
+    }
+
+    /// A slot counted against `ip`'s limit only, for a client behind a
+    /// trusted proxy whose connection already holds one in the total.
+    pub fn open_address(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, &'static str> {
+        self.take(Some(ip), false)
+    }
+
+    fn take(self: &Arc<Self>, ip: Option<IpAddr>, total: bool) -> Result<ConnSlot, &'static str> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.0 >= self.max_total {
+        if total && st.0 >= self.max_total {
             return Err("the server has reached its connection limit");
         }
         if let Some(ip) = ip {
@@ -152,10 +166,13 @@ impl Connections {
             }
             *n += 1;
         }
-        st.0 += 1;
+        if total {
+            st.0 += 1;
+        }
         Ok(ConnSlot {
             owner: self.clone(),
             ip,
+            total,
         })
     }
 
@@ -167,7 +184,9 @@ impl Connections {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut st = self.owner.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 = st.0.saturating_sub(1);
+        if self.total {
+            st.0 = st.0.saturating_sub(1);
+        }
         if let Some(ip) = self.ip
             && let Some(n) = st.1.get_mut(&ip)
         {
@@ -269,6 +288,19 @@ mod tests {
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let _d = c.open(Some(other)).unwrap();
         assert_eq!(c.open_count(), 3);
+    }
+
+    #[test]
+    fn address_slots_leave_the_total_alone() {
+        let c = Connections::new(1, 1);
+        let _proxy = c.open(None).unwrap();
+        let client: IpAddr = "203.0.113.1".parse().unwrap();
+        let a = c.open_address(client).unwrap();
+        assert!(c.open_address(client).is_err());
+        assert_eq!(c.open_count(), 1);
+        drop(a);
+        assert_eq!(c.open_count(), 1);
+        let _b = c.open_address(client).unwrap();
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! listener and admin socket, with a designed shutdown.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -189,7 +193,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         watch_certificate(tls.clone(), stopped.clone());
     }
     let routes = crate::http::routes(app.clone());
-    let http = tokio::spawn(accept_loop(listener, routes, tls.clone(), stopped.clone()));
+    let http = tokio::spawn(accept_loop(
+        listener,
+        app.clone(),
+        routes,
+        tls.clone(),
+        stopped.clone(),
+    ));
     tracing::info!(%addr, data_dir = %app.config.server.data_dir.display(), "confab is listening");
     Ok(Running {
         addr,
@@ -205,9 +215,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 /// configured, until `stop` turns true; then lets open requests finish.
 /// confab runs its own accept loop rather than `warp::serve` so that the
 /// same loop can terminate TLS with a certificate that changes while it
-/// runs.
+/// runs, count connections per address before reading from them, and keep
+/// each connection's clocks.
 async fn accept_loop<F>(
     listener: tokio::net::TcpListener,
+    app: Arc<App>,
     routes: F,
     tls: Option<Arc<crate::tls::Tls>>,
     mut stop: watch::Receiver<bool>,
@@ -218,8 +230,19 @@ async fn accept_loop<F>(
         + Sync
         + 'static,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let clocks = Clocks::new(&app.config.server);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper starts this clock whenever it waits for a request head: after
+    // the version is known, and again each time a keep-alive connection
+    // goes idle, so it also bounds the wait for the next request.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(clocks.header);
+    let builder = Arc::new(builder);
+    // Every connection task holds a sender; `recv` ends when the last goes.
+    let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -233,49 +256,314 @@ async fn accept_loop<F>(
             },
             _ = stop.changed() => break,
         };
-        let _ = tcp.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(WithPeer {
-            inner: warp::service(routes.clone()),
-            peer,
-        });
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(tls) => {
-                    let handshake = tls.acceptor().accept(tcp);
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), handshake).await
-                    else {
-                        return;
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+        // An IPv4 client of a dual-stack listener is the same client, for
+        // the limits and `trusted_proxies`, as over IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        // A proxy's connections carry many clients: they count toward the
+        // total only (ws.rs holds an upgrade through one to the forwarded
+        // client's address).
+        let key = (!app.config.server.trusted_proxies.contains(&peer.ip())).then_some(peer.ip());
+        let slot = match app.limits.connections.open(key) {
+            Ok(slot) => Arc::new(slot),
+            Err(why) => {
+                // Closed before anything is read or spawned: a crowd of
+                // connections from one address costs a moment each.
+                app.metrics.reject("connection_limit");
+                tracing::debug!(%peer, why, "connection refused");
+                drop(tcp);
+                continue;
             }
-        });
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            Accepted { tcp, peer, slot },
+            builder.clone(),
+            routes.clone(),
+            tls.clone(),
+            clocks,
+            stop.clone(),
+            alive.clone(),
+        ));
     }
     drop(listener);
+    drop(alive);
     // Idle keep-alive connections close at once; busy ones finish first.
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), all_ended.recv()).await;
+}
+
+/// An accepted connection and the slot it holds for its whole life.
+struct Accepted {
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Arc<crate::limits::ConnSlot>,
+}
+
+type ConnBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+
+/// One connection's task: the TLS handshake if any, then HTTP under the
+/// connection's clocks. An upgrade ends it; the WebSocket task then holds
+/// the slot (it reaches ws.rs in the request's extensions).
+async fn serve_connection<F>(
+    conn: Accepted,
+    builder: Arc<ConnBuilder>,
+    routes: F,
+    tls: Option<Arc<crate::tls::Tls>>,
+    clocks: Clocks,
+    stop: watch::Receiver<bool>,
+    _alive: tokio::sync::mpsc::Sender<()>,
+) where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    let Accepted { tcp, peer, slot } = conn;
+    let activity = Arc::new(Activity::new());
+    let svc = hyper_util::service::TowerToHyperService::new(WithPeer {
+        inner: warp::service(routes),
+        peer,
+        slot,
+        activity: activity.clone(),
+    });
+    let io = Watched {
+        io: tcp,
+        activity: activity.clone(),
+    };
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            keep_clocks(conn, &activity, clocks, stop).await
+        }
+        Some(tls) => {
+            // The handshake counts toward the time allowed for the first
+            // request head.
+            let handshake = tls.acceptor().accept(io);
+            let first_head_by = activity.start + clocks.header;
+            let Ok(Ok(stream)) = tokio::time::timeout_at(first_head_by, handshake).await else {
+                return;
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            keep_clocks(conn, &activity, clocks, stop).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The timeouts of an HTTP connection, from `server.*`.
+#[derive(Clone, Copy, Debug)]
+struct Clocks {
+    header: Duration,
+    idle: Duration,
+}
+
+impl Clocks {
+    fn new(c: &crate::config::ServerConfig) -> Clocks {
+        Clocks {
+            header: Duration::from_millis(c.header_read_timeout_ms),
+            idle: Duration::from_millis(c.idle_timeout_ms),
+        }
+    }
+}
+
+/// What the clocks make of a connection at a given moment.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Nothing is due before this instant.
+    Fine(tokio::time::Instant),
+    /// Stop taking requests: close now if between requests, else after
+    /// the answer.
+    WindDown,
+    /// Drop the connection: nothing is in progress that the client is
+    /// still taking part in.
+    Close,
+}
+
+/// When bytes last moved on a connection, kept by [`Watched`] and read by
+/// [`keep_clocks`].
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last byte read or written.
+    last_ms: AtomicU64,
+    /// The last write waited for the client to read.
+    write_blocked: AtomicBool,
+    /// A request head has arrived (set by [`WithPeer`]).
+    requested: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn verdict(&self, now: tokio::time::Instant, clocks: Clocks) -> Verdict {
+        let requested = self.requested.load(Ordering::Relaxed);
+        // hyper's header clock starts only once the protocol is known (the
+        // auto builder reads the first bytes itself), so the first head's
+        // deadline is kept here: a client that sends nothing, or a few
+        // bytes, is not waited for.
+        let first_head_by = self.start + clocks.header;
+        if !requested && now >= first_head_by {
+            return Verdict::Close;
+        }
+        let idle_at =
+            self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + clocks.idle;
+        if now >= idle_at {
+            // A client that stopped reading its answer would hold a
+            // graceful close open forever.
+            return if self.write_blocked.load(Ordering::Relaxed) {
+                Verdict::Close
+            } else {
+                Verdict::WindDown
+            };
+        }
+        Verdict::Fine(if requested {
+            idle_at
+        } else {
+            idle_at.min(first_head_by)
+        })
+    }
+}
+
+/// Drives an HTTP connection to its end, applying the clocks hyper does
+/// not keep (see [`Activity::verdict`]) and the server's stop.
+async fn keep_clocks<C>(
+    conn: C,
+    activity: &Activity,
+    clocks: Clocks,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), C::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    let check = tokio::time::sleep_until(activity.start + clocks.header.min(clocks.idle));
+    let mut check = std::pin::pin!(check);
+    let mut winding_down = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = stop.wait_for(|s| *s), if !winding_down => {
+                conn.as_mut().graceful_shutdown();
+                winding_down = true;
+            }
+            _ = check.as_mut() => {
+                let now = tokio::time::Instant::now();
+                match activity.verdict(now, clocks) {
+                    Verdict::Fine(next) => check.as_mut().reset(next),
+                    Verdict::Close => return Ok(()),
+                    Verdict::WindDown => {
+                        if !winding_down {
+                            conn.as_mut().graceful_shutdown();
+                            winding_down = true;
+                        }
+                        // A request still in progress is the server's
+                        // work; look again only for a client that stops
+                        // reading its answer.
+                        check.as_mut().reset(now + clocks.idle);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection's socket that records in [`Activity`] when bytes move.
+/// It stays under an upgraded WebSocket too, where nothing reads it.
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.activity.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(result) => {
+                self.activity.write_blocked.store(false, Ordering::Relaxed);
+                if matches!(result, Ok(n) if *n > 0) {
+                    self.activity.touch();
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// The peer's address, for the filters (`http::peer`).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
+/// Tags each request with its connection's peer address and connection
+/// slot (`Arc<ConnSlot>`, which a WebSocket upgrade keeps), and notes that
+/// a request head arrived.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
+    slot: Arc<crate::limits::ConnSlot>,
+    activity: Arc<Activity>,
 }
 
 impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
@@ -294,7 +582,9 @@ where
     }
 
     fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
+        self.activity.requested.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(Peer(self.peer));
+        req.extensions_mut().insert(self.slot.clone());
         self.inner.call(req)
     }
 }
@@ -351,5 +641,39 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLOCKS: Clocks = Clocks {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn a_connection_without_a_request_goes_at_the_header_deadline() {
+        let a = Activity::new();
+        let at = |s| a.start + Duration::from_secs(s);
+        assert_eq!(a.verdict(at(9), CLOCKS), Verdict::Fine(at(10)));
+        // Bytes that are not a whole head do not buy time.
+        a.last_ms.store(9_000, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(10), CLOCKS), Verdict::Close);
+        a.requested.store(true, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(10), CLOCKS), Verdict::Fine(at(69)));
+    }
+
+    #[test]
+    fn silence_winds_down_unless_the_client_stopped_reading() {
+        let a = Activity::new();
+        let at = |s| a.start + Duration::from_secs(s);
+        a.requested.store(true, Ordering::Relaxed);
+        a.last_ms.store(5_000, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(64), CLOCKS), Verdict::Fine(at(65)));
+        assert_eq!(a.verdict(at(65), CLOCKS), Verdict::WindDown);
+        a.write_blocked.store(true, Ordering::Relaxed);
+        assert_eq!(a.verdict(at(65), CLOCKS), Verdict::Close);
     }
 }

@@ -24,6 +24,7 @@ use crate::app::{Actor, App, AppError, Target, page};
 use crate::domain::{Id, User, Username};
 use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room};
 use crate::hub::{CloseRequest, Frame, SessionId, Wake};
+use crate::limits::ConnSlot;
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
 use crate::wsio::{Msg, WsConn, WsError};
 
@@ -47,12 +48,14 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 .unify(),
         )
         .and(crate::http::peer())
+        .and(warp::ext::optional::<Arc<ConnSlot>>())
         .map(
             move |on_upgrade: Option<OnUpgrade>,
                   _: Ws,
                   headers: HeaderMap,
                   query: std::collections::HashMap<String, String>,
-                  addr: Option<SocketAddr>| {
+                  addr: Option<SocketAddr>,
+                  accepted: Option<Arc<ConnSlot>>| {
                 if !origin_allowed(&app, &headers) {
                     let mut r = error_response(&AppError::Forbidden("origin not allowed".into()));
                     *r.status_mut() = StatusCode::FORBIDDEN;
@@ -60,7 +63,7 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 }
                 let ip =
                     crate::limits::client_ip(addr, &headers, &app.config.server.trusted_proxies);
-                let slot = match app.limits.connections.open(ip) {
+                let slot = match hold(&app, accepted, addr, ip) {
                     Ok(slot) => slot,
                     Err(why) => {
                         app.metrics.reject("connection_limit");
@@ -101,6 +104,40 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 r
             },
         )
+}
+
+/// What an upgraded connection holds against the connection limits: the
+/// slot its connection took at accept and, behind a trusted proxy (whose
+/// connections count toward the total only), one for the forwarded
+/// client's address.
+struct Held {
+    _accepted: Option<Arc<ConnSlot>>,
+    _forwarded: Option<ConnSlot>,
+}
+
+fn hold(
+    app: &App,
+    accepted: Option<Arc<ConnSlot>>,
+    addr: Option<SocketAddr>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Held, &'static str> {
+    let connections = &app.limits.connections;
+    let Some(accepted) = accepted else {
+        // Served without the accept loop: the upgrade takes the only slot.
+        return Ok(Held {
+            _accepted: None,
+            _forwarded: Some(connections.open(ip)?),
+        });
+    };
+    let proxied = addr.is_some_and(|a| app.config.server.trusted_proxies.contains(&a.ip()));
+    let forwarded = match ip {
+        Some(ip) if proxied => Some(connections.open_address(ip)?),
+        _ => None,
+    };
+    Ok(Held {
+        _accepted: Some(accepted),
+        _forwarded: forwarded,
+    })
 }
 
 /// `Sec-WebSocket-Accept` for the request's key (already checked present
@@ -177,8 +214,8 @@ fn close_for(e: &WsError, metrics: &crate::metrics::Metrics) -> Exit {
     }
 }
 
-/// `slot` is held for the connection's life and given back however it
-/// ends; it goes just before the closing handshake, which may wait up to
+/// `slot` is held for the connection's life (from its accept on) and given
+/// back however it ends; it goes just before the closing handshake, which may wait up to
 /// the grace period for a client that never answers, so that such a
 /// client's slot is free at once, as before the handshake waited.
 async fn connection(
@@ -186,7 +223,7 @@ async fn connection(
     mut ws: WebSocket,
     token: Option<String>,
     addr: Option<SocketAddr>,
-    slot: crate::limits::ConnSlot,
+    slot: Held,
 ) {
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
     let (user, token, auth_id) = match authenticate(&app, &mut ws, token).await {
