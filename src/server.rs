@@ -241,6 +241,7 @@ async fn accept_loop<F>(
         .timer(TokioTimer::new())
         .header_read_timeout(clocks.header);
     let builder = Arc::new(builder);
+    let refusing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Every connection task holds a sender; `recv` ends when the last goes.
     let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     loop {
@@ -266,11 +267,9 @@ async fn accept_loop<F>(
         let slot = match app.limits.connections.open(key) {
             Ok(slot) => Arc::new(slot),
             Err(why) => {
-                // Closed before anything is read or spawned: a crowd of
-                // connections from one address costs a moment each.
                 app.metrics.reject("connection_limit");
                 tracing::debug!(%peer, why, "connection refused");
-                drop(tcp);
+                refuse(tcp, why, tls.is_some(), &refusing);
                 continue;
             }
         };
@@ -289,6 +288,50 @@ async fn accept_loop<F>(
     drop(alive);
     // Idle keep-alive connections close at once; busy ones finish first.
     let _ = tokio::time::timeout(Duration::from_secs(10), all_ended.recv()).await;
+}
+
+/// Refused connections answered at once; past this many, more are
+/// dropped unanswered, so a crowd cannot hold descriptors through refusals.
+const MAX_REFUSING: usize = 64;
+
+/// Ends a connection over the limits. A plain HTTP client (a WebSocket
+/// upgrade included) is told why with a 429, as it would be for any other
+/// limit, before it has even finished its request; what it sends is then
+/// read and dropped for a moment, because closing a socket with unread
+/// data resets it and the answer can be lost. Over TLS, or when many
+/// refusals are already in flight, it is simply closed.
+fn refuse(
+    mut tcp: tokio::net::TcpStream,
+    why: &str,
+    tls: bool,
+    refusing: &Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tls || refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+        if !tls {
+            refusing.fetch_sub(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    let body = serde_json::json!({"error": {"code": "rate_limited", "message": why}}).to_string();
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let refusing = refusing.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut buf = [0u8; 2048];
+            tcp.write_all(answer.as_bytes()).await?;
+            tcp.shutdown().await?;
+            while tcp.read(&mut buf).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        refusing.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// An accepted connection and the slot it holds for its whole life.

@@ -288,10 +288,10 @@ async fn connections_per_address_and_per_account() {
     assert_eq!(a3.closed().await, Closed::Code(4008));
     drop(a3);
     let _b1 = upgrade(&t, here, &bob, None).await.unwrap();
-    // A fourth from this address is closed as soon as it is accepted.
+    // A fourth from this address is refused as soon as it is accepted.
     assert_eq!(
         upgrade(&t, here, &bob, None).await.err(),
-        Some(Refused::Closed)
+        Some(Refused::Status(429))
     );
     // A closed connection gives its slot back.
     drop(a1);
@@ -331,7 +331,7 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         upgrade(&t, "127.0.0.2", &alice, Some("203.0.113.2"))
             .await
             .err(),
-        Some(Refused::Closed)
+        Some(Refused::Status(429))
     );
 }
 
@@ -346,7 +346,7 @@ async fn the_total_connection_limit_holds() {
         held.push(s);
     }
     // A third client is turned away at once.
-    assert_eq!(healthz_from(&t, "127.0.0.4").await, None);
+    assert_eq!(healthz_from(&t, "127.0.0.4").await, Some(429));
     // The two were held, not refused: they finish and are answered.
     for s in &mut held {
         s.write_all(b"Host: confab\r\n\r\n").await.unwrap();
@@ -374,7 +374,9 @@ async fn a_slowloris_crowd_from_one_address_is_capped_and_healthz_still_answers(
     }
     let mut held: Vec<TcpStream> = crowd.drain(..4).collect();
     for s in &mut crowd {
-        assert_eq!(until_closed(s).await, "", "refused without an answer");
+        let got = until_closed(s).await;
+        assert!(got.starts_with("HTTP/1.1 429 "), "refused at once: {got:?}");
+        assert!(got.contains("rate_limited"), "{got}");
     }
     // Another address is served while the crowd is held.
     assert_eq!(healthz_from(&t, "127.0.0.2").await, Some(200));
