@@ -257,10 +257,12 @@ fn ban_json(u: &UserRecord, now: i64) -> Value {
     }
 }
 
-fn mute_json(room: Option<&crate::domain::Room>, m: &MuteRecord) -> Value {
+/// A mute for the operator; a room deleted since shows as its id, never
+/// as "everywhere".
+fn mute_json(room_id: Option<Id>, room: Option<&crate::domain::Room>, m: &MuteRecord) -> Value {
     json!({
-        "room": room.map(|r| r.name.clone()),
-        "room_id": room.map(|r| r.id),
+        "room": room.map(|r| r.name.clone()).or(room_id.map(|id| id.to_string())),
+        "room_id": room_id,
         "until": until_json(m.until),
         "reason": m.reason,
         "by": m.by,
@@ -272,8 +274,8 @@ fn mutes_by_user(app: &App, now: i64) -> Result<HashMap<Id, Vec<Value>>, AppErro
     let rx = app.store.read()?;
     let mut rooms: HashMap<Id, Option<crate::domain::Room>> = HashMap::new();
     let mut out: HashMap<Id, Vec<Value>> = HashMap::new();
-    for (user, room, rec) in rx.mutes(now)? {
-        let room = match room {
+    for (user, room_id, rec) in rx.mutes(now)? {
+        let room = match room_id {
             Some(id) => {
                 if !rooms.contains_key(&id) {
                     rooms.insert(id, rx.room(id)?);
@@ -282,7 +284,9 @@ fn mutes_by_user(app: &App, now: i64) -> Result<HashMap<Id, Vec<Value>>, AppErro
             }
             None => None,
         };
-        out.entry(user).or_default().push(mute_json(room, &rec));
+        out.entry(user)
+            .or_default()
+            .push(mute_json(room_id, room, &rec));
     }
     Ok(out)
 }
@@ -343,9 +347,9 @@ async fn run(
             let rooms: Vec<String> = app.rooms_of(u.id)?.into_iter().map(|r| r.name).collect();
             let rx = app.store.read()?;
             let mut mutes = Vec::new();
-            for (room, rec) in rx.mutes_of(u.id, now)? {
-                let room = room.map(|id| rx.room(id)).transpose()?.flatten();
-                mutes.push(mute_json(room.as_ref(), &rec));
+            for (room_id, rec) in rx.mutes_of(u.id, now)? {
+                let room = room_id.map(|id| rx.room(id)).transpose()?.flatten();
+                mutes.push(mute_json(room_id, room.as_ref(), &rec));
             }
             json!({
                 "user": u.public(),

@@ -427,6 +427,8 @@ mod tests {
             matches!(send("close #general"), Request::RoomDelete { room } if room == "general")
         );
         assert!(matches!(parse("quit"), Ok(Some(Command::Quit))));
+        assert!(matches!(parse("bans"), Ok(Some(Command::Restrictions))));
+        assert!(matches!(parse("mutes"), Ok(Some(Command::Restrictions))));
         assert!(matches!(parse("   "), Ok(None)));
     }
 

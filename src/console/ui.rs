@@ -827,7 +827,7 @@ fn draw_restrictions(state: &State, frame: &mut Frame) {
     let header = Row::new(["user", "what", "until", "reason", "by"])
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     use Constraint::{Fill, Length};
-    let widths = [Length(16), Length(20), Length(18), Fill(1), Length(10)];
+    let widths = [Length(16), Length(20), Length(20), Fill(1), Length(10)];
     let empty = if !state.restrictions_loaded && state.restrictions_error.is_none() {
         "reading…"
     } else {
