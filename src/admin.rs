@@ -277,8 +277,8 @@ fn mutes_by_user(app: &App, now: i64) -> Result<HashMap<Id, Vec<Value>>, AppErro
     for (user, room_id, rec) in rx.mutes(now)? {
         let room = match room_id {
             Some(id) => {
-                if !rooms.contains_key(&id) {
-                    rooms.insert(id, rx.room(id)?);
+                if let std::collections::hash_map::Entry::Vacant(e) = rooms.entry(id) {
+                    e.insert(rx.room(id)?);
                 }
                 rooms.get(&id).and_then(Option::as_ref)
             }

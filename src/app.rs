@@ -38,6 +38,9 @@ pub enum AppError {
     Banned(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// What was asked to be lifted is not in force ("bob is not banned").
+    #[error("{0}")]
+    Absent(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -66,7 +69,7 @@ impl AppError {
             AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
-            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::NotFound(_) | AppError::Absent(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
@@ -1345,18 +1348,22 @@ impl App {
             reason: None,
             details: serde_json::Value::Null,
         };
+        // Lifting nothing is a mistake worth saying, and not an action for
+        // the audit log.
+        if !target.banned_at(crate::domain::now_ms()) {
+            return Err(AppError::Absent(format!(
+                "{} is not banned",
+                target.username
+            )));
+        }
         let id = target.id;
         let rec = self
             .store
             .write(move |tx| {
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                // Lifting nothing is a mistake worth saying, and not an
-                // action for the audit log.
+                // Lifted or run out since it was read.
                 if !rec.banned_at(crate::domain::now_ms()) {
-                    return Err(StoreError::Conflict(format!(
-                        "{} is not banned",
-                        rec.username
-                    )));
+                    return Err(StoreError::NotFound("ban"));
                 }
                 rec.banned_until = None;
                 rec.ban_reason = None;
@@ -1455,12 +1462,13 @@ impl App {
                 .unwrap_or_else(|| "everywhere".into())
         );
         if !active {
-            return Err(AppError::Conflict(not_muted));
+            return Err(AppError::Absent(not_muted));
         }
         self.store
             .write(move |tx| {
+                // Lifted since it was read.
                 if !tx.clear_mute(uid, rid)? {
-                    return Err(StoreError::Conflict(not_muted));
+                    return Err(StoreError::NotFound("mute"));
                 }
                 tx.audit(entry)
             })

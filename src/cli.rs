@@ -826,7 +826,10 @@ async fn check(global: &Global) -> Result<(), CliError> {
     }
     say!(
         "store      ok (schema {}, {} users, {} rooms, {} messages)",
-        summary.schema_version, summary.users, summary.rooms, summary.messages
+        summary.schema_version,
+        summary.users,
+        summary.rooms,
+        summary.messages
     )
 }
 
@@ -1073,13 +1076,7 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|b| {
-                    vec![
-                        s(&b["username"]),
-                        expiry(&b["until"]),
-                        s(&b["reason"]),
-                    ]
-                })
+                .map(|b| vec![s(&b["username"]), expiry(&b["until"]), s(&b["reason"])])
                 .collect(),
         ),
         Request::Mutes => table(

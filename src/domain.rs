@@ -433,7 +433,10 @@ mod tests {
 
     #[test]
     fn reasons() {
-        assert_eq!(Reason::parse("spamming links").unwrap().into_string(), "spamming links");
+        assert_eq!(
+            Reason::parse("spamming links").unwrap().into_string(),
+            "spamming links"
+        );
         assert!(Reason::parse("").is_ok());
         for bad in ["\u{1b}[2J", "tab\there", "line\nbreak", "c1 \u{9b}31m"] {
             assert!(Reason::parse(bad).is_err(), "{bad:?}");

@@ -120,11 +120,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         addr,
         url: format!("{scheme}://{addr}"),
     };
-    let admin = tokio::spawn(crate::admin::serve(
-        app.clone(),
-        admin_listener,
-        listening,
-    ));
+    let admin = tokio::spawn(crate::admin::serve(app.clone(), admin_listener, listening));
     // Once a second: throughput samples and per-room rates for the console.
     let sampler_metrics = app.metrics.clone();
     let sampler_hub = app.hub.clone();

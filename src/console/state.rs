@@ -745,7 +745,10 @@ impl State {
                 if let Some(last) = view.rows.len().checked_sub(1) {
                     view.selected = step(view.selected, last, page, &action);
                     view.scroll_into_view(page);
-                    view.key = self.restrictions.get(view.rows[view.selected]).map(Restriction::key);
+                    view.key = self
+                        .restrictions
+                        .get(view.rows[view.selected])
+                        .map(Restriction::key);
                 }
             }
             _ => {}

@@ -646,7 +646,10 @@ fn open_restrictions(state: &mut State) {
         result: Ok(bans_json()),
         now_ms: NOW,
     });
-    assert!(matches!(next, Some(Effect::Send(Request::Mutes))), "{next:?}");
+    assert!(
+        matches!(next, Some(Effect::Send(Request::Mutes))),
+        "{next:?}"
+    );
     let next = state.update(Action::Answer {
         request: Request::Mutes,
         result: Ok(mutes_json()),
@@ -699,7 +702,10 @@ fn shift_b_lists_bans_and_mutes_and_u_lifts_the_selected_one() {
         result: Ok(sample_json()),
         now_ms: NOW + 1_000,
     });
-    assert!(matches!(next, Some(Effect::Send(Request::Bans))), "{next:?}");
+    assert!(
+        matches!(next, Some(Effect::Send(Request::Bans))),
+        "{next:?}"
+    );
     // The selection stays on carol's mute when bob's ban is gone.
     state.update(Action::Answer {
         request: Request::Bans,

@@ -141,7 +141,12 @@ async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
     keys.send(key(KeyCode::Char('q'))).unwrap();
     let (exit, _terminal) = console.await.unwrap();
     assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
-    assert!(!t.app().user_by_name("bob").unwrap().banned_at(confab::domain::now_ms()));
+    assert!(
+        !t.app()
+            .user_by_name("bob")
+            .unwrap()
+            .banned_at(confab::domain::now_ms())
+    );
     let entries = t.app().audit_log(None, None).unwrap();
     assert_eq!(entries.last().map(|e| e.action.as_str()), Some("unban"));
 }
