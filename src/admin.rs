@@ -8,6 +8,8 @@
 //! runs the very same [`execute`]. One request per line, one JSON answer
 //! per line.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::app::{Actor, App, AppError};
-use crate::domain::{Password, Role, RoomName, Topic, Username, Visibility};
+use crate::domain::{Id, Password, Role, RoomName, Topic, Username, Visibility};
+use crate::store::{MuteRecord, UserRecord};
 
 /// What the operator can ask for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +93,10 @@ pub enum Request {
     Unban {
         username: String,
     },
+    /// Every ban in force.
+    Bans,
+    /// Every mute in force.
+    Mutes,
     Mute {
         username: String,
         /// A room name or id; None mutes everywhere.
@@ -124,13 +131,42 @@ pub enum Request {
     Export {
         room: String,
     },
-    /// A room's own retention; `None` fields follow the server's setting,
-    /// `Some(0)` means no limit.
+    /// Changes a room's own retention. Each field: absent leaves it as
+    /// it is, `null` makes it follow the server's setting, `0` means no
+    /// limit.
     RoomRetention {
         room: String,
-        max_age_secs: Option<u64>,
-        keep_last: Option<u64>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        max_age_secs: Option<Option<u64>>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        keep_last: Option<Option<u64>>,
     },
+}
+
+/// A field that is there, even as `null`, is `Some`; only an absent one
+/// (serde's `default`) is `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// What only the running server knows about itself, for `Status`.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The address the listener is bound to (the configured port may be 0).
+    pub addr: SocketAddr,
+    pub url: String,
 }
 
 /// The error half of an answer, as it crosses the socket.
@@ -160,8 +196,17 @@ enum Answer {
 /// Runs one operator request against the app, in the server or in the
 /// CLI's own process alike.
 pub async fn execute(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
+    execute_at(app, req, None).await
+}
+
+/// [`execute`] in the running server, which knows where it listens.
+async fn execute_at(
+    app: &Arc<App>,
+    req: Request,
+    listening: Option<&Listening>,
+) -> Result<Value, AppError> {
     let audited = audited(&req);
-    let value = run(app, req).await?;
+    let value = run(app, req, listening).await?;
     // Moderation actions write their own entries, in their own commit;
     // the operator's administrative changes are logged here.
     if let Some((action, target)) = audited {
@@ -192,7 +237,65 @@ fn audited(req: &Request) -> Option<(&'static str, String)> {
     })
 }
 
-async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
+/// A time in ms, or `null` for "until lifted" (stored as `i64::MAX`).
+fn until_json(until: i64) -> Value {
+    if until == i64::MAX {
+        Value::Null
+    } else {
+        json!(until)
+    }
+}
+
+/// The user's ban in force, or `null`.
+fn ban_json(u: &UserRecord, now: i64) -> Value {
+    match u.banned_until {
+        Some(until) if u.banned_at(now) => json!({
+            "until": until_json(until),
+            "reason": u.ban_reason,
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// A mute for the operator; a room deleted since shows as its id, never
+/// as "everywhere".
+fn mute_json(room_id: Option<Id>, room: Option<&crate::domain::Room>, m: &MuteRecord) -> Value {
+    json!({
+        "room": room.map(|r| r.name.clone()).or(room_id.map(|id| id.to_string())),
+        "room_id": room_id,
+        "until": until_json(m.until),
+        "reason": m.reason,
+        "by": m.by,
+    })
+}
+
+/// Every mute in force, by user, each with its room's name.
+fn mutes_by_user(app: &App, now: i64) -> Result<HashMap<Id, Vec<Value>>, AppError> {
+    let rx = app.store.read()?;
+    let mut rooms: HashMap<Id, Option<crate::domain::Room>> = HashMap::new();
+    let mut out: HashMap<Id, Vec<Value>> = HashMap::new();
+    for (user, room_id, rec) in rx.mutes(now)? {
+        let room = match room_id {
+            Some(id) => {
+                if let std::collections::hash_map::Entry::Vacant(e) = rooms.entry(id) {
+                    e.insert(rx.room(id)?);
+                }
+                rooms.get(&id).and_then(Option::as_ref)
+            }
+            None => None,
+        };
+        out.entry(user)
+            .or_default()
+            .push(mute_json(room_id, room, &rec));
+    }
+    Ok(out)
+}
+
+async fn run(
+    app: &Arc<App>,
+    req: Request,
+    listening: Option<&Listening>,
+) -> Result<Value, AppError> {
     let op = Actor::Operator;
     Ok(match req {
         Request::Status => json!({
@@ -201,6 +304,8 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             "users": app.store.read()?.user_count()?,
             "data_dir": app.config.server.data_dir,
             "pid": std::process::id(),
+            "listen": listening.map(|l| l.addr),
+            "url": listening.map(|l| l.url.clone()),
         }),
         Request::UserAdd {
             username,
@@ -217,6 +322,8 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             json!({ "user": user })
         }
         Request::UserList => {
+            let now = crate::domain::now_ms();
+            let mut mutes = mutes_by_user(app, now)?;
             let users: Vec<Value> = app
                 .users()?
                 .into_iter()
@@ -227,25 +334,77 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
                         "role": u.role,
                         "created_at": u.created_at,
                         "online": app.hub.is_online(u.id),
+                        "banned": ban_json(&u, now),
+                        "mutes": mutes.remove(&u.id).unwrap_or_default(),
                     })
                 })
                 .collect();
             json!({ "users": users })
         }
         Request::UserShow { username } => {
+            let now = crate::domain::now_ms();
             let u = app.user_by_name(&username)?;
             let rooms: Vec<String> = app.rooms_of(u.id)?.into_iter().map(|r| r.name).collect();
+            let rx = app.store.read()?;
+            let mut mutes = Vec::new();
+            for (room_id, rec) in rx.mutes_of(u.id, now)? {
+                let room = room_id.map(|id| rx.room(id)).transpose()?.flatten();
+                mutes.push(mute_json(room_id, room.as_ref(), &rec));
+            }
             json!({
                 "user": u.public(),
                 "created_at": u.created_at,
                 "online": app.hub.is_online(u.id),
                 "rooms": rooms,
+                "banned": ban_json(&u, now),
+                "mutes": mutes,
             })
+        }
+        Request::Bans => {
+            let now = crate::domain::now_ms();
+            let bans: Vec<Value> = app
+                .users()?
+                .into_iter()
+                .filter(|u| u.banned_at(now))
+                .map(|u| {
+                    let mut ban = ban_json(&u, now);
+                    ban["username"] = json!(u.username);
+                    ban["id"] = json!(u.id);
+                    ban
+                })
+                .collect();
+            json!({ "bans": bans })
+        }
+        Request::Mutes => {
+            let now = crate::domain::now_ms();
+            let mutes = mutes_by_user(app, now)?;
+            let rx = app.store.read()?;
+            let mut out = Vec::new();
+            for (id, list) in mutes {
+                let Some(u) = rx.user(id)? else { continue };
+                for mut m in list {
+                    m["username"] = json!(u.username);
+                    m["user_id"] = json!(u.id);
+                    out.push(m);
+                }
+            }
+            // Stable for the operator's eye: by user, then the mute
+            // everywhere before room mutes.
+            out.sort_by(|a, b| {
+                let key = |v: &Value| {
+                    (
+                        v["username"].as_str().unwrap_or_default().to_string(),
+                        v["room"].as_str().map(str::to_string),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+            json!({ "mutes": out })
         }
         Request::UserPasswd { username, password } => {
             app.set_password(&username, Password::parse(&password)?)
                 .await?;
-            json!({})
+            json!({ "password_changed": app.user_by_name(&username)?.public() })
         }
         Request::UserRole { username, role } => {
             json!({ "user": app.set_role(&username, role).await? })
@@ -293,8 +452,20 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         Request::RoomShow { room } => {
             let r = app.find_room(&room)?;
             let (room, members) = app.room_details(&op, r.id)?;
-            let last_seq = app.store.read()?.last_seq(room.id)?;
-            json!({ "room": room, "members": members, "last_seq": last_seq })
+            let rx = app.store.read()?;
+            let cfg = &app.config.store;
+            json!({
+                "room": room,
+                "members": members,
+                "last_seq": rx.last_seq(room.id)?,
+                // The room's own settings (`null`: the server's), and the
+                // server's, so the effective policy can be told.
+                "retention": rx.retention(room.id)?,
+                "retention_default": crate::store::Retention {
+                    max_age_secs: Some(cfg.retention_days * 86_400),
+                    keep_last: Some(cfg.retention_keep_last),
+                },
+            })
         }
         Request::RoomDelete { room } => {
             let r = app.find_room(&room)?;
@@ -324,27 +495,49 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
         }
         Request::Snapshot { events_after } => snapshot(app, events_after)?,
         Request::Kick { username, reason } => {
-            json!({ "connections_closed": app.kick(&op, &username, reason).await? })
+            let n = app.kick(&op, &username, reason.clone()).await?;
+            json!({ "kicked": username, "reason": reason, "connections_closed": n })
         }
         Request::Ban {
             username,
             reason,
             duration_secs,
-        } => json!({ "user": app.ban(&op, &username, reason, duration_secs).await? }),
-        Request::Unban { username } => json!({ "user": app.unban(&op, &username).await? }),
+        } => {
+            let user = app.ban(&op, &username, reason, duration_secs).await?;
+            let rec = app.user_by_name(&user.username)?;
+            json!({
+                "user": user,
+                "banned": rec.username,
+                "until": until_json(rec.banned_until.unwrap_or(i64::MAX)),
+                "reason": rec.ban_reason,
+            })
+        }
+        Request::Unban { username } => {
+            let user = app.unban(&op, &username).await?;
+            json!({ "unbanned": user.username, "user": user })
+        }
         Request::Mute {
             username,
             room,
             reason,
             duration_secs,
         } => {
-            app.mute(&op, &username, room.as_deref(), reason, duration_secs)
+            let (room, rec) = app
+                .mute(&op, &username, room.as_deref(), reason, duration_secs)
                 .await?;
-            json!({})
+            json!({
+                "muted": app.user_by_name(&username)?.username,
+                "room": room.map(|r| r.name),
+                "until": until_json(rec.until),
+                "reason": rec.reason,
+            })
         }
         Request::Unmute { username, room } => {
-            app.unmute(&op, &username, room.as_deref()).await?;
-            json!({})
+            let room = app.unmute(&op, &username, room.as_deref()).await?;
+            json!({
+                "unmuted": app.user_by_name(&username)?.username,
+                "room": room.map(|r| r.name),
+            })
         }
         Request::DeleteMessage { id, reason } => {
             let id = crate::domain::Id::parse("message", &id)
@@ -352,8 +545,8 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             json!({ "message": app.moderate_delete(&op, id, reason).await? })
         }
         Request::Announce { text, room } => {
-            app.announce(&op, &text, room.as_deref()).await?;
-            json!({})
+            let (text, room) = app.announce(&op, &text, room.as_deref()).await?;
+            json!({ "announced": text, "room": room.map(|r| r.name) })
         }
         Request::Audit { since, limit } => json!({ "entries": app.audit_log(since, limit)? }),
         Request::Backup { path, with_uploads } => app.backup(path, with_uploads).await?,
@@ -363,9 +556,11 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Value, AppError> {
             max_age_secs,
             keep_last,
         } => {
+            let id = app.find_room(&room)?.id;
+            let current = app.store.read()?.retention(id)?;
             let r = crate::store::Retention {
-                max_age_secs,
-                keep_last,
+                max_age_secs: max_age_secs.unwrap_or(current.max_age_secs),
+                keep_last: keep_last.unwrap_or(current.keep_last),
             };
             json!({ "room": app.set_retention(&room, r).await?, "retention": r })
         }
@@ -464,7 +659,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves operator connections until the task is aborted, then removes the
 /// socket file.
-pub async fn serve(app: Arc<App>, listener: UnixListener) {
+pub async fn serve(app: Arc<App>, listener: UnixListener, listening: Listening) {
     let path: Option<PathBuf> = listener
         .local_addr()
         .ok()
@@ -487,8 +682,9 @@ pub async fn serve(app: Arc<App>, listener: UnixListener) {
             continue;
         }
         let app = app.clone();
+        let listening = listening.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_one(app, stream).await {
+            if let Err(e) = serve_one(app, stream, &listening).await {
                 tracing::debug!(error = %e, "admin connection ended");
             }
         });
@@ -505,12 +701,16 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-async fn serve_one(app: Arc<App>, stream: UnixStream) -> std::io::Result<()> {
+async fn serve_one(
+    app: Arc<App>,
+    stream: UnixStream,
+    listening: &Listening,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
     while let Some(line) = lines.next_line().await? {
         let answer = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => match execute(&app, req).await {
+            Ok(req) => match execute_at(&app, req, Some(listening)).await {
                 Ok(v) => Answer::Ok(v),
                 Err(e) => Answer::Error((&e).into()),
             },

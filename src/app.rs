@@ -11,8 +11,8 @@ use crate::config::{Config, Registration};
 use serde::Serialize;
 
 use crate::domain::{
-    ClientMsgId, DmPolicy, DomainError, Id, Message, MessageText, Password, Role, Room, RoomKind,
-    RoomName, Topic, User, Username, Visibility,
+    ClientMsgId, DmPolicy, DomainError, Id, Message, MessageText, Password, Reason, Role, Room,
+    RoomKind, RoomName, Topic, User, Username, Visibility,
 };
 use crate::hub::{Hub, Ties};
 use crate::metrics::Metrics;
@@ -38,6 +38,9 @@ pub enum AppError {
     Banned(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// What was asked to be lifted is not in force ("bob is not banned").
+    #[error("{0}")]
+    Absent(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -69,7 +72,7 @@ impl AppError {
             AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
-            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::NotFound(_) | AppError::Absent(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
             AppError::TooLarge(_) => ErrorCode::TooLarge,
@@ -1456,6 +1459,7 @@ impl App {
         username: &str,
         reason: Option<String>,
     ) -> Result<usize> {
+        let reason = Reason::parse_opt(reason)?;
         let target = self.moderate(actor, username)?;
         self.audit(
             actor,
@@ -1485,6 +1489,7 @@ impl App {
         reason: Option<String>,
         duration_secs: Option<u64>,
     ) -> Result<User> {
+        let reason = Reason::parse_opt(reason)?;
         let target = self.moderate(actor, username)?;
         let until = until(duration_secs)?;
         let entry = AuditEntry {
@@ -1528,11 +1533,23 @@ impl App {
             reason: None,
             details: serde_json::Value::Null,
         };
+        // Lifting nothing is a mistake worth saying, and not an action for
+        // the audit log.
+        if !target.banned_at(crate::domain::now_ms()) {
+            return Err(AppError::Absent(format!(
+                "{} is not banned",
+                target.username
+            )));
+        }
         let id = target.id;
         let rec = self
             .store
             .write(move |tx| {
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                // Lifted or run out since it was read.
+                if !rec.banned_at(crate::domain::now_ms()) {
+                    return Err(StoreError::NotFound("ban"));
+                }
                 rec.banned_until = None;
                 rec.ban_reason = None;
                 tx.put_user(&rec)?;
@@ -1546,6 +1563,7 @@ impl App {
     }
 
     /// Mutes in one room (by name or id) or, with no room, everywhere.
+    /// Returns the room and the mute as stored.
     pub async fn mute(
         &self,
         actor: &Actor,
@@ -1553,7 +1571,8 @@ impl App {
         room: Option<&str>,
         reason: Option<String>,
         duration_secs: Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<(Option<Room>, crate::store::MuteRecord)> {
+        let reason = Reason::parse_opt(reason)?;
         let target = self.moderate(actor, username)?;
         let room = room.map(|r| self.find_room(r)).transpose()?;
         let rec = crate::store::MuteRecord {
@@ -1574,21 +1593,31 @@ impl App {
             }),
         };
         let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
+        let stored = rec.clone();
         self.store
             .write(move |tx| {
-                tx.set_mute(uid, rid, &rec)?;
+                tx.set_mute(uid, rid, &stored)?;
                 tx.audit(entry)
             })
             .await?;
-        let place = room.map(|r| format!(" in {}", r.name)).unwrap_or_default();
+        let place = room
+            .as_ref()
+            .map(|r| format!(" in {}", r.name))
+            .unwrap_or_default();
         self.metrics.event(
             "mute",
             format!("{} muted {}{place}", actor.name(), target.username),
         );
-        Ok(())
+        Ok((room, rec))
     }
 
-    pub async fn unmute(&self, actor: &Actor, username: &str, room: Option<&str>) -> Result<()> {
+    /// Lifts the mute in one room, or the mute everywhere. Returns the room.
+    pub async fn unmute(
+        &self,
+        actor: &Actor,
+        username: &str,
+        room: Option<&str>,
+    ) -> Result<Option<Room>> {
         let target = self.moderate(actor, username)?;
         let room = room.map(|r| self.find_room(r)).transpose()?;
         let entry = AuditEntry {
@@ -1601,27 +1630,49 @@ impl App {
             details: serde_json::json!({ "room": room.as_ref().map(|r| r.name.clone()) }),
         };
         let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
-        let lifted = self
+        // A mute that has run out is no longer in force: lifting it would
+        // audit an action that changed nothing.
+        let now = crate::domain::now_ms();
+        let active = self
             .store
+            .read()?
+            .mutes_of(uid, now)?
+            .iter()
+            .any(|(r, _)| *r == rid);
+        let not_muted = format!(
+            "{} is not muted {}",
+            target.username,
+            room.as_ref()
+                .map(|r| format!("in {}", r.name))
+                .unwrap_or_else(|| "everywhere".into())
+        );
+        if !active {
+            return Err(AppError::Absent(not_muted));
+        }
+        self.store
             .write(move |tx| {
+                // Lifted since it was read.
                 if !tx.clear_mute(uid, rid)? {
                     return Err(StoreError::NotFound("mute"));
                 }
-                tx.audit(entry)?;
-                Ok(true)
+                tx.audit(entry)
             })
             .await?;
-        if lifted {
-            self.metrics.event(
-                "mute",
-                format!("{} unmuted {}", actor.name(), target.username),
-            );
-        }
-        Ok(())
+        self.metrics.event(
+            "mute",
+            format!("{} unmuted {}", actor.name(), target.username),
+        );
+        Ok(room)
     }
 
     /// Sends an `announcement` to everyone, or to one room's members.
-    pub async fn announce(&self, actor: &Actor, text: &str, room: Option<&str>) -> Result<()> {
+    /// Returns the text as sent and the room.
+    pub async fn announce(
+        &self,
+        actor: &Actor,
+        text: &str,
+        room: Option<&str>,
+    ) -> Result<(String, Option<Room>)> {
         if !self.current(actor)?.is_staff() {
             return Err(AppError::Forbidden(
                 "only moderators and admins may announce".into(),
@@ -1649,7 +1700,7 @@ impl App {
         }
         self.metrics
             .event("announce", format!("{}: {text}", actor.name()));
-        Ok(())
+        Ok((text, room))
     }
 
     /// A staff deletion of someone's message, with its audit entry.
@@ -1659,6 +1710,7 @@ impl App {
         id: Id,
         reason: Option<String>,
     ) -> Result<Message> {
+        let reason = Reason::parse_opt(reason)?;
         let msg = self.delete_message(actor, id).await?;
         if actor.user().map(|u| u.id) != Some(msg.sender.id) {
             self.audit(

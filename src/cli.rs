@@ -1,7 +1,12 @@
 //! The command line: clap definitions and what each command does. `main`
 //! only parses and calls [`run`].
+//!
+//! Everything a command prints goes through [`out`] (the `say!` macro):
+//! `println!` panics when the reader of standard output has gone away.
+#![deny(clippy::print_stdout)]
 
-use std::io::{BufRead, IsTerminal};
+use std::borrow::Cow;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,6 +194,10 @@ pub enum UserCmd {
     },
     /// Lift a ban.
     Unban { name: String },
+    /// List the bans in force, with their expiry and reason.
+    Bans,
+    /// List the mutes in force, with their room, expiry and reason.
+    Mutes,
     /// Stop a user sending, in one room or everywhere.
     Mute {
         name: String,
@@ -270,21 +279,41 @@ pub enum RoomCmd {
     Delete { name: String },
     /// Add a user to a room.
     AddMember { room: String, user: String },
-    /// Set a room's own retention (omitted options follow the server's).
+    /// Change a room's own retention; options not given stay as they are.
     Set {
         name: String,
-        /// Remove messages older than this (e.g. 30d), or `off` to keep all.
+        /// Remove messages older than this (e.g. 30d), `off` to keep all,
+        /// or `default` to follow the server's setting.
         #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
-        retention: Option<u64>,
-        /// Keep only the newest N messages (0: no cap).
-        #[arg(long, value_name = "N")]
-        keep_last: Option<u64>,
+        retention: Option<Setting>,
+        /// Keep only the newest N messages (0: no cap), or `default` to
+        /// follow the server's setting.
+        #[arg(long, value_name = "N", value_parser = parse_keep_last)]
+        keep_last: Option<Setting>,
     },
 }
 
-/// A retention duration, or `off` (0: keep everything).
-fn parse_retention(s: &str) -> Result<u64, String> {
-    if s == "off" { Ok(0) } else { parse_duration(s) }
+/// A room's own retention value: `None` follows the server's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting(pub Option<u64>);
+
+/// A retention duration, `off` (0: keep everything) or `default`.
+fn parse_retention(s: &str) -> Result<Setting, String> {
+    match s {
+        "off" => Ok(Setting(Some(0))),
+        "default" => Ok(Setting(None)),
+        s => parse_duration(s).map(|v| Setting(Some(v))),
+    }
+}
+
+/// A count of messages (0: no cap) or `default`.
+fn parse_keep_last(s: &str) -> Result<Setting, String> {
+    if s == "default" {
+        return Ok(Setting(None));
+    }
+    s.parse()
+        .map(|n| Setting(Some(n)))
+        .map_err(|_| format!("{s:?} is not a number of messages or `default`"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +332,61 @@ pub enum CliError {
     Console(String),
     #[error("{0}")]
     Bench(String),
+    /// An action that only a running server can carry out, with none
+    /// running.
+    #[error("no server is running: {0}")]
+    NoServer(String),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    /// The reader of standard output went away: not a failure of the
+    /// command, which [`run`] ends quietly.
+    #[error("standard output was closed")]
+    OutputClosed,
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::OutputClosed
+        } else {
+            CliError::Output(e)
+        }
+    }
+}
+
+/// Writes to standard output. A closed pipe (`confab export ROOM | head`)
+/// becomes [`CliError::OutputClosed`], which ends the command quietly and
+/// successfully, as Unix filters do.
+fn out(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// `println!` through [`out`]; evaluates to its `Result`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Control characters shown as escapes (`\u{1b}`, `\n`), so that no stored
+/// string (a topic, an audit detail, a reason stored before reasons were
+/// checked) can drive the operator's terminal.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut clean = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            clean.extend(c.escape_default());
+        } else {
+            clean.push(c);
+        }
+    }
+    Cow::Owned(clean)
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {
@@ -316,6 +400,13 @@ pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliE
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match command(cli).await {
+        Err(CliError::OutputClosed) => Ok(()),
+        result => result,
+    }
+}
+
+async fn command(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { bind, console } => {
             let config = load_config(&cli.global, bind)?;
@@ -327,7 +418,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let socket = config.socket_path();
             let running = crate::server::start(config).await?;
             if !console {
-                println!("confab listening on {}", running.url());
+                // A server whose standard output is gone keeps serving:
+                // this line is a courtesy, the logs are on stderr.
+                let _ = say!("confab listening on {}", running.url());
                 crate::server::signal().await;
             } else {
                 let backend = crate::console::SocketBackend::connect(&socket)
@@ -337,7 +430,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     exit = crate::console::run(backend, true) => {
                         let exit = exit.map_err(|e| CliError::Console(format!("console: {e}")))?;
                         if exit == crate::console::Exit::Detached {
-                            println!(
+                            let _ = say!(
                                 "console closed; confab keeps serving {} until SIGINT or SIGTERM",
                                 running.url()
                             );
@@ -390,6 +483,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     duration_secs: duration,
                 },
                 UserCmd::Unban { name } => Request::Unban { username: name },
+                UserCmd::Bans => Request::Bans,
+                UserCmd::Mutes => Request::Mutes,
                 UserCmd::Mute {
                     name,
                     room,
@@ -431,11 +526,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     name,
                     retention,
                     keep_last,
-                } => Request::RoomRetention {
-                    room: name,
-                    max_age_secs: retention,
-                    keep_last,
-                },
+                } => {
+                    if retention.is_none() && keep_last.is_none() {
+                        return Err(CliError::Input(
+                            "room set: nothing to change (give --retention, --keep-last or both)"
+                                .into(),
+                        ));
+                    }
+                    Request::RoomRetention {
+                        room: name,
+                        max_age_secs: retention.map(|s| s.0),
+                        keep_last: keep_last.map(|s| s.0),
+                    }
+                }
             };
             operator(&cli.global, req).await
         }
@@ -452,20 +555,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Export { room, format } => {
             let config = load_config(&cli.global, None)?;
             let v = call(&config, Request::Export { room }).await?;
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
             match format {
                 ExportFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                    serde_json::to_writer_pretty(&mut w, &v).map_err(std::io::Error::from)?;
+                    writeln!(w)?;
                 }
                 ExportFormat::Ndjson => {
-                    println!(
+                    writeln!(
+                        w,
                         "{}",
                         serde_json::json!({"room": v["room"], "members": v["members"]})
-                    );
+                    )?;
                     for m in v["messages"].as_array().into_iter().flatten() {
-                        println!("{m}");
+                        writeln!(w, "{m}")?;
                     }
                 }
             }
+            w.flush()?;
             Ok(())
         }
         Command::Check => check(&cli.global).await,
@@ -551,13 +658,31 @@ fn read_password(from_stdin: bool) -> Result<String, CliError> {
 async fn operator(global: &Global, req: Request) -> Result<(), CliError> {
     let config = load_config(global, None)?;
     let value = call(&config, req.clone()).await?;
-    print(&req, &value, global.json);
-    Ok(())
+    print(&req, &value, global.json)
+}
+
+/// Why a request means nothing without a running server (it acts on live
+/// connections only), or `None` when the store alone can carry it out.
+fn needs_live_server(req: &Request) -> Option<&'static str> {
+    match req {
+        Request::Kick { .. } => Some("a kick closes the user's open connections"),
+        Request::Announce { .. } => {
+            Some("an announcement reaches only the users connected to a running server")
+        }
+        _ => None,
+    }
 }
 
 async fn call(config: &Config, req: Request) -> Result<Value, CliError> {
     Ok(match admin::Client::connect(&config.socket_path()).await {
         Some(mut client) => client.call(&req).await?,
+        None if needs_live_server(&req).is_some() => {
+            return Err(CliError::NoServer(format!(
+                "{} (nothing answers on {}; start one with `confab serve`)",
+                needs_live_server(&req).unwrap_or_default(),
+                config.socket_path().display()
+            )));
+        }
         None => {
             let app = App::open(config.clone())?;
             let result = admin::execute(&app, req).await;
@@ -601,7 +726,7 @@ async fn restore(
         }
         let aside = db.with_extension(format!("redb.before-restore-{}", crate::domain::now_ms()));
         std::fs::rename(&db, &aside).map_err(io)?;
-        println!("kept the old store as {}", aside.display());
+        say!("kept the old store as {}", aside.display())?;
     }
     let tmp = db.with_extension("restoring");
     std::fs::copy(file, &tmp).map_err(io)?;
@@ -625,25 +750,29 @@ async fn restore(
             }
         }
     }
-    println!(
+    say!(
         "restored {} users, {} rooms, {} messages, {} uploads ({files} files) from {}",
         summary.users,
         summary.rooms,
         summary.messages,
         summary.uploads,
         file.display()
-    );
-    Ok(())
+    )
 }
 
 /// Validates the config and the data directory; fails on the first problem.
+/// With a server running, reports where it actually listens (the
+/// configured port may be 0, or overridden by `serve --bind`).
 async fn check(global: &Global) -> Result<(), CliError> {
+    let json = global.json;
     let config = load_config(global, None)?;
-    println!(
-        "config     ok (listen {}, data dir {})",
-        config.server.bind,
-        config.server.data_dir.display()
-    );
+    if !json {
+        say!(
+            "config     ok (listen {}, data dir {})",
+            config.server.bind,
+            config.server.data_dir.display()
+        )?;
+    }
     let dir = &config.server.data_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::Input(format!("data dir {}: {e}", dir.display())))?;
@@ -651,27 +780,61 @@ async fn check(global: &Global) -> Result<(), CliError> {
     std::fs::write(&probe, b"ok")
         .and_then(|_| std::fs::remove_file(&probe))
         .map_err(|e| CliError::Input(format!("data dir {} is not writable: {e}", dir.display())))?;
-    println!("data dir   ok (writable)");
+    if !json {
+        say!("data dir   ok (writable)")?;
+    }
+    let mut report = serde_json::json!({
+        "config": { "ok": true, "listen": config.server.bind, "data_dir": dir },
+        "data_dir": { "ok": true, "writable": true },
+        "server": { "running": false },
+        "store": Value::Null,
+    });
     if let Some(mut client) = admin::Client::connect(&config.socket_path()).await {
         let status = client.call(&Request::Status).await?;
-        println!(
-            "server     running (pid {}, {} connections)",
+        report["server"] = serde_json::json!({
+            "running": true,
+            "pid": status["pid"],
+            "connections": status["connections"],
+            "listen": status["listen"],
+            "url": status["url"],
+        });
+        if json {
+            return say!("{}", pretty(&report));
+        }
+        let listen = match &status["listen"] {
+            Value::Null => String::new(),
+            v => format!(", listening on {}", s(v)),
+        };
+        return say!(
+            "server     running (pid {}, {} connections{listen})",
             s(&status["pid"]),
             s(&status["connections"])
         );
-        return Ok(());
     }
     let db = config.db_path();
     if !db.exists() {
-        println!("store      none yet (created on first start)");
-        return Ok(());
+        report["store"] = serde_json::json!({ "exists": false });
+        if json {
+            return say!("{}", pretty(&report));
+        }
+        return say!("store      none yet (created on first start)");
     }
     let summary = crate::store::inspect(&db).map_err(|e| CliError::Input(format!("store: {e}")))?;
-    println!(
+    if json {
+        report["store"] = serde_json::json!({ "exists": true, "ok": true, "summary": summary });
+        return say!("{}", pretty(&report));
+    }
+    say!(
         "store      ok (schema {}, {} users, {} rooms, {} messages)",
-        summary.schema_version, summary.users, summary.rooms, summary.messages
-    );
-    Ok(())
+        summary.schema_version,
+        summary.users,
+        summary.rooms,
+        summary.messages
+    )
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 /// Lets the store writer finish and close the file before the process
@@ -682,12 +845,95 @@ async fn close(app: Arc<App>) {
     let _ = tokio::task::spawn_blocking(move || closed.wait(Duration::from_secs(10))).await;
 }
 
+/// A value as a table shows it, escaped for the terminal.
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Null => "-".into(),
         v => v.to_string(),
     }
+}
+
+/// An expiry for a column of them: a time, or "until lifted".
+fn expiry(v: &Value) -> String {
+    if v.is_null() {
+        "until lifted".into()
+    } else {
+        time(v)
+    }
+}
+
+/// An expiry in a sentence: "until <time>", or `null` for "until lifted".
+fn until(v: &Value) -> String {
+    if v.is_null() {
+        "until lifted".into()
+    } else {
+        format!("until {}", time(v))
+    }
+}
+
+/// A user's ban and mutes in a few words ("banned until … (spam); muted
+/// in general until lifted"), or `-`.
+fn standing(u: &Value) -> String {
+    let mut parts = Vec::new();
+    if u["banned"].is_object() {
+        parts.push(format!(
+            "banned {}{}",
+            until(&u["banned"]["until"]),
+            because(&u["banned"]["reason"])
+        ));
+    }
+    for m in u["mutes"].as_array().into_iter().flatten() {
+        parts.push(format!(
+            "muted {} {}{}",
+            place(&m["room"]),
+            until(&m["until"]),
+            because(&m["reason"])
+        ));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn place(room: &Value) -> String {
+    match room {
+        Value::Null => "everywhere".into(),
+        r => format!("in {}", s(r)),
+    }
+}
+
+fn because(reason: &Value) -> String {
+    match reason {
+        Value::String(r) if !r.is_empty() => format!(" ({})", escape(r)),
+        _ => String::new(),
+    }
+}
+
+/// A room's retention in words; `default` fills in what the room leaves
+/// to the server.
+fn retention_words(r: &Value, default: Option<&Value>) -> String {
+    let age = |v: &Value| match v.as_u64() {
+        None => "server default".to_string(),
+        Some(0) => "kept forever".to_string(),
+        Some(secs) => format!("{} days", secs as f64 / 86_400.0),
+    };
+    let keep = |v: &Value| match v.as_u64() {
+        None => "server default".to_string(),
+        Some(0) => "no cap".to_string(),
+        Some(n) => format!("the newest {n}"),
+    };
+    let with_default = |own: &Value, key: &str, f: &dyn Fn(&Value) -> String| match default {
+        Some(d) if own.is_null() && !d[key].is_null() => format!("{} ({})", f(own), f(&d[key])),
+        _ => f(own),
+    };
+    format!(
+        "age {}; count {}",
+        with_default(&r["max_age_secs"], "max_age_secs", &age),
+        with_default(&r["keep_last"], "keep_last", &keep)
+    )
 }
 
 fn time(v: &Value) -> String {
@@ -718,7 +964,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<(), CliError> {
+    // Every cell escaped, whatever built it: a cell is printed as it is.
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|c| escape(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
@@ -731,26 +982,34 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        say!("{}", parts.join("  ").trim_end())
     };
-    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    line(headers.iter().map(|h| h.to_uppercase()).collect())?;
     let empty = rows.is_empty();
     for row in rows {
-        line(row);
+        line(row)?;
     }
     if empty {
-        println!("(none)");
+        say!("(none)")?;
+    }
+    Ok(())
+}
+
+fn yes_no(v: &Value) -> &'static str {
+    if v.as_bool() == Some(true) {
+        "yes"
+    } else {
+        "no"
     }
 }
 
-fn print(req: &Request, v: &Value, json: bool) {
+fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        return;
+        return say!("{}", pretty(v));
     }
     match req {
         Request::UserList => table(
-            &["username", "role", "online", "created", "id"],
+            &["username", "role", "online", "created", "id", "status"],
             v["users"]
                 .as_array()
                 .into_iter()
@@ -759,42 +1018,87 @@ fn print(req: &Request, v: &Value, json: bool) {
                     vec![
                         s(&u["username"]),
                         s(&u["role"]),
-                        if u["online"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .into(),
+                        yes_no(&u["online"]).into(),
                         time(&u["created_at"]),
                         s(&u["id"]),
+                        standing(u),
                     ]
                 })
                 .collect(),
         ),
         Request::UserShow { .. } => {
             let u = &v["user"];
-            println!("username  {}", s(&u["username"]));
-            println!("id        {}", s(&u["id"]));
-            println!("role      {}", s(&u["role"]));
-            println!("created   {}", time(&v["created_at"]));
-            println!(
-                "online    {}",
-                if v["online"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
-            );
+            say!("username  {}", s(&u["username"]))?;
+            say!("id        {}", s(&u["id"]))?;
+            say!("role      {}", s(&u["role"]))?;
+            say!("created   {}", time(&v["created_at"]))?;
+            say!("online    {}", yes_no(&v["online"]))?;
             let rooms: Vec<String> = v["rooms"].as_array().into_iter().flatten().map(s).collect();
-            println!(
+            say!(
                 "rooms     {}",
                 if rooms.is_empty() {
                     "-".into()
                 } else {
                     rooms.join(", ")
                 }
-            );
+            )?;
+            let b = &v["banned"];
+            if b.is_object() {
+                say!("banned    {}{}", until(&b["until"]), because(&b["reason"]))?;
+            } else {
+                say!("banned    no")?;
+            }
+            let mutes: Vec<String> = v["mutes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    format!(
+                        "{} {}{}",
+                        place(&m["room"]),
+                        until(&m["until"]),
+                        because(&m["reason"])
+                    )
+                })
+                .collect();
+            say!(
+                "muted     {}",
+                if mutes.is_empty() {
+                    "no".into()
+                } else {
+                    mutes.join("; ")
+                }
+            )
         }
+        Request::Bans => table(
+            &["username", "until", "reason"],
+            v["bans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| vec![s(&b["username"]), expiry(&b["until"]), s(&b["reason"])])
+                .collect(),
+        ),
+        Request::Mutes => table(
+            &["username", "room", "until", "reason", "by"],
+            v["mutes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    vec![
+                        s(&m["username"]),
+                        match &m["room"] {
+                            Value::Null => "everywhere".into(),
+                            r => s(r),
+                        },
+                        expiry(&m["until"]),
+                        s(&m["reason"]),
+                        s(&m["by"]),
+                    ]
+                })
+                .collect(),
+        ),
         Request::UserFriends { .. } => table(
             &["username", "role", "online", "since", "id"],
             v["friends"]
@@ -805,12 +1109,7 @@ fn print(req: &Request, v: &Value, json: bool) {
                     vec![
                         s(&f["user"]["username"]),
                         s(&f["user"]["role"]),
-                        if f["online"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .into(),
+                        yes_no(&f["online"]).into(),
                         time(&f["since"]),
                         s(&f["user"]["id"]),
                     ]
@@ -819,10 +1118,12 @@ fn print(req: &Request, v: &Value, json: bool) {
         ),
         Request::UserAdd { .. } | Request::UserRole { .. } => {
             let u = &v["user"];
-            println!("{} ({}) {}", s(&u["username"]), s(&u["role"]), s(&u["id"]));
+            say!("{} ({}) {}", s(&u["username"]), s(&u["role"]), s(&u["id"]))
         }
-        Request::UserDelete { username } => println!("deleted user {username}"),
-        Request::UserPasswd { username, .. } => println!("password changed for {username}"),
+        Request::UserDelete { username } => say!("deleted user {}", escape(username)),
+        Request::UserPasswd { username, .. } => {
+            say!("password changed for {}", escape(username))
+        }
         Request::RoomList => table(
             &[
                 "name",
@@ -852,43 +1153,48 @@ fn print(req: &Request, v: &Value, json: bool) {
         ),
         Request::RoomShow { .. } => {
             let r = &v["room"];
-            println!("name        {}", s(&r["name"]));
-            println!("id          {}", s(&r["id"]));
-            println!("kind        {}", s(&r["kind"]));
-            println!("visibility  {}", s(&r["visibility"]));
-            println!("topic       {}", s(&r["topic"]));
-            println!("created     {}", time(&r["created_at"]));
-            println!("messages    {}", s(&v["last_seq"]));
+            say!("name        {}", s(&r["name"]))?;
+            say!("id          {}", s(&r["id"]))?;
+            say!("kind        {}", s(&r["kind"]))?;
+            say!("visibility  {}", s(&r["visibility"]))?;
+            say!("topic       {}", s(&r["topic"]))?;
+            say!("created     {}", time(&r["created_at"]))?;
+            say!("messages    {}", s(&v["last_seq"]))?;
+            say!(
+                "retention   {}",
+                retention_words(&v["retention"], Some(&v["retention_default"]))
+            )?;
             let members: Vec<String> = v["members"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|m| s(&m["username"]))
                 .collect();
-            println!(
+            say!(
                 "members     {}",
                 if members.is_empty() {
                     "-".into()
                 } else {
                     members.join(", ")
                 }
-            );
+            )
         }
         Request::RoomCreate { .. } => {
             let r = &v["room"];
-            println!(
+            say!(
                 "{} ({}) {}",
                 s(&r["name"]),
                 s(&r["visibility"]),
                 s(&r["id"])
-            );
+            )
         }
-        Request::RoomDelete { room } => println!("deleted room {room}"),
+        Request::RoomDelete { room } => say!("deleted room {}", escape(room)),
         Request::RoomAddMember { room, username } => {
+            let (room, username) = (escape(room), escape(username));
             if v["added"].as_bool() == Some(true) {
-                println!("added {username} to {room}");
+                say!("added {username} to {room}")
             } else {
-                println!("{username} was already in {room}");
+                say!("{username} was already in {room}")
             }
         }
         Request::UploadList { .. } => table(
@@ -912,25 +1218,26 @@ fn print(req: &Request, v: &Value, json: bool) {
                 })
                 .collect(),
         ),
-        Request::UploadDelete { id } => println!("deleted upload {id}"),
-        Request::UploadGc { .. } => println!(
+        Request::UploadDelete { id } => say!("deleted upload {}", escape(id)),
+        Request::UploadGc { .. } => say!(
             "removed {} unused upload(s) and {} orphan file(s)",
             v["removed"].as_array().map(Vec::len).unwrap_or(0),
             s(&v["orphan_files"])
         ),
-        Request::Kick { username, .. } => println!(
-            "kicked {username} ({} connections closed)",
+        Request::Kick { username, .. } => say!(
+            "kicked {} ({} connections closed)",
+            escape(username),
             s(&v["connections_closed"])
         ),
-        Request::Ban { username, .. } => println!("banned {username}"),
-        Request::Unban { username } => println!("unbanned {username}"),
+        Request::Ban { username, .. } => say!("banned {}", escape(username)),
+        Request::Unban { username } => say!("unbanned {}", escape(username)),
         Request::Mute { username, room, .. } => match room {
-            Some(r) => println!("muted {username} in {r}"),
-            None => println!("muted {username} everywhere"),
+            Some(r) => say!("muted {} in {}", escape(username), escape(r)),
+            None => say!("muted {} everywhere", escape(username)),
         },
-        Request::Unmute { username, .. } => println!("unmuted {username}"),
-        Request::DeleteMessage { id, .. } => println!("deleted message {id}"),
-        Request::Announce { .. } => println!("announced"),
+        Request::Unmute { username, .. } => say!("unmuted {}", escape(username)),
+        Request::DeleteMessage { id, .. } => say!("deleted message {}", escape(id)),
+        Request::Announce { .. } => say!("announced"),
         Request::Audit { .. } => table(
             &["time", "actor", "action", "target", "reason"],
             v["entries"]
@@ -949,30 +1256,22 @@ fn print(req: &Request, v: &Value, json: bool) {
                 .collect(),
         ),
         Request::RoomRetention { room, .. } => {
-            let r = &v["retention"];
-            let age = match r["max_age_secs"].as_u64() {
-                None => "server default".to_string(),
-                Some(0) => "kept forever".to_string(),
-                Some(secs) => format!("{} days", secs as f64 / 86_400.0),
-            };
-            let keep = match r["keep_last"].as_u64() {
-                None => "server default".to_string(),
-                Some(0) => "no cap".to_string(),
-                Some(n) => format!("the newest {n}"),
-            };
-            println!("{room}: age {age}; count {keep}");
+            say!(
+                "{}: {}",
+                escape(room),
+                retention_words(&v["retention"], None)
+            )
         }
-        Request::Backup { path, .. } => println!(
+        Request::Backup { path, .. } => say!(
             "backed up {} rows and {} uploads ({} files copied) to {}",
             s(&v["rows"]),
             s(&v["uploads"]),
             s(&v["files_copied"]),
-            path.display()
+            escape(&path.display().to_string())
         ),
-        Request::Export { .. } | Request::Snapshot { .. } => {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+        Request::Export { .. } | Request::Snapshot { .. } | Request::Status => {
+            say!("{}", pretty(v))
         }
-        Request::Status => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
     }
 }
 

@@ -265,6 +265,50 @@ impl Topic {
     }
 }
 
+/// Why a moderator acted (kick, ban, mute, delete). It is shown to the
+/// user in `kicked`, stored in the audit log and printed on operators'
+/// terminals, so it holds no control characters: an escape sequence in a
+/// reason would otherwise drive whatever terminal prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+impl Reason {
+    pub const MAX_CHARS: usize = 500;
+
+    pub fn parse(s: &str) -> Result<Reason, DomainError> {
+        if s.chars().count() > Self::MAX_CHARS {
+            return Err(DomainError::new(
+                "reason",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(DomainError::new(
+                "reason",
+                "must not contain control characters",
+            ));
+        }
+        // The audit log must read as written, in a terminal or a browser.
+        if s.chars().any(reorders_or_hides) {
+            return Err(DomainError::new(
+                "reason",
+                "must not contain invisible or direction-changing characters",
+            ));
+        }
+        Ok(Reason(s.to_string()))
+    }
+
+    /// An optional reason as requests carry it.
+    pub fn parse_opt(s: Option<String>) -> Result<Option<String>, DomainError> {
+        s.map(|s| Reason::parse(&s).map(Reason::into_string))
+            .transpose()
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// A client's idempotency key for a send: at most 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientMsgId(String);
@@ -424,6 +468,21 @@ mod tests {
         assert!(MessageText::parse("x\u{7}", 10, false).is_err());
         assert!(MessageText::parse("ééééé", 5, false).is_ok());
         assert!(MessageText::parse("éééééé", 5, false).is_err());
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(
+            Reason::parse("spamming links").unwrap().into_string(),
+            "spamming links"
+        );
+        assert!(Reason::parse("").is_ok());
+        for bad in ["\u{1b}[2J", "tab\there", "line\nbreak", "c1 \u{9b}31m"] {
+            assert!(Reason::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Reason::parse(&"é".repeat(Reason::MAX_CHARS)).is_ok());
+        assert!(Reason::parse(&"é".repeat(Reason::MAX_CHARS + 1)).is_err());
+        assert_eq!(Reason::parse_opt(None), Ok(None));
     }
 
     #[test]

@@ -124,7 +124,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (stop, stopped) = watch::channel(false);
     let admin_listener =
         crate::admin::bind(&app.config.socket_path()).map_err(ServeError::Admin)?;
-    let admin = tokio::spawn(crate::admin::serve(app.clone(), admin_listener));
+    let scheme = match (&app.config.server.tls_cert, &app.config.server.tls_key) {
+        (Some(_), Some(_)) => "https",
+        _ => "http",
+    };
+    let listening = crate::admin::Listening {
+        addr,
+        url: format!("{scheme}://{addr}"),
+    };
+    let admin = tokio::spawn(crate::admin::serve(app.clone(), admin_listener, listening));
     // Once a second: throughput samples and per-room rates for the console.
     let sampler_metrics = app.metrics.clone();
     let sampler_hub = app.hub.clone();

@@ -1303,6 +1303,21 @@ impl Rx {
     pub fn settings(&self, user: Id) -> Result<UserSettings> {
         q::settings(&self.txn.open_table(USER_TO_SETTINGS)?, user)
     }
+
+    /// Every mute in force: (user, room or None for everywhere, record).
+    pub fn mutes(&self, now: i64) -> Result<Vec<(Id, Option<Id>, MuteRecord)>> {
+        let t = self.txn.open_table(USER_ROOM_TO_MUTE)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let rec: MuteRecord = decode("user_room_to_mute", v.value())?;
+            if rec.until > now {
+                let (user, room) = k.value();
+                out.push((Id(user), (room != 0).then_some(Id(room)), rec));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A write transaction inside the writer's group commit.

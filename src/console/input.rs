@@ -7,7 +7,7 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::state::{Action, Mode};
 use crate::admin::Request;
-use crate::domain::{Id, Username};
+use crate::domain::{Id, Reason, Username};
 
 /// The action a terminal event stands for in `mode`, if any.
 pub fn action_for(mode: &Mode, event: &Event) -> Option<Action> {
@@ -39,6 +39,12 @@ fn key_action(mode: &Mode, key: KeyEvent) -> Option<Action> {
             KeyCode::Char('c') if ctrl => Some(Action::Cancel),
             _ => movement(key.code),
         },
+        Mode::Restrictions => match key.code {
+            KeyCode::Char('c') if ctrl => Some(Action::Cancel),
+            KeyCode::Esc | KeyCode::Char('q' | 'B') => Some(Action::Cancel),
+            KeyCode::Char('u') => Some(Action::Lift),
+            _ => movement(key.code),
+        },
     }
 }
 
@@ -61,6 +67,7 @@ fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('b') => Some(Action::Ban),
         KeyCode::Char('m') => Some(Action::Mute),
         KeyCode::Char('u') => Some(Action::Unban),
+        KeyCode::Char('B') => Some(Action::Restrictions),
         KeyCode::Char('x') => Some(Action::CloseRoom),
         KeyCode::Char('?') => Some(Action::Help),
         KeyCode::Char('q') => Some(Action::Quit),
@@ -104,6 +111,8 @@ pub enum Command {
     Send(Request),
     Quit,
     Help,
+    /// Open the bans and mutes view.
+    Restrictions,
 }
 
 /// Parses a command line (without the leading `:`). `Ok(None)` for an
@@ -121,11 +130,15 @@ pub fn parse_command(
     let req = match verb.as_str() {
         "quit" | "q" | "exit" => return Ok(Some(Command::Quit)),
         "help" | "?" => return Ok(Some(Command::Help)),
+        "bans" | "mutes" => {
+            no_more(&verb, rest)?;
+            return Ok(Some(Command::Restrictions));
+        }
         "kick" => {
             let (username, rest) = user_arg(&verb, rest)?;
             Request::Kick {
                 username,
-                reason: reason(rest),
+                reason: reason(&verb, rest)?,
             }
         }
         "ban" => {
@@ -133,7 +146,7 @@ pub fn parse_command(
             let (duration_secs, rest) = duration_arg(rest)?;
             Request::Ban {
                 username,
-                reason: reason(rest),
+                reason: reason(&verb, rest)?,
                 duration_secs,
             }
         }
@@ -155,7 +168,7 @@ pub fn parse_command(
             Request::Mute {
                 username,
                 room,
-                reason: reason(rest),
+                reason: reason(&verb, rest)?,
                 duration_secs,
             }
         }
@@ -176,7 +189,7 @@ pub fn parse_command(
             Id::parse("message id", id).map_err(|e| format!("delete: {e}"))?;
             Request::DeleteMessage {
                 id: id.to_string(),
-                reason: reason(rest),
+                reason: reason(&verb, rest)?,
             }
         }
         "announce" => {
@@ -250,9 +263,15 @@ fn no_more(verb: &str, rest: &str) -> Result<(), String> {
     }
 }
 
-fn reason(rest: &str) -> Option<String> {
+/// The rest of the line as a reason, checked as the server checks it.
+fn reason(verb: &str, rest: &str) -> Result<Option<String>, String> {
     let r = rest.trim();
-    (!r.is_empty()).then(|| r.to_string())
+    if r.is_empty() {
+        return Ok(None);
+    }
+    Reason::parse(r)
+        .map(|r| Some(r.into_string()))
+        .map_err(|e| format!("{verb}: {e}"))
 }
 
 /// `30s`, `30m`, `2h`, `7d`, `2w` and sums such as `1h30m`. `None` when the
@@ -408,6 +427,8 @@ mod tests {
             matches!(send("close #general"), Request::RoomDelete { room } if room == "general")
         );
         assert!(matches!(parse("quit"), Ok(Some(Command::Quit))));
+        assert!(matches!(parse("bans"), Ok(Some(Command::Restrictions))));
+        assert!(matches!(parse("mutes"), Ok(Some(Command::Restrictions))));
         assert!(matches!(parse("   "), Ok(None)));
     }
 
@@ -423,6 +444,8 @@ mod tests {
             ("announce #general", "nothing to say"),
             ("close", "which room"),
             ("mute bob # x", "room name"),
+            ("kick bob \u{1b}[2J", "control characters"),
+            ("bans now", "unexpected"),
         ] {
             match parse(line) {
                 Err(e) => assert!(e.contains(expect), "{line}: {e}"),

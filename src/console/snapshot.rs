@@ -139,6 +139,63 @@ pub struct AuditEntry {
     pub reason: Option<String>,
 }
 
+/// The answer to `Request::Bans`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Bans {
+    #[serde(deserialize_with = "rows")]
+    pub bans: Vec<BanRow>,
+}
+
+impl Bans {
+    pub fn from_value(v: Value) -> Bans {
+        Bans::deserialize(v).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BanRow {
+    #[serde(deserialize_with = "lenient")]
+    pub username: String,
+    /// Milliseconds since the epoch; None: until unbanned.
+    #[serde(deserialize_with = "lenient")]
+    pub until: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub reason: Option<String>,
+}
+
+/// The answer to `Request::Mutes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Mutes {
+    #[serde(deserialize_with = "rows")]
+    pub mutes: Vec<MuteRow>,
+}
+
+impl Mutes {
+    pub fn from_value(v: Value) -> Mutes {
+        Mutes::deserialize(v).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MuteRow {
+    #[serde(deserialize_with = "lenient")]
+    pub username: String,
+    /// The room's name; None: everywhere.
+    #[serde(deserialize_with = "lenient")]
+    pub room: Option<String>,
+    /// Milliseconds since the epoch; None: until unmuted.
+    #[serde(deserialize_with = "lenient")]
+    pub until: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub reason: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub by: String,
+}
+
 /// A present field of the wrong type (a `null` count, a float where an
 /// integer was expected) reads as the default instead of failing the row.
 fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>

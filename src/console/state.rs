@@ -13,7 +13,7 @@ use ratatui::layout::Rect;
 use serde_json::Value;
 
 use super::input::{self, Command};
-use super::snapshot::{RoomRow, Snapshot, UserRow};
+use super::snapshot::{Bans, Mutes, RoomRow, Snapshot, UserRow};
 use super::ui;
 use crate::admin::{AdminError, Request};
 
@@ -92,6 +92,52 @@ pub enum Mode {
     Help {
         scroll: u16,
     },
+    /// The bans and mutes in force, over the panes; `u` lifts the
+    /// selected one.
+    Restrictions,
+}
+
+/// A ban or a mute in force, as the bans and mutes view lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restriction {
+    pub username: String,
+    pub kind: RestrictionKind,
+    /// Milliseconds since the epoch; None: until lifted.
+    pub until: Option<i64>,
+    pub reason: Option<String>,
+    /// Who muted (bans do not record it).
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RestrictionKind {
+    Ban,
+    /// Muted in this room; None: everywhere.
+    Mute(Option<String>),
+}
+
+impl Restriction {
+    /// What lifts it.
+    pub fn lift(&self) -> Request {
+        match &self.kind {
+            RestrictionKind::Ban => Request::Unban {
+                username: self.username.clone(),
+            },
+            RestrictionKind::Mute(room) => Request::Unmute {
+                username: self.username.clone(),
+                room: room.clone(),
+            },
+        }
+    }
+
+    /// Identity across refreshes, so the selection stays on its line.
+    fn key(&self) -> String {
+        match &self.kind {
+            RestrictionKind::Ban => format!("ban {}", self.username),
+            RestrictionKind::Mute(None) => format!("mute {}", self.username),
+            RestrictionKind::Mute(Some(r)) => format!("mute {} #{r}", self.username),
+        }
+    }
 }
 
 /// A destructive request waiting for y/n.
@@ -126,6 +172,10 @@ pub enum Action {
     Ban,
     Mute,
     Unban,
+    /// Open (or close) the bans and mutes view.
+    Restrictions,
+    /// Lift the selected ban or mute in that view.
+    Lift,
     CloseRoom,
     Help,
     Quit,
@@ -244,6 +294,16 @@ pub struct State {
     pub rooms: TableView,
     pub users: TableView,
     pub events: TableView,
+    /// Bans and mutes in force, as last read (only while the view is open).
+    pub restrictions: Vec<Restriction>,
+    pub restricted: TableView,
+    /// Why reading them failed, until a read succeeds.
+    pub restrictions_error: Option<String>,
+    /// False until the first read since the view opened.
+    pub restrictions_loaded: bool,
+    /// A `Bans` (then `Mutes`) request is on its way.
+    restrictions_in_flight: bool,
+    bans: Bans,
     pub mode: Mode,
     pub flash: Option<Flash>,
     history: Vec<String>,
@@ -278,6 +338,12 @@ impl State {
                 follow: true,
                 ..TableView::default()
             },
+            restrictions: Vec::new(),
+            restricted: TableView::default(),
+            restrictions_error: None,
+            restrictions_loaded: false,
+            restrictions_in_flight: false,
+            bans: Bans::default(),
             mode: Mode::Normal,
             flash: None,
             history: Vec::new(),
@@ -297,6 +363,8 @@ impl State {
                     let page = self.page(pane);
                     self.view_mut(pane).scroll_into_view(page);
                 }
+                let page = self.restrictions_page();
+                self.restricted.scroll_into_view(page);
                 None
             }
             Action::Answer {
@@ -355,7 +423,79 @@ impl State {
         }))
     }
 
+    pub fn selected_restriction(&self) -> Option<&Restriction> {
+        let i = *self.restricted.rows.get(self.restricted.selected)?;
+        self.restrictions.get(i)
+    }
+
+    /// Rows the bans and mutes view shows at the current terminal size.
+    fn restrictions_page(&self) -> usize {
+        ui::restrictions_rows(self.area).max(1)
+    }
+
+    /// Bans, then (when they arrive) mutes: one request at a time, like
+    /// every other.
+    fn request_restrictions(&mut self) -> Option<Effect> {
+        if self.restrictions_in_flight {
+            return None;
+        }
+        self.restrictions_in_flight = true;
+        Some(Effect::Send(Request::Bans))
+    }
+
     fn answer(&mut self, request: Request, result: Result<Value, AdminError>) -> Option<Effect> {
+        let lists = matches!(request, Request::Bans | Request::Mutes);
+        match result {
+            Ok(v) if matches!(request, Request::Bans) => {
+                self.bans = Bans::from_value(v);
+                Some(Effect::Send(Request::Mutes))
+            }
+            Ok(v) if lists => {
+                self.restrictions_in_flight = false;
+                self.apply_restrictions(Mutes::from_value(v));
+                None
+            }
+            Err(e) if lists => {
+                self.restrictions_in_flight = false;
+                self.restrictions_error = Some(e.message);
+                None
+            }
+            result => self.answer_other(request, result),
+        }
+    }
+
+    fn apply_restrictions(&mut self, mutes: Mutes) {
+        let bans = self.bans.bans.iter().map(|b| Restriction {
+            username: b.username.clone(),
+            kind: RestrictionKind::Ban,
+            until: b.until,
+            reason: b.reason.clone(),
+            by: None,
+        });
+        let mutes = mutes.mutes.into_iter().map(|m| Restriction {
+            username: m.username,
+            kind: RestrictionKind::Mute(m.room),
+            until: m.until,
+            reason: m.reason,
+            by: (!m.by.is_empty()).then_some(m.by),
+        });
+        let mut all: Vec<Restriction> = bans.chain(mutes).collect();
+        all.sort_by(|a, b| (&a.username, &a.kind).cmp(&(&b.username, &b.kind)));
+        self.restrictions = all;
+        self.restrictions_error = None;
+        self.restrictions_loaded = true;
+        let page = self.restrictions_page();
+        let data = &self.restrictions;
+        let keys: Vec<String> = data.iter().map(Restriction::key).collect();
+        self.restricted
+            .set_rows((0..data.len()).collect(), |i| keys[i].as_str(), page);
+    }
+
+    fn answer_other(
+        &mut self,
+        request: Request,
+        result: Result<Value, AdminError>,
+    ) -> Option<Effect> {
         if let Request::Snapshot { .. } = request {
             self.snapshot_in_flight = false;
             match result {
@@ -369,6 +509,10 @@ impl State {
                     }
                     self.last_error = Some(e.message);
                 }
+            }
+            // While the view is open, its lists refresh with the rest.
+            if matches!(self.mode, Mode::Restrictions) {
+                return self.request_restrictions();
             }
             return None;
         }
@@ -569,7 +713,47 @@ impl State {
                 };
                 None
             }
+            Mode::Restrictions => self.restrictions_key(action),
         }
+    }
+
+    fn open_restrictions(&mut self) -> Option<Effect> {
+        self.mode = Mode::Restrictions;
+        self.restrictions_loaded = false;
+        self.request_restrictions()
+    }
+
+    fn restrictions_key(&mut self, action: Action) -> Option<Effect> {
+        self.mode = Mode::Restrictions;
+        match action {
+            Action::Cancel | Action::Restrictions => self.mode = Mode::Normal,
+            Action::Lift => {
+                let Some(r) = self.selected_restriction() else {
+                    return self.refuse("nothing to lift");
+                };
+                let request = r.lift();
+                return self.send(request);
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End => {
+                let page = self.restrictions_page();
+                let view = &mut self.restricted;
+                if let Some(last) = view.rows.len().checked_sub(1) {
+                    view.selected = step(view.selected, last, page, &action);
+                    view.scroll_into_view(page);
+                    view.key = self
+                        .restrictions
+                        .get(view.rows[view.selected])
+                        .map(Restriction::key);
+                }
+            }
+            _ => {}
+        }
+        None
     }
 
     fn normal(&mut self, action: Action) -> Option<Effect> {
@@ -625,6 +809,7 @@ impl State {
                 let name = self.target_user()?;
                 return self.send(Request::Unban { username: name });
             }
+            Action::Restrictions => return self.open_restrictions(),
             Action::CloseRoom => {
                 if self.focus != Pane::Rooms {
                     return self.refuse("x closes the selected room: Tab to the rooms pane first");
@@ -738,6 +923,7 @@ impl State {
                 self.mode = Mode::Help { scroll: 0 };
                 None
             }
+            Ok(Some(Command::Restrictions)) => self.open_restrictions(),
             Ok(Some(Command::Send(request))) if is_destructive(&request) => {
                 self.mode = Mode::Confirm(Pending {
                     question: question(&request),
@@ -815,16 +1001,7 @@ impl State {
         let Some(last) = view.rows.len().checked_sub(1) else {
             return;
         };
-        let sel = view.selected;
-        view.selected = match action {
-            Action::Up => sel.saturating_sub(1),
-            Action::Down => sel.saturating_add(1).min(last),
-            Action::PageUp => sel.saturating_sub(page),
-            Action::PageDown => sel.saturating_add(page).min(last),
-            Action::Home => 0,
-            Action::End => last,
-            _ => sel,
-        };
+        view.selected = step(view.selected, last, page, &action);
         view.follow = pane == Pane::Events && view.selected == last;
         view.scroll_into_view(page);
         let i = view.rows[view.selected];
@@ -861,6 +1038,19 @@ impl State {
         );
         self.refresh(focus);
         self.flash = Some(Flash { text, error: false });
+    }
+}
+
+/// Where a movement key takes a selection in rows `0..=last`.
+fn step(sel: usize, last: usize, page: usize, action: &Action) -> usize {
+    match action {
+        Action::Up => sel.saturating_sub(1),
+        Action::Down => sel.saturating_add(1).min(last),
+        Action::PageUp => sel.saturating_sub(page),
+        Action::PageDown => sel.saturating_add(page).min(last),
+        Action::Home => 0,
+        Action::End => last,
+        _ => sel,
     }
 }
 

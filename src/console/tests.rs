@@ -617,6 +617,211 @@ fn question_mark_shows_every_command() {
     assert_shows(&render(&small), "close ROOM");
 }
 
+fn bans_json() -> Value {
+    json!({"bans": [
+        {"username": "bob", "id": "01JBBBBBBBBBBBBBBBBBBBBBB2", "until": null, "reason": "spam"},
+        {"username": "dave", "until": NOW + 7_200_000, "reason": null}
+    ]})
+}
+
+fn mutes_json() -> Value {
+    json!({"mutes": [
+        {"username": "carol", "room": "general", "until": null, "reason": "flooding", "by": "operator"},
+        {"username": "bob", "room": null, "until": NOW + 600_000, "reason": null, "by": "alice"}
+    ]})
+}
+
+/// Opens the bans and mutes view and answers its two requests.
+fn open_restrictions(state: &mut State) {
+    assert!(matches!(
+        press(state, KeyCode::Char('B')),
+        Some(Effect::Send(Request::Bans))
+    ));
+    assert!(matches!(state.mode, Mode::Restrictions));
+    if state.area.width >= 40 && state.area.height >= 10 {
+        assert_shows(&render(state), "reading…");
+    }
+    let next = state.update(Action::Answer {
+        request: Request::Bans,
+        result: Ok(bans_json()),
+        now_ms: NOW,
+    });
+    assert!(
+        matches!(next, Some(Effect::Send(Request::Mutes))),
+        "{next:?}"
+    );
+    let next = state.update(Action::Answer {
+        request: Request::Mutes,
+        result: Ok(mutes_json()),
+        now_ms: NOW,
+    });
+    assert!(next.is_none(), "{next:?}");
+}
+
+#[test]
+fn shift_b_lists_bans_and_mutes_and_u_lifts_the_selected_one() {
+    let mut state = sample_state(100, 30);
+    open_restrictions(&mut state);
+    let screen = render(&state);
+    for needle in [
+        "Bans & mutes · 2 bans · 2 mutes",
+        "banned",
+        "until lifted",
+        "spam",
+        "muted everywhere",
+        "(in 10m)",
+        "alice",
+        "muted in #general",
+        "flooding",
+        "dave",
+        "23:00:00 (in 2h00m)",
+        " u lift ",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    // By user, a ban before mutes: bob's ban, bob's mute, carol, dave.
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('u')),
+        Some(Effect::Send(Request::Unban { username })) if username == "bob"
+    ));
+    press(&mut state, KeyCode::Down);
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('u')),
+        Some(Effect::Send(Request::Unmute { username, room: None })) if username == "bob"
+    ));
+    press(&mut state, KeyCode::Down);
+    assert!(matches!(
+        press(&mut state, KeyCode::Char('u')),
+        Some(Effect::Send(Request::Unmute { username, room: Some(room) }))
+            if username == "carol" && room == "general"
+    ));
+    // The view stays open and refreshes with each snapshot.
+    assert!(matches!(state.mode, Mode::Restrictions));
+    let next = state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(sample_json()),
+        now_ms: NOW + 1_000,
+    });
+    assert!(
+        matches!(next, Some(Effect::Send(Request::Bans))),
+        "{next:?}"
+    );
+    // The selection stays on carol's mute when bob's ban is gone.
+    state.update(Action::Answer {
+        request: Request::Bans,
+        result: Ok(json!({"bans": [{"username": "dave", "until": null}]})),
+        now_ms: NOW + 1_000,
+    });
+    state.update(Action::Answer {
+        request: Request::Mutes,
+        result: Ok(mutes_json()),
+        now_ms: NOW + 1_000,
+    });
+    assert_eq!(
+        state.selected_restriction().map(|r| r.username.as_str()),
+        Some("carol")
+    );
+    // Esc closes it; `u` is the users pane's unban again.
+    press(&mut state, KeyCode::Esc);
+    assert!(matches!(state.mode, Mode::Normal));
+    assert!(!contains(&render(&state), "Bans & mutes"));
+    let next = state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(sample_json()),
+        now_ms: NOW + 2_000,
+    });
+    assert!(next.is_none(), "a closed view asks for nothing: {next:?}");
+}
+
+#[test]
+fn the_bans_view_says_when_nobody_is_restricted_or_the_server_fails() {
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Char(':'));
+    type_keys(&mut state, "bans");
+    assert!(matches!(
+        press(&mut state, KeyCode::Enter),
+        Some(Effect::Send(Request::Bans))
+    ));
+    state.update(Action::Answer {
+        request: Request::Bans,
+        result: Ok(json!({"bans": []})),
+        now_ms: NOW,
+    });
+    state.update(Action::Answer {
+        request: Request::Mutes,
+        result: Ok(json!({"mutes": []})),
+        now_ms: NOW,
+    });
+    assert_shows(&render(&state), "nobody is banned or muted");
+    assert!(press(&mut state, KeyCode::Char('u')).is_none());
+    assert_shows(&render(&state), "nothing to lift");
+
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(sample_json()),
+        now_ms: NOW + 1_000,
+    });
+    state.update(Action::Answer {
+        request: Request::Bans,
+        result: Err(AdminError {
+            code: "unknown".into(),
+            message: "bad admin request".into(),
+        }),
+        now_ms: NOW + 1_000,
+    });
+    assert_shows(&render(&state), "✗ bad admin request");
+    // Any size draws.
+    for (w, h) in [(0, 0), (1, 1), (20, 6), (300, 90)] {
+        let mut s = sample_state(w, h);
+        open_restrictions(&mut s);
+        render(&s);
+    }
+}
+
+#[test]
+fn control_characters_from_the_server_are_shown_escaped() {
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 9, "at": NOW, "kind": "join", "text": "x\u{1b}[2Jy joined"}
+    ]);
+    snap["audit"] = json!([
+        {"seq": 9, "at": NOW, "actor": "operator", "action": "ban", "target": "bob",
+         "reason": "old\u{1b}]0;pwned\u{7}"}
+    ]);
+    snap["users"][0]["addr"] = json!("10.0.0.7\u{9b}31m");
+    let mut state = state_with(snap, false, 120, 40);
+    let screen = render(&state);
+    assert_shows(&screen, "x\\u{1b}[2Jy joined");
+    assert_shows(&screen, "(old\\u{1b}]0;pwned\\u{7})");
+    assert_shows(&screen, "10.0.0.7\\u{9b}31m");
+    let raw = |screen: &[String]| screen.iter().any(|l| l.chars().any(char::is_control));
+    assert!(!raw(&screen), "{}", screen.join("\n"));
+
+    state.update(Action::Answer {
+        request: Request::Unban {
+            username: "bob".into(),
+        },
+        result: Err(AdminError {
+            code: "conflict".into(),
+            message: "no\u{1b}[31m".into(),
+        }),
+        now_ms: NOW,
+    });
+    let screen = render(&state);
+    assert_shows(&screen, "error: no\\u{1b}[31m");
+    assert!(!raw(&screen));
+
+    open_restrictions(&mut state);
+    state.update(Action::Answer {
+        request: Request::Mutes,
+        result: Ok(json!({"mutes": [{"username": "bob", "reason": "a\u{1b}b"}]})),
+        now_ms: NOW,
+    });
+    let screen = render(&state);
+    assert_shows(&screen, "a\\u{1b}b");
+    assert!(!raw(&screen));
+}
+
 /// Answers like a server: the sample snapshot, `{}` for the rest, and a
 /// record of every request.
 #[derive(Clone)]

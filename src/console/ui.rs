@@ -17,7 +17,17 @@ use ratatui::widgets::{
 };
 
 use super::snapshot::{RoomRow, UserRow};
-use super::state::{Column, LogLine, Mode, Pane, ROOM_COLUMNS, State, TableView, USER_COLUMNS};
+use super::state::{
+    Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
+    USER_COLUMNS,
+};
+
+/// A string from the server as the screen may show it: control
+/// characters become visible escapes (`\u{1b}`) instead of being passed
+/// to the terminal or silently dropped.
+fn clean(s: &str) -> String {
+    crate::cli::escape(s).into_owned()
+}
 
 /// Where each part of the screen goes.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +108,7 @@ pub fn draw(state: &State, frame: &mut Frame) {
             ],
         ),
         Mode::Help { scroll } => draw_help(frame, *scroll),
+        Mode::Restrictions => draw_restrictions(state, frame),
         _ => {}
     }
 }
@@ -112,7 +123,7 @@ fn draw_header(state: &State, frame: &mut Frame, area: Rect) {
         // Zeros would read as an idle server; say what is known instead.
         let status = match &state.last_error {
             Some(e) => Span::styled(
-                format!("✗ no snapshot: {e}"),
+                format!("✗ no snapshot: {}", clean(e)),
                 Style::new().fg(Color::Red).bold(),
             ),
             None => Span::styled("… connecting", Style::new().fg(Color::Yellow)),
@@ -257,8 +268,42 @@ fn draw_table<'a>(
     empty: &str,
     row_at: impl Fn(usize) -> Option<Row<'a>>,
 ) {
-    let view = state.view(pane);
-    let focused = state.focus == pane;
+    let table = Tabled {
+        view: state.view(pane),
+        focused: state.focus == pane,
+        block,
+        header,
+        widths,
+        empty,
+    };
+    draw_view(state, frame, area, table, row_at);
+}
+
+/// A table to draw: its rows' window, chrome and columns.
+struct Tabled<'a, 'w> {
+    view: &'w TableView,
+    focused: bool,
+    block: Block<'a>,
+    header: Option<Row<'a>>,
+    widths: &'w [Constraint],
+    empty: &'w str,
+}
+
+fn draw_view<'a>(
+    state: &State,
+    frame: &mut Frame,
+    area: Rect,
+    table: Tabled<'a, '_>,
+    row_at: impl Fn(usize) -> Option<Row<'a>>,
+) {
+    let Tabled {
+        view,
+        focused,
+        block,
+        header,
+        widths,
+        empty,
+    } = table;
     let chrome = if header.is_some() { 3 } else { 2 };
     let height = usize::from(area.height.saturating_sub(chrome));
     let start = window_start(view, height);
@@ -289,11 +334,11 @@ fn draw_table<'a>(
     if view.rows.is_empty() && inner.height > 0 {
         let text = if !state.connected {
             match &state.last_error {
-                Some(e) => format!("no answer from the server: {e}"),
+                Some(e) => format!("no answer from the server: {}", clean(e)),
                 None => "waiting for the server…".into(),
             }
         } else if !view.filter.is_empty() {
-            format!("nothing matches /{}", view.filter)
+            format!("nothing matches /{}", clean(&view.filter))
         } else {
             empty.to_string()
         };
@@ -336,9 +381,9 @@ fn draw_rooms(state: &State, frame: &mut Frame, area: Rect) {
 
 fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
     let name = if r.kind == "dm" {
-        Line::from(vec![Span::styled("dm ", DIM), Span::raw(r.name.clone())])
+        Line::from(vec![Span::styled("dm ", DIM), Span::raw(clean(&r.name))])
     } else {
-        Line::from(format!("#{}", r.name))
+        Line::from(format!("#{}", clean(&r.name)))
     };
     let vis_style = if r.visibility == "private" {
         Style::new().fg(Color::Magenta)
@@ -352,7 +397,7 @@ fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
     };
     Row::new(vec![
         Cell::from(name),
-        Cell::from(Span::styled(r.visibility.clone(), vis_style)),
+        Cell::from(Span::styled(clean(&r.visibility), vis_style)),
         right(r.members.to_string()),
         Cell::from(Line::styled(r.online.to_string(), online_style).right_aligned()),
         right(rate(r.msgs_per_sec)),
@@ -398,8 +443,8 @@ fn user_row(u: &UserRow, now: i64) -> Row<'static> {
         _ => DIM,
     };
     Row::new(vec![
-        Cell::from(u.username.clone()),
-        Cell::from(Span::styled(u.role.clone(), role_style)),
+        Cell::from(clean(&u.username)),
+        Cell::from(Span::styled(clean(&u.role), role_style)),
         right(u.connections.to_string()),
         right(u.rooms.to_string()),
         right(if u.since > 0 {
@@ -407,7 +452,7 @@ fn user_row(u: &UserRow, now: i64) -> Row<'static> {
         } else {
             "-".into()
         }),
-        Cell::from(u.addr.clone().unwrap_or_else(|| "-".into())),
+        Cell::from(u.addr.as_deref().map_or_else(|| "-".into(), clean)),
     ])
 }
 
@@ -449,7 +494,7 @@ fn log_row(line: &LogLine) -> Row<'static> {
     };
     Row::new(vec![
         Cell::from(Span::styled(clock(line.at), DIM)),
-        Cell::from(Span::styled(line.text.clone(), style)),
+        Cell::from(Span::styled(clean(&line.text), style)),
     ])
 }
 
@@ -546,7 +591,10 @@ fn draw_footer(state: &State, frame: &mut Frame, area: Rect) {
                 } else {
                     Style::new().fg(Color::Green)
                 };
-                frame.render_widget(Line::styled(format!(" {}", f.text), style), area);
+                frame.render_widget(Line::styled(format!(" {}", clean(&f.text)), style), area);
+            }
+            None if matches!(state.mode, Mode::Restrictions) => {
+                frame.render_widget(keys_line(&RESTRICTION_KEYS, area.width), area)
             }
             None => frame.render_widget(help_bar(state.focus, area.width), area),
         },
@@ -566,11 +614,20 @@ fn help_bar(focus: Pane, width: u16) -> Line<'static> {
         (":", "cmd"),
         ("/", "filter"),
         ("s", "sort"),
+        ("B", "bans"),
         ("Tab", "pane"),
     ]);
+    keys_line(&keys, width)
+}
+
+/// The keys of the bans and mutes view.
+const RESTRICTION_KEYS: [(&str, &str); 3] = [("u", "lift"), ("↑↓", "move"), ("Esc", "close")];
+
+/// Keys and what they do, as many as fit in `width`.
+fn keys_line(keys: &[(&str, &str)], width: u16) -> Line<'static> {
     let mut spans = Vec::new();
     let mut used = 0usize;
-    for (key, label) in keys {
+    for &(key, label) in keys {
         let w = key.chars().count() + 2 + label.len() + 1;
         if used + w > usize::from(width) {
             break;
@@ -597,7 +654,7 @@ fn draw_confirm(frame: &mut Frame, question: &str, choices: &[(&str, &str)]) {
     let area = frame.area();
     let width = 64.min(area.width.saturating_sub(2)).max(20);
     let inner = usize::from(width.saturating_sub(4)).max(1);
-    let mut lines: Vec<Line> = wrap_words(question, inner)
+    let mut lines: Vec<Line> = wrap_words(&clean(question), inner)
         .into_iter()
         .map(|l| Line::from(l).bold())
         .collect();
@@ -652,7 +709,7 @@ fn wrap_words(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-const HELP_KEYS: [(&str, &str); 14] = [
+const HELP_KEYS: [(&str, &str); 15] = [
     (
         "Tab / Shift-Tab",
         "next / previous pane (rooms, users, events)",
@@ -666,13 +723,14 @@ const HELP_KEYS: [(&str, &str); 14] = [
     ("b", "ban the selected user for good (asks; e edits)"),
     ("m", "mute the selected user everywhere"),
     ("u", "unban the selected user"),
+    ("B", "bans and mutes in force; u there lifts one"),
     ("x", "close the selected room (asks first)"),
     (":", "command line; ↑ ↓ recall earlier commands"),
     ("?", "this help"),
     ("q / Ctrl-C", "quit (asks whether to stop a server it runs)"),
 ];
 
-const HELP_COMMANDS: [(&str, &str); 9] = [
+const HELP_COMMANDS: [(&str, &str); 10] = [
     ("kick USER [reason…]", "close the user's connections"),
     (
         "ban USER [DURATION] [reason…]",
@@ -686,6 +744,7 @@ const HELP_COMMANDS: [(&str, &str); 9] = [
     ("unmute USER [ROOM]", ""),
     ("delete MESSAGE_ID [reason…]", "blank a message"),
     ("announce [#ROOM] TEXT…", "no room: to everyone"),
+    ("bans", "the bans and mutes view (as B)"),
     ("close ROOM", "delete a room and its history"),
     ("quit", ""),
 ];
@@ -720,6 +779,98 @@ pub fn help_text() -> Vec<Line<'static>> {
         DIM,
     ));
     lines
+}
+
+fn restrictions_area(area: Rect) -> Rect {
+    centered(area, 100.min(area.width), area.height.saturating_sub(2))
+}
+
+/// Rows of bans and mutes the view shows: its height less the borders
+/// and the column titles.
+pub fn restrictions_rows(area: Rect) -> usize {
+    usize::from(restrictions_area(area).height.saturating_sub(3))
+}
+
+fn draw_restrictions(state: &State, frame: &mut Frame) {
+    let area = restrictions_area(frame.area());
+    frame.render_widget(Clear, area);
+    let view = &state.restricted;
+    let bans = state
+        .restrictions
+        .iter()
+        .filter(|r| r.kind == RestrictionKind::Ban)
+        .count();
+    let mutes = state.restrictions.len() - bans;
+    let mut title = vec![
+        Span::styled(" Bans & mutes", Style::new().fg(FOCUS).bold()),
+        Span::raw(format!(
+            " · {bans} {} · {mutes} {} ",
+            if bans == 1 { "ban" } else { "bans" },
+            if mutes == 1 { "mute" } else { "mutes" }
+        )),
+    ];
+    if let Some(e) = &state.restrictions_error {
+        title.push(Span::styled(
+            format!("✗ {} ", clean(e)),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    let position = if view.rows.is_empty() {
+        String::new()
+    } else {
+        format!(" {}/{} ", view.selected + 1, view.rows.len())
+    };
+    let block = Block::bordered()
+        .title(Line::from(title))
+        .title_bottom(Line::from(position).right_aligned())
+        .border_style(Style::new().fg(FOCUS));
+    let header = Row::new(["user", "what", "until", "reason", "by"])
+        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    use Constraint::{Fill, Length};
+    let widths = [Length(16), Length(20), Length(20), Fill(1), Length(10)];
+    let empty = if !state.restrictions_loaded && state.restrictions_error.is_none() {
+        "reading…"
+    } else {
+        "nobody is banned or muted"
+    };
+    let now = state.now_ms;
+    let table = Tabled {
+        view,
+        focused: true,
+        block,
+        header: Some(header),
+        widths: &widths,
+        empty,
+    };
+    draw_view(state, frame, area, table, |i| {
+        state.restrictions.get(i).map(|r| restriction_row(r, now))
+    });
+}
+
+fn restriction_row(r: &Restriction, now: i64) -> Row<'static> {
+    let (what, style) = match &r.kind {
+        RestrictionKind::Ban => ("banned".to_string(), Style::new().fg(Color::Red)),
+        RestrictionKind::Mute(None) => ("muted everywhere".into(), Style::new().fg(Color::Yellow)),
+        RestrictionKind::Mute(Some(room)) => (
+            format!("muted in #{}", clean(room)),
+            Style::new().fg(Color::Yellow),
+        ),
+    };
+    let until = match r.until {
+        None => "until lifted".to_string(),
+        Some(t) => format!(
+            "{} (in {})",
+            clock(t),
+            short_duration((t.saturating_sub(now) / 1000).max(0) as u64)
+        ),
+    };
+    Row::new(vec![
+        Cell::from(clean(&r.username)),
+        Cell::from(Span::styled(what, style)),
+        Cell::from(until),
+        Cell::from(r.reason.as_deref().map_or_else(|| "-".into(), clean)),
+        Cell::from(r.by.as_deref().map_or_else(|| "-".into(), clean)),
+    ])
 }
 
 fn help_area(area: Rect) -> Rect {

@@ -354,3 +354,462 @@ async fn moderation_commands_act_live_and_are_audited() {
         "{table}"
     );
 }
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn json_of(out: Output) -> Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+async fn audit_actions(dir: &std::path::Path) -> Vec<String> {
+    let audit = json_of(confab(dir, &["audit", "--json"], "").await);
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn bans_and_mutes_show_in_user_show_and_list_and_in_their_own_lists() {
+    let mut t = TestApp::spawn().await;
+    let (token, _) = t.register("bob").await;
+    t.register("carol").await;
+    t.create_room(&token, "general", "public").await;
+    let dir = t.dir.path().to_path_buf();
+    let dir = dir.as_path();
+    ok(confab(
+        dir,
+        &[
+            "user",
+            "ban",
+            "bob",
+            "--for",
+            "1h",
+            "--reason",
+            "spam links",
+        ],
+        "",
+    )
+    .await);
+    ok(confab(
+        dir,
+        &[
+            "user", "mute", "carol", "--room", "general", "--reason", "flooding",
+        ],
+        "",
+    )
+    .await);
+    ok(confab(dir, &["user", "mute", "carol", "--for", "10m"], "").await);
+
+    let show = ok(confab(dir, &["user", "show", "bob"], "").await);
+    assert!(
+        show.contains("banned    until 2") && show.contains("(spam links)"),
+        "{show}"
+    );
+    assert!(show.contains("muted     no"), "{show}");
+    let show = ok(confab(dir, &["user", "show", "carol"], "").await);
+    assert!(show.contains("banned    no"), "{show}");
+    assert!(
+        show.contains("everywhere until 2") && show.contains("in general until lifted (flooding)"),
+        "{show}"
+    );
+    let show = json_of(confab(dir, &["user", "show", "bob", "--json"], "").await);
+    assert_eq!(show["banned"]["reason"], "spam links");
+    assert!(show["banned"]["until"].as_i64().is_some(), "{show}");
+
+    let list = ok(confab(dir, &["user", "list"], "").await);
+    let line = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        list.starts_with("USERNAME") && list.contains("STATUS"),
+        "{list}"
+    );
+    assert!(line("bob ").contains("banned until"), "{list}");
+    assert!(
+        line("carol").contains("muted in general until lifted (flooding)"),
+        "{list}"
+    );
+    let list = json_of(confab(dir, &["user", "list", "--json"], "").await);
+    let carol = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "carol")
+        .unwrap();
+    assert_eq!(carol["mutes"].as_array().unwrap().len(), 2, "{carol}");
+    assert_eq!(carol["banned"], Value::Null);
+
+    let bans = ok(confab(dir, &["user", "bans"], "").await);
+    assert!(bans.starts_with("USERNAME  UNTIL"), "{bans}");
+    assert!(
+        bans.contains("bob") && bans.contains("spam links"),
+        "{bans}"
+    );
+    assert!(!bans.contains("carol"), "{bans}");
+    let mutes = json_of(confab(dir, &["user", "mutes", "--json"], "").await);
+    let mutes = mutes["mutes"].as_array().unwrap();
+    assert_eq!(mutes.len(), 2);
+    assert_eq!(mutes[0]["room"], Value::Null);
+    assert_eq!(mutes[1]["room"], "general");
+    assert_eq!(mutes[1]["until"], Value::Null);
+    assert_eq!(mutes[1]["by"], "operator");
+
+    // The same without a server, from the store.
+    t.stop().await;
+    let mutes = ok(confab(dir, &["user", "mutes"], "").await);
+    assert!(mutes.starts_with("USERNAME  ROOM"), "{mutes}");
+    assert!(
+        mutes.contains("everywhere") && mutes.contains("general") && mutes.contains("until lifted"),
+        "{mutes}"
+    );
+    let bans = json_of(confab(dir, &["user", "bans", "--json"], "").await);
+    assert_eq!(bans["bans"][0]["username"], "bob");
+}
+
+#[tokio::test]
+async fn lifting_a_ban_or_mute_that_is_not_there_is_an_error_and_not_audited() {
+    let t = TestApp::spawn().await;
+    let (moderator, _) = t.register("mod").await;
+    t.app()
+        .set_role("mod", confab::domain::Role::Moderator)
+        .await
+        .unwrap();
+    t.register("bob").await;
+    t.create_room(&moderator, "general", "public").await;
+    let dir = t.dir.path();
+    let out = confab(dir, &["user", "unban", "bob"], "").await;
+    assert!(!out.status.success());
+    assert!(err(&out).contains("bob is not banned"), "{}", err(&out));
+    let out = confab(dir, &["user", "unmute", "bob"], "").await;
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("bob is not muted everywhere"),
+        "{}",
+        err(&out)
+    );
+    ok(confab(dir, &["user", "mute", "bob", "--room", "general"], "").await);
+    // A mute in one room is not a mute everywhere.
+    let out = confab(dir, &["user", "unmute", "bob"], "").await;
+    assert!(!out.status.success());
+    let (status, body) = t
+        .post(
+            "/api/moderation/unban",
+            &moderator,
+            json!({"username": "bob"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["message"], "bob is not banned", "{body}");
+    assert_eq!(audit_actions(dir).await, vec!["mute"]);
+    ok(confab(dir, &["user", "unmute", "bob", "--room", "general"], "").await);
+    assert_eq!(audit_actions(dir).await, vec!["mute", "unmute"]);
+}
+
+#[tokio::test]
+async fn kick_and_announce_need_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(confab(
+        dir,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-password\n",
+    )
+    .await);
+    for args in [
+        &["announce", "maintenance at noon"][..],
+        &["user", "kick", "bob", "--reason", "x"][..],
+    ] {
+        let out = confab(dir, args, "").await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err(&out).contains("error: no server is running: "),
+            "{args:?}: {}",
+            err(&out)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // The store's own changes still work, and nothing claimed was done.
+    assert_eq!(audit_actions(dir).await, vec!["user_add"]);
+}
+
+#[tokio::test]
+async fn room_set_changes_only_the_options_given_and_room_show_prints_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(confab(dir, &["room", "create", "lobby"], "").await);
+    let show = ok(confab(dir, &["room", "show", "lobby"], "").await);
+    assert!(
+        show.contains(
+            "retention   age server default (kept forever); count server default (no cap)"
+        ),
+        "{show}"
+    );
+    ok(confab(dir, &["room", "set", "lobby", "--retention", "30d"], "").await);
+    let out = ok(confab(dir, &["room", "set", "lobby", "--keep-last", "100"], "").await);
+    assert_eq!(out.trim(), "lobby: age 30 days; count the newest 100");
+    let show = ok(confab(dir, &["room", "show", "lobby"], "").await);
+    assert!(
+        show.contains("retention   age 30 days; count the newest 100"),
+        "{show}"
+    );
+    ok(confab(dir, &["room", "set", "lobby", "--retention", "default"], "").await);
+    let show = json_of(confab(dir, &["room", "show", "lobby", "--json"], "").await);
+    assert_eq!(show["retention"]["max_age_secs"], Value::Null);
+    assert_eq!(show["retention"]["keep_last"], 100);
+    let out = confab(dir, &["room", "set", "lobby"], "").await;
+    assert!(!out.status.success());
+    assert!(err(&out).contains("nothing to change"), "{}", err(&out));
+}
+
+/// Runs confab with standard output a pipe nobody reads any more.
+fn confab_into_closed_pipe(dir: &std::path::Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("confab runs")
+}
+
+#[tokio::test]
+async fn a_closed_standard_output_ends_any_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    ok(confab(&d, &["room", "create", "lobby", "--topic", "hi"], "").await);
+    ok(confab(
+        &d,
+        &["user", "add", "ann", "--password-stdin"],
+        "ann-password\n",
+    )
+    .await);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["export", "lobby"],
+        vec!["export", "lobby", "--format", "ndjson"],
+        vec!["user", "list"],
+        vec!["user", "show", "ann"],
+        vec!["room", "list", "--json"],
+        vec!["room", "show", "lobby"],
+        vec!["audit"],
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["user", "bans"],
+    ];
+    for args in commands {
+        let d = d.clone();
+        let out = tokio::task::spawn_blocking(move || confab_into_closed_pipe(&d, &args))
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{:?}: {:?} {}",
+            out.status,
+            out.status.code(),
+            err(&out)
+        );
+        assert!(err(&out).is_empty(), "{}", err(&out));
+    }
+}
+
+#[tokio::test]
+async fn check_json_is_json_and_reports_where_the_server_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = json_of(confab(dir.path(), &["check", "--json"], "").await);
+    assert_eq!(report["config"]["ok"], true);
+    assert_eq!(report["server"]["running"], false);
+    assert_eq!(report["store"]["exists"], false);
+
+    let t = TestApp::spawn_in(dir, |_| {}).await;
+    let addr = t.running.as_ref().unwrap().addr.to_string();
+    let report = json_of(confab(t.dir.path(), &["check", "--json"], "").await);
+    assert_eq!(report["server"]["running"], true);
+    assert_eq!(report["server"]["listen"], addr.as_str(), "{report}");
+    assert_eq!(report["server"]["url"], t.url.as_str());
+    // The configured address is the CLI's config, not the server's.
+    assert_eq!(report["config"]["listen"], "127.0.0.1:8080");
+    let table = ok(confab(t.dir.path(), &["check"], "").await);
+    assert!(table.contains(&format!("listening on {addr}")), "{table}");
+}
+
+#[tokio::test]
+async fn json_says_what_mute_unmute_passwd_and_announce_did() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("bob").await;
+    t.create_room(&token, "general", "public").await;
+    let dir = t.dir.path();
+    let v = json_of(
+        confab(
+            dir,
+            &["user", "mute", "bob", "--reason", "flooding", "--json"],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(
+        v,
+        json!({"muted": "bob", "room": null, "until": null, "reason": "flooding"})
+    );
+    let v = json_of(
+        confab(
+            dir,
+            &[
+                "user", "mute", "bob", "--room", "general", "--for", "1h", "--json",
+            ],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(v["room"], "general");
+    assert!(
+        v["until"].as_i64().unwrap() > confab::domain::now_ms(),
+        "{v}"
+    );
+    let v = json_of(confab(dir, &["user", "unmute", "bob", "--json"], "").await);
+    assert_eq!(v, json!({"unmuted": "bob", "room": null}));
+    let v = json_of(
+        confab(
+            dir,
+            &["user", "passwd", "bob", "--password-stdin", "--json"],
+            "another-password\n",
+        )
+        .await,
+    );
+    assert_eq!(v["password_changed"]["username"], "bob");
+    let v = json_of(
+        confab(
+            dir,
+            &["announce", "hello", "--room", "general", "--json"],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(v, json!({"announced": "hello", "room": "general"}));
+    let v = json_of(confab(dir, &["user", "kick", "bob", "--json"], "").await);
+    assert_eq!(v["kicked"], "bob");
+}
+
+#[test]
+fn server_logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confab serve runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("confab listening on"), "{line:?}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("confab is listening"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+}
+
+#[tokio::test]
+async fn reasons_with_control_characters_are_refused_and_old_ones_print_escaped() {
+    let t = TestApp::spawn().await;
+    let (moderator, _) = t.register("mod").await;
+    t.app()
+        .set_role("mod", confab::domain::Role::Moderator)
+        .await
+        .unwrap();
+    let (member, _) = t.register("bob").await;
+    let room = t.create_room(&member, "general", "public").await;
+    let (_, sent) = t
+        .post(
+            &format!("/api/rooms/{}/messages", room["id"].as_str().unwrap()),
+            &member,
+            json!({"text": "hi"}),
+        )
+        .await;
+    let message = sent["message"]["id"].as_str().unwrap().to_string();
+    let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    for action in ["kick", "ban", "mute"] {
+        let (status, body) = t
+            .post(
+                &format!("/api/moderation/{action}"),
+                &moderator,
+                json!({"username": "bob", "reason": evil}),
+            )
+            .await;
+        assert_eq!(status, 400, "{action}: {body}");
+        assert!(body.to_string().contains("reason"), "{body}");
+    }
+    let long = "x".repeat(501);
+    let (status, _) = t
+        .post(
+            "/api/moderation/ban",
+            &moderator,
+            json!({"username": "bob", "reason": long}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let dir = t.dir.path();
+    for args in [
+        &["user", "ban", "bob", "--reason", evil][..],
+        &["user", "mute", "bob", "--reason", evil][..],
+        &["user", "kick", "bob", "--reason", evil][..],
+        &["message", "delete", &message, "--reason", evil][..],
+    ] {
+        let out = confab(dir, args, "").await;
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err(&out).contains("reason: must not contain control characters"),
+            "{}",
+            err(&out)
+        );
+    }
+    assert_eq!(login(&t, "bob", "password-bob").await.0, 200);
+    assert!(audit_actions(dir).await.is_empty());
+
+    // A reason stored before reasons were checked still cannot reach the
+    // operator's terminal raw.
+    t.app()
+        .store
+        .write(move |tx| {
+            tx.audit(confab::store::AuditEntry {
+                seq: 0,
+                at: confab::domain::now_ms(),
+                actor: "operator".into(),
+                action: "ban".into(),
+                target: "bob".into(),
+                reason: Some(evil.into()),
+                details: Value::Null,
+            })
+        })
+        .await
+        .unwrap();
+    let out = confab(dir, &["audit"], "").await;
+    let table = ok(out);
+    assert!(
+        !table.contains('\u{1b}') && !table.contains('\u{7}'),
+        "{table:?}"
+    );
+    assert!(table.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{table}");
+}

@@ -68,3 +68,85 @@ async fn the_console_kicks_a_connected_user() {
     let entries = t.app().audit_log(None, None).unwrap();
     assert_eq!(entries.last().map(|e| e.action.as_str()), Some("kick"));
 }
+
+/// The admin socket, telling the test which requests it has answered.
+struct Watched {
+    inner: confab::console::SocketBackend,
+    answered: tokio::sync::mpsc::UnboundedSender<(confab::admin::Request, bool)>,
+}
+
+impl confab::console::Backend for Watched {
+    async fn call(
+        &mut self,
+        req: &confab::admin::Request,
+    ) -> Result<serde_json::Value, confab::admin::AdminError> {
+        let result = self.inner.call(req).await;
+        let _ = self.answered.send((req.clone(), result.is_ok()));
+        result
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
+    use confab::admin::Request;
+    let t = TestApp::spawn().await;
+    t.register("bob").await;
+    t.app()
+        .ban(
+            &confab::app::Actor::Operator,
+            "bob",
+            Some("spam".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let inner = confab::console::SocketBackend::connect(&t.app().config.socket_path())
+        .await
+        .expect("the console attaches to the admin socket");
+    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let backend = Watched { inner, answered };
+    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (e, rx))
+    }));
+    let console = tokio::spawn(async move {
+        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        let exit = confab::console::run_with(
+            &mut terminal,
+            backend,
+            events,
+            false,
+            Duration::from_secs(3600),
+        )
+        .await;
+        (exit, terminal)
+    });
+    let mut wait_for = async |what: fn(&Request) -> bool| loop {
+        let (req, ok) = tokio::time::timeout(crate::common::WAIT, answers.recv())
+            .await
+            .expect("an answer in time")
+            .expect("the console runs");
+        if what(&req) {
+            return ok;
+        }
+    };
+    keys.send(key(KeyCode::Char('B'))).unwrap();
+    // Both lists are in before `u` is read: answers go first.
+    assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
+    keys.send(key(KeyCode::Char('u'))).unwrap();
+    assert!(wait_for(|r| matches!(r, Request::Unban { username } if username == "bob")).await);
+    // The refresh after it reads the lists again; then the view is empty.
+    assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
+    keys.send(key(KeyCode::Esc)).unwrap();
+    keys.send(key(KeyCode::Char('q'))).unwrap();
+    let (exit, _terminal) = console.await.unwrap();
+    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    assert!(
+        !t.app()
+            .user_by_name("bob")
+            .unwrap()
+            .banned_at(confab::domain::now_ms())
+    );
+    let entries = t.app().audit_log(None, None).unwrap();
+    assert_eq!(entries.last().map(|e| e.action.as_str()), Some("unban"));
+}

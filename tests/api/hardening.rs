@@ -472,7 +472,11 @@ async fn the_admin_socket_refuses_other_users() {
     let path = open.path().join("admin.sock");
     let listener = confab::admin::bind(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let server = tokio::spawn(confab::admin::serve(t.app().clone(), listener));
+    let listening = confab::admin::Listening {
+        addr: t.running.as_ref().unwrap().addr,
+        url: t.url.clone(),
+    };
+    let server = tokio::spawn(confab::admin::serve(t.app().clone(), listener, listening));
 
     let ask = move |as_other: bool| {
         let path = path.clone();
