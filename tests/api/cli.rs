@@ -478,11 +478,8 @@ async fn bans_and_mutes_show_in_user_show_and_list_and_in_their_own_lists() {
 #[tokio::test]
 async fn lifting_a_ban_or_mute_that_is_not_there_is_an_error_and_not_audited() {
     let t = TestApp::spawn().await;
-    let (moderator, _) = t.register("mod").await;
-    t.app()
-        .set_role("mod", confab::domain::Role::Moderator)
-        .await
-        .unwrap();
+    t.register("mod").await;
+    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
     t.register("bob").await;
     t.create_room(&moderator, "general", "public").await;
     let dir = t.dir.path();
@@ -734,11 +731,8 @@ fn server_logs_carry_no_colour_when_stderr_is_not_a_terminal() {
 #[tokio::test]
 async fn reasons_with_control_characters_are_refused_and_old_ones_print_escaped() {
     let t = TestApp::spawn().await;
-    let (moderator, _) = t.register("mod").await;
-    t.app()
-        .set_role("mod", confab::domain::Role::Moderator)
-        .await
-        .unwrap();
+    t.register("mod").await;
+    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
     let (member, _) = t.register("bob").await;
     let room = t.create_room(&member, "general", "public").await;
     let (_, sent) = t
