@@ -783,9 +783,36 @@ async fn check(global: &Global) -> Result<(), CliError> {
     if !json {
         say!("data dir   ok (writable)")?;
     }
+    // Not fatal: a start tightens them. But until then another local user
+    // may copy the store, and with it the token signing secret.
+    let loose = crate::perms::loose(dir)
+        .map_err(|e| CliError::Input(format!("data dir {}: {e}", dir.display())))?;
+    if !json {
+        if loose.is_empty() {
+            say!("data dir   ok (private to its owner)")?;
+        } else {
+            say!(
+                "data dir   WARNING: {} path(s) open to other users; the server takes that \
+                 access away when it starts (or: chmod -R go-rwx {})",
+                loose.len(),
+                escape(&dir.display().to_string())
+            )?;
+            for l in &loose {
+                say!(
+                    "           {:o} {}",
+                    l.mode,
+                    escape(&l.path.display().to_string())
+                )?;
+            }
+        }
+    }
+    let loose_json: Vec<Value> = loose
+        .iter()
+        .map(|l| serde_json::json!({ "path": l.path, "mode": format!("{:o}", l.mode) }))
+        .collect();
     let mut report = serde_json::json!({
         "config": { "ok": true, "listen": config.server.bind, "data_dir": dir },
-        "data_dir": { "ok": true, "writable": true },
+        "data_dir": { "ok": true, "writable": true, "private": loose.is_empty(), "loose": loose_json },
         "server": { "running": false },
         "store": Value::Null,
     });

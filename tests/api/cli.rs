@@ -807,3 +807,30 @@ async fn reasons_with_control_characters_are_refused_and_old_ones_print_escaped(
     );
     assert!(table.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{table}");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn check_reports_a_data_directory_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestApp::spawn_in(dir, |_| {}).await;
+    let data = t.dir.path();
+    let report = json_of(confab(data, &["check", "--json"], "").await);
+    assert_eq!(report["data_dir"]["private"], true, "{report}");
+    // What a copy made under a loose umask would look like.
+    let db = data.join("confab.redb");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = json_of(confab(data, &["check", "--json"], "").await);
+    assert_eq!(report["data_dir"]["private"], false, "{report}");
+    let loose = report["data_dir"]["loose"].as_array().unwrap();
+    assert!(
+        loose
+            .iter()
+            .any(|l| l["mode"] == "644" && l["path"].as_str().unwrap().ends_with("confab.redb")),
+        "{report}"
+    );
+    let table = ok(confab(data, &["check"], "").await);
+    assert!(table.contains("open to other users"), "{table}");
+    assert!(table.contains("644"), "{table}");
+}
