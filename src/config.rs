@@ -370,7 +370,10 @@ impl Config {
             ));
         }
         if self.uploads.decode_budget_bytes / 1024 > u64::from(u32::MAX) {
-            return Err(invalid("uploads.decode_budget_bytes", "must be below 4 TiB"));
+            return Err(invalid(
+                "uploads.decode_budget_bytes",
+                "must be below 4 TiB",
+            ));
         }
         if self.uploads.thumb_size < 16 {
             return Err(invalid("uploads.thumb_size", "must be at least 16"));

@@ -111,9 +111,7 @@ struct Frames {
 pub fn plan(data: &[u8], cfg: &UploadsConfig) -> Result<Plan, UploadError> {
     let format = image::guess_format(data).map_err(|_| UploadError::Unsupported)?;
     let mime = mime_of(format).ok_or(UploadError::Unsupported)?;
-    let decoder = reader(data, format, cfg)
-        .into_decoder()
-        .map_err(classify)?;
+    let decoder = reader(data, format, cfg).into_decoder().map_err(classify)?;
     let (width, height) = decoder.dimensions();
     let color = decoder.color_type();
     if width == 0 || height == 0 {
@@ -329,7 +327,11 @@ impl Plan {
 /// A reader whose decoders may allocate at most `max_decode_bytes`: a
 /// second line behind `plan`'s estimate, for what a decoder allocates that
 /// the estimate did not foresee.
-fn reader<'a>(data: &'a [u8], format: ImageFormat, cfg: &UploadsConfig) -> ImageReader<Cursor<&'a [u8]>> {
+fn reader<'a>(
+    data: &'a [u8],
+    format: ImageFormat,
+    cfg: &UploadsConfig,
+) -> ImageReader<Cursor<&'a [u8]>> {
     let mut reader = ImageReader::with_format(Cursor::new(data), format);
     let mut limits = Limits::default();
     limits.max_alloc = Some(cfg.max_decode_bytes);
@@ -477,9 +479,12 @@ fn scan_webp(data: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<Frames, Uploa
     Ok(frames)
 }
 
-/// The RIFF chunks of `data`: each fourcc with the chunk's whole bytes
-/// (header, payload and padding).
-fn chunks(data: &[u8]) -> Result<Vec<(&[u8; 4], &[u8])>, UploadError> {
+/// A RIFF chunk: its fourcc, and its whole bytes (header, payload and
+/// padding).
+type Chunk<'a> = (&'a [u8; 4], &'a [u8]);
+
+/// The RIFF chunks of `data`, in order.
+fn chunks(data: &[u8]) -> Result<Vec<Chunk<'_>>, UploadError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos + 8 <= data.len() {
@@ -758,6 +763,44 @@ mod tests {
         assert!(!clean.windows(6).any(|w| w == b"SECRET"));
         assert_eq!(clean[20] & 0b1100, 0);
         assert!(image::load_from_memory(&clean).is_ok());
+    }
+
+    #[test]
+    fn webp_loses_what_follows_its_riff_chunk() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::new(8, 8));
+        let mut file = encode(&img, ImageFormat::WebP).unwrap();
+        file.extend_from_slice(b"ZZZZ\x06\0\0\0SECRET");
+        let clean = strip_webp(&file).unwrap();
+        assert!(!clean.windows(6).any(|w| w == b"SECRET"));
+        assert_eq!(clean.len(), file.len() - 14);
+        assert!(image::load_from_memory(&clean).is_ok());
+    }
+
+    #[test]
+    fn deep_bitmaps_cost_their_bytes() {
+        let frames = Frames::default();
+        let rgba16 = peak_bytes(
+            ImageFormat::Png,
+            &[],
+            6324,
+            6324,
+            ColorType::Rgba16,
+            &frames,
+            320,
+        );
+        let rgba8 = peak_bytes(
+            ImageFormat::Png,
+            &[],
+            6324,
+            6324,
+            ColorType::Rgba8,
+            &frames,
+            320,
+        );
+        // The bitmap at 8 bytes a pixel, then its 8-bit copy.
+        assert!(rgba16 >= 6324 * 6324 * 12, "{rgba16}");
+        assert_eq!(rgba16 - rgba8, 6324 * 6324 * 4);
+        assert!(rgba16 > UploadsConfig::default().max_decode_bytes);
     }
 
     #[test]

@@ -536,17 +536,17 @@ async fn a_deep_bitmap_is_refused_by_the_memory_it_needs() {
     assert!(message.contains("6324x6324"), "{message}");
     assert!(message.contains("MiB"), "{message}");
     // The same kind of file at a sane size is fine, and so is the server.
-    let (status, a) = upload(
-        &t,
-        &token,
-        "small.png",
-        "image/png",
-        deep_png_bomb(600, 12),
-    )
-    .await;
+    let (status, a) = upload(&t, &token, "small.png", "image/png", deep_png_bomb(600, 12)).await;
     assert_eq!(status, 201, "{a}");
-    assert_eq!((a["width"].as_u64(), a["height"].as_u64()), (Some(600), Some(600)));
-    let stored = fetch(&t, a["url"].as_str().unwrap()).await.bytes().await.unwrap();
+    assert_eq!(
+        (a["width"].as_u64(), a["height"].as_u64()),
+        (Some(600), Some(600))
+    );
+    let stored = fetch(&t, a["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let img = image::load_from_memory(&stored).unwrap();
     assert_eq!(img.color(), image::ColorType::Rgba8, "stored at 8 bits");
     let (status, _) = t.get("/api/rooms", &token).await;
@@ -623,14 +623,12 @@ async fn webp_keeps_only_its_image_chunks() {
 
     let (status, a) = upload(&t, &token, "x.webp", "image/webp", file).await;
     assert_eq!(status, 201, "{a}");
-    let stored = fetch(&t, a["url"].as_str().unwrap()).await.bytes().await.unwrap();
-    for gone in [
-        &b"<script>"[..],
-        b"GPS",
-        b"ZZZZ",
-        b"ICCP",
-        b"ICC-PROFILE",
-    ] {
+    let stored = fetch(&t, a["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    for gone in [&b"<script>"[..], b"GPS", b"ZZZZ", b"ICCP", b"ICC-PROFILE"] {
         assert!(
             !stored.windows(gone.len()).any(|w| w == gone),
             "{} survived",
@@ -638,7 +636,11 @@ async fn webp_keeps_only_its_image_chunks() {
         );
     }
     assert_eq!(&stored[12..16], b"VP8X");
-    assert_eq!(stored[20] & (0x20 | 0x08 | 0x04), 0, "flags name gone chunks");
+    assert_eq!(
+        stored[20] & (0x20 | 0x08 | 0x04),
+        0,
+        "flags name gone chunks"
+    );
     let riff = u32::from_le_bytes(stored[4..8].try_into().unwrap()) as usize;
     assert_eq!(riff, stored.len() - 8);
     let img = image::load_from_memory(&stored).expect("still decodes");
