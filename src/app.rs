@@ -88,7 +88,12 @@ impl AppError {
             AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
                 ErrorCode::UnsupportedMediaType
             }
-            AppError::Upload(UploadError::TooLarge { .. }) => ErrorCode::TooLarge,
+            AppError::Upload(
+                UploadError::TooLarge { .. }
+                | UploadError::TooHeavy { .. }
+                | UploadError::AnimationTooLarge { .. }
+                | UploadError::OverMemory,
+            ) => ErrorCode::TooLarge,
             AppError::Store(_)
             | AppError::Auth(AuthError::Hash(_))
             | AppError::Upload(UploadError::Io(_))
@@ -181,6 +186,9 @@ pub struct App {
     /// Bounds the images decoded at once, so uploads cannot take every
     /// thread from chat.
     decode_slots: tokio::sync::Semaphore,
+    /// `uploads.decode_budget_bytes` in KiB: each image holds its
+    /// estimated peak memory (`Plan::cost`) while it is processed.
+    decode_budget: tokio::sync::Semaphore,
     pub limits: crate::limits::Limiters,
 }
 
@@ -211,6 +219,8 @@ impl App {
         let files = FileStore::new(&config.server.data_dir);
         let limits = crate::limits::Limiters::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
+        let decode_budget =
+            tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
         Ok(Arc::new(App {
             config,
             store,
@@ -219,6 +229,7 @@ impl App {
             auth,
             files,
             decode_slots,
+            decode_budget,
             limits,
         }))
     }
@@ -1228,27 +1239,41 @@ impl App {
                 quota / (1024 * 1024)
             )));
         }
-        let _slot = self
-            .decode_slots
-            .acquire()
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        let app = self.clone();
-        let (processed, file, thumb) = tokio::task::spawn_blocking(move || {
-            let p = crate::uploads::process(&data, &app.config.uploads)?;
-            let file = app.files.put(&p.bytes)?;
-            let thumb = app.files.put(&p.thumb)?;
-            Ok::<_, UploadError>((p, file, thumb))
+        let cfg = self.config.uploads.clone();
+        let (data, plan) = tokio::task::spawn_blocking(move || {
+            let plan = crate::uploads::plan(&data, &cfg);
+            (data, plan)
         })
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))??;
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let plan = plan?;
+        let processed = {
+            // The budget first: the semaphore is fair, so a large image
+            // waiting for room is not overtaken for ever by small ones.
+            let budget = kib(plan.cost).min(kib(self.config.uploads.decode_budget_bytes));
+            let _memory = self
+                .decode_budget
+                .acquire_many(budget)
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let _slot = self
+                .decode_slots
+                .acquire()
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let cfg = self.config.uploads.clone();
+            tokio::task::spawn_blocking(move || plan.run(&data, &cfg))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))??
+        };
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| AppError::Internal(e.to_string()))?;
-        let rec = UploadRecord {
+        let processed = Arc::new(processed);
+        let mut rec = UploadRecord {
             id: raw.iter().map(|b| format!("{b:02x}")).collect(),
             uploader: user.id,
-            file,
-            thumb,
+            file: String::new(),
+            thumb: String::new(),
             mime: processed.mime.to_string(),
             thumb_mime: processed.thumb_mime.to_string(),
             width: processed.width,
@@ -1257,11 +1282,35 @@ impl App {
             created_at: crate::domain::now_ms(),
             refs: 0,
         };
-        let stored = rec.clone();
-        self.store
-            .write(move |tx| tx.insert_upload(&stored))
-            .await?;
-        Ok(rec)
+        // `put` skips a file already on disk, which may be one whose last
+        // record is going away: the record is written only if, on the
+        // writer (where files are removed), both files are still there;
+        // otherwise they are written again.
+        for _ in 0..3 {
+            let (files, p) = (self.files.clone(), processed.clone());
+            (rec.file, rec.thumb) = tokio::task::spawn_blocking(move || {
+                Ok::<_, UploadError>((files.put(&p.bytes)?, files.put(&p.thumb)?))
+            })
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??;
+            let (files, stored) = (self.files.clone(), rec.clone());
+            let recorded = self
+                .store
+                .write(move |tx| {
+                    if !(files.exists(&stored.file) && files.exists(&stored.thumb)) {
+                        return Ok(false);
+                    }
+                    tx.insert_upload(&stored)?;
+                    Ok(true)
+                })
+                .await?;
+            if recorded {
+                return Ok(rec);
+            }
+        }
+        Err(AppError::Internal(
+            "uploaded files were removed three times before their record".into(),
+        ))
     }
 
     /// The record behind `/uploads/{id}`; ids are 32 hex digits.
@@ -1285,10 +1334,35 @@ impl App {
     pub async fn delete_upload(&self, id: &str) -> Result<UploadRecord> {
         let id = id.to_string();
         let (rec, orphaned) = self.store.write(move |tx| tx.delete_upload(&id)).await?;
-        for hash in orphaned {
-            self.files.remove(&hash);
-        }
+        self.remove_files(orphaned).await?;
         Ok(rec)
+    }
+
+    /// Removes the stored files among `hashes` that no record names. The
+    /// check and the removal run inside write operations, on the store's
+    /// single writer, which is also where an upload checks that its files
+    /// exist before its record is written: so a file never goes between
+    /// an upload finding it on disk and its record being committed.
+    /// Returns how many files went.
+    async fn remove_files(&self, hashes: Vec<String>) -> Result<usize> {
+        let mut removed = 0;
+        // A few at a time: chat waits behind each of these operations.
+        for some in hashes.chunks(64) {
+            let (files, some) = (self.files.clone(), some.to_vec());
+            removed += self
+                .store
+                .write(move |tx| {
+                    let mut n = 0;
+                    for hash in some {
+                        if tx.file_unreferenced(&hash)? && files.remove(&hash) {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(removed)
     }
 
     /// Removes uploads that no message carries and that are older than
@@ -1315,14 +1389,13 @@ impl App {
                 })
                 .await?;
             if let Some((rec, orphaned)) = gone {
-                for hash in orphaned {
-                    self.files.remove(&hash);
-                }
+                self.remove_files(orphaned).await?;
                 removed.push(rec);
             }
         }
-        let mut swept = 0;
+        // Candidates only: `remove_files` decides again on the writer.
         let rx = self.store.read()?;
+        let mut unnamed = Vec::new();
         for hash in self.files.list() {
             let old = self
                 .files
@@ -1332,12 +1405,19 @@ impl App {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age.as_secs() >= grace_secs);
             if old && !rx.file_in_use(&hash)? {
-                self.files.remove(&hash);
-                swept += 1;
+                unnamed.push(hash);
             }
         }
+        drop(rx);
+        let swept = self.remove_files(unnamed).await?;
         Ok((removed, swept))
     }
+}
+
+/// Bytes in whole KiB, the decode budget's unit (a tokio semaphore takes
+/// at most `u32::MAX` permits at once).
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 fn throttled(message: &str, retry_after: u64) -> AppError {

@@ -240,6 +240,13 @@ pub struct UploadsConfig {
     pub max_pixels: u64,
     pub thumb_size: u32,
     pub max_concurrent: usize,
+    /// The most memory one image may take to process (decoded bitmap and
+    /// the copies made from it, estimated from its header).
+    pub max_decode_bytes: u64,
+    /// The memory all images being processed may take together.
+    pub decode_budget_bytes: u64,
+    /// The most an animation's frames may decode to together (RGBA).
+    pub max_animation_bytes: u64,
     pub quota_bytes_per_user: u64,
     pub per_minute: u32,
     pub gc_grace_secs: u64,
@@ -254,7 +261,14 @@ impl Default for UploadsConfig {
             max_height: 8192,
             max_pixels: 40_000_000,
             thumb_size: 320,
-            max_concurrent: 2,
+            // Sized for a 512 MB machine (config.toml.example has the sums):
+            // at most 160 MiB for decoding, shared by up to 4 images, and
+            // one image at most 96 MiB (a 12-megapixel photo, or 8 million
+            // RGBA pixels of PNG), so two of the largest never run together.
+            max_concurrent: 4,
+            max_decode_bytes: 96 * 1024 * 1024,
+            decode_budget_bytes: 160 * 1024 * 1024,
+            max_animation_bytes: 256 * 1024 * 1024,
             quota_bytes_per_user: 200 * 1024 * 1024,
             per_minute: 30,
             gc_grace_secs: 24 * 3600,
@@ -376,6 +390,18 @@ impl Config {
         .map_err(|e| invalid("auth.argon2_*", &e.to_string()))?;
         if self.uploads.max_concurrent == 0 {
             return Err(invalid("uploads.max_concurrent", "must be positive"));
+        }
+        if self.uploads.max_decode_bytes > self.uploads.decode_budget_bytes {
+            return Err(invalid(
+                "uploads.max_decode_bytes",
+                "must not exceed uploads.decode_budget_bytes",
+            ));
+        }
+        if self.uploads.decode_budget_bytes / 1024 > u64::from(u32::MAX) {
+            return Err(invalid(
+                "uploads.decode_budget_bytes",
+                "must be below 4 TiB",
+            ));
         }
         if self.uploads.thumb_size < 16 {
             return Err(invalid("uploads.thumb_size", "must be at least 16"));

@@ -796,9 +796,10 @@ fn writer_loop(
         let mut tx = Tx {
             txn,
             changes: Vec::new(),
+            db: db.clone(),
         };
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&mut tx)).collect();
-        let Tx { txn, changes } = tx;
+        let Tx { txn, changes, .. } = tx;
         let outcome = txn.commit().map_err(|e| {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "store: commit failed; {size} operations refused");
@@ -1324,6 +1325,8 @@ impl Rx {
 pub struct Tx {
     txn: WriteTransaction,
     changes: Vec<Change>,
+    /// For reading the last committed state (`file_unreferenced`).
+    db: Arc<Database>,
 }
 
 pub struct NewUser {
@@ -1807,8 +1810,24 @@ impl Tx {
         Ok(())
     }
 
+    /// Whether no upload record names the stored file `hash`, neither in
+    /// this group (earlier operations' writes included) nor in the last
+    /// commit: a file removed on this answer is unnamed whether the group
+    /// then commits or fails.
+    pub fn file_unreferenced(&self, hash: &str) -> Result<bool> {
+        let here = self.txn.open_table(FILE_TO_REFS)?.get(hash)?.is_none();
+        let committed = self
+            .db
+            .begin_read()?
+            .open_table(FILE_TO_REFS)?
+            .get(hash)?
+            .is_none();
+        Ok(here && committed)
+    }
+
     /// Removes an upload record; returns it with the stored files that no
-    /// record names any more (to delete once this commits).
+    /// record names any more (candidates for `file_unreferenced` once this
+    /// commits).
     pub fn delete_upload(&mut self, id: &str) -> Result<(UploadRecord, Vec<String>)> {
         let rec = self.upload(id)?.ok_or(StoreError::NotFound("upload"))?;
         self.txn.open_table(UPLOAD_TO_RECORD)?.remove(id)?;

@@ -1,21 +1,24 @@
 //! Image uploads: judging, cleaning and thumbnailing the bytes, and keeping
 //! the files. Knows nothing of HTTP; runs on blocking threads.
 //!
-//! The type is judged from the bytes alone. Dimensions are read from the
-//! header before anything is decoded, so a small file that claims a huge
-//! bitmap is refused before it costs memory. What other users receive never
-//! carries the uploader's metadata:
-//! - JPEG and PNG are decoded and re-encoded (EXIF orientation applied
-//!   first), so nothing but pixels survives.
-//! - WebP keeps its image data (animation and quality intact) with its EXIF
-//!   and XMP chunks removed.
+//! The type is judged from the bytes alone. Before anything is decoded,
+//! `plan` reads the header and the container: dimensions, bit depth and
+//! channels, the frames of an animation, and from them the most memory that
+//! processing will hold at once (`Plan::cost`). A small file that claims a
+//! huge or deep bitmap is refused before it costs memory, and the app runs
+//! decodes only while their costs fit its budget together. What other users
+//! receive never carries the uploader's metadata:
+//! - JPEG and PNG are decoded and re-encoded at 8 bits a channel (EXIF
+//!   orientation applied first), so nothing but pixels survives.
+//! - WebP keeps its image chunks only (animation and quality intact):
+//!   EXIF, XMP, the ICC profile and any unknown chunk are removed.
 //! - GIF has no EXIF block; comment and application extensions (where XMP
 //!   lives) are removed, the animation loop extension excepted.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use sha2::{Digest, Sha256};
 
 use crate::config::UploadsConfig;
@@ -36,6 +39,26 @@ pub enum UploadError {
         max_h: u32,
         max_pixels: u64,
     },
+    #[error(
+        "file: processing this {width}x{height} image ({color:?}) takes {needed_mib} MiB of memory, more than the allowed {max_mib} MiB"
+    )]
+    TooHeavy {
+        width: u32,
+        height: u32,
+        color: ColorType,
+        needed_mib: u64,
+        max_mib: u64,
+    },
+    #[error(
+        "file: the animation's {frames} frames decode to {needed_mib} MiB, more than the allowed {max_mib} MiB"
+    )]
+    AnimationTooLarge {
+        frames: u64,
+        needed_mib: u64,
+        max_mib: u64,
+    },
+    #[error("file: decoding the image needs more memory than allowed")]
+    OverMemory,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,73 +84,282 @@ pub fn mime_of(format: ImageFormat) -> Option<&'static str> {
     }
 }
 
-/// Judges, cleans and thumbnails an upload. CPU-heavy: call it from a
-/// blocking thread.
-pub fn process(data: &[u8], cfg: &UploadsConfig) -> Result<Processed, UploadError> {
+/// An upload judged from its header and container, no pixel decoded yet.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    format: ImageFormat,
+    mime: &'static str,
+    pub width: u32,
+    pub height: u32,
+    /// The most memory, in bytes, that `run` holds at once (`peak_bytes`).
+    pub cost: u64,
+}
+
+/// The frames of an image, from its container.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frames {
+    count: u64,
+    /// Pixels of every frame together.
+    total: u64,
+    /// Pixels of the largest frame.
+    largest: u64,
+}
+
+/// Judges an upload without decoding it: the type from its bytes, the size
+/// and pixel layout from its header, and what processing it would cost.
+/// Cheap, but it walks a whole GIF or WebP: call it from a blocking thread.
+pub fn plan(data: &[u8], cfg: &UploadsConfig) -> Result<Plan, UploadError> {
     let format = image::guess_format(data).map_err(|_| UploadError::Unsupported)?;
     let mime = mime_of(format).ok_or(UploadError::Unsupported)?;
-    let mut reader = ImageReader::with_format(Cursor::new(data), format);
-    // Width and height are checked below, from the header, so the answer
-    // can say what was refused; the allocation cap backs that up.
-    let mut limits = Limits::default();
-    // Room for the decoded bitmap (up to 4 bytes a pixel, 16-bit
-    // channels at most double that) and the decoder's own buffers.
-    limits.max_alloc = Some(cfg.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(classify)?;
+    let decoder = reader(data, format, cfg).into_decoder().map_err(classify)?;
     let (width, height) = decoder.dimensions();
-    let too_large = || UploadError::TooLarge {
-        width,
-        height,
-        max_w: cfg.max_width,
-        max_h: cfg.max_height,
-        max_pixels: cfg.max_pixels,
-    };
+    let color = decoder.color_type();
     if width == 0 || height == 0 {
         return Err(UploadError::Corrupt("empty image".into()));
     }
-    if width > cfg.max_width
-        || height > cfg.max_height
-        || u64::from(width) * u64::from(height) > cfg.max_pixels
-    {
-        return Err(too_large());
+    let pixels = u64::from(width) * u64::from(height);
+    if width > cfg.max_width || height > cfg.max_height || pixels > cfg.max_pixels {
+        return Err(UploadError::TooLarge {
+            width,
+            height,
+            max_w: cfg.max_width,
+            max_h: cfg.max_height,
+            max_pixels: cfg.max_pixels,
+        });
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
-    let (bytes, width, height) = match format {
-        ImageFormat::Jpeg => {
-            img.apply_orientation(orientation);
-            (encode(&img, ImageFormat::Jpeg)?, img.width(), img.height())
-        }
-        ImageFormat::Png => (encode(&img, ImageFormat::Png)?, width, height),
-        ImageFormat::WebP => (strip_webp(data)?, width, height),
-        _ => (strip_gif(data)?, width, height),
+    let frames = match format {
+        ImageFormat::Gif => scan_gif(data, None)?,
+        ImageFormat::WebP => scan_webp(data, None)?,
+        _ => Frames {
+            count: 1,
+            total: pixels,
+            largest: pixels,
+        },
     };
-    let thumb_img = if img.width() > cfg.thumb_size || img.height() > cfg.thumb_size {
-        img.thumbnail(cfg.thumb_size, cfg.thumb_size)
-    } else {
-        img
-    };
-    let (thumb, thumb_mime) = if format == ImageFormat::Jpeg {
-        (encode(&thumb_img, ImageFormat::Jpeg)?, "image/jpeg")
-    } else {
-        (encode(&thumb_img, ImageFormat::Png)?, "image/png")
-    };
-    Ok(Processed {
+    // The server decodes only the first frame, but every client that shows
+    // an animation decodes all of them, again on every loop.
+    let animation = frames.total.saturating_mul(4);
+    if frames.count > 1 && animation > cfg.max_animation_bytes {
+        return Err(UploadError::AnimationTooLarge {
+            frames: frames.count,
+            needed_mib: animation.div_ceil(MIB),
+            max_mib: cfg.max_animation_bytes / MIB,
+        });
+    }
+    let cost = peak_bytes(format, data, width, height, color, &frames, cfg.thumb_size);
+    if cost > cfg.max_decode_bytes {
+        return Err(UploadError::TooHeavy {
+            width,
+            height,
+            color,
+            needed_mib: cost.div_ceil(MIB),
+            max_mib: cfg.max_decode_bytes / MIB,
+        });
+    }
+    Ok(Plan {
+        format,
         mime,
         width,
         height,
-        bytes,
-        thumb,
-        thumb_mime,
+        cost,
     })
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Decoder state of fixed size (Huffman and LZW tables, row buffers, the
+/// deflate window), not worth modelling one by one.
+const DECODER_FIXED: u64 = MIB;
+
+/// The most memory processing an image holds at once, from its header:
+/// the decoded bitmap (width × height × bytes a pixel, bit depth and
+/// channels included) plus the largest set of buffers alive beside it.
+/// - PNG: an 8-bit copy of the bitmap (a deeper one is converted before
+///   encoding), or the encoded file, which deflate keeps within the size of
+///   that 8-bit bitmap (stored blocks at worst).
+/// - JPEG: the larger of the decoder's coefficients (2 bytes a sample,
+///   the whole image's when the file is progressive or not interleaved), a
+///   rotated copy for the EXIF orientation, or the encoded file.
+/// - GIF: the first frame decoded apart when it does not fill the canvas
+///   (a frame may be as large as the largest frame).
+/// - WebP: the decoder's own frame (YUV planes and alpha, or the lossless
+///   ARGB pixels, at most 4 bytes a pixel); an animation adds its RGBA
+///   canvas and an RGBA frame.
+///
+/// Every format also holds a copy of the input (the JPEG decoder's, or the
+/// cleaned GIF or WebP), the thumbnail and its encoding, and fixed state.
+fn peak_bytes(
+    format: ImageFormat,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    color: ColorType,
+    frames: &Frames,
+    thumb_size: u32,
+) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let decoded = pixels.saturating_mul(u64::from(color.bytes_per_pixel()));
+    let beside = match format {
+        ImageFormat::Png => pixels.saturating_mul(u64::from(color.channel_count())),
+        ImageFormat::Jpeg => jpeg_coefficient_bytes(data, width, height).max(decoded),
+        ImageFormat::Gif => frames.largest.saturating_mul(4),
+        _ if frames.count > 1 => pixels.saturating_mul(4 + 4 + 4),
+        _ => pixels.saturating_mul(4),
+    };
+    let thumb = u64::from(thumb_size).pow(2) * 8 * 2;
+    decoded
+        .saturating_add(beside)
+        .saturating_add(data.len() as u64)
+        .saturating_add(thumb)
+        .saturating_add(DECODER_FIXED)
+}
+
+/// What a JPEG decoder may keep of coefficients: 2 bytes a sample of every
+/// component at its own resolution, for the whole image, padded to whole
+/// MCUs. A file whose frame header cannot be read counts as four
+/// full-resolution components.
+fn jpeg_coefficient_bytes(data: &[u8], width: u32, height: u32) -> u64 {
+    let worst = u64::from(width) * u64::from(height) * 4 * 2;
+    let mut pos = 2;
+    while let (Some(&0xFF), Some(&marker)) = (data.get(pos), data.get(pos + 1)) {
+        match marker {
+            // Fill byte, or a marker without a length.
+            0xFF => pos += 1,
+            0x01 | 0xD0..=0xD8 => pos += 2,
+            // Start of frame (0xC4, 0xC8 and 0xCC are not frames).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                return sof_coefficients(data.get(pos + 4..).unwrap_or(&[]), width, height)
+                    .unwrap_or(worst);
+            }
+            // Start of scan or end of image before any frame header.
+            0xDA | 0xD9 => return worst,
+            _ => {
+                let len = match data.get(pos + 2..pos + 4) {
+                    Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
+                    None => return worst,
+                };
+                pos += 2 + len;
+            }
+        }
+    }
+    worst
+}
+
+/// Coefficient bytes from a frame header's body (precision, height, width,
+/// then each component's id, sampling factors and table).
+fn sof_coefficients(sof: &[u8], width: u32, height: u32) -> Option<u64> {
+    let n = usize::from(*sof.get(5)?);
+    let comps = sof.get(6..6 + 3 * n)?;
+    let factors: Vec<(u64, u64)> = comps
+        .chunks(3)
+        .map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 0x0F).max(1)))
+        .collect();
+    let h_max = factors.iter().map(|f| f.0).max()?;
+    let v_max = factors.iter().map(|f| f.1).max()?;
+    // Whole MCUs: 8 samples of the least sampled component each way.
+    let mcu_w = u64::from(width).div_ceil(8 * h_max) * 8 * h_max;
+    let mcu_h = u64::from(height).div_ceil(8 * v_max) * 8 * v_max;
+    let samples: u64 = factors
+        .iter()
+        .map(|(h, v)| (mcu_w / h_max * h) * (mcu_h / v_max * v))
+        .sum();
+    Some(samples * 2)
+}
+
+impl Plan {
+    /// Cleans, re-encodes and thumbnails the image `plan` judged.
+    /// CPU-heavy: call it from a blocking thread, holding `cost` bytes of
+    /// the decode budget.
+    pub fn run(&self, data: &[u8], cfg: &UploadsConfig) -> Result<Processed, UploadError> {
+        // GIF and WebP are kept as sent, minus their metadata: decode what
+        // is kept, so what is stored is known to decode.
+        let clean = match self.format {
+            ImageFormat::WebP => Some(strip_webp(data)?),
+            ImageFormat::Gif => Some(strip_gif(data)?),
+            _ => None,
+        };
+        let source = clean.as_deref().unwrap_or(data);
+        let mut decoder = reader(source, self.format, cfg)
+            .into_decoder()
+            .map_err(classify)?;
+        // The header was judged from the file as sent; the cleaned file
+        // must say the same.
+        if decoder.dimensions() != (self.width, self.height) {
+            return Err(UploadError::Corrupt("inconsistent headers".into()));
+        }
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
+        let bytes = match (self.format, clean) {
+            (ImageFormat::Jpeg, _) => {
+                img.apply_orientation(orientation);
+                encode(&img, ImageFormat::Jpeg)?
+            }
+            (_, Some(clean)) => clean,
+            _ => {
+                img = to_8_bits(img);
+                encode(&img, ImageFormat::Png)?
+            }
+        };
+        let (width, height) = (img.width(), img.height());
+        let thumb_img = if width > cfg.thumb_size || height > cfg.thumb_size {
+            to_8_bits(img.thumbnail(cfg.thumb_size, cfg.thumb_size))
+        } else {
+            to_8_bits(img)
+        };
+        let (thumb, thumb_mime) = if self.format == ImageFormat::Jpeg {
+            (encode(&thumb_img, ImageFormat::Jpeg)?, "image/jpeg")
+        } else {
+            (encode(&thumb_img, ImageFormat::Png)?, "image/png")
+        };
+        Ok(Processed {
+            mime: self.mime,
+            width,
+            height,
+            bytes,
+            thumb,
+            thumb_mime,
+        })
+    }
+}
+
+/// A reader whose decoders may allocate at most `max_decode_bytes`: a
+/// second line behind `plan`'s estimate, for what a decoder allocates that
+/// the estimate did not foresee.
+fn reader<'a>(
+    data: &'a [u8],
+    format: ImageFormat,
+    cfg: &UploadsConfig,
+) -> ImageReader<Cursor<&'a [u8]>> {
+    let mut reader = ImageReader::with_format(Cursor::new(data), format);
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(cfg.max_decode_bytes);
+    reader.limits(limits);
+    reader
+}
+
+/// The same picture at 8 bits a channel, which is what browsers show: a
+/// 16-bit PNG is stored at half the size, and its encoder needs no
+/// byte-swapped copy of the bitmap.
+fn to_8_bits(img: DynamicImage) -> DynamicImage {
+    match img {
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageRgb8(_)
+        | DynamicImage::ImageRgba8(_) => img,
+        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(img.to_luma8()),
+        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
+        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgb32F(_) => {
+            DynamicImage::ImageRgb8(img.to_rgb8())
+        }
+        _ => DynamicImage::ImageRgba8(img.to_rgba8()),
+    }
 }
 
 fn classify(e: image::ImageError) -> UploadError {
     match e {
-        image::ImageError::Limits(_) => UploadError::Corrupt("over the size limits".into()),
+        image::ImageError::Limits(_) => UploadError::OverMemory,
         image::ImageError::Unsupported(_) => UploadError::Unsupported,
         e => UploadError::Corrupt(e.to_string()),
     }
@@ -135,8 +367,12 @@ fn classify(e: image::ImageError) -> UploadError {
 
 fn encode(img: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>, UploadError> {
     let mut out = Cursor::new(Vec::new());
-    match format {
-        ImageFormat::Jpeg => {
+    match (format, img) {
+        (ImageFormat::Jpeg, DynamicImage::ImageRgb8(_) | DynamicImage::ImageLuma8(_)) => {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+            img.write_with_encoder(enc)
+        }
+        (ImageFormat::Jpeg, _) => {
             // JPEG has no alpha: flatten to RGB first.
             let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
@@ -148,46 +384,145 @@ fn encode(img: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>, UploadErro
     Ok(out.into_inner())
 }
 
-/// Copies a WebP file without its EXIF and XMP chunks, clearing their
-/// flags in the VP8X header.
+/// The chunks a WebP file keeps: its image data and animation. Everything
+/// else (EXIF, XMP, the ICC profile, chunks of no known kind) can carry
+/// what the uploader did not mean to share.
+const WEBP_KEPT: [&[u8; 4]; 6] = [b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF"];
+/// What a frame of an animation keeps of the chunks it holds.
+const WEBP_FRAME_KEPT: [&[u8; 4]; 3] = [b"VP8 ", b"VP8L", b"ALPH"];
+/// VP8X flags that stay: alpha (0x10) and animation (0x02). ICC (0x20),
+/// EXIF (0x08) and XMP (0x04) name chunks that are gone.
+const VP8X_KEPT_FLAGS: u8 = 0x10 | 0x02;
+
+/// Copies a WebP file keeping only `WEBP_KEPT` chunks (and, inside each
+/// animation frame, `WEBP_FRAME_KEPT`), with the VP8X flags and the RIFF
+/// size made to match. Bytes past the RIFF chunk are dropped.
 pub fn strip_webp(data: &[u8]) -> Result<Vec<u8>, UploadError> {
-    let bad = || UploadError::Corrupt("malformed WebP container".into());
-    if data.len() < 12 || &data[0..4] != b"RIFF" || &data[8..12] != b"WEBP" {
-        return Err(bad());
-    }
     let mut out = Vec::with_capacity(data.len());
-    out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
-    let mut pos = 12;
+    scan_webp(data, Some(&mut out))?;
+    Ok(out)
+}
+
+fn bad_webp() -> UploadError {
+    UploadError::Corrupt("malformed WebP container".into())
+}
+
+/// Walks a WebP file's chunks, counting its frames; with `out`, writes the
+/// cleaned file there.
+fn scan_webp(data: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<Frames, UploadError> {
+    if data.len() < 12 || &data[0..4] != b"RIFF" || &data[8..12] != b"WEBP" {
+        return Err(bad_webp());
+    }
+    let riff_end = le_u32(&data[4..8])
+        .checked_add(8)
+        .ok_or_else(bad_webp)?
+        .min(data.len());
+    if let Some(out) = out.as_deref_mut() {
+        out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
+    }
+    let mut frames = Frames::default();
+    let mut canvas = None;
+    for (fourcc, chunk) in chunks(&data[12..riff_end])? {
+        if !WEBP_KEPT.contains(&fourcc) {
+            continue;
+        }
+        match fourcc {
+            b"VP8X" if chunk.len() >= 18 => {
+                let w = u64::from(le_u24(&chunk[12..15])) + 1;
+                let h = u64::from(le_u24(&chunk[15..18])) + 1;
+                canvas = Some(w * h);
+            }
+            b"ANMF" if chunk.len() >= 24 => {
+                let w = u64::from(le_u24(&chunk[14..17])) + 1;
+                let h = u64::from(le_u24(&chunk[17..20])) + 1;
+                frames.count += 1;
+                frames.total = frames.total.saturating_add(w * h);
+                frames.largest = frames.largest.max(w * h);
+            }
+            b"VP8X" | b"ANMF" => return Err(bad_webp()),
+            _ => {}
+        }
+        let Some(out) = out.as_deref_mut() else {
+            continue;
+        };
+        let start = out.len();
+        if fourcc == b"ANMF" {
+            // The frame's header (position, size, duration, flags), then
+            // its own chunks, filtered too.
+            out.extend_from_slice(&chunk[..24]);
+            for (inner, sub) in chunks(&chunk[24..])? {
+                if WEBP_FRAME_KEPT.contains(&inner) {
+                    out.extend_from_slice(sub);
+                }
+            }
+            let size = u32::try_from(out.len() - start - 8).map_err(|_| bad_webp())?;
+            out[start + 4..start + 8].copy_from_slice(&size.to_le_bytes());
+        } else {
+            out.extend_from_slice(chunk);
+            if fourcc == b"VP8X" {
+                out[start + 8] &= VP8X_KEPT_FLAGS;
+            }
+        }
+    }
+    if frames.count == 0 {
+        let single = canvas.unwrap_or(0);
+        frames = Frames {
+            count: 1,
+            total: single,
+            largest: single,
+        };
+    }
+    if let Some(out) = out {
+        let riff_size = u32::try_from(out.len() - 8).map_err(|_| bad_webp())?;
+        out[4..8].copy_from_slice(&riff_size.to_le_bytes());
+    }
+    Ok(frames)
+}
+
+/// A RIFF chunk: its fourcc, and its whole bytes (header, payload and
+/// padding).
+type Chunk<'a> = (&'a [u8; 4], &'a [u8]);
+
+/// The RIFF chunks of `data`, in order.
+fn chunks(data: &[u8]) -> Result<Vec<Chunk<'_>>, UploadError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
     while pos + 8 <= data.len() {
-        let fourcc = &data[pos..pos + 4];
-        let size = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]])
-            as usize;
+        let fourcc: &[u8; 4] = data[pos..pos + 4].try_into().map_err(|_| bad_webp())?;
+        let size = le_u32(&data[pos + 4..pos + 8]);
         let end = pos
             .checked_add(8)
             .and_then(|p| p.checked_add(size))
-            .ok_or_else(bad)?;
+            .ok_or_else(bad_webp)?;
         if end > data.len() {
-            return Err(bad());
+            return Err(bad_webp());
         }
         let padded = (end + (size & 1)).min(data.len());
-        if fourcc != b"EXIF" && fourcc != b"XMP " {
-            let start = out.len();
-            out.extend_from_slice(&data[pos..padded]);
-            if fourcc == b"VP8X" && size >= 1 {
-                // Bit 3: EXIF present; bit 2: XMP present.
-                out[start + 8] &= !0b0000_1100;
-            }
-        }
+        out.push((fourcc, &data[pos..padded]));
         pos = padded;
     }
-    let riff_size = u32::try_from(out.len() - 8).map_err(|_| bad())?;
-    out[4..8].copy_from_slice(&riff_size.to_le_bytes());
     Ok(out)
+}
+
+fn le_u32(b: &[u8]) -> usize {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+}
+
+fn le_u24(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], 0])
 }
 
 /// Copies a GIF without comment and application extensions, keeping the
 /// NETSCAPE loop extension that animations need.
 pub fn strip_gif(data: &[u8]) -> Result<Vec<u8>, UploadError> {
+    let mut out = Vec::with_capacity(data.len());
+    scan_gif(data, Some(&mut out))?;
+    Ok(out)
+}
+
+/// Walks a GIF's blocks, counting its frames; with `out`, writes the
+/// cleaned file there.
+fn scan_gif(data: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<Frames, UploadError> {
     let bad = || UploadError::Corrupt("malformed GIF".into());
     let get = |i: usize| data.get(i).copied().ok_or_else(bad);
     if data.len() < 13 || !(data.starts_with(b"GIF87a") || data.starts_with(b"GIF89a")) {
@@ -201,7 +536,12 @@ pub fn strip_gif(data: &[u8]) -> Result<Vec<u8>, UploadError> {
     if pos > data.len() {
         return Err(bad());
     }
-    let mut out = data[..pos].to_vec();
+    let mut emit = |bytes: &[u8]| {
+        if let Some(out) = out.as_deref_mut() {
+            out.extend_from_slice(bytes);
+        }
+    };
+    emit(&data[..pos]);
     // Skips data sub-blocks from `p`; returns the index after the terminator.
     let sub_blocks = |mut p: usize| -> Result<usize, UploadError> {
         loop {
@@ -213,11 +553,12 @@ pub fn strip_gif(data: &[u8]) -> Result<Vec<u8>, UploadError> {
             p += n;
         }
     };
+    let mut frames = Frames::default();
     loop {
         match get(pos)? {
             0x3B => {
-                out.push(0x3B);
-                return Ok(out);
+                emit(&[0x3B]);
+                return Ok(frames);
             }
             0x21 => {
                 let label = get(pos + 1)?;
@@ -232,11 +573,17 @@ pub fn strip_gif(data: &[u8]) -> Result<Vec<u8>, UploadError> {
                     _ => true,
                 };
                 if keep {
-                    out.extend_from_slice(data.get(pos..end).ok_or_else(bad)?);
+                    emit(data.get(pos..end).ok_or_else(bad)?);
                 }
                 pos = end;
             }
             0x2C => {
+                let w = u16::from_le_bytes([get(pos + 5)?, get(pos + 6)?]);
+                let h = u16::from_le_bytes([get(pos + 7)?, get(pos + 8)?]);
+                let area = u64::from(w) * u64::from(h);
+                frames.count += 1;
+                frames.total = frames.total.saturating_add(area);
+                frames.largest = frames.largest.max(area);
                 let mut p = pos + 10;
                 let f = get(pos + 9)?;
                 if f & 0x80 != 0 {
@@ -244,7 +591,7 @@ pub fn strip_gif(data: &[u8]) -> Result<Vec<u8>, UploadError> {
                 }
                 // LZW minimum code size, then the image data sub-blocks.
                 let end = sub_blocks(p + 1)?;
-                out.extend_from_slice(data.get(pos..end).ok_or_else(bad)?);
+                emit(data.get(pos..end).ok_or_else(bad)?);
                 pos = end;
             }
             _ => return Err(bad()),
@@ -311,10 +658,17 @@ impl FileStore {
         Ok(hash)
     }
 
-    pub fn remove(&self, hash: &str) {
-        if let Some(path) = self.path(hash) {
-            let _ = std::fs::remove_file(path);
-        }
+    /// Whether the file `hash` is on disk.
+    pub fn exists(&self, hash: &str) -> bool {
+        self.path(hash).is_some_and(|p| p.is_file())
+    }
+
+    /// Removes a file; true if there was one. Only ever called from a store
+    /// write operation that has just seen no record name it (see
+    /// `App::remove_files`).
+    pub fn remove(&self, hash: &str) -> bool {
+        self.path(hash)
+            .is_some_and(|path| std::fs::remove_file(path).is_ok())
     }
 
     /// Every stored hash, for sweeping files no record names.
@@ -347,6 +701,10 @@ mod tests {
 
     fn cfg() -> UploadsConfig {
         UploadsConfig::default()
+    }
+
+    fn process(data: &[u8], cfg: &UploadsConfig) -> Result<Processed, UploadError> {
+        plan(data, cfg)?.run(data, cfg)
     }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
@@ -405,6 +763,44 @@ mod tests {
         assert!(!clean.windows(6).any(|w| w == b"SECRET"));
         assert_eq!(clean[20] & 0b1100, 0);
         assert!(image::load_from_memory(&clean).is_ok());
+    }
+
+    #[test]
+    fn webp_loses_what_follows_its_riff_chunk() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::new(8, 8));
+        let mut file = encode(&img, ImageFormat::WebP).unwrap();
+        file.extend_from_slice(b"ZZZZ\x06\0\0\0SECRET");
+        let clean = strip_webp(&file).unwrap();
+        assert!(!clean.windows(6).any(|w| w == b"SECRET"));
+        assert_eq!(clean.len(), file.len() - 14);
+        assert!(image::load_from_memory(&clean).is_ok());
+    }
+
+    #[test]
+    fn deep_bitmaps_cost_their_bytes() {
+        let frames = Frames::default();
+        let rgba16 = peak_bytes(
+            ImageFormat::Png,
+            &[],
+            6324,
+            6324,
+            ColorType::Rgba16,
+            &frames,
+            320,
+        );
+        let rgba8 = peak_bytes(
+            ImageFormat::Png,
+            &[],
+            6324,
+            6324,
+            ColorType::Rgba8,
+            &frames,
+            320,
+        );
+        // The bitmap at 8 bytes a pixel, then its 8-bit copy.
+        assert!(rgba16 >= 6324 * 6324 * 12, "{rgba16}");
+        assert_eq!(rgba16 - rgba8, 6324 * 6324 * 4);
+        assert!(rgba16 > UploadsConfig::default().max_decode_bytes);
     }
 
     #[test]

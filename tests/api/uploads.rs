@@ -487,3 +487,209 @@ async fn unused_uploads_are_collected_and_used_ones_kept() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].refs, 1);
 }
+
+/// A 16-bit RGBA PNG of `side`×`side` black pixels: gigabytes-class
+/// bitmaps in a few hundred KB. The deflate stream is one flushed block of
+/// a few rows repeated: each flush ends on a byte boundary and refers only
+/// to its own data, so the copies chain into one valid stream.
+fn deep_png_bomb(side: u32, rows_per_block: u32) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    assert_eq!(side % rows_per_block, 0);
+    let row = 1 + side as usize * 8;
+    let zeros = vec![0u8; row * rows_per_block as usize];
+    let mut block = Vec::with_capacity(64 * 1024);
+    Compress::new(Compression::best(), false)
+        .compress_vec(&zeros, &mut block, FlushCompress::Full)
+        .unwrap();
+    let mut zlib = vec![0x78, 0x01];
+    for _ in 0..side / rows_per_block {
+        zlib.extend_from_slice(&block);
+    }
+    // The final, empty stored block, then Adler-32 of all-zero data.
+    zlib.extend_from_slice(&[0x01, 0x00, 0x00, 0xFF, 0xFF]);
+    let total = row as u64 * u64::from(side);
+    zlib.extend_from_slice(&((((total % 65521) as u32) << 16) | 1).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[16, 6, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IDAT", &zlib));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
+#[tokio::test]
+async fn a_deep_bitmap_is_refused_by_the_memory_it_needs() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    // Within the pixel limit, but 320 MB decoded at 8 bytes a pixel.
+    let side = 6324;
+    let bomb = deep_png_bomb(side, 12);
+    assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+    assert!(u64::from(side).pow(2) <= t.app().config.uploads.max_pixels);
+    let (status, e) = upload(&t, &token, "deep.png", "image/png", bomb).await;
+    assert_eq!(status, 413, "{e}");
+    assert_eq!(e["error"]["code"], "too_large");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("6324x6324"), "{message}");
+    assert!(message.contains("MiB"), "{message}");
+    // The same kind of file at a sane size is fine, and so is the server.
+    let (status, a) = upload(&t, &token, "small.png", "image/png", deep_png_bomb(600, 12)).await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(
+        (a["width"].as_u64(), a["height"].as_u64()),
+        (Some(600), Some(600))
+    );
+    let stored = fetch(&t, a["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&stored).unwrap();
+    assert_eq!(img.color(), image::ColorType::Rgba8, "stored at 8 bits");
+    let (status, _) = t.get("/api/rooms", &token).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_animation_that_decodes_to_too_much_is_refused() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    // 2000x2000 frames (16 MB each decoded) of next to no data.
+    let frames = 20;
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&2000u16.to_le_bytes());
+    gif.extend_from_slice(&2000u16.to_le_bytes());
+    gif.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+    for _ in 0..frames {
+        gif.push(0x2C);
+        gif.extend_from_slice(&[0, 0, 0, 0]);
+        gif.extend_from_slice(&2000u16.to_le_bytes());
+        gif.extend_from_slice(&2000u16.to_le_bytes());
+        // No local table; LZW code size 2; one sub-block: clear, end.
+        gif.extend_from_slice(&[0, 2, 1, 0x2C, 0]);
+    }
+    gif.push(0x3B);
+    assert!(gif.len() < 1024);
+    let (status, e) = upload(&t, &token, "anim.gif", "image/gif", gif).await;
+    assert_eq!(status, 413, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("20 frames"), "{message}");
+    let (status, a) = upload(
+        &t,
+        &token,
+        "still.gif",
+        "image/gif",
+        picture(ImageFormat::Gif, 40, 30),
+    )
+    .await;
+    assert_eq!(status, 201, "{a}");
+}
+
+fn riff_chunk(fourcc: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = fourcc.to_vec();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+#[tokio::test]
+async fn webp_keeps_only_its_image_chunks() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let simple = picture(ImageFormat::WebP, 64, 48);
+    // An extended file: VP8X announcing an ICC profile, the
+    // ICCP chunk, the image, and a chunk of no known kind.
+    let mut vp8x = vec![0x20, 0, 0, 0];
+    vp8x.extend_from_slice(&63u32.to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&47u32.to_le_bytes()[..3]);
+    let mut body = b"WEBP".to_vec();
+    body.extend(riff_chunk(b"VP8X", &vp8x));
+    body.extend(riff_chunk(b"ICCP", b"ICC-PROFILE-FINGERPRINT"));
+    body.extend_from_slice(&simple[12..]);
+    body.extend(riff_chunk(
+        b"ZZZZ",
+        b"<script>alert(1)</script> GPS 48.8584 N 2.2945 E",
+    ));
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend(body);
+    image::load_from_memory(&file).expect("the test file is valid");
+
+    let (status, a) = upload(&t, &token, "x.webp", "image/webp", file).await;
+    assert_eq!(status, 201, "{a}");
+    let stored = fetch(&t, a["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    for gone in [&b"<script>"[..], b"GPS", b"ZZZZ", b"ICCP", b"ICC-PROFILE"] {
+        assert!(
+            !stored.windows(gone.len()).any(|w| w == gone),
+            "{} survived",
+            String::from_utf8_lossy(gone)
+        );
+    }
+    assert_eq!(&stored[12..16], b"VP8X");
+    assert_eq!(
+        stored[20] & (0x20 | 0x08 | 0x04),
+        0,
+        "flags name gone chunks"
+    );
+    let riff = u32::from_le_bytes(stored[4..8].try_into().unwrap()) as usize;
+    assert_eq!(riff, stored.len() - 8);
+    let img = image::load_from_memory(&stored).expect("still decodes");
+    assert_eq!((img.width(), img.height()), (64, 48));
+}
+
+/// Identical uploads racing the collector: whenever an upload is answered,
+/// its files are on disk for as long as its record exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collection_never_removes_a_file_an_upload_was_told_is_stored() {
+    let t = TestApp::spawn_with(|c| c.uploads.per_minute = 1_000_000).await;
+    let (token, _) = t.register("alice").await;
+    let app = t.app().clone();
+    let alice = app.authenticate(&token).unwrap();
+    let bytes = picture(ImageFormat::Png, 24, 24);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rounds = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                app.gc_uploads(0).await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut checked = 0;
+    for _ in 0..150 {
+        let uploads: Vec<_> = (0..4)
+            .map(|_| {
+                let (app, alice, bytes) = (app.clone(), alice.clone(), bytes.clone());
+                tokio::spawn(async move { app.upload(&alice, bytes).await.unwrap() })
+            })
+            .collect();
+        for u in uploads {
+            let rec = u.await.unwrap();
+            for hash in [&rec.file, &rec.thumb] {
+                let on_disk = app.files.path(hash).unwrap().is_file();
+                // Records never come back: one present now was present
+                // when the file was looked for.
+                if !on_disk && app.upload_record(&rec.id).is_ok() {
+                    panic!("upload {} is recorded but its file {hash} is gone", rec.id);
+                }
+            }
+            checked += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(collector.await.unwrap() > 0);
+    assert_eq!(checked, 600);
+}
