@@ -1,0 +1,280 @@
+//! Accounts: registration, login, tokens, passwords and roles.
+
+use super::*;
+
+impl App {
+    pub(super) async fn hash(self: &Arc<Self>, pw: Password) -> Result<String> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.auth.hash_password(&pw))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(AppError::from)
+    }
+
+    pub async fn create_user(
+        self: &Arc<Self>,
+        username: Username,
+        password: Password,
+        role: Role,
+    ) -> Result<User> {
+        let password_hash = self.hash(password).await?;
+        let rec = self
+            .store
+            .write(move |tx| {
+                tx.create_user(NewUser {
+                    username: username.as_str().to_string(),
+                    role,
+                    password_hash,
+                })
+            })
+            .await?;
+        tracing::info!(user = %rec.username, role = %rec.role, "user created");
+        Ok(rec.public())
+    }
+
+    pub async fn register(
+        self: &Arc<Self>,
+        username: Username,
+        password: Password,
+        ip: Option<IpAddr>,
+    ) -> Result<(String, User)> {
+        if self.config.auth.registration == Registration::Closed {
+            return Err(AppError::Forbidden("registration is closed".into()));
+        }
+        if let Some(ip) = ip {
+            self.limits
+                .auth_by_ip
+                .take(&ip)
+                .map_err(|retry| throttled("too many attempts from this address", retry))?;
+        }
+        if self
+            .store
+            .read()?
+            .user_by_name(username.as_str())?
+            .is_some()
+        {
+            return Err(AppError::Conflict("username is taken".into()));
+        }
+        let user = self.create_user(username, password, Role::User).await?;
+        Ok((self.auth.issue(user.id, 0), user))
+    }
+
+    pub async fn login(
+        self: &Arc<Self>,
+        username: &str,
+        password: String,
+        ip: Option<IpAddr>,
+    ) -> Result<(String, User)> {
+        if let Some(ip) = ip {
+            self.limits
+                .auth_by_ip
+                .take(&ip)
+                .map_err(|retry| throttled("too many attempts from this address", retry))?;
+        }
+        // Failures are counted per name, existing or not, so the limit
+        // says nothing about which names exist; and per address, so that
+        // guessing from one place cannot lock the owner out from another.
+        // The attempt is counted before the (slow) verification and given
+        // back if it succeeds: counting after would let concurrent guesses
+        // all pass the check first.
+        let key = (username.to_ascii_lowercase(), ip);
+        self.limits
+            .login_failures
+            .take(&key)
+            .map_err(|retry| throttled("too many failed logins for this account", retry))?;
+        let rec = match Username::parse(username) {
+            Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
+            Err(_) => None,
+        };
+        let app = self.clone();
+        let hash = rec.as_ref().map(|r| r.password_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            app.auth.verify_password(&password, hash.as_deref())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        match rec {
+            Some(rec) if ok => {
+                self.limits.login_failures.refund(&key);
+                ban_check(&rec)?;
+                Ok((self.auth.issue(rec.id, rec.token_gen), rec.public()))
+            }
+            _ => Err(AuthError::BadCredentials.into()),
+        }
+    }
+
+    /// The user a token belongs to, if the token is valid, of the user's
+    /// current generation, not revoked, and the account still exists and
+    /// is not banned: each of those ends a token at once.
+    pub fn authenticate(&self, token: &str) -> Result<User> {
+        self.authenticate_token(token).map(|(user, _)| user)
+    }
+
+    /// `authenticate`, with what the token said.
+    pub fn authenticate_token(&self, token: &str) -> Result<(User, Verified)> {
+        let v = self.auth.verify(token)?;
+        let rx = self.store.read()?;
+        let rec = rx
+            .user(v.user)?
+            .ok_or(AppError::Auth(AuthError::BadToken))?;
+        // A ban ends the tokens too, but while it lasts a client is told
+        // why (403 or 4003, with the reason), not just that the token is
+        // bad.
+        ban_check(&rec)?;
+        if rec.token_gen != v.generation {
+            return Err(AuthError::BadToken.into());
+        }
+        if let Some(t) = v.token
+            && rx.token_revoked(t)?
+        {
+            return Err(AuthError::BadToken.into());
+        }
+        Ok((rec.public(), v))
+    }
+
+    /// Ends the token (`everywhere`: every token of its user).
+    pub async fn logout(&self, token: &str, everywhere: bool) -> Result<()> {
+        let (user, v) = self.authenticate_token(token)?;
+        if everywhere {
+            self.store
+                .write(move |tx| {
+                    let mut rec = tx.user(user.id)?.ok_or(StoreError::NotFound("user"))?;
+                    tx.revoke_tokens(&mut rec, Revocation::LoggedOutEverywhere);
+                    tx.put_user(&rec)
+                })
+                .await?;
+            return Ok(());
+        }
+        let Some(id) = v.token else {
+            // A token from before tokens had ids can only be ended with
+            // the rest.
+            return Err(AppError::BadRequest(
+                "this token can only be ended with everywhere: true".into(),
+            ));
+        };
+        self.store
+            .write(move |tx| tx.revoke_token(user.id, id, v.exp))
+            .await?;
+        Ok(())
+    }
+
+    /// A user's own password change: the current password is checked (and
+    /// counted like a login), every earlier token ends, and a new token is
+    /// returned for the caller to go on with.
+    pub async fn change_password(
+        self: &Arc<Self>,
+        user: &User,
+        current: String,
+        new: Password,
+        ip: Option<IpAddr>,
+    ) -> Result<String> {
+        let key = (user.username.clone(), ip);
+        self.limits
+            .login_failures
+            .take(&key)
+            .map_err(|retry| throttled("too many failed attempts for this account", retry))?;
+        let rec = self
+            .store
+            .read()?
+            .user(user.id)?
+            .ok_or(AppError::NotFound("user"))?;
+        let app = self.clone();
+        let hash = rec.password_hash.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || app.auth.verify_password(&current, Some(&hash)))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(AppError::Forbidden(
+                "current_password: wrong password".into(),
+            ));
+        }
+        self.limits.login_failures.refund(&key);
+        let generation = self.replace_password(user.id, new).await?;
+        Ok(self.auth.issue(user.id, generation))
+    }
+
+    /// Sets the password and ends every token issued before; returns the
+    /// new token generation.
+    pub(super) async fn replace_password(
+        self: &Arc<Self>,
+        id: Id,
+        password: Password,
+    ) -> Result<u64> {
+        let hash = self.hash(password).await?;
+        let generation = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                rec.password_hash = hash;
+                tx.revoke_tokens(&mut rec, Revocation::PasswordChanged);
+                tx.put_user(&rec)?;
+                Ok(rec.token_gen)
+            })
+            .await?;
+        Ok(generation)
+    }
+
+    /// The actor as the store knows them now. A connection holds the user
+    /// it signed in as; a role changed since must count at once, so every
+    /// permission that depends on the role looks here, not at that copy.
+    pub(super) fn current(&self, actor: &Actor) -> Result<Actor> {
+        match actor {
+            Actor::Operator => Ok(Actor::Operator),
+            Actor::User(u) => {
+                let rec = self
+                    .store
+                    .read()?
+                    .user(u.id)?
+                    .ok_or(AppError::Auth(AuthError::BadToken))?;
+                Ok(Actor::User(rec.public()))
+            }
+        }
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<UserRecord> {
+        let name = Username::parse(name)?;
+        self.store
+            .read()?
+            .user_by_name(name.as_str())?
+            .ok_or(AppError::NotFound("user"))
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let mut users = self.store.read()?.users()?;
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    pub async fn set_password(self: &Arc<Self>, name: &str, password: Password) -> Result<()> {
+        let id = self.user_by_name(name)?.id;
+        self.replace_password(id, password).await?;
+        Ok(())
+    }
+
+    /// A new role ends the user's tokens (and so their connections): no
+    /// session goes on with powers it no longer has.
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<User> {
+        let id = self.user_by_name(name)?.id;
+        let rec = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
+                if rec.role != role {
+                    rec.role = role;
+                    tx.revoke_tokens(&mut rec, Revocation::RoleChanged);
+                    tx.put_user(&rec)?;
+                }
+                Ok(rec)
+            })
+            .await?;
+        Ok(rec.public())
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<User> {
+        let id = self.user_by_name(name)?.id;
+        let rec = self.store.write(move |tx| tx.delete_user(id)).await?;
+        tracing::info!(user = %rec.username, "user deleted");
+        Ok(rec.public())
+    }
+}

@@ -1,0 +1,325 @@
+//! The use cases: every rule about who may do what lives here, once, and
+//! HTTP, WebSocket and the admin socket all call these functions. Input
+//! arrives already validated into domain types.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Auth, AuthError, Verified};
+use crate::config::{Config, Registration};
+use serde::Serialize;
+
+use crate::domain::{
+    ClientMsgId, DmPolicy, DomainError, Id, Message, MessageText, Password, Reason, Role, Room,
+    RoomKind, RoomName, Topic, User, Username, Visibility,
+};
+use crate::hub::{Hub, Ties};
+use crate::metrics::Metrics;
+use crate::protocol::ErrorCode;
+use crate::store::{
+    AuditEntry, Change, NewMessage, NewRoom, NewUser, Page, Revocation, Store, StoreError, Tx,
+    UploadRecord, UserRecord,
+};
+use crate::uploads::{FileStore, UploadError};
+
+mod accounts;
+mod messages;
+mod moderation;
+mod operations;
+mod rooms;
+mod social;
+mod uploads;
+
+use uploads::kib;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The account is banned: 403 over HTTP, close 4003 on a WebSocket.
+    #[error("{0}")]
+    Banned(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// What was asked to be lifted is not in force ("bob is not banned").
+    #[error("{0}")]
+    Absent(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    RateLimited(String),
+    /// Rate limited, with the seconds until a retry can succeed.
+    #[error("{message}; retry in {retry_after} s")]
+    Throttled { message: String, retry_after: u64 },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    Timeout(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The one mapping from errors to the protocol's codes.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
+            AppError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
+            AppError::NotFound(_) | AppError::Absent(_) => ErrorCode::NotFound,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
+            AppError::TooLarge(_) => ErrorCode::TooLarge,
+            AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            AppError::Timeout(_) => ErrorCode::Timeout,
+            AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
+                ErrorCode::Unauthorized
+            }
+            AppError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
+            AppError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
+            AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
+            AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
+                ErrorCode::UnsupportedMediaType
+            }
+            AppError::Upload(
+                UploadError::TooLarge { .. }
+                | UploadError::TooHeavy { .. }
+                | UploadError::AnimationTooLarge { .. }
+                | UploadError::OverMemory,
+            ) => ErrorCode::TooLarge,
+            AppError::Store(_)
+            | AppError::Auth(AuthError::Hash(_))
+            | AppError::Upload(UploadError::Io(_))
+            | AppError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// What the client is told. Internal details stay in the log.
+    pub fn client_message(&self) -> String {
+        if self.code() == ErrorCode::Internal {
+            tracing::error!(error = %self, "internal error");
+            "internal error".into()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// Who asks: a signed-in user, or the operator at the CLI or console, who
+/// may do anything.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    User(User),
+    Operator,
+}
+
+impl Actor {
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Actor::User(u) => Some(u),
+            Actor::Operator => None,
+        }
+    }
+
+    fn is_staff(&self) -> bool {
+        match self {
+            Actor::User(u) => u.role.is_staff(),
+            Actor::Operator => true,
+        }
+    }
+
+    fn is_admin(&self) -> bool {
+        match self {
+            Actor::User(u) => u.role == Role::Admin,
+            Actor::Operator => true,
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Room(Id),
+    User(Username),
+}
+
+pub struct SendInput {
+    pub target: Target,
+    pub text: String,
+    pub attachments: Vec<String>,
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+/// A friend as listed to the user and the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Friend {
+    pub user: User,
+    pub online: bool,
+    /// When the friendship began.
+    pub since: i64,
+}
+
+/// `GET /api/friends`: friends, and pending requests each way.
+#[derive(Debug, Clone, Serialize)]
+pub struct FriendLists {
+    pub friends: Vec<Friend>,
+    pub incoming: Vec<User>,
+    pub outgoing: Vec<User>,
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    pub files: FileStore,
+    /// Bounds the images decoded at once, so uploads cannot take every
+    /// thread from chat.
+    decode_slots: tokio::sync::Semaphore,
+    /// `uploads.decode_budget_bytes` in KiB: each image holds its
+    /// estimated peak memory (`Plan::cost`) while it is processed.
+    decode_budget: tokio::sync::Semaphore,
+    pub limits: crate::limits::Limiters,
+}
+
+impl App {
+    /// Opens the store in the data directory and wires its changes to a new
+    /// hub.
+    pub fn open(config: Config) -> Result<Arc<App>> {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(
+            config.limits.outbound_queue,
+            Duration::from_millis(config.ws.typing_timeout_ms),
+            metrics.clone(),
+        );
+        let listener_hub = hub.clone();
+        let observed = metrics.clone();
+        let store = Store::open(
+            &config.db_path(),
+            config.store.cache_mib,
+            config.store.max_batch,
+            Arc::new(move |changes: &[Change]| listener_hub.apply(changes)),
+            Some(Arc::new(move |size, took| {
+                observed.commit_batch.observe(size as f64);
+                observed.commit_seconds.observe(took.as_secs_f64());
+            })),
+        )?;
+        let secret = store.jwt_secret()?;
+        let auth = Auth::new(&config.auth, &secret)?;
+        let files = FileStore::new(&config.server.data_dir);
+        let limits = crate::limits::Limiters::new(&config);
+        let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
+        let decode_budget =
+            tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
+        Ok(Arc::new(App {
+            config,
+            store,
+            hub,
+            metrics,
+            auth,
+            files,
+            decode_slots,
+            decode_budget,
+            limits,
+        }))
+    }
+}
+
+fn throttled(message: &str, retry_after: u64) -> AppError {
+    AppError::Throttled {
+        message: message.into(),
+        retry_after,
+    }
+}
+
+fn ban_check(rec: &UserRecord) -> Result<()> {
+    let now = crate::domain::now_ms();
+    if !rec.banned_at(now) {
+        return Ok(());
+    }
+    let until = rec.banned_until.unwrap_or(i64::MAX);
+    let mut msg = if until == i64::MAX {
+        "this account is banned".to_string()
+    } else {
+        format!(
+            "this account is banned for {} more seconds",
+            (until - now) / 1000 + 1
+        )
+    };
+    if let Some(r) = &rec.ban_reason {
+        msg.push_str(": ");
+        msg.push_str(r);
+    }
+    Err(AppError::Banned(msg))
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::User => 0,
+        Role::Moderator => 1,
+        Role::Admin => 2,
+    }
+}
+
+/// The longest ban or mute with an end: anything longer is a mistake (or
+/// a number chosen to overflow), and "until lifted" is said by giving none.
+pub const MAX_DURATION_SECS: u64 = 100 * 366 * 24 * 3600;
+
+/// A duration in seconds from now, or "until lifted".
+fn until(duration_secs: Option<u64>) -> Result<i64> {
+    let Some(secs) = duration_secs else {
+        return Ok(i64::MAX);
+    };
+    if secs == 0 || secs > MAX_DURATION_SECS {
+        return Err(AppError::BadRequest(format!(
+            "duration_secs: must be 1 to {MAX_DURATION_SECS} (100 years); leave it out for no end"
+        )));
+    }
+    // In range by the check above: at most about 3.2e12 ms from now.
+    Ok(crate::domain::now_ms() + secs as i64 * 1000)
+}
+
+impl Actor {
+    /// The name the audit log records.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::User(u) => u.username.clone(),
+            Actor::Operator => "operator".into(),
+        }
+    }
+}
+
+/// Parses a page request with the protocol's bounds.
+pub fn page(before: Option<u64>, after: Option<u64>, limit: Option<u64>) -> Result<Page> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "limit: must be between 1 and 200".into(),
+        ));
+    }
+    Ok(Page {
+        before,
+        after,
+        limit: limit as usize,
+    })
+}
