@@ -1,0 +1,235 @@
+//! Every table, the schema version, and bringing an older store forward.
+//! Keys are fixed-width where possible so that ranges scan in order.
+
+use super::*;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+// Keys are fixed-width where possible so that ranges scan in order:
+// (room, seq) lists a room's history, (room, user) its members.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const USER_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_record");
+pub(super) const USERNAME_TO_USER: TableDefinition<&str, u128> =
+    TableDefinition::new("username_to_user");
+pub(super) const ROOM_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("room_to_record");
+pub(super) const ROOMNAME_TO_ROOM: TableDefinition<&str, u128> =
+    TableDefinition::new("roomname_to_room");
+pub(super) const ROOM_USER_TO_MEMBER: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("room_user_to_member");
+pub(super) const USER_ROOM_TO_JOINED: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_room_to_joined");
+pub(super) const ROOM_SEQ_TO_MESSAGE: TableDefinition<(u128, u64), &[u8]> =
+    TableDefinition::new("room_seq_to_message");
+pub(super) const MESSAGE_TO_ROOM_SEQ: TableDefinition<u128, (u128, u64)> =
+    TableDefinition::new("message_to_room_seq");
+pub(super) const ROOM_TO_LAST_SEQ: TableDefinition<u128, u64> =
+    TableDefinition::new("room_to_last_seq");
+pub(super) const SENDER_CLIENT_ID_TO_MESSAGE: TableDefinition<(u128, &str), u128> =
+    TableDefinition::new("sender_client_id_to_message");
+pub(super) const USER_PAIR_TO_DM: TableDefinition<(u128, u128), u128> =
+    TableDefinition::new("user_pair_to_dm");
+pub(super) const UPLOAD_TO_RECORD: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("upload_to_record");
+pub(super) const UPLOADER_UPLOAD_TO_SIZE: TableDefinition<(u128, &str), u64> =
+    TableDefinition::new("uploader_upload_to_size");
+/// How many upload records name each stored file (by hash): a file goes
+/// when its count reaches zero.
+pub(super) const FILE_TO_REFS: TableDefinition<&str, u64> = TableDefinition::new("file_to_refs");
+/// Mutes by (user, room); room 0 means everywhere.
+pub(super) const USER_ROOM_TO_MUTE: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("user_room_to_mute");
+pub(super) const AUDIT_SEQ_TO_ENTRY: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("audit_seq_to_entry");
+// Friendship is kept in both directions, (user, friend), so either side
+// lists its friends with one range scan.
+pub(super) const USER_FRIEND_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_friend_to_since");
+// A pending friend request, (recipient, requester): what a user was asked.
+pub(super) const USER_REQUESTER_TO_SENT: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_requester_to_sent");
+// The same request seen from its sender, (requester, recipient). A request
+// made to someone who blocks the requester has only this row: the
+// requester sees it pending, the recipient never sees it. Such a request
+// lasts only as long as the block.
+pub(super) const USER_RECIPIENT_TO_SENT: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_recipient_to_sent");
+// (blocker, blocked): whom a user blocks.
+pub(super) const USER_BLOCKED_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_blocked_to_since");
+// (blocked, blocker): who blocks a user, read when they come online.
+pub(super) const USER_BLOCKER_TO_SINCE: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_blocker_to_since");
+pub(super) const USER_TO_SETTINGS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_settings");
+/// A room's own retention, overriding the server's.
+pub(super) const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("room_to_retention");
+/// Tokens ended one at a time ("log out" on one device), by token id, with
+/// their expiry (seconds): a row is needed only until the token would have
+/// expired anyway.
+pub(super) const TOKEN_TO_EXPIRY: TableDefinition<u128, u64> =
+    TableDefinition::new("token_to_expiry");
+
+/// One step forward in the store's format: from schema `from` to `from + 1`.
+pub struct Migration {
+    pub from: u64,
+    pub apply: fn(&WriteTransaction) -> Result<()>,
+}
+
+/// The steps that bring an older store up to [`SCHEMA_VERSION`]. Empty
+/// while the first schema is current: additions (new tables) need no step,
+/// since every table is created at open.
+pub(super) const MIGRATIONS: &[Migration] = &[];
+
+pub(super) fn stored_version(db: &Database) -> Result<Option<u64>> {
+    let rx = db.begin_read()?;
+    let meta = match rx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    meta.get("schema_version")?
+        .map(|v| decode_u64(v.value()))
+        .transpose()
+}
+
+/// Opens the store file at `target`'s schema: an older store is first
+/// copied aside (`confab.redb.schema-vN.bak`), then brought forward one
+/// step at a time in a single transaction; a newer one is refused.
+pub(super) fn prepare(
+    path: &Path,
+    cache: usize,
+    target: u64,
+    steps: &[Migration],
+) -> Result<Database> {
+    let open = || Database::builder().set_cache_size(cache).create(path);
+    let db = open()?;
+    if let Some(found) = stored_version(&db)?
+        && found < target
+    {
+        if (found..target).any(|n| !steps.iter().any(|m| m.from == n)) {
+            return Err(StoreError::Schema {
+                found,
+                expected: target,
+                hint: "it is older than any version this confab can migrate",
+            });
+        }
+        drop(db);
+        let backup = path.with_extension(format!("redb.schema-v{found}.bak"));
+        std::fs::copy(path, &backup)?;
+        tracing::warn!(from = found, to = target, backup = %backup.display(), "migrating the store");
+        let db = open()?;
+        let txn = db.begin_write()?;
+        for n in found..target {
+            if let Some(step) = steps.iter().find(|m| m.from == n) {
+                (step.apply)(&txn)?;
+            }
+        }
+        txn.open_table(META)?
+            .insert("schema_version", target.to_be_bytes().as_slice())?;
+        txn.commit()?;
+        init_schema(&db, target)?;
+        return Ok(db);
+    }
+    init_schema(&db, target)?;
+    Ok(db)
+}
+
+pub(super) fn init_schema(db: &Database, expected: u64) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta
+            .get("schema_version")?
+            .map(|v| decode_u64(v.value()))
+            .transpose()?;
+        match found {
+            None => {
+                meta.insert("schema_version", expected.to_be_bytes().as_slice())?;
+            }
+            Some(v) if v == expected => {}
+            Some(v) if v > expected => {
+                return Err(StoreError::Schema {
+                    found: v,
+                    expected,
+                    hint: "it was written by a newer confab; run that version, or restore a backup",
+                });
+            }
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    found: v,
+                    expected,
+                    hint: "it is older than any version this confab can migrate",
+                });
+            }
+        }
+        if meta.get("jwt_secret")?.is_none() {
+            let mut secret = [0u8; 64];
+            getrandom::fill(&mut secret)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+            meta.insert("jwt_secret", secret.as_slice())?;
+        }
+        drop(meta);
+        // Every table exists from the first open on, so readers never meet
+        // a missing table; tables added later are created the same way.
+        macro_rules! open_all {
+            ($($t:ident),*) => { $( txn.open_table($t)?; )* };
+        }
+        all_tables!(open_all);
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every table, for the code that must visit them all (creation at open,
+/// backup). A new table goes here too.
+macro_rules! all_tables {
+    ($m:ident) => {
+        $m!(
+            META,
+            USER_TO_RECORD,
+            USERNAME_TO_USER,
+            ROOM_TO_RECORD,
+            ROOMNAME_TO_ROOM,
+            ROOM_USER_TO_MEMBER,
+            USER_ROOM_TO_JOINED,
+            ROOM_SEQ_TO_MESSAGE,
+            MESSAGE_TO_ROOM_SEQ,
+            ROOM_TO_LAST_SEQ,
+            SENDER_CLIENT_ID_TO_MESSAGE,
+            USER_PAIR_TO_DM,
+            UPLOAD_TO_RECORD,
+            UPLOADER_UPLOAD_TO_SIZE,
+            FILE_TO_REFS,
+            USER_ROOM_TO_MUTE,
+            AUDIT_SEQ_TO_ENTRY,
+            USER_FRIEND_TO_SINCE,
+            USER_REQUESTER_TO_SENT,
+            USER_RECIPIENT_TO_SENT,
+            USER_BLOCKED_TO_SINCE,
+            USER_BLOCKER_TO_SINCE,
+            USER_TO_SETTINGS,
+            ROOM_TO_RETENTION,
+            TOKEN_TO_EXPIRY
+        )
+    };
+}
+pub(super) use all_tables;
+
+pub(super) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64> {
+    let src = from.open_table(def)?;
+    let mut dst = to.open_table(def)?;
+    let mut rows = 0;
+    for row in src.iter()? {
+        let (k, v) = row?;
+        dst.insert(k.value(), v.value())?;
+        rows += 1;
+    }
+    Ok(rows)
+}

@@ -1,0 +1,895 @@
+//! Writes: what a write transaction can do (`Tx`), run only by the writer.
+
+use super::*;
+
+/// A write transaction inside the writer's group commit.
+pub struct Tx {
+    pub(super) txn: WriteTransaction,
+    pub(super) changes: Vec<Change>,
+    /// For reading the last committed state (`file_unreferenced`).
+    pub(super) db: Arc<Database>,
+}
+
+pub struct NewUser {
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+pub struct NewRoom {
+    pub name: String,
+    pub visibility: Visibility,
+    pub topic: String,
+    pub owner: Option<Id>,
+}
+
+pub struct NewMessage {
+    pub room: Id,
+    pub sender: Id,
+    pub text: String,
+    pub attachments: Vec<crate::domain::Attachment>,
+    pub client_msg_id: Option<String>,
+}
+
+impl Tx {
+    pub fn emit(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    pub fn user(&self, id: Id) -> Result<Option<UserRecord>> {
+        q::user(&self.txn.open_table(USER_TO_RECORD)?, id)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let id = q::user_id_by_name(&self.txn.open_table(USERNAME_TO_USER)?, name)?;
+        match id {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn room(&self, id: Id) -> Result<Option<Room>> {
+        q::room(&self.txn.open_table(ROOM_TO_RECORD)?, id)
+    }
+
+    pub fn member(&self, room: Id, user: Id) -> Result<Option<MemberRecord>> {
+        q::member(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room, user)
+    }
+
+    pub fn member_ids(&self, room: Id) -> Result<Vec<Id>> {
+        q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, room)
+    }
+
+    pub fn create_user(&mut self, new: NewUser) -> Result<UserRecord> {
+        let mut names = self.txn.open_table(USERNAME_TO_USER)?;
+        if names.get(new.username.as_str())?.is_some() {
+            return Err(StoreError::Conflict("username is taken".into()));
+        }
+        let rec = UserRecord {
+            id: Id::new(),
+            username: new.username,
+            role: new.role,
+            password_hash: new.password_hash,
+            created_at: crate::domain::now_ms(),
+            banned_until: None,
+            ban_reason: None,
+            token_gen: 0,
+        };
+        names.insert(rec.username.as_str(), rec.id.0)?;
+        self.txn
+            .open_table(USER_TO_RECORD)?
+            .insert(rec.id.0, encode(&rec).as_slice())?;
+        Ok(rec)
+    }
+
+    /// Ends every token of the user issued so far: the generation moves on
+    /// (in the caller's record, which the caller then writes).
+    pub fn revoke_tokens(&mut self, rec: &mut UserRecord, why: Revocation) {
+        rec.token_gen = rec.token_gen.wrapping_add(1);
+        self.emit(Change::TokensRevoked { user: rec.id, why });
+    }
+
+    /// Ends one token, remembered until it would have expired.
+    pub fn revoke_token(&mut self, user: Id, token: u128, expiry_secs: u64) -> Result<()> {
+        self.txn
+            .open_table(TOKEN_TO_EXPIRY)?
+            .insert(token, expiry_secs)?;
+        self.emit(Change::TokenRevoked { user, token });
+        Ok(())
+    }
+
+    /// Forgets revoked tokens that have expired by now; returns how many.
+    pub fn prune_revoked_tokens(&mut self, now_secs: u64) -> Result<usize> {
+        let mut t = self.txn.open_table(TOKEN_TO_EXPIRY)?;
+        let before = t.len()?;
+        t.retain(|_, exp| exp > now_secs)?;
+        Ok((before - t.len()?) as usize)
+    }
+
+    pub fn put_user(&mut self, rec: &UserRecord) -> Result<()> {
+        self.txn
+            .open_table(USER_TO_RECORD)?
+            .insert(rec.id.0, encode(rec).as_slice())?;
+        self.emit(Change::UserUpdated(rec.public()));
+        Ok(())
+    }
+
+    /// Removes the account and its memberships; its messages stay, shown as
+    /// from a deleted user.
+    pub fn delete_user(&mut self, id: Id) -> Result<UserRecord> {
+        let rec = self.user(id)?.ok_or(StoreError::NotFound("user"))?;
+        self.txn.open_table(USER_TO_RECORD)?.remove(id.0)?;
+        self.txn
+            .open_table(USERNAME_TO_USER)?
+            .remove(rec.username.as_str())?;
+        let room_ids = q::room_ids_of(&self.txn.open_table(USER_ROOM_TO_JOINED)?, id)?;
+        for room in room_ids {
+            self.txn
+                .open_table(ROOM_USER_TO_MEMBER)?
+                .remove((room.0, id.0))?;
+            self.txn
+                .open_table(USER_ROOM_TO_JOINED)?
+                .remove((id.0, room.0))?;
+        }
+        let me = rec.public();
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let others = |table| -> Result<Vec<User>> {
+            let pairs = q::pairs_of(&self.txn.open_table(table)?, id)?;
+            Ok(q::users_of(&users, pairs)?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect())
+        };
+        let friends = others(USER_FRIEND_TO_SINCE)?;
+        let incoming = others(USER_REQUESTER_TO_SENT)?;
+        let outgoing = others(USER_RECIPIENT_TO_SENT)?;
+        let blocked = others(USER_BLOCKED_TO_SINCE)?;
+        drop(users);
+        // Those who knew this user as a friend or a pending request hear
+        // that it ended, so their lists need no refresh.
+        for other in friends {
+            self.remove_friend(&me, &other)?;
+        }
+        for other in incoming {
+            self.end_request(&other, &me, true)?;
+        }
+        for other in outgoing {
+            self.end_request(&me, &other, false)?;
+        }
+        // Requests this user never saw exist only from users it blocks.
+        for other in blocked {
+            self.end_request(&other, &me, true)?;
+        }
+        // Blocks end silently: nobody was told of them in the first place.
+        for (forward, backward) in [
+            (USER_BLOCKED_TO_SINCE, USER_BLOCKER_TO_SINCE),
+            (USER_BLOCKER_TO_SINCE, USER_BLOCKED_TO_SINCE),
+        ] {
+            let mut f = self.txn.open_table(forward)?;
+            let mut b = self.txn.open_table(backward)?;
+            for (other, _) in q::pairs_of(&f, id)? {
+                f.remove((id.0, other.0))?;
+                b.remove((other.0, id.0))?;
+            }
+        }
+        self.txn.open_table(USER_TO_SETTINGS)?.remove(id.0)?;
+        self.emit(Change::UserDeleted(id));
+        Ok(rec)
+    }
+
+    pub fn create_room(&mut self, new: NewRoom) -> Result<Room> {
+        let mut names = self.txn.open_table(ROOMNAME_TO_ROOM)?;
+        if names.get(new.name.as_str())?.is_some() {
+            return Err(StoreError::Conflict("a room with that name exists".into()));
+        }
+        let room = Room {
+            id: Id::new(),
+            name: new.name,
+            kind: RoomKind::Room,
+            visibility: new.visibility,
+            topic: new.topic,
+            owner: new.owner,
+            created_at: crate::domain::now_ms(),
+        };
+        names.insert(room.name.as_str(), room.id.0)?;
+        drop(names);
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(&room).as_slice())?;
+        let mut members = Vec::new();
+        if let Some(owner) = new.owner
+            && let Some(user) = self.user(owner)?
+        {
+            self.insert_member(room.id, user.id)?;
+            members.push(user.public());
+        }
+        self.emit(Change::RoomCreated {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    pub fn put_room(&mut self, room: &Room) -> Result<()> {
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(room).as_slice())?;
+        self.emit(Change::RoomUpdated(room.clone()));
+        Ok(())
+    }
+
+    /// Deletes the room with its memberships and history.
+    pub fn delete_room(&mut self, id: Id) -> Result<Room> {
+        let room = self.room(id)?.ok_or(StoreError::NotFound("room"))?;
+        let members = q::member_ids(&self.txn.open_table(ROOM_USER_TO_MEMBER)?, id)?;
+        {
+            let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
+            let mut j = self.txn.open_table(USER_ROOM_TO_JOINED)?;
+            for user in &members {
+                m.remove((id.0, user.0))?;
+                j.remove((user.0, id.0))?;
+            }
+        }
+        let mut removed = Vec::new();
+        {
+            let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            for row in msgs.extract_from_if((id.0, 0)..=(id.0, u64::MAX), |_, _| true)? {
+                let (_, v) = row?;
+                removed.push(decode::<MessageRecord>("room_seq_to_message", v.value())?);
+            }
+        }
+        self.forget_messages(&removed)?;
+        self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
+        self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
+        if room.kind == RoomKind::Room {
+            self.txn
+                .open_table(ROOMNAME_TO_ROOM)?
+                .remove(room.name.as_str())?;
+        } else if let [a, b] = members.as_slice() {
+            self.txn
+                .open_table(USER_PAIR_TO_DM)?
+                .remove(dm_pair(*a, *b))?;
+        }
+        self.emit(Change::RoomDeleted {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    fn insert_member(&mut self, room: Id, user: Id) -> Result<()> {
+        let now = crate::domain::now_ms();
+        let rec = MemberRecord {
+            joined_at: now,
+            last_read: 0,
+        };
+        self.txn
+            .open_table(ROOM_USER_TO_MEMBER)?
+            .insert((room.0, user.0), encode(&rec).as_slice())?;
+        self.txn
+            .open_table(USER_ROOM_TO_JOINED)?
+            .insert((user.0, room.0), now)?;
+        Ok(())
+    }
+
+    /// Adds a member; returns false if they already were one.
+    pub fn add_member(&mut self, room: &Room, user: &User) -> Result<bool> {
+        if self.member(room.id, user.id)?.is_some() {
+            return Ok(false);
+        }
+        self.insert_member(room.id, user.id)?;
+        self.emit(Change::MemberAdded {
+            room: room.clone(),
+            user: user.clone(),
+        });
+        Ok(true)
+    }
+
+    /// Removes a member; returns false if they were not one.
+    pub fn remove_member(&mut self, room: &Room, user: &User) -> Result<bool> {
+        let removed = self
+            .txn
+            .open_table(ROOM_USER_TO_MEMBER)?
+            .remove((room.id.0, user.id.0))?
+            .is_some();
+        if !removed {
+            return Ok(false);
+        }
+        self.txn
+            .open_table(USER_ROOM_TO_JOINED)?
+            .remove((user.id.0, room.id.0))?;
+        self.emit(Change::MemberRemoved {
+            room: room.clone(),
+            user: user.clone(),
+        });
+        Ok(true)
+    }
+
+    /// The DM room of two users, made on first use.
+    pub fn dm_room(&mut self, a: &User, b: &User) -> Result<Room> {
+        let pair = dm_pair(a.id, b.id);
+        let existing = self
+            .txn
+            .open_table(USER_PAIR_TO_DM)?
+            .get(pair)?
+            .map(|v| Id(v.value()));
+        if let Some(id) = existing
+            && let Some(room) = self.room(id)?
+        {
+            return Ok(room);
+        }
+        let (first, second) = if a.username <= b.username {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let room = Room {
+            id: Id::new(),
+            name: format!("{},{}", first.username, second.username),
+            kind: RoomKind::Dm,
+            visibility: Visibility::Private,
+            topic: String::new(),
+            owner: Some(a.id),
+            created_at: crate::domain::now_ms(),
+        };
+        self.txn
+            .open_table(ROOM_TO_RECORD)?
+            .insert(room.id.0, encode(&room).as_slice())?;
+        self.txn
+            .open_table(USER_PAIR_TO_DM)?
+            .insert(pair, room.id.0)?;
+        self.insert_member(room.id, a.id)?;
+        let mut members = vec![a.clone()];
+        if a.id != b.id {
+            self.insert_member(room.id, b.id)?;
+            members.push(b.clone());
+        }
+        self.emit(Change::RoomCreated {
+            room: room.clone(),
+            members,
+        });
+        Ok(room)
+    }
+
+    /// Appends a message with the room's next seq: `(message, true)`. If
+    /// this sender already sent one with the same `client_msg_id`, nothing
+    /// is written and that earlier message comes back: `(earlier, false)`.
+    pub fn append_message(&mut self, new: NewMessage) -> Result<(Message, bool)> {
+        if let Some(cid) = &new.client_msg_id {
+            let existing = self
+                .txn
+                .open_table(SENDER_CLIENT_ID_TO_MESSAGE)?
+                .get((new.sender.0, cid.as_str()))?
+                .map(|v| Id(v.value()));
+            if let Some(id) = existing
+                && let Some(msg) = self.message(id)?
+            {
+                return Ok((msg, false));
+            }
+        }
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        let sender = SenderCache::new(&users).get(new.sender)?;
+        drop(users);
+        let mut last = self.txn.open_table(ROOM_TO_LAST_SEQ)?;
+        let seq = last.get(new.room.0)?.map(|v| v.value()).unwrap_or(0) + 1;
+        last.insert(new.room.0, seq)?;
+        drop(last);
+        self.count_attachments(&new.attachments, 1)?;
+        let rec = MessageRecord {
+            id: Id::new(),
+            sender: new.sender,
+            text: new.text,
+            attachments: new.attachments,
+            created_at: crate::domain::now_ms(),
+            edited_at: None,
+            deleted: false,
+            client_msg_id: new.client_msg_id,
+        };
+        self.txn
+            .open_table(ROOM_SEQ_TO_MESSAGE)?
+            .insert((new.room.0, seq), encode(&rec).as_slice())?;
+        self.txn
+            .open_table(MESSAGE_TO_ROOM_SEQ)?
+            .insert(rec.id.0, (new.room.0, seq))?;
+        if let Some(cid) = &rec.client_msg_id {
+            self.txn
+                .open_table(SENDER_CLIENT_ID_TO_MESSAGE)?
+                .insert((new.sender.0, cid.as_str()), rec.id.0)?;
+        }
+        let msg = Message {
+            id: rec.id,
+            room: new.room,
+            seq,
+            sender,
+            text: rec.text,
+            attachments: rec.attachments,
+            created_at: rec.created_at,
+            edited_at: None,
+            deleted: false,
+            client_msg_id: rec.client_msg_id,
+        };
+        self.emit(Change::MessageCreated(msg.clone()));
+        Ok((msg, true))
+    }
+
+    pub fn message(&self, id: Id) -> Result<Option<Message>> {
+        let Some((room, seq)) = self
+            .txn
+            .open_table(MESSAGE_TO_ROOM_SEQ)?
+            .get(id.0)?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+        let Some(raw) = msgs.get((room, seq))? else {
+            return Ok(None);
+        };
+        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
+        let users = self.txn.open_table(USER_TO_RECORD)?;
+        SenderCache::new(&users)
+            .message(Id(room), seq, rec)
+            .map(Some)
+    }
+
+    fn put_message(&mut self, msg: &Message) -> Result<()> {
+        let rec = MessageRecord {
+            id: msg.id,
+            sender: msg.sender.id,
+            text: msg.text.clone(),
+            attachments: msg.attachments.clone(),
+            created_at: msg.created_at,
+            edited_at: msg.edited_at,
+            deleted: msg.deleted,
+            client_msg_id: msg.client_msg_id.clone(),
+        };
+        self.txn
+            .open_table(ROOM_SEQ_TO_MESSAGE)?
+            .insert((msg.room.0, msg.seq), encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    pub fn edit_message(&mut self, mut msg: Message, text: String) -> Result<Message> {
+        msg.text = text;
+        msg.edited_at = Some(crate::domain::now_ms());
+        self.put_message(&msg)?;
+        self.emit(Change::MessageUpdated(msg.clone()));
+        Ok(msg)
+    }
+
+    /// Blanks a message; it keeps its seq so history has no holes.
+    pub fn delete_message(&mut self, mut msg: Message) -> Result<Message> {
+        self.count_attachments(&msg.attachments, -1)?;
+        msg.text = String::new();
+        msg.attachments.clear();
+        msg.deleted = true;
+        self.put_message(&msg)?;
+        self.emit(Change::MessageDeleted {
+            room: msg.room,
+            id: msg.id,
+            seq: msg.seq,
+        });
+        Ok(msg)
+    }
+
+    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)
+    }
+
+    pub fn insert_upload(&mut self, rec: &UploadRecord) -> Result<()> {
+        self.txn
+            .open_table(UPLOAD_TO_RECORD)?
+            .insert(rec.id.as_str(), encode(rec).as_slice())?;
+        self.txn
+            .open_table(UPLOADER_UPLOAD_TO_SIZE)?
+            .insert((rec.uploader.0, rec.id.as_str()), rec.size)?;
+        let mut refs = self.txn.open_table(FILE_TO_REFS)?;
+        for hash in [&rec.file, &rec.thumb] {
+            let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
+            refs.insert(hash.as_str(), n + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Whether no upload record names the stored file `hash`, neither in
+    /// this group (earlier operations' writes included) nor in the last
+    /// commit: a file removed on this answer is unnamed whether the group
+    /// then commits or fails.
+    pub fn file_unreferenced(&self, hash: &str) -> Result<bool> {
+        let here = self.txn.open_table(FILE_TO_REFS)?.get(hash)?.is_none();
+        let committed = self
+            .db
+            .begin_read()?
+            .open_table(FILE_TO_REFS)?
+            .get(hash)?
+            .is_none();
+        Ok(here && committed)
+    }
+
+    /// Removes an upload record; returns it with the stored files that no
+    /// record names any more (candidates for `file_unreferenced` once this
+    /// commits).
+    pub fn delete_upload(&mut self, id: &str) -> Result<(UploadRecord, Vec<String>)> {
+        let rec = self.upload(id)?.ok_or(StoreError::NotFound("upload"))?;
+        self.txn.open_table(UPLOAD_TO_RECORD)?.remove(id)?;
+        self.txn
+            .open_table(UPLOADER_UPLOAD_TO_SIZE)?
+            .remove((rec.uploader.0, id))?;
+        let mut refs = self.txn.open_table(FILE_TO_REFS)?;
+        let mut orphaned = Vec::new();
+        for hash in [&rec.file, &rec.thumb] {
+            let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
+            if n <= 1 {
+                refs.remove(hash.as_str())?;
+                if !orphaned.contains(hash) {
+                    orphaned.push(hash.clone());
+                }
+            } else {
+                refs.insert(hash.as_str(), n - 1)?;
+            }
+        }
+        Ok((rec, orphaned))
+    }
+
+    /// The attachments for a message, from upload ids that must exist and
+    /// belong to the sender. Checks only: call `count_attachments` once the
+    /// message is certain to be stored.
+    pub fn resolve_attachments(
+        &self,
+        sender: Id,
+        ids: &[String],
+    ) -> Result<Vec<crate::domain::Attachment>> {
+        let t = self.txn.open_table(UPLOAD_TO_RECORD)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match q::upload(&t, id)? {
+                Some(rec) if rec.uploader == sender => out.push(rec.attachment()),
+                // Someone else's upload is as unknown as a missing one.
+                _ => {
+                    return Err(StoreError::Invalid(format!(
+                        "attachments: unknown upload id {id:?}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Clears what points at messages whose rows are gone (room deletion,
+    /// retention): the id index, client ids, and their uploads' counts.
+    fn forget_messages(&mut self, records: &[MessageRecord]) -> Result<()> {
+        let mut attached = Vec::new();
+        {
+            let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
+            let mut cids = self.txn.open_table(SENDER_CLIENT_ID_TO_MESSAGE)?;
+            for rec in records {
+                index.remove(rec.id.0)?;
+                if let Some(cid) = &rec.client_msg_id {
+                    cids.remove((rec.sender.0, cid.as_str()))?;
+                }
+                attached.extend(rec.attachments.iter().cloned());
+            }
+        }
+        self.count_attachments(&attached, -1)
+    }
+
+    /// Adds `delta` to the message count of each attached upload.
+    fn count_attachments(
+        &mut self,
+        attachments: &[crate::domain::Attachment],
+        delta: i64,
+    ) -> Result<()> {
+        if attachments.is_empty() {
+            return Ok(());
+        }
+        let mut t = self.txn.open_table(UPLOAD_TO_RECORD)?;
+        for a in attachments {
+            let rec: Option<UploadRecord> = q::upload(&t, &a.id)?;
+            if let Some(mut rec) = rec {
+                rec.refs = rec.refs.saturating_add_signed(delta);
+                t.insert(rec.id.as_str(), encode(&rec).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends to the audit log; its seq is the next after the last.
+    pub fn audit(&mut self, mut entry: AuditEntry) -> Result<()> {
+        let mut t = self.txn.open_table(AUDIT_SEQ_TO_ENTRY)?;
+        let seq = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        entry.seq = seq;
+        t.insert(seq, encode(&entry).as_slice())?;
+        Ok(())
+    }
+
+    pub fn set_mute(&mut self, user: Id, room: Option<Id>, rec: &MuteRecord) -> Result<()> {
+        self.txn.open_table(USER_ROOM_TO_MUTE)?.insert(
+            (user.0, room.map(|r| r.0).unwrap_or(0)),
+            encode(rec).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Returns whether there was a mute to lift.
+    pub fn clear_mute(&mut self, user: Id, room: Option<Id>) -> Result<bool> {
+        Ok(self
+            .txn
+            .open_table(USER_ROOM_TO_MUTE)?
+            .remove((user.0, room.map(|r| r.0).unwrap_or(0)))?
+            .is_some())
+    }
+
+    /// Whether `user` may not speak in `room` now (muted there or
+    /// everywhere).
+    pub fn muted(&self, user: Id, room: Id, now: i64) -> Result<bool> {
+        let t = self.txn.open_table(USER_ROOM_TO_MUTE)?;
+        for key in [(user.0, 0), (user.0, room.0)] {
+            if let Some(v) = t.get(key)? {
+                let rec: MuteRecord = decode("user_room_to_mute", v.value())?;
+                if rec.until > now {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn set_retention(&mut self, room: Id, r: &Retention) -> Result<()> {
+        let mut t = self.txn.open_table(ROOM_TO_RETENTION)?;
+        if *r == Retention::default() {
+            t.remove(room.0)?;
+        } else {
+            t.insert(room.0, encode(r).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Removes up to `max` of a room's oldest messages that were created
+    /// before `before_ms` or have a seq up to `up_to_seq`. Returns how many
+    /// went. Their seqs stay used: history starts later, with no reuse.
+    pub fn prune_room(
+        &mut self,
+        room: Id,
+        before_ms: Option<i64>,
+        up_to_seq: Option<u64>,
+        max: usize,
+    ) -> Result<usize> {
+        let mut doomed: Vec<(u64, MessageRecord)> = Vec::new();
+        {
+            let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            for row in msgs.range((room.0, 0)..=(room.0, u64::MAX))? {
+                let (k, v) = row?;
+                let seq = k.value().1;
+                let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+                let old = before_ms.is_some_and(|b| rec.created_at < b);
+                let over = up_to_seq.is_some_and(|u| seq <= u);
+                if !(old || over) || doomed.len() == max {
+                    break;
+                }
+                doomed.push((seq, rec));
+            }
+        }
+        {
+            let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
+            for (seq, _) in &doomed {
+                msgs.remove((room.0, *seq))?;
+            }
+        }
+        let records: Vec<MessageRecord> = doomed.into_iter().map(|(_, rec)| rec).collect();
+        self.forget_messages(&records)?;
+        Ok(records.len())
+    }
+
+    pub fn last_seq(&self, room: Id) -> Result<u64> {
+        Ok(self
+            .txn
+            .open_table(ROOM_TO_LAST_SEQ)?
+            .get(room.0)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    pub fn are_friends(&self, a: Id, b: Id) -> Result<bool> {
+        q::has_pair(&self.txn.open_table(USER_FRIEND_TO_SINCE)?, a, b)
+    }
+
+    /// Whether `requester` asked `recipient` and the recipient can see it.
+    pub fn has_incoming(&self, recipient: Id, requester: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_REQUESTER_TO_SENT)?,
+            recipient,
+            requester,
+        )
+    }
+
+    /// Whether `requester` has a request to `recipient` pending, delivered
+    /// or not.
+    pub fn has_outgoing(&self, requester: Id, recipient: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_RECIPIENT_TO_SENT)?,
+            requester,
+            recipient,
+        )
+    }
+
+    pub fn blocks(&self, blocker: Id, blocked: Id) -> Result<bool> {
+        q::has_pair(
+            &self.txn.open_table(USER_BLOCKED_TO_SINCE)?,
+            blocker,
+            blocked,
+        )
+    }
+
+    pub fn settings(&self, user: Id) -> Result<UserSettings> {
+        q::settings(&self.txn.open_table(USER_TO_SETTINGS)?, user)
+    }
+
+    pub fn put_settings(&mut self, user: Id, settings: &UserSettings) -> Result<()> {
+        self.txn
+            .open_table(USER_TO_SETTINGS)?
+            .insert(user.0, encode(settings).as_slice())?;
+        Ok(())
+    }
+
+    /// Records a pending request. `deliver` false keeps it on the sender's
+    /// side only; true also shows it to the recipient (once).
+    pub fn put_request(&mut self, requester: &User, recipient: &User, deliver: bool) -> Result<()> {
+        let now = crate::domain::now_ms();
+        if !self.has_outgoing(requester.id, recipient.id)? {
+            self.txn
+                .open_table(USER_RECIPIENT_TO_SENT)?
+                .insert((requester.id.0, recipient.id.0), now)?;
+        }
+        if deliver && !self.has_incoming(recipient.id, requester.id)? {
+            self.txn
+                .open_table(USER_REQUESTER_TO_SENT)?
+                .insert((recipient.id.0, requester.id.0), now)?;
+            self.emit(Change::FriendRequested {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops a pending request; false if there was none. The event goes
+    /// to the side whose list loses it: the requester for a decline, the
+    /// recipient (if they saw it) for a withdrawal.
+    pub fn end_request(
+        &mut self,
+        requester: &User,
+        recipient: &User,
+        declined: bool,
+    ) -> Result<bool> {
+        let sent = self
+            .txn
+            .open_table(USER_RECIPIENT_TO_SENT)?
+            .remove((requester.id.0, recipient.id.0))?
+            .is_some();
+        let seen = self
+            .txn
+            .open_table(USER_REQUESTER_TO_SENT)?
+            .remove((recipient.id.0, requester.id.0))?
+            .is_some();
+        if (declined && sent) || (!declined && seen) {
+            self.emit(Change::FriendRequestEnded {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+                declined,
+            });
+        }
+        Ok(sent || seen)
+    }
+
+    /// Takes a request out of its recipient's sight, leaving it pending on
+    /// the requester's side; false if the recipient did not see one.
+    pub fn hide_request(&mut self, requester: &User, recipient: &User) -> Result<bool> {
+        let seen = self
+            .txn
+            .open_table(USER_REQUESTER_TO_SENT)?
+            .remove((recipient.id.0, requester.id.0))?
+            .is_some();
+        if seen {
+            self.emit(Change::FriendRequestEnded {
+                requester: requester.clone(),
+                recipient: recipient.clone(),
+                declined: false,
+            });
+        }
+        Ok(seen)
+    }
+
+    /// Makes two users friends, consuming the requests between them.
+    pub fn add_friend(&mut self, accepter: &User, requester: &User) -> Result<()> {
+        let (a, b) = (accepter.id.0, requester.id.0);
+        {
+            let mut incoming = self.txn.open_table(USER_REQUESTER_TO_SENT)?;
+            incoming.remove((a, b))?;
+            incoming.remove((b, a))?;
+            let mut outgoing = self.txn.open_table(USER_RECIPIENT_TO_SENT)?;
+            outgoing.remove((a, b))?;
+            outgoing.remove((b, a))?;
+            let mut friends = self.txn.open_table(USER_FRIEND_TO_SINCE)?;
+            let now = crate::domain::now_ms();
+            friends.insert((a, b), now)?;
+            friends.insert((b, a), now)?;
+        }
+        self.emit(Change::FriendAdded {
+            accepter: accepter.clone(),
+            requester: requester.clone(),
+        });
+        Ok(())
+    }
+
+    /// Ends a friendship; false if there was none.
+    pub fn remove_friend(&mut self, by: &User, other: &User) -> Result<bool> {
+        let removed = {
+            let mut friends = self.txn.open_table(USER_FRIEND_TO_SINCE)?;
+            let one = friends.remove((by.id.0, other.id.0))?.is_some();
+            let two = friends.remove((other.id.0, by.id.0))?.is_some();
+            one || two
+        };
+        if removed {
+            self.emit(Change::FriendRemoved {
+                by: by.clone(),
+                other: other.clone(),
+            });
+        }
+        Ok(removed)
+    }
+
+    /// Records a block; false if it existed.
+    pub fn block(&mut self, blocker: Id, blocked: Id) -> Result<bool> {
+        if self.blocks(blocker, blocked)? {
+            return Ok(false);
+        }
+        let now = crate::domain::now_ms();
+        self.txn
+            .open_table(USER_BLOCKED_TO_SINCE)?
+            .insert((blocker.0, blocked.0), now)?;
+        self.txn
+            .open_table(USER_BLOCKER_TO_SINCE)?
+            .insert((blocked.0, blocker.0), now)?;
+        self.emit(Change::Blocked { blocker, blocked });
+        Ok(true)
+    }
+
+    /// Lifts a block; false if there was none.
+    pub fn unblock(&mut self, blocker: Id, blocked: Id) -> Result<bool> {
+        let removed = self
+            .txn
+            .open_table(USER_BLOCKED_TO_SINCE)?
+            .remove((blocker.0, blocked.0))?
+            .is_some();
+        if !removed {
+            return Ok(false);
+        }
+        self.txn
+            .open_table(USER_BLOCKER_TO_SINCE)?
+            .remove((blocked.0, blocker.0))?;
+        self.emit(Change::Unblocked { blocker, blocked });
+        Ok(true)
+    }
+
+    /// Moves the member's read marker forward (never back).
+    pub fn mark_read(&mut self, room: Id, user: &User, seq: u64) -> Result<u64> {
+        let mut m = self.txn.open_table(ROOM_USER_TO_MEMBER)?;
+        let mut rec: MemberRecord = match m.get((room.0, user.id.0))? {
+            Some(v) => decode("room_user_to_member", v.value())?,
+            None => return Err(StoreError::Forbidden("not a member of this room".into())),
+        };
+        if seq > rec.last_read {
+            rec.last_read = seq;
+            m.insert((room.0, user.id.0), encode(&rec).as_slice())?;
+            drop(m);
+            let hidden_from = q::ids_of(&self.txn.open_table(USER_BLOCKER_TO_SINCE)?, user.id)?;
+            self.emit(Change::Read {
+                room,
+                user: user.clone(),
+                seq,
+                hidden_from,
+            });
+        }
+        Ok(rec.last_read)
+    }
+}
