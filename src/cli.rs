@@ -5,7 +5,6 @@
 //! `println!` panics when the reader of standard output has gone away.
 #![deny(clippy::print_stdout)]
 
-use std::borrow::Cow;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use crate::admin::{self, Request};
 use crate::app::App;
 use crate::config::{Config, Overrides};
 use crate::domain::Role;
+use crate::term::escape;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -369,24 +369,6 @@ macro_rules! say {
     ($($arg:tt)*) => {
         out(&format!("{}\n", format_args!($($arg)*)))
     };
-}
-
-/// Control characters shown as escapes (`\u{1b}`, `\n`), so that no stored
-/// string (a topic, an audit detail, a reason stored before reasons were
-/// checked) can drive the operator's terminal.
-pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    let mut clean = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            clean.extend(c.escape_default());
-        } else {
-            clean.push(c);
-        }
-    }
-    Cow::Owned(clean)
 }
 
 pub fn load_config(global: &Global, bind: Option<String>) -> Result<Config, CliError> {

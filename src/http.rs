@@ -18,11 +18,9 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Buf, Filter};
 
-use crate::app::{Actor, App, AppError, SendInput, Target, page};
-use crate::domain::{
-    ClientMsgId, DmPolicy, Id, Password, RoomName, Topic, User, Username, Visibility,
-};
-use crate::protocol::ErrorCode;
+use crate::app::{Actor, App, AppError, Target, page};
+use crate::domain::{DmPolicy, Id, Password, Topic, User, Username, Visibility};
+use crate::edge::{CreateRoomBody, MessageBody, error_response, json_response, validate_new_room};
 
 type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -42,7 +40,7 @@ pub fn routes(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
-        .and(crate::http::peer())
+        .and(crate::edge::peer())
         .and(warp::body::stream())
         .and(with_app)
         .then(
@@ -81,13 +79,6 @@ pub fn routes(
             },
         );
     ws.or(uploads(app_for_uploads)).unify().or(api).unify()
-}
-
-/// The client's socket address, set by the server's accept loop.
-pub fn peer()
--> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
-    warp::ext::optional::<crate::server::Peer>()
-        .map(|p: Option<crate::server::Peer>| p.map(|p| p.0))
 }
 
 /// `POST /api/uploads`: multipart, streamed, refused with 413 as soon as it
@@ -596,45 +587,9 @@ fn created(v: Value) -> Result<Response> {
     Ok(json_response(StatusCode::CREATED, &v))
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
-    let mut resp = Response::new(v.to_string().into());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 fn empty(status: StatusCode) -> Response {
     let mut resp = Response::new(Vec::<u8>::new().into());
     *resp.status_mut() = status;
-    resp
-}
-
-/// The error body of the contract: `{"error": {"code", "message"}}`.
-pub fn error_response(e: &AppError) -> Response {
-    let code = e.code();
-    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json_response(
-        status,
-        &json!({"error": {"code": code.as_str(), "message": e.client_message()}}),
-    );
-    if let AppError::Throttled { retry_after, .. } = e
-        && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
-    {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    if code == ErrorCode::Timeout {
-        // The rest of a late request is not waited for, so the connection
-        // cannot carry another one.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if code == ErrorCode::Unauthorized {
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
     resp
 }
 
@@ -749,36 +704,12 @@ async fn login(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response>
     ok(json!({ "token": token, "user": user }))
 }
 
-#[derive(Deserialize)]
-pub struct CreateRoomBody {
-    pub name: String,
-    pub visibility: Option<String>,
-    pub topic: Option<String>,
-}
-
 async fn create_room(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
     let actor = Actor::User(authed(app, req)?);
     let input: CreateRoomBody = parse(&body)?;
     let (name, vis, topic) = validate_new_room(app, &input)?;
     let room = app.create_room(&actor, name, vis, topic).await?;
     created(json!({ "room": room }))
-}
-
-pub fn validate_new_room(
-    app: &App,
-    input: &CreateRoomBody,
-) -> Result<(RoomName, Visibility, Option<Topic>)> {
-    let name = RoomName::parse(&input.name)?;
-    let vis = match &input.visibility {
-        Some(v) => Visibility::parse(v)?,
-        None => Visibility::Public,
-    };
-    let topic = input
-        .topic
-        .as_deref()
-        .map(|t| Topic::parse(t, app.config.limits.max_topic_chars))
-        .transpose()?;
-    Ok((name, vis, topic))
 }
 
 #[derive(Deserialize)]
@@ -802,29 +733,6 @@ async fn patch_room(app: &Arc<App>, req: &Request, id: &str, body: Vec<u8>) -> R
         .transpose()?;
     let room = app.update_room(&actor, room_id(id)?, topic, vis).await?;
     ok(json!({ "room": room }))
-}
-
-#[derive(Deserialize)]
-pub struct MessageBody {
-    pub text: Option<String>,
-    #[serde(default)]
-    pub attachments: Vec<String>,
-    pub client_msg_id: Option<String>,
-}
-
-impl MessageBody {
-    pub fn into_input(self, target: Target) -> Result<SendInput> {
-        Ok(SendInput {
-            target,
-            text: self.text.unwrap_or_default(),
-            attachments: self.attachments,
-            client_msg_id: self
-                .client_msg_id
-                .as_deref()
-                .map(ClientMsgId::parse)
-                .transpose()?,
-        })
-    }
 }
 
 async fn post_message(

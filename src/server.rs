@@ -602,10 +602,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// The peer's address, for the filters (`http::peer`).
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
 /// Tags each request with its connection's peer address and connection
 /// slot (`Arc<ConnSlot>`, which a WebSocket upgrade keeps), and notes that
 /// a request head arrived.
@@ -634,7 +630,7 @@ where
 
     fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
         self.activity.requested.store(true, Ordering::Relaxed);
-        req.extensions_mut().insert(Peer(self.peer));
+        req.extensions_mut().insert(crate::edge::Peer(self.peer));
         req.extensions_mut().insert(self.slot.clone());
         self.inner.call(req)
     }

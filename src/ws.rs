@@ -22,7 +22,7 @@ use warp::ws::Ws;
 
 use crate::app::{Actor, App, AppError, Target, page};
 use crate::domain::{Id, User, Username};
-use crate::http::{CreateRoomBody, MessageBody, error_response, validate_new_room};
+use crate::edge::{CreateRoomBody, MessageBody, error_response, validate_new_room};
 use crate::hub::{CloseRequest, Frame, SessionId, Wake};
 use crate::limits::ConnSlot;
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
@@ -47,7 +47,7 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 .or(warp::any().map(Default::default))
                 .unify(),
         )
-        .and(crate::http::peer())
+        .and(crate::edge::peer())
         .and(warp::ext::optional::<Arc<ConnSlot>>())
         .map(
             move |on_upgrade: Option<OnUpgrade>,

@@ -12,7 +12,10 @@
 //! run loop owns the terminal; requests go to the server from a second
 //! future on the same task, so a slow answer never freezes the keyboard.
 
+mod command;
+mod help;
 mod input;
+mod layout;
 mod snapshot;
 mod state;
 mod tui;
@@ -36,7 +39,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminError, Request};
 
-pub use input::{Command, parse_command, parse_duration};
+pub use command::{Command, parse_command, parse_duration};
 pub use snapshot::Snapshot;
 pub use state::{Action, Effect, Mode, Pane, State};
 pub use ui::draw;

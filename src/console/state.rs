@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use ratatui::layout::Rect;
 use serde_json::Value;
 
-use super::input::{self, Command};
+use super::command::{self, Command};
+use super::layout;
 use super::snapshot::{Bans, Mutes, RoomRow, Snapshot, UserRow};
-use super::ui;
 use crate::admin::{AdminError, Request};
 
 /// How many event log lines the console keeps.
@@ -410,7 +410,7 @@ impl State {
 
     /// Rows a pane shows at the current terminal size.
     fn page(&self, pane: Pane) -> usize {
-        ui::visible_rows(pane, &ui::layout(self.area)).max(1)
+        visible_rows(pane, &layout::layout(self.area)).max(1)
     }
 
     fn request_snapshot(&mut self) -> Option<Effect> {
@@ -430,7 +430,7 @@ impl State {
 
     /// Rows the bans and mutes view shows at the current terminal size.
     fn restrictions_page(&self) -> usize {
-        ui::restrictions_rows(self.area).max(1)
+        layout::restrictions_rows(self.area).max(1)
     }
 
     /// Bans, then (when they arrive) mutes: one request at a time, like
@@ -697,7 +697,7 @@ impl State {
                 }
             },
             Mode::Help { scroll } => {
-                let last = ui::help_max_scroll(self.area);
+                let last = layout::help_max_scroll(self.area);
                 let scroll = match action {
                     Action::Cancel | Action::Help => return None,
                     Action::Up => scroll.saturating_sub(1),
@@ -913,7 +913,7 @@ impl State {
             self.history.push(line.clone());
         }
         let rooms = &self.snapshot.rooms;
-        let parsed = input::parse_command(&line, |word| {
+        let parsed = command::parse_command(&line, |word| {
             rooms.iter().any(|r| r.name.eq_ignore_ascii_case(word))
         });
         match parsed {
@@ -1102,7 +1102,7 @@ pub fn is_destructive(req: &Request) -> bool {
 
 fn for_how_long(duration_secs: Option<u64>) -> String {
     match duration_secs {
-        Some(s) => format!("for {}", input::format_duration(s)),
+        Some(s) => format!("for {}", command::format_duration(s)),
         None => "permanently".into(),
     }
 }
@@ -1140,7 +1140,7 @@ pub fn summary(req: &Request) -> String {
             "mute {username} {}{}",
             where_(room),
             duration_secs
-                .map(|s| format!(" for {}", input::format_duration(s)))
+                .map(|s| format!(" for {}", command::format_duration(s)))
                 .unwrap_or_default()
         ),
         Request::Unmute { username, room } => format!("unmute {username} {}", where_(room)),
@@ -1173,7 +1173,7 @@ pub fn outcome(req: &Request) -> String {
             "muted {username} {}{}",
             where_(room),
             duration_secs
-                .map(|s| format!(" for {}", input::format_duration(s)))
+                .map(|s| format!(" for {}", command::format_duration(s)))
                 .unwrap_or_default()
         ),
         Request::Unmute { username, room } => format!("unmuted {username} {}", where_(room)),
@@ -1223,4 +1223,15 @@ fn command_line(req: &Request) -> String {
         Request::DeleteMessage { id, .. } => format!("delete {id} "),
         _ => String::new(),
     }
+}
+
+/// Rows of data a pane shows: its height less the borders and, for the
+/// tables, the column titles.
+fn visible_rows(pane: Pane, areas: &layout::Areas) -> usize {
+    let (area, chrome) = match pane {
+        Pane::Rooms => (areas.rooms, 3),
+        Pane::Users => (areas.users, 3),
+        Pane::Events => (areas.events, 2),
+    };
+    usize::from(area.height.saturating_sub(chrome))
 }

@@ -7,7 +7,7 @@
 //! Wide terminals put rooms and users side by side.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Constraint, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
@@ -16,6 +16,8 @@ use ratatui::widgets::{
     TableState,
 };
 
+use super::help::help_text;
+use super::layout::{centered, help_area, help_max_scroll, layout, restrictions_area};
 use super::snapshot::{RoomRow, UserRow};
 use super::state::{
     Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
@@ -26,62 +28,7 @@ use super::state::{
 /// characters become visible escapes (`\u{1b}`) instead of being passed
 /// to the terminal or silently dropped.
 fn clean(s: &str) -> String {
-    crate::cli::escape(s).into_owned()
-}
-
-/// Where each part of the screen goes.
-#[derive(Debug, Clone, Copy)]
-pub struct Areas {
-    pub header: Rect,
-    pub rooms: Rect,
-    pub users: Rect,
-    pub chart: Rect,
-    pub events: Rect,
-    pub footer: Rect,
-}
-
-/// Side by side from this width: each table then still has its columns.
-const WIDE: u16 = 160;
-
-pub fn layout(area: Rect) -> Areas {
-    use Constraint::{Fill, Length};
-    let [header, body, footer] = area.layout(&Layout::vertical([Length(1), Fill(1), Length(1)]));
-    if area.width >= WIDE {
-        let [top, bottom] = body.layout(&Layout::vertical([Fill(3), Fill(2)]));
-        let [rooms, users] = top.layout(&Layout::horizontal([Fill(2), Fill(3)]));
-        let [chart, events] = bottom.layout(&Layout::horizontal([Fill(2), Fill(3)]));
-        Areas {
-            header,
-            rooms,
-            users,
-            chart,
-            events,
-            footer,
-        }
-    } else {
-        let [rooms, users, bottom] = body.layout(&Layout::vertical([Fill(3), Fill(4), Fill(4)]));
-        let chart_width = (area.width * 2 / 5).clamp(28.min(area.width), 60);
-        let [chart, events] = bottom.layout(&Layout::horizontal([Length(chart_width), Fill(1)]));
-        Areas {
-            header,
-            rooms,
-            users,
-            chart,
-            events,
-            footer,
-        }
-    }
-}
-
-/// Rows of data a pane shows: its height less the borders and, for the
-/// tables, the column titles.
-pub fn visible_rows(pane: Pane, areas: &Areas) -> usize {
-    let (area, chrome) = match pane {
-        Pane::Rooms => (areas.rooms, 3),
-        Pane::Users => (areas.users, 3),
-        Pane::Events => (areas.events, 2),
-    };
-    usize::from(area.height.saturating_sub(chrome))
+    crate::term::escape(s).into_owned()
 }
 
 pub fn draw(state: &State, frame: &mut Frame) {
@@ -639,17 +586,6 @@ fn keys_line(keys: &[(&str, &str)], width: u16) -> Line<'static> {
     Line::from(spans)
 }
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
-    let width = width.min(area.width);
-    let height = height.min(area.height);
-    Rect::new(
-        area.x + (area.width - width) / 2,
-        area.y + (area.height - height) / 2,
-        width,
-        height,
-    )
-}
-
 fn draw_confirm(frame: &mut Frame, question: &str, choices: &[(&str, &str)]) {
     let area = frame.area();
     let width = 64.min(area.width.saturating_sub(2)).max(20);
@@ -707,88 +643,6 @@ fn wrap_words(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-const HELP_KEYS: [(&str, &str); 15] = [
-    (
-        "Tab / Shift-Tab",
-        "next / previous pane (rooms, users, events)",
-    ),
-    ("↑ ↓ PgUp PgDn", "move in the focused pane"),
-    ("Home / End", "first / last row (End follows the event log)"),
-    ("/", "filter the focused pane; Enter keeps it, Esc clears"),
-    ("Esc", "clear the focused pane's filter"),
-    ("s / S", "sort by the next column / reverse the order"),
-    ("k", "kick the selected user (asks first)"),
-    ("b", "ban the selected user for good (asks; e edits)"),
-    ("m", "mute the selected user everywhere"),
-    ("u", "unban the selected user"),
-    ("B", "bans and mutes in force; u there lifts one"),
-    ("x", "close the selected room (asks first)"),
-    (":", "command line; ↑ ↓ recall earlier commands"),
-    ("?", "this help"),
-    ("q / Ctrl-C", "quit (asks whether to stop a server it runs)"),
-];
-
-const HELP_COMMANDS: [(&str, &str); 10] = [
-    ("kick USER [reason…]", "close the user's connections"),
-    (
-        "ban USER [DURATION] [reason…]",
-        "no DURATION: until unbanned",
-    ),
-    ("unban USER", ""),
-    (
-        "mute USER [#ROOM] [DURATION] [reason…]",
-        "no room: everywhere",
-    ),
-    ("unmute USER [ROOM]", ""),
-    ("delete MESSAGE_ID [reason…]", "blank a message"),
-    ("announce [#ROOM] TEXT…", "no room: to everyone"),
-    ("bans", "the bans and mutes view (as B)"),
-    ("close ROOM", "delete a room and its history"),
-    ("quit", ""),
-];
-
-/// The help overlay's lines; also how far it scrolls.
-pub fn help_text() -> Vec<Line<'static>> {
-    let mut lines = vec![Line::styled("Keys", Style::new().bold().underlined())];
-    for (key, what) in HELP_KEYS {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {key:<17}"), Style::new().fg(Color::Cyan)),
-            Span::raw(what),
-        ]));
-    }
-    lines.push(Line::default());
-    lines.push(Line::styled(
-        "Commands (after :)",
-        Style::new().bold().underlined(),
-    ));
-    for (cmd, what) in HELP_COMMANDS {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {cmd:<40}"), Style::new().fg(Color::Cyan)),
-            Span::styled(what, DIM),
-        ]));
-    }
-    lines.push(Line::default());
-    lines.push(Line::styled(
-        "  DURATION: 30s 30m 2h 7d 2w, or sums like 1h30m. USER may be @user, ROOM #room.",
-        DIM,
-    ));
-    lines.push(Line::styled(
-        "  Kick, ban, close and delete ask y/n first.",
-        DIM,
-    ));
-    lines
-}
-
-fn restrictions_area(area: Rect) -> Rect {
-    centered(area, 100.min(area.width), area.height.saturating_sub(2))
-}
-
-/// Rows of bans and mutes the view shows: its height less the borders
-/// and the column titles.
-pub fn restrictions_rows(area: Rect) -> usize {
-    usize::from(restrictions_area(area).height.saturating_sub(3))
 }
 
 fn draw_restrictions(state: &State, frame: &mut Frame) {
@@ -871,16 +725,6 @@ fn restriction_row(r: &Restriction, now: i64) -> Row<'static> {
         Cell::from(r.reason.as_deref().map_or_else(|| "-".into(), clean)),
         Cell::from(r.by.as_deref().map_or_else(|| "-".into(), clean)),
     ])
-}
-
-fn help_area(area: Rect) -> Rect {
-    centered(area, 84.min(area.width), area.height.saturating_sub(2))
-}
-
-/// How far the help scrolls before its last line reaches the bottom.
-pub fn help_max_scroll(area: Rect) -> u16 {
-    let inner = help_area(area).height.saturating_sub(2);
-    (help_text().len() as u16).saturating_sub(inner)
 }
 
 fn draw_help(frame: &mut Frame, scroll: u16) {

@@ -1,0 +1,78 @@
+//! The help overlay's text: every key and command, in one place.
+
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+
+const DIM: Style = Style::new().fg(Color::DarkGray);
+
+const HELP_KEYS: [(&str, &str); 15] = [
+    (
+        "Tab / Shift-Tab",
+        "next / previous pane (rooms, users, events)",
+    ),
+    ("↑ ↓ PgUp PgDn", "move in the focused pane"),
+    ("Home / End", "first / last row (End follows the event log)"),
+    ("/", "filter the focused pane; Enter keeps it, Esc clears"),
+    ("Esc", "clear the focused pane's filter"),
+    ("s / S", "sort by the next column / reverse the order"),
+    ("k", "kick the selected user (asks first)"),
+    ("b", "ban the selected user for good (asks; e edits)"),
+    ("m", "mute the selected user everywhere"),
+    ("u", "unban the selected user"),
+    ("B", "bans and mutes in force; u there lifts one"),
+    ("x", "close the selected room (asks first)"),
+    (":", "command line; ↑ ↓ recall earlier commands"),
+    ("?", "this help"),
+    ("q / Ctrl-C", "quit (asks whether to stop a server it runs)"),
+];
+
+const HELP_COMMANDS: [(&str, &str); 10] = [
+    ("kick USER [reason…]", "close the user's connections"),
+    (
+        "ban USER [DURATION] [reason…]",
+        "no DURATION: until unbanned",
+    ),
+    ("unban USER", ""),
+    (
+        "mute USER [#ROOM] [DURATION] [reason…]",
+        "no room: everywhere",
+    ),
+    ("unmute USER [ROOM]", ""),
+    ("delete MESSAGE_ID [reason…]", "blank a message"),
+    ("announce [#ROOM] TEXT…", "no room: to everyone"),
+    ("bans", "the bans and mutes view (as B)"),
+    ("close ROOM", "delete a room and its history"),
+    ("quit", ""),
+];
+
+/// The help overlay's lines; also how far it scrolls.
+pub fn help_text() -> Vec<Line<'static>> {
+    let mut lines = vec![Line::styled("Keys", Style::new().bold().underlined())];
+    for (key, what) in HELP_KEYS {
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {key:<17}"), Style::new().fg(Color::Cyan)),
+            Span::raw(what),
+        ]));
+    }
+    lines.push(Line::default());
+    lines.push(Line::styled(
+        "Commands (after :)",
+        Style::new().bold().underlined(),
+    ));
+    for (cmd, what) in HELP_COMMANDS {
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {cmd:<40}"), Style::new().fg(Color::Cyan)),
+            Span::styled(what, DIM),
+        ]));
+    }
+    lines.push(Line::default());
+    lines.push(Line::styled(
+        "  DURATION: 30s 30m 2h 7d 2w, or sums like 1h30m. USER may be @user, ROOM #room.",
+        DIM,
+    ));
+    lines.push(Line::styled(
+        "  Kick, ban, close and delete ask y/n first.",
+        DIM,
+    ));
+    lines
+}
