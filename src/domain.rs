@@ -233,30 +233,38 @@ pub fn reorders_or_hides(c: char) -> bool {
     )
 }
 
+/// A short line of text shown as a label (a topic, a moderation reason):
+/// at most `max_chars`, no control characters, nothing that reorders or
+/// hides what it says.
+fn one_line_label(field: &'static str, s: &str, max_chars: usize) -> Result<(), DomainError> {
+    if s.chars().count() > max_chars {
+        return Err(DomainError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(DomainError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    if s.chars().any(reorders_or_hides) {
+        return Err(DomainError::new(
+            field,
+            "must not contain invisible or direction-changing characters",
+        ));
+    }
+    Ok(())
+}
+
 /// A room topic: at most the configured number of characters, one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic(String);
 
 impl Topic {
     pub fn parse(s: &str, max_chars: usize) -> Result<Topic, DomainError> {
-        if s.chars().count() > max_chars {
-            return Err(DomainError::new(
-                "topic",
-                format!("must be at most {max_chars} characters"),
-            ));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(DomainError::new(
-                "topic",
-                "must not contain control characters",
-            ));
-        }
-        if s.chars().any(reorders_or_hides) {
-            return Err(DomainError::new(
-                "topic",
-                "must not contain invisible or direction-changing characters",
-            ));
-        }
+        one_line_label("topic", s, max_chars)?;
         Ok(Topic(s.to_string()))
     }
 
@@ -276,25 +284,8 @@ impl Reason {
     pub const MAX_CHARS: usize = 500;
 
     pub fn parse(s: &str) -> Result<Reason, DomainError> {
-        if s.chars().count() > Self::MAX_CHARS {
-            return Err(DomainError::new(
-                "reason",
-                format!("must be at most {} characters", Self::MAX_CHARS),
-            ));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(DomainError::new(
-                "reason",
-                "must not contain control characters",
-            ));
-        }
         // The audit log must read as written, in a terminal or a browser.
-        if s.chars().any(reorders_or_hides) {
-            return Err(DomainError::new(
-                "reason",
-                "must not contain invisible or direction-changing characters",
-            ));
-        }
+        one_line_label("reason", s, Self::MAX_CHARS)?;
         Ok(Reason(s.to_string()))
     }
 

@@ -16,6 +16,25 @@ pub(super) type Row<'a> = std::result::Result<
 pub(super) mod q {
     use super::*;
 
+    /// A message by id, with its sender.
+    pub fn message(
+        index: &impl ReadableTable<u128, (u128, u64)>,
+        msgs: &impl ReadableTable<(u128, u64), &'static [u8]>,
+        users: &impl ReadableTable<u128, &'static [u8]>,
+        id: Id,
+    ) -> Result<Option<Message>> {
+        let Some((room, seq)) = index.get(id.0)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let Some(raw) = msgs.get((room, seq))? else {
+            return Ok(None);
+        };
+        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
+        SenderCache::new(users)
+            .message(Id(room), seq, rec)
+            .map(Some)
+    }
+
     pub fn user(t: &impl ReadableTable<u128, &'static [u8]>, id: Id) -> Result<Option<UserRecord>> {
         t.get(id.0)?
             .map(|v| decode("user_to_record", v.value()))
@@ -258,19 +277,12 @@ impl Rx {
     }
 
     pub fn message(&self, id: Id) -> Result<Option<Message>> {
-        let index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
-        let Some((room, seq)) = index.get(id.0)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
-        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
-        let Some(raw) = msgs.get((room, seq))? else {
-            return Ok(None);
-        };
-        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
-        let users = self.txn.open_table(USER_TO_RECORD)?;
-        SenderCache::new(&users)
-            .message(Id(room), seq, rec)
-            .map(Some)
+        q::message(
+            &self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?,
+            &self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?,
+            &self.txn.open_table(USER_TO_RECORD)?,
+            id,
+        )
     }
 
     /// Messages in ascending seq: the newest `limit` below `before` (or of

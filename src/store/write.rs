@@ -413,23 +413,12 @@ impl Tx {
     }
 
     pub fn message(&self, id: Id) -> Result<Option<Message>> {
-        let Some((room, seq)) = self
-            .txn
-            .open_table(MESSAGE_TO_ROOM_SEQ)?
-            .get(id.0)?
-            .map(|v| v.value())
-        else {
-            return Ok(None);
-        };
-        let msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
-        let Some(raw) = msgs.get((room, seq))? else {
-            return Ok(None);
-        };
-        let rec: MessageRecord = decode("room_seq_to_message", raw.value())?;
-        let users = self.txn.open_table(USER_TO_RECORD)?;
-        SenderCache::new(&users)
-            .message(Id(room), seq, rec)
-            .map(Some)
+        q::message(
+            &self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?,
+            &self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?,
+            &self.txn.open_table(USER_TO_RECORD)?,
+            id,
+        )
     }
 
     fn put_message(&mut self, msg: &Message) -> Result<()> {
