@@ -18,10 +18,14 @@ impl App {
         role: Role,
     ) -> Result<User> {
         let password_hash = self.hash(password).await?;
+        // Ids are made here, not while the store applies the write: the
+        // write must come out the same wherever it is applied.
+        let id = Id::new();
         let rec = self
             .store
             .write(move |tx| {
                 tx.create_user(NewUser {
+                    id,
                     username: username.as_str().to_string(),
                     role,
                     password_hash,

@@ -36,6 +36,8 @@ impl App {
         };
         let target = input.target;
         let default_policy = self.config.server.dm_policy;
+        // Made before the write, used if it needs them.
+        let (message_id, dm_id) = (Id::new(), Id::new());
         let (msg, _) = self
             .store
             .write(move |tx| {
@@ -46,13 +48,13 @@ impl App {
                     Target::Room(id) => *id,
                     Target::User(_) => Id(0),
                 };
-                if tx.muted(sender.id, mute_scope, crate::domain::now_ms())? {
+                if tx.muted(sender.id, mute_scope, tx.now())? {
                     return Err(StoreError::Forbidden("you are muted".into()));
                 }
                 let room = match (&target, &peer) {
                     (_, Some(peer)) => {
                         may_dm(tx, sender.id, peer.id, default_policy)?;
-                        tx.dm_room(&sender, peer)?
+                        tx.dm_room(&sender, peer, dm_id)?
                     }
                     (Target::Room(id), None) => {
                         let room = tx.room(*id)?.ok_or(StoreError::NotFound("room"))?;
@@ -76,6 +78,7 @@ impl App {
                     (Target::User(_), None) => return Err(StoreError::NotFound("user")),
                 };
                 tx.append_message(NewMessage {
+                    id: message_id,
                     room: room.id,
                     sender: sender.id,
                     text,
@@ -206,7 +209,7 @@ pub(super) fn may_post(tx: &Tx, user: Id, room: Id, default: DmPolicy) -> Result
     } else {
         room.id
     };
-    if tx.muted(user, scope, crate::domain::now_ms())? {
+    if tx.muted(user, scope, tx.now())? {
         return Err(StoreError::Forbidden("you are muted".into()));
     }
     if room.kind == RoomKind::Dm {

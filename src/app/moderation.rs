@@ -144,7 +144,7 @@ impl App {
             .write(move |tx| {
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
                 // Lifted or run out since it was read.
-                if !rec.banned_at(crate::domain::now_ms()) {
+                if !rec.banned_at(tx.now()) {
                     return Err(StoreError::NotFound("ban"));
                 }
                 rec.banned_until = None;

@@ -83,10 +83,12 @@ impl App {
                 .take(&user)
                 .map_err(|retry| throttled("too many new rooms", retry))?;
         }
+        let id = Id::new();
         let room = self
             .store
             .write(move |tx| {
                 tx.create_room(NewRoom {
+                    id,
                     name: name.as_str().to_string(),
                     visibility,
                     topic: topic.map(Topic::into_string).unwrap_or_default(),

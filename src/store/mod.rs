@@ -379,7 +379,9 @@ impl Store {
         F: FnOnce(&mut Tx) -> Result<T> + Send + 'static,
     {
         let (done, rx) = oneshot::channel::<Result<T>>();
+        let at = crate::domain::now_ms();
         let job: Job = Box::new(move |tx: &mut Tx| {
+            tx.now = at;
             let mark = tx.changes.len();
             let result = op(tx);
             if result.is_err() {

@@ -6,17 +6,23 @@ use super::*;
 pub struct Tx {
     pub(super) txn: WriteTransaction,
     pub(super) changes: Vec<Change>,
+    /// When the operation being applied was submitted: every time it
+    /// stores comes from here, never from the clock, so that applying the
+    /// same operation again gives the same result.
+    pub(super) now: i64,
     /// For reading the last committed state (`file_unreferenced`).
     pub(super) db: Arc<Database>,
 }
 
 pub struct NewUser {
+    pub id: Id,
     pub username: String,
     pub role: Role,
     pub password_hash: String,
 }
 
 pub struct NewRoom {
+    pub id: Id,
     pub name: String,
     pub visibility: Visibility,
     pub topic: String,
@@ -24,6 +30,7 @@ pub struct NewRoom {
 }
 
 pub struct NewMessage {
+    pub id: Id,
     pub room: Id,
     pub sender: Id,
     pub text: String,
@@ -32,6 +39,12 @@ pub struct NewMessage {
 }
 
 impl Tx {
+    /// The operation's time (ms since the epoch), fixed when it was
+    /// submitted.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
     pub fn emit(&mut self, change: Change) {
         self.changes.push(change);
     }
@@ -66,11 +79,11 @@ impl Tx {
             return Err(StoreError::Conflict("username is taken".into()));
         }
         let rec = UserRecord {
-            id: Id::new(),
+            id: new.id,
             username: new.username,
             role: new.role,
             password_hash: new.password_hash,
-            created_at: crate::domain::now_ms(),
+            created_at: self.now,
             banned_until: None,
             ban_reason: None,
             token_gen: 0,
@@ -183,13 +196,13 @@ impl Tx {
             return Err(StoreError::Conflict("a room with that name exists".into()));
         }
         let room = Room {
-            id: Id::new(),
+            id: new.id,
             name: new.name,
             kind: RoomKind::Room,
             visibility: new.visibility,
             topic: new.topic,
             owner: new.owner,
-            created_at: crate::domain::now_ms(),
+            created_at: self.now,
         };
         names.insert(room.name.as_str(), room.id.0)?;
         drop(names);
@@ -258,7 +271,7 @@ impl Tx {
     }
 
     fn insert_member(&mut self, room: Id, user: Id) -> Result<()> {
-        let now = crate::domain::now_ms();
+        let now = self.now;
         let rec = MemberRecord {
             joined_at: now,
             last_read: 0,
@@ -306,7 +319,8 @@ impl Tx {
     }
 
     /// The DM room of two users, made on first use.
-    pub fn dm_room(&mut self, a: &User, b: &User) -> Result<Room> {
+    /// The DM room of `a` and `b`, made with `id` if they have none.
+    pub fn dm_room(&mut self, a: &User, b: &User, id: Id) -> Result<Room> {
         let pair = dm_pair(a.id, b.id);
         let existing = self
             .txn
@@ -324,13 +338,13 @@ impl Tx {
             (b, a)
         };
         let room = Room {
-            id: Id::new(),
+            id,
             name: format!("{},{}", first.username, second.username),
             kind: RoomKind::Dm,
             visibility: Visibility::Private,
             topic: String::new(),
             owner: Some(a.id),
-            created_at: crate::domain::now_ms(),
+            created_at: self.now,
         };
         self.txn
             .open_table(ROOM_TO_RECORD)?
@@ -376,11 +390,11 @@ impl Tx {
         drop(last);
         self.count_attachments(&new.attachments, 1)?;
         let rec = MessageRecord {
-            id: Id::new(),
+            id: new.id,
             sender: new.sender,
             text: new.text,
             attachments: new.attachments,
-            created_at: crate::domain::now_ms(),
+            created_at: self.now,
             edited_at: None,
             deleted: false,
             client_msg_id: new.client_msg_id,
@@ -440,7 +454,7 @@ impl Tx {
 
     pub fn edit_message(&mut self, mut msg: Message, text: String) -> Result<Message> {
         msg.text = text;
-        msg.edited_at = Some(crate::domain::now_ms());
+        msg.edited_at = Some(self.now);
         self.put_message(&msg)?;
         self.emit(Change::MessageUpdated(msg.clone()));
         Ok(msg)
@@ -723,7 +737,7 @@ impl Tx {
     /// Records a pending request. `deliver` false keeps it on the sender's
     /// side only; true also shows it to the recipient (once).
     pub fn put_request(&mut self, requester: &User, recipient: &User, deliver: bool) -> Result<()> {
-        let now = crate::domain::now_ms();
+        let now = self.now;
         if !self.has_outgoing(requester.id, recipient.id)? {
             self.txn
                 .open_table(USER_RECIPIENT_TO_SENT)?
@@ -799,7 +813,7 @@ impl Tx {
             outgoing.remove((a, b))?;
             outgoing.remove((b, a))?;
             let mut friends = self.txn.open_table(USER_FRIEND_TO_SINCE)?;
-            let now = crate::domain::now_ms();
+            let now = self.now;
             friends.insert((a, b), now)?;
             friends.insert((b, a), now)?;
         }
@@ -832,7 +846,7 @@ impl Tx {
         if self.blocks(blocker, blocked)? {
             return Ok(false);
         }
-        let now = crate::domain::now_ms();
+        let now = self.now;
         self.txn
             .open_table(USER_BLOCKED_TO_SINCE)?
             .insert((blocker.0, blocked.0), now)?;

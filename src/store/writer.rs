@@ -97,6 +97,7 @@ pub(super) fn writer_loop(
         let mut tx = Tx {
             txn,
             changes: Vec::new(),
+            now: 0,
             db: db.clone(),
         };
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&mut tx)).collect();
