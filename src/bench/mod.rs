@@ -15,6 +15,18 @@ pub mod net;
 pub mod stats;
 pub mod worker;
 
+/// `println!` that ends the run quietly when standard output is closed
+/// (`confab bench … | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -302,7 +314,7 @@ pub async fn run(cmd: BenchCmd, json_out: bool) -> Result<(), String> {
         std::fs::write(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if json_out {
-        println!("{text}");
+        say!("{text}");
     } else {
         print_table(&outcome);
     }
@@ -1317,22 +1329,28 @@ fn mib(b: u64) -> String {
 }
 
 fn print_table(o: &Outcome) {
-    println!(
+    say!(
         "confab bench {} against {}: {} users, {} rooms, {} worker(s), setup {:.1}s",
-        o.scenario, o.url, o.users, o.rooms, o.workers, o.setup_secs
+        o.scenario,
+        o.url,
+        o.users,
+        o.rooms,
+        o.workers,
+        o.setup_secs
     );
     if let Some(i) = &o.idle {
-        println!("connections held     {}", i.connections);
-        println!(
+        say!("connections held     {}", i.connections);
+        say!(
             "connect rate         {:.0}/s ({:.1}s)",
-            i.connects_per_sec, i.connect_secs
+            i.connects_per_sec,
+            i.connect_secs
         );
         if let (Some(b), Some(a)) = (i.rss_before, i.rss_after) {
-            println!("server RSS           {} → {}", mib(b), mib(a));
+            say!("server RSS           {} → {}", mib(b), mib(a));
         }
         match i.rss_per_connection {
-            Some(p) => println!("RSS per connection   {:.2} KiB", p / 1024.0),
-            None => println!("RSS per connection   n/a (give --server-pid)"),
+            Some(p) => say!("RSS per connection   {:.2} KiB", p / 1024.0),
+            None => say!("RSS per connection   n/a (give --server-pid)"),
         }
     }
     if !o.steps.is_empty() {
@@ -1388,7 +1406,7 @@ fn print_table(o: &Outcome) {
                 .enumerate()
                 .map(|(i, c)| format!("{c:>w$}", w = widths[i]))
                 .collect();
-            println!("{}", parts.join("  "));
+            say!("{}", parts.join("  "));
         };
         line(headers.iter().map(|h| h.to_string()).collect());
         for r in rows {
@@ -1396,40 +1414,48 @@ fn print_table(o: &Outcome) {
         }
         for s in &o.steps {
             if s.ack_latency.count > 0 && s.latency.count > 0 {
-                println!(
+                say!(
                     "{}: ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    s.label, s.ack_latency.p50_ms, s.ack_latency.p99_ms, s.ack_latency.max_ms
+                    s.label,
+                    s.ack_latency.p50_ms,
+                    s.ack_latency.p99_ms,
+                    s.ack_latency.max_ms
                 );
             }
             if let Some(r) = s.rss_peak {
-                println!("{}: server RSS peak {}", s.label, mib(r));
+                say!("{}: server RSS peak {}", s.label, mib(r));
             }
             for w in &s.why {
-                println!("{}: {w}", s.label);
+                say!("{}: {w}", s.label);
             }
         }
     }
     if let Some(s) = &o.slow {
-        println!(
+        say!(
             "stalled connections {}: others' p99 {:.2} ms (median of the reading phases) → {:.2} ms (median of the stalled phases, {:+.0}%)",
-            s.stalled_connections, s.baseline_p99_ms, s.stalled_p99_ms, s.p99_increase_pct
+            s.stalled_connections,
+            s.baseline_p99_ms,
+            s.stalled_p99_ms,
+            s.p99_increase_pct
         );
     }
     if let Some(b) = o.best
         && o.steps.len() > 1
         && let Some(s) = o.steps.get(b)
     {
-        println!(
+        say!(
             "best passing step: {} ({:.0} deliveries/s, p99 {:.2} ms)",
-            s.label, s.deliveries_per_sec, s.latency.p99_ms
+            s.label,
+            s.deliveries_per_sec,
+            s.latency.p99_ms
         );
     }
     for b in &o.bound_by {
-        println!("bound by: {b}");
+        say!("bound by: {b}");
     }
-    println!("result: {}", if o.passed { "PASS" } else { "FAIL" });
+    say!("result: {}", if o.passed { "PASS" } else { "FAIL" });
     for f in &o.failures {
-        println!("  {f}");
+        say!("  {f}");
     }
 }
 
