@@ -42,8 +42,10 @@ struct Claims {
 pub struct Verified {
     pub user: Id,
     pub generation: u64,
-    /// `None` for tokens issued before tokens had ids.
-    pub token: Option<u128>,
+    /// The token's id: its `jti`, or for a token issued before tokens had
+    /// ids, one derived from the token itself, so that any token can be
+    /// ended on its own.
+    pub token: u128,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
 }
@@ -146,14 +148,20 @@ impl Auth {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::BadToken)?;
         let c = data.claims;
-        let token = match c.jti.as_deref() {
-            Some(j) => Some(u128::from_str_radix(j, 16).map_err(|_| AuthError::BadToken)?),
-            None => None,
+        let id = match c.jti.as_deref() {
+            Some(j) => u128::from_str_radix(j, 16).map_err(|_| AuthError::BadToken)?,
+            None => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(token.as_bytes());
+                let mut first = [0u8; 16];
+                first.copy_from_slice(&digest[..16]);
+                u128::from_be_bytes(first)
+            }
         };
         Ok(Verified {
             user: Id::parse("token", &c.sub).map_err(|_| AuthError::BadToken)?,
             generation: c.generation,
-            token,
+            token: id,
             exp: c.exp,
         })
     }
@@ -198,7 +206,6 @@ mod tests {
         let t = a.issue(id, 3);
         let v = a.verify(&t).unwrap();
         assert_eq!((v.user, v.generation), (id, 3));
-        assert!(v.token.is_some());
         assert_ne!(a.verify(&a.issue(id, 3)).unwrap().token, v.token);
         let mut tampered = t.clone();
         tampered.pop();
@@ -206,6 +213,33 @@ mod tests {
         assert!(a.verify(&tampered).is_err());
         let other = Auth::new(&AuthConfig::default(), &[8u8; 64]).unwrap();
         assert!(other.verify(&t).is_err());
+    }
+
+    /// A token issued before tokens had ids still has one to be ended by:
+    /// the same for the same token, different for another.
+    #[test]
+    fn tokens_without_an_id_get_one_from_themselves() {
+        let a = auth();
+        let id = Id::new();
+        let old = |iat: u64| {
+            let claims = Claims {
+                sub: id.to_string(),
+                iat,
+                exp: now_secs() + 100,
+                generation: 0,
+                jti: None,
+            };
+            jsonwebtoken::encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(&[7u8; 64]),
+            )
+            .unwrap()
+        };
+        let (one, two) = (old(1), old(2));
+        assert_eq!(a.verify(&one).unwrap().token, a.verify(&one).unwrap().token);
+        assert_ne!(a.verify(&one).unwrap().token, a.verify(&two).unwrap().token);
+        assert_eq!(a.verify(&one).unwrap().user, id);
     }
 
     #[test]

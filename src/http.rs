@@ -129,7 +129,7 @@ where
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         AppError::UnsupportedMediaType("expected multipart/form-data with a file field".into())
     })?;
-    let stream = paced(body, Pace::new(app));
+    let stream = paced(body, Pace::new(app).for_bytes(envelope));
     let limits = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(envelope as u64)
@@ -238,7 +238,21 @@ struct Pace {
     total: Duration,
 }
 
+/// The slowest steady upload that is never cut off by the total deadline:
+/// a large file over a poor mobile link is slow but not stalled.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 8 * 1024;
+
 impl Pace {
+    /// A body of up to `bytes` may take longer than the deadline, as long
+    /// as it comes at `MIN_UPLOAD_BYTES_PER_SEC` at least.
+    fn for_bytes(self, bytes: usize) -> Pace {
+        let steady = Duration::from_secs(bytes as u64 / MIN_UPLOAD_BYTES_PER_SEC);
+        Pace {
+            total: self.total.max(steady),
+            ..self
+        }
+    }
+
     fn new(app: &App) -> Pace {
         let server = &app.config.server;
         Pace {

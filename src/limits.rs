@@ -47,7 +47,11 @@ impl<K: Eq + Hash + Clone> Window<K> {
     /// Whether `key` still has room; if not, the seconds until it does.
     pub fn check(&self, key: &K) -> Result<(), u64> {
         let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = Self::slot(&mut map, key, self.window);
+        self.room_in(Self::slot(&mut map, key, self.window))
+    }
+
+    /// Whether a slot has room; if not, the seconds until it does.
+    fn room_in(&self, slot: &(Instant, u32)) -> Result<(), u64> {
         if slot.1 >= self.max {
             let left = self.window.saturating_sub(slot.0.elapsed());
             return Err(left.as_secs().max(1));
@@ -71,10 +75,13 @@ impl<K: Eq + Hash + Clone> Window<K> {
         }
     }
 
-    /// Counts a hit if there is room: the usual check-and-count.
+    /// Counts a hit if there is room: the usual check-and-count, under
+    /// one lock, so that concurrent attempts cannot all see room first.
     pub fn take(&self, key: &K) -> Result<(), u64> {
-        self.check(key)?;
-        self.hit(key);
+        let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = Self::slot(&mut map, key, self.window);
+        self.room_in(slot)?;
+        slot.1 += 1;
         Ok(())
     }
 }
@@ -225,6 +232,22 @@ impl Limiters {
     }
 }
 
+/// An address as the attempt limits count it. One IPv6 client is usually
+/// given a whole /64, and counting its addresses one by one would give it
+/// 2^64 allowances: an IPv6 address counts as its /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(net))
+            }
+        },
+    }
+}
+
 /// The client's address: the peer's, unless the peer is a trusted proxy,
 /// in which case the nearest untrusted address in `X-Forwarded-For`.
 pub fn client_ip(
@@ -256,6 +279,20 @@ pub fn client_ip(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        use super::address_key;
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let v4: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        assert_eq!(address_key(mapped), v4);
+    }
+
     use super::*;
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Loose {
 /// their owner. Symbolic links are not followed.
 pub fn loose(dir: &Path) -> io::Result<Vec<Loose>> {
     let mut out = Vec::new();
+    // The directory itself may be a link (`/var/lib/confab -> /srv/chat`):
+    // what matters is where it leads. Links inside it are left alone.
+    let dir = &std::fs::canonicalize(dir)?;
     #[cfg(unix)]
     visit(dir, &mut |path, meta| {
         use std::os::unix::fs::PermissionsExt;
@@ -72,6 +75,10 @@ pub fn secure_dir(dir: &Path) -> io::Result<Vec<Loose>> {
     for l in &found {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::symlink_metadata(&l.path)?;
+        // Changing a link's mode would change its target's.
+        if meta.file_type().is_symlink() {
+            continue;
+        }
         let keep = if meta.is_dir() { DIR_MODE } else { FILE_MODE };
         // Only bits are taken away: an owner-only file stays as it was.
         let mode = l.mode & keep;
@@ -144,5 +151,25 @@ mod tests {
         assert_eq!(mode(&dir.join("confab.redb")), 0o600);
         assert_eq!(mode(&dir.join("uploads/ab/abcd")), 0o600);
         assert!(loose(&dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_linked_data_directory_is_tightened_where_it_leads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("confab.redb"), b"x").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            real.join("confab.redb"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let link = tmp.path().join("data");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(secure_dir(&link).unwrap().len(), 2);
+        assert_eq!(mode(&real), 0o700, "still a directory one can enter");
+        assert_eq!(mode(&real.join("confab.redb")), 0o600);
+        assert!(loose(&link).unwrap().is_empty());
     }
 }

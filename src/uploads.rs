@@ -422,7 +422,9 @@ fn scan_webp(data: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<Frames, Uploa
     }
     let mut frames = Frames::default();
     let mut canvas = None;
-    for (fourcc, chunk) in chunks(&data[12..riff_end])? {
+    // A RIFF size below 4 would end the file before its own header.
+    let body = data.get(12..riff_end).ok_or_else(bad_webp)?;
+    for (fourcc, chunk) in chunks(body)? {
         if !WEBP_KEPT.contains(&fourcc) {
             continue;
         }
@@ -763,6 +765,35 @@ mod tests {
         assert!(!clean.windows(6).any(|w| w == b"SECRET"));
         assert_eq!(clean[20] & 0b1100, 0);
         assert!(image::load_from_memory(&clean).is_ok());
+    }
+
+    /// Whatever a client does to a WebP's container (sizes that lie, a
+    /// file cut anywhere), the answer is an error or an image, never a
+    /// panic.
+    #[test]
+    fn mangled_webp_containers_never_panic() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::new(8, 8));
+        let file = encode(&img, ImageFormat::WebP).unwrap();
+        let mut cases = Vec::new();
+        for riff in [0u32, 1, 2, 3, 4, 5, 11, 12, u32::MAX - 7, u32::MAX] {
+            let mut f = file.clone();
+            f[4..8].copy_from_slice(&riff.to_le_bytes());
+            cases.push(f);
+        }
+        for at in 0..file.len().min(64) {
+            for byte in [0x00, 0x01, 0x7f, 0xff] {
+                let mut f = file.clone();
+                f[at] = byte;
+                cases.push(f);
+            }
+        }
+        for cut in 0..file.len() {
+            cases.push(file[..cut].to_vec());
+        }
+        for f in &cases {
+            let _ = plan(f, &cfg());
+            let _ = strip_webp(f);
+        }
     }
 
     #[test]

@@ -257,18 +257,19 @@ async fn connection(
         hub: &app.hub,
         session: connected.session,
     };
-    // A revocation committed between the token's check and the session's
-    // registration found no session to close; one committed later will.
-    let token_id = match app.authenticate_token(&token) {
-        Ok((_, v)) => v.token,
-        Err(e) => {
-            drop(registered);
-            drop(slot);
-            send_close(&mut ws, refusal(&e), grace).await;
-            return;
-        }
-    };
-    app.hub.set_token(connected.session, token_id);
+    // The session names its token before the token is checked again: a
+    // revocation the hub applied before that could not find this session,
+    // but its commit came first, so the check sees it; one applied later
+    // finds the session by its token.
+    if let Ok(v) = app.auth.verify(&token) {
+        app.hub.set_token(connected.session, Some(v.token));
+    }
+    if let Err(e) = app.authenticate_token(&token) {
+        drop(registered);
+        drop(slot);
+        send_close(&mut ws, refusal(&e), grace).await;
+        return;
+    }
     let exit = run(&app, &mut ws, &user, auth_id, connected).await;
     drop(registered);
     drop(slot);

@@ -48,7 +48,7 @@ impl App {
         if let Some(ip) = ip {
             self.limits
                 .auth_by_ip
-                .take(&ip)
+                .take(&crate::limits::address_key(ip))
                 .map_err(|retry| throttled("too many attempts from this address", retry))?;
         }
         if self
@@ -72,7 +72,7 @@ impl App {
         if let Some(ip) = ip {
             self.limits
                 .auth_by_ip
-                .take(&ip)
+                .take(&crate::limits::address_key(ip))
                 .map_err(|retry| throttled("too many attempts from this address", retry))?;
         }
         // Failures are counted per name, existing or not, so the limit
@@ -81,7 +81,10 @@ impl App {
         // The attempt is counted before the (slow) verification and given
         // back if it succeeds: counting after would let concurrent guesses
         // all pass the check first.
-        let key = (username.to_ascii_lowercase(), ip);
+        let key = (
+            username.to_ascii_lowercase(),
+            ip.map(crate::limits::address_key),
+        );
         self.limits
             .login_failures
             .take(&key)
@@ -128,9 +131,7 @@ impl App {
         if rec.token_gen != v.generation {
             return Err(AuthError::BadToken.into());
         }
-        if let Some(t) = v.token
-            && rx.token_revoked(t)?
-        {
+        if rx.token_revoked(v.token)? {
             return Err(AuthError::BadToken.into());
         }
         Ok((rec.public(), v))
@@ -149,15 +150,8 @@ impl App {
                 .await?;
             return Ok(());
         }
-        let Some(id) = v.token else {
-            // A token from before tokens had ids can only be ended with
-            // the rest.
-            return Err(AppError::BadRequest(
-                "this token can only be ended with everywhere: true".into(),
-            ));
-        };
         self.store
-            .write(move |tx| tx.revoke_token(user.id, id, v.exp))
+            .write(move |tx| tx.revoke_token(user.id, v.token, v.exp))
             .await?;
         Ok(())
     }
@@ -172,7 +166,7 @@ impl App {
         new: Password,
         ip: Option<IpAddr>,
     ) -> Result<String> {
-        let key = (user.username.clone(), ip);
+        let key = (user.username.clone(), ip.map(crate::limits::address_key));
         self.limits
             .login_failures
             .take(&key)

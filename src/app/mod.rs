@@ -199,6 +199,9 @@ pub struct App {
     /// `uploads.decode_budget_bytes` in KiB: each image holds its
     /// estimated peak memory (`Plan::cost`) while it is processed.
     decode_budget: tokio::sync::Semaphore,
+    /// Uploads being processed or waiting for the budget, each holding its
+    /// body in memory: bounded, so waiting cannot pile up bodies.
+    decode_queue: tokio::sync::Semaphore,
     pub limits: crate::limits::Limiters,
 }
 
@@ -240,6 +243,7 @@ impl App {
             files,
             decode_slots,
             decode_budget,
+            decode_queue: tokio::sync::Semaphore::new(uploads::MAX_QUEUED_DECODES),
             limits,
         }))
     }

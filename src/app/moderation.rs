@@ -100,9 +100,11 @@ impl App {
         };
         let id = target.id;
         let why = reason.clone();
+        let by = actor.user().map(|u| u.id);
         let rec = self
             .store
             .write(move |tx| {
+                still_outranks(tx, by, id)?;
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
                 rec.banned_until = Some(until);
                 rec.ban_reason = why.clone();
@@ -139,9 +141,11 @@ impl App {
             )));
         }
         let id = target.id;
+        let by = actor.user().map(|u| u.id);
         let rec = self
             .store
             .write(move |tx| {
+                still_outranks(tx, by, id)?;
                 let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
                 // Lifted or run out since it was read.
                 if !rec.banned_at(tx.now()) {
@@ -191,8 +195,10 @@ impl App {
         };
         let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
         let stored = rec.clone();
+        let by = actor.user().map(|u| u.id);
         self.store
             .write(move |tx| {
+                still_outranks(tx, by, uid)?;
                 tx.set_mute(uid, rid, &stored)?;
                 tx.audit(entry)
             })
@@ -246,8 +252,10 @@ impl App {
         if !active {
             return Err(AppError::Absent(not_muted));
         }
+        let by = actor.user().map(|u| u.id);
         self.store
             .write(move |tx| {
+                still_outranks(tx, by, uid)?;
                 // Lifted since it was read.
                 if !tx.clear_mute(uid, rid)? {
                     return Err(StoreError::NotFound("mute"));
@@ -336,4 +344,23 @@ impl App {
             .read()?
             .audit(since.unwrap_or(0), limit.unwrap_or(1000).min(10_000))?)
     }
+}
+
+/// `moderate`'s rule again, inside the write: a moderator demoted (or a
+/// target promoted) between the check and the write does not get one more
+/// action through. `by` is `None` for the operator.
+fn still_outranks(tx: &Tx, by: Option<Id>, target: Id) -> Result<(), StoreError> {
+    let Some(by) = by else {
+        return Ok(());
+    };
+    let role = |id| -> Result<Role, StoreError> {
+        Ok(tx.user(id)?.ok_or(StoreError::NotFound("user"))?.role)
+    };
+    let (mine, theirs) = (role(by)?, role(target)?);
+    if !mine.is_staff() || rank(mine) <= rank(theirs) {
+        return Err(StoreError::Forbidden(
+            "only a moderator or admin above the user may moderate them".into(),
+        ));
+    }
+    Ok(())
 }

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// At most this many uploads are processed or wait to be, holding their
+/// bodies (up to `uploads.max_bytes` each); more are answered 429 at once.
+pub(super) const MAX_QUEUED_DECODES: usize = 16;
+
+/// How long an upload waits for room in the decode budget before it is
+/// answered 429.
+const DECODE_WAIT: Duration = Duration::from_secs(30);
+
 impl App {
     /// Judges, cleans, thumbnails and keeps an image; returns the
     /// attachment that messages can carry.
@@ -27,14 +35,19 @@ impl App {
         .map_err(|e| AppError::Internal(e.to_string()))?;
         let plan = plan?;
         let processed = {
+            let busy = || {
+                AppError::RateLimited("the server is busy with other images; try again soon".into())
+            };
+            let _queued = self.decode_queue.try_acquire().map_err(|_| busy())?;
             // The budget first: the semaphore is fair, so a large image
-            // waiting for room is not overtaken for ever by small ones.
+            // waiting for room is not overtaken for ever by small ones. A
+            // wait has an end: its body is held in memory meanwhile.
             let budget = kib(plan.cost).min(kib(self.config.uploads.decode_budget_bytes));
-            let _memory = self
-                .decode_budget
-                .acquire_many(budget)
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let _memory =
+                tokio::time::timeout(DECODE_WAIT, self.decode_budget.acquire_many(budget))
+                    .await
+                    .map_err(|_| busy())?
+                    .map_err(|e| AppError::Internal(e.to_string()))?;
             let _slot = self
                 .decode_slots
                 .acquire()
