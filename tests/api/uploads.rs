@@ -668,7 +668,12 @@ async fn collection_never_removes_a_file_an_upload_was_told_is_stored() {
             rounds
         })
     };
-    let mut checked = 0;
+    // An upload that is attached to a message at once keeps its record
+    // for good: from then on its files must be on disk, whatever the
+    // collector removed around it.
+    let room = t.create_room(&token, "pics", "public").await;
+    let room = confab::domain::Id::parse("room", room["id"].as_str().unwrap()).unwrap();
+    let (mut attached, mut collected) = (0, 0);
     for _ in 0..150 {
         let uploads: Vec<_> = (0..4)
             .map(|_| {
@@ -678,18 +683,34 @@ async fn collection_never_removes_a_file_an_upload_was_told_is_stored() {
             .collect();
         for u in uploads {
             let rec = u.await.unwrap();
-            for hash in [&rec.file, &rec.thumb] {
-                let on_disk = app.files.path(hash).unwrap().is_file();
-                // Records never come back: one present now was present
-                // when the file was looked for.
-                if !on_disk && app.upload_record(&rec.id).is_ok() {
-                    panic!("upload {} is recorded but its file {hash} is gone", rec.id);
-                }
+            let sent = app
+                .send_message(
+                    &alice,
+                    confab::app::SendInput {
+                        target: confab::app::Target::Room(room),
+                        text: String::new(),
+                        attachments: vec![rec.id.clone()],
+                        client_msg_id: None,
+                    },
+                )
+                .await;
+            if sent.is_err() {
+                // Collected before it could be attached.
+                collected += 1;
+                continue;
             }
-            checked += 1;
+            attached += 1;
+            for hash in [&rec.file, &rec.thumb] {
+                assert!(
+                    app.files.path(hash).unwrap().is_file(),
+                    "upload {} is attached but its file {hash} is gone",
+                    rec.id
+                );
+            }
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(collector.await.unwrap() > 0);
-    assert_eq!(checked, 600);
+    assert!(attached > 0, "no upload outlived the collector");
+    assert_eq!(attached + collected, 600);
 }
