@@ -376,6 +376,13 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
   step('starts a DM by username, counts it unread, and marks it read', async () => {
     await openNav(bob);
     await bob.locator('#open-dm').click();
+    // A name nobody has is refused in the dialog, not opened as a
+    // conversation that fails on its first message.
+    await bob.locator('#dm-username').fill('nobody_here');
+    await bob.locator('#dm-username').press('Enter');
+    await waitFor(bob.locator('#dm-error', { hasText: 'There is no user named nobody_here.' }));
+    assert.equal(await bob.locator('#dm-dialog').isVisible(), true);
+    assert.equal(await bob.locator('#dm-list button.conv', { hasText: 'nobody_here' }).count(), 0);
     await bob.locator('#dm-username').fill('alice');
     await bob.locator('#dm-username').press('Enter');
     await waitFor(bob.locator('#room-name', { hasText: '@alice' }));

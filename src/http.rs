@@ -396,6 +396,19 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let user = authed(app, req)?;
             ok(json!({ "users": app.online_users_for(user.id)? }))
         }
+        (&Method::GET, ["api", "users", name]) => {
+            authed(app, req)?;
+            // A name that cannot exist is simply no such user. A user who
+            // blocks the caller is still found: a 404 would reveal the block.
+            let user = app
+                .user_by_name(name)
+                .map_err(|e| match e {
+                    AppError::Invalid(_) => AppError::NotFound("user"),
+                    e => e,
+                })?
+                .public();
+            ok(json!({ "user": user }))
+        }
         (&Method::GET, ["api", "friends"]) => {
             let user = authed(app, req)?;
             ok(json!(app.friends(user.id)?))

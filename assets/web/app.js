@@ -1490,12 +1490,30 @@
       $('dm-username').value = '';
       $('dm-dialog').showModal();
     });
-    $('dm-form').addEventListener('submit', (ev) => {
+    $('dm-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
+      const err = $('dm-error');
       const name = $('dm-username').value.trim().toLowerCase();
       if (!USERNAME.test(name)) {
-        $('dm-error').textContent = 'Enter a username (3–32 of a–z, 0–9, _ . -).';
+        err.textContent = 'Enter a username (3–32 of a–z, 0–9, _ . -).';
         return;
+      }
+      // The name is checked before a conversation opens: otherwise a typo
+      // opens an empty conversation that fails only on the first send.
+      if (!findDm(name)) {
+        const submit = $('dm-form').querySelector('button[type="submit"]');
+        if (submit) submit.disabled = true;
+        err.textContent = '';
+        try {
+          await api('GET', `/api/users/${encodeURIComponent(name)}`);
+        } catch (e) {
+          err.textContent = e.code === 'not_found'
+            ? `There is no user named ${name}.`
+            : `Could not check that name: ${e.message}.`;
+          return;
+        } finally {
+          if (submit) submit.disabled = false;
+        }
       }
       $('dm-dialog').close();
       openDm(name);

@@ -238,3 +238,34 @@ async fn data_survives_a_restart() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn user_lookup_by_name() {
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let (bob, bob_user) = t.register("bob").await;
+
+    let (status, body) = t.get("/api/users/BOB", &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({ "user": bob_user }));
+
+    let (status, body) = t.get("/api/users/nobody", &alice).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    // A name no account could have is no such user, not a bad request.
+    let (status, body) = t.get("/api/users/x", &alice).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let (status, _) = t.call(Method::GET, "/api/users/bob", None, None).await;
+    assert_eq!(status, 401);
+
+    // Being blocked does not show as a missing user.
+    let (status, _) = t
+        .post("/api/blocks", &bob, json!({"username": "alice"}))
+        .await;
+    assert!(status < 300, "{status}");
+    let (status, body) = t.get("/api/users/bob", &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"]["username"], "bob");
+}
