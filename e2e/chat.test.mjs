@@ -438,6 +438,34 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await bob.locator('#image-dialog').waitFor({ state: 'hidden', timeout: WAIT });
   });
 
+  step('refuses an oversize or non-image file before uploading it, and explains server refusals', async () => {
+    const uploads = [];
+    const onRequest = (r) => { if (new URL(r.url()).pathname === '/api/uploads') uploads.push(r); };
+    alice.on('request', onRequest);
+    try {
+      // 7.2 MB: over the 5 MB limit, refused without a byte sent.
+      const big = Buffer.alloc(Math.round(7.2 * 1024 * 1024));
+      await alice.locator('#file').setInputFiles({ name: 'huge.png', mimeType: 'image/png', buffer: big });
+      await waitFor(alice.locator('#toasts .toast', { hasText: 'huge.png is 7.2 MB; the limit is 5 MB.' }));
+      await alice.locator('#file').setInputFiles({ name: 'drawing.svg', mimeType: 'image/svg+xml', buffer: Buffer.from('<svg/>') });
+      await waitFor(alice.locator('#toasts .toast', { hasText: 'only JPEG, PNG, GIF and WebP images can' }));
+      assert.equal(await alice.locator('#tray').isVisible(), false);
+      assert.equal(uploads.length, 0);
+
+      // A file that claims to be a PNG but is not one gets past the page and
+      // is refused by the server; the tray says so in plain words.
+      await alice.locator('#file').setInputFiles({ name: 'fake.png', mimeType: 'image/png', buffer: Buffer.from('not a png at all') });
+      const failed = alice.locator('#tray .tray-item.failed');
+      await waitFor(failed);
+      assert.equal(uploads.length, 1);
+      assert.equal(await failed.locator('.tray-status').textContent(), 'Not a JPEG, PNG, GIF or WebP image that can be read.');
+      await failed.getByRole('button', { name: 'Remove fake.png' }).click();
+      assert.equal(await alice.locator('#tray').isVisible(), false);
+    } finally {
+      alice.off('request', onRequest);
+    }
+  });
+
   step('edits and deletes one\'s own messages', async () => {
     // By id: while it is being edited its text is in a textarea, not the li.
     const id = await message(alice, XSS).getAttribute('data-id');

@@ -828,10 +828,44 @@
 
   // ------------------------------------------------------------- uploads
 
+  // The server's default `uploads.max_bytes`. No endpoint tells the client
+  // the configured value, so a file over this is refused here, before any of
+  // it is sent; a server set lower still answers too_large, which is shown.
+  const UPLOAD_MAX_BYTES = 5 * 1024 * 1024;
+  const UPLOAD_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
+
+  // Sizes in megabytes of 1024 × 1024 bytes, as the limit is set. A size is
+  // rounded up so a file just over the limit never reads as equal to it.
+  function megabytes(bytes, up) {
+    const tenths = (up ? Math.ceil : Math.round)((bytes / (1024 * 1024)) * 10);
+    return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)} MB`;
+  }
+
+  function uploadProblem(file) {
+    if (!UPLOAD_TYPES.includes(file.type)) {
+      return `${file.name || 'That file'} cannot be sent: only JPEG, PNG, GIF and WebP images can.`;
+    }
+    if (file.size > UPLOAD_MAX_BYTES) {
+      return `${file.name || 'This image'} is ${megabytes(file.size, true)}; the limit is ${megabytes(UPLOAD_MAX_BYTES)}.`;
+    }
+    return null;
+  }
+
+  function uploadError(e) {
+    switch (e.code) {
+      case 'too_large': return 'Too large for this server, in file size or in pixels.';
+      case 'unsupported_media_type': return 'Not a JPEG, PNG, GIF or WebP image that can be read.';
+      case 'rate_limited': return 'Too many uploads just now; try again in a minute.';
+      case 'network': return 'The server cannot be reached; try again.';
+      default: return 'The upload failed; try again.';
+    }
+  }
+
   function addFiles(files) {
     for (const file of files) {
-      if (!file.type.startsWith('image/')) {
-        toast(`${file.name || 'That file'} is not an image.`, 'bad');
+      const problem = uploadProblem(file);
+      if (problem) {
+        toast(problem, 'bad');
         continue;
       }
       if (S.tray.length >= 10) {
@@ -853,7 +887,7 @@
       item.state = 'done';
     } catch (e) {
       item.state = 'failed';
-      item.error = e.message || 'upload failed';
+      item.error = uploadError(e);
     }
     renderTray();
   }
