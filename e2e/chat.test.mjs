@@ -514,6 +514,58 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await bob.locator('#timeline').evaluate((el) => { el.scrollTop = el.scrollHeight; });
   });
 
+  step('keeps the timeline to one Tab stop, with keys to move, edit and delete', async () => {
+    await waitFor(message(alice, 'filler 120'));
+    const focused = () => alice.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || !el.closest('#timeline')) return el ? `outside:${el.id || el.tagName}` : 'none';
+      if (el.matches('#messages > li.msg')) return `message:${el.querySelector('.body')?.textContent}`;
+      if (el.closest('.msg-actions')) return `action:${el.textContent}`;
+      return el.tagName.toLowerCase();
+    });
+    await alice.locator('#input').focus();
+    await alice.keyboard.press('Shift+Tab');
+    assert.equal(await focused(), 'outside:attach');
+    // Backwards through 120+ messages of one's own: one stop for the
+    // messages (the one last focused), none for their Edit and Delete buttons.
+    const visited = [];
+    let where = '';
+    for (let i = 0; i < 10; i++) {
+      await alice.keyboard.press('Shift+Tab');
+      where = await focused();
+      if (where.startsWith('outside:')) break;
+      visited.push(where);
+    }
+    assert.match(where, /^outside:/, `still in the timeline after ${visited.join(', ')}`);
+    assert.deepEqual(visited.filter((v) => v.startsWith('action:')), []);
+    assert.equal(visited.filter((v) => v.startsWith('message:')).length, 1, visited.join(', '));
+
+    // A click focuses a message; End and the arrow keys move; e edits;
+    // Escape gives the focus back to the composer, and Shift+Tab returns to
+    // the message last visited.
+    await message(alice, 'filler 117').click();
+    assert.equal(await focused(), 'message:filler 117');
+    await alice.keyboard.press('End');
+    assert.equal(await focused(), 'message:filler 120');
+    await alice.keyboard.press('ArrowUp');
+    assert.equal(await focused(), 'message:filler 119');
+    await alice.keyboard.press('e');
+    const editor = alice.locator('#messages > li.msg textarea');
+    await waitFor(editor);
+    assert.equal(await editor.inputValue(), 'filler 119');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached', timeout: WAIT });
+    await alice.locator('#input').focus();
+    await alice.keyboard.press('Shift+Tab');
+    await alice.keyboard.press('Shift+Tab');
+    assert.equal(await focused(), 'message:filler 119');
+    await alice.keyboard.press('d');
+    await waitFor(alice.locator('#confirm-dialog'));
+    await alice.keyboard.press('Escape');
+    await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
+    assert.equal(await message(alice, 'filler 119').count(), 1);
+  });
+
   step('reconnects by itself after the server restarts, and recovers what it missed', async () => {
     const aliceToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
     const bobToken = await bob.evaluate(() => localStorage.getItem('confab.token'));

@@ -137,6 +137,7 @@
     outbox: [],
     tray: [],
     editing: null,
+    rovingId: null, // the message that is the timeline's one Tab stop
     typingRoom: null,
     typingSentAt: 0,
     typingIdleTimer: 0,
@@ -1077,8 +1078,10 @@
     const li = h('li', {
       class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}`,
       dataset: { id: m.id, seq: String(m.seq) },
-      // Focusable by a tap (not by Tab), which shows its actions on touch screens.
-      tabindex: mine || staff ? '-1' : null,
+      // The timeline is one Tab stop with a roving focus (see wireTimeline):
+      // one message takes Tab, the rest are reached with the arrow keys. A
+      // tap focuses a message too, which shows its actions on touch screens.
+      tabindex: m.id === S.rovingId ? '0' : '-1',
     });
     const head = h('div', { class: 'msg-head' },
       h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
@@ -1104,9 +1107,11 @@
       li.append(h('div', { class: 'attachments' }, m.attachments.map(renderAttachment)));
     }
     if (mine || staff) {
+      // Out of the Tab order: two stops per message made the timeline a long
+      // walk. The keys on a focused message do the same (see wireTimeline).
       li.append(h('div', { class: 'msg-actions' },
-        mine ? h('button', { type: 'button', class: 'link', onclick: () => startEdit(m) }, 'Edit') : null,
-        h('button', { type: 'button', class: 'link danger', onclick: () => confirmDelete(m) }, 'Delete')));
+        mine ? h('button', { type: 'button', class: 'link msg-edit', tabindex: '-1', 'aria-keyshortcuts': 'E Enter', onclick: () => startEdit(m) }, 'Edit') : null,
+        h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete')));
     }
     return li;
   }
@@ -1453,7 +1458,61 @@
     return false;
   }
 
+  // Keeps exactly one message in the Tab order: the one last focused while
+  // it is shown, otherwise the newest.
+  function ensureRoving() {
+    const list = $('messages');
+    const items = list.querySelectorAll(':scope > li.msg');
+    if (items.length === 0) return;
+    const byId = S.rovingId ? [...items].find((li) => li.dataset.id === S.rovingId) : null;
+    const cur = byId || items[items.length - 1];
+    for (const li of list.querySelectorAll(':scope > li.msg[tabindex="0"]')) {
+      if (li !== cur) li.tabIndex = -1;
+    }
+    cur.tabIndex = 0;
+  }
+
+  function wireTimeline() {
+    const list = $('messages');
+    new MutationObserver(ensureRoving).observe(list, { childList: true });
+    list.addEventListener('focusin', (ev) => {
+      const li = ev.target.closest('#messages > li.msg');
+      if (!li || !li.dataset.id) return;
+      S.rovingId = li.dataset.id;
+      ensureRoving();
+    });
+    list.addEventListener('keydown', (ev) => {
+      const li = ev.target;
+      // Keys typed in an open editor, or with a modifier, are not ours.
+      if (!(li instanceof HTMLElement) || !li.matches('#messages > li.msg')) return;
+      if (ev.altKey || ev.ctrlKey || ev.metaKey || ev.isComposing) return;
+      const items = [...list.querySelectorAll(':scope > li.msg')];
+      const i = items.indexOf(li);
+      const press = (sel) => {
+        const el = li.querySelector(sel);
+        if (el) el.click();
+        return Boolean(el);
+      };
+      let to = null;
+      let handled = true;
+      switch (ev.key) {
+        case 'ArrowUp': to = items[i - 1]; break;
+        case 'ArrowDown': to = items[i + 1]; break;
+        case 'Home': to = items[0]; break;
+        case 'End': to = items[items.length - 1]; break;
+        case 'Enter': handled = press('.msg-edit') || press('.thumb'); break;
+        case 'e': case 'E': handled = press('.msg-edit'); break;
+        case 'Delete': case 'd': case 'D': handled = press('.msg-delete'); break;
+        default: handled = false;
+      }
+      if (!handled) return;
+      ev.preventDefault();
+      if (to) to.focus();
+    });
+  }
+
   function wire() {
+    wireTimeline();
     $('login-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const kind = ev.submitter && ev.submitter.value === 'register' ? 'register' : 'login';
