@@ -45,7 +45,7 @@ fn an_80x24_terminal_shows_every_pane() {
         // chart title and event log
         "■ msg/s 1.5",
         "■ dlv/s 3.0",
-        "dave was kicked (spam)",
+        "audit: operator kick dave (spam)",
         // help bar
         "? help",
         "q quit",
@@ -444,7 +444,8 @@ fn answers_are_logged() {
     });
     press(&mut state, KeyCode::Tab);
     let screen = render(&state);
-    assert_shows(&screen, "kicked bob");
+    // A success is logged by its audit entry, not by a line of its own.
+    assert!(!state.log.iter().any(|l| l.text.contains("kicked bob")));
     assert_shows(&screen, "error: user not found (ban zed permanently)");
 }
 
@@ -498,7 +499,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
     press(&mut state, KeyCode::Tab); // events
     press(&mut state, KeyCode::Up);
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
+    assert_eq!(state.log[picked].text, "carol connected");
     let mut snap = sample_json();
     snap["events"] = Value::Array(
         (6..=(LOG_CAPACITY as u64 + 2))
@@ -510,7 +511,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
         result: Ok(snap),
         now_ms: NOW + 1_000,
     });
-    // Lines fell off the front; the selection is still dave's line.
+    // Lines fell off the front; the selection is still carol's line.
     assert!(
         state
             .log
@@ -518,7 +519,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
             .is_some_and(|l| l.text != "alice connected from 127.0.0.1")
     );
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
+    assert_eq!(state.log[picked].text, "carol connected");
     assert_shows(&render(&state), "paused (End follows)");
     press(&mut state, KeyCode::End);
     assert!(state.events.following());
@@ -956,4 +957,127 @@ async fn quitting_right_after_a_command_still_sends_it() {
 fn print_screen() {
     let state = sample_state(100, 30);
     println!("{}", render(&state).join("\n"));
+}
+
+/// The times of the log's lines, in the order shown.
+fn log_times(state: &State) -> Vec<i64> {
+    state.log.iter().map(|l| l.at).collect()
+}
+
+#[test]
+fn the_log_reads_in_time_order_when_a_backlog_arrives() {
+    // At attach the audit log's backlog is older than the live events.
+    let mut snap = sample_json();
+    snap["audit"] = json!([
+        {"seq": 1, "at": NOW - 3_599_500, "actor": "operator", "action": "user_add",
+         "target": "alice (admin)"},
+        {"seq": 2, "at": NOW - 100_000, "actor": "operator", "action": "room_create",
+         "target": "staff"}
+    ]);
+    let mut state = state_with(snap, false, 100, 40);
+    let times = log_times(&state);
+    assert!(times.is_sorted(), "{:?}", state.log);
+    assert_eq!(
+        state.log.front().map(|l| l.text.as_str()),
+        Some("audit: operator user_add alice (admin)")
+    );
+
+    // A later batch with older entries goes to its place too.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 6, "at": NOW + 1_000, "kind": "join", "text": "carol joined #random"}
+    ]);
+    snap["audit"] = json!([
+        {"seq": 3, "at": NOW - 50_000, "actor": "alice", "action": "room_retention",
+         "target": "general"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 2_000,
+    });
+    assert!(log_times(&state).is_sorted(), "{:?}", state.log);
+    assert_eq!(
+        state.log.back().map(|l| l.text.as_str()),
+        Some("carol joined #random")
+    );
+    let screen = render(&state);
+    let row = |needle: &str| {
+        screen
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not on screen:\n{}", screen.join("\n")))
+    };
+    assert!(row("carol connected") < row("room_retention general"));
+    assert!(row("room_retention general") < row("dave was kicked"));
+    assert!(row("dave was kicked") < row("carol joined #random"));
+}
+
+#[test]
+fn one_operator_action_makes_one_log_line() {
+    let mut state = sample_state(100, 30);
+    let before = state.log.len();
+    let kick = Request::Kick {
+        username: "bob".into(),
+        reason: None,
+    };
+    state.update(Action::Answer {
+        request: kick.clone(),
+        result: Ok(json!({})),
+        now_ms: NOW + 1_000,
+    });
+    // The server's event comes in one snapshot, its audit entry in the next.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 6, "at": NOW + 900, "kind": "kick", "text": "operator kicked bob (2 connections)"}
+    ]);
+    snap["audit"] = json!([]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 1_000,
+    });
+    let mut snap = sample_json();
+    snap["events"] = json!([]);
+    snap["audit"] = json!([
+        {"seq": 2, "at": NOW + 899, "actor": "operator", "action": "kick", "target": "bob"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 6 },
+        result: Ok(snap),
+        now_ms: NOW + 2_000,
+    });
+    let about_bob: Vec<&str> = state
+        .log
+        .iter()
+        .filter(|l| l.text.contains("bob") && l.text.contains("kick"))
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(about_bob, ["audit: operator kick bob"]);
+    assert_eq!(state.log.len(), before + 1);
+
+    // Event and entry in one snapshot: the same single line.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 7, "at": NOW + 3_000, "kind": "mute", "text": "operator muted carol"}
+    ]);
+    snap["audit"] = json!([
+        {"seq": 3, "at": NOW + 3_000, "actor": "operator", "action": "mute", "target": "carol"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 6 },
+        result: Ok(snap),
+        now_ms: NOW + 3_000,
+    });
+    let about_carol = state
+        .log
+        .iter()
+        .filter(|l| l.text.contains("muted carol") || l.text.contains("mute carol"))
+        .count();
+    assert_eq!(about_carol, 1, "{:?}", state.log);
+    // The sample's kick of dave shows once too.
+    assert_eq!(
+        state.log.iter().filter(|l| l.text.contains("dave")).count(),
+        1
+    );
 }
