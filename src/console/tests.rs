@@ -1081,3 +1081,55 @@ fn one_operator_action_makes_one_log_line() {
         1
     );
 }
+
+/// A snapshot whose traffic is steady but for one second `ago` seconds
+/// before the newest sample.
+fn traffic_with_spike(ago: usize) -> Value {
+    let points: Vec<Value> = (0..300)
+        .map(|i| {
+            let m = if 299 - i == ago { 900.0 } else { 3.0 };
+            json!({"t": NOW - (299 - i as i64) * 1000, "messages": m, "deliveries": m * 2.0})
+        })
+        .collect();
+    let mut snap = sample_json();
+    snap["throughput"] = Value::Array(points);
+    snap
+}
+
+/// The chart's y axis labels: the first column inside its border.
+fn chart_top_label(screen: &[String]) -> String {
+    let top = screen
+        .iter()
+        .position(|l| l.contains("■ msg/s"))
+        .expect("the chart on screen");
+    screen[top + 1]
+        .chars()
+        .skip(1)
+        .take_while(|c| *c != '│')
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_chart_scales_to_the_traffic_it_shows() {
+    // A spike that is no longer drawn does not set the scale.
+    let screen = render(&state_with(traffic_with_spike(200), false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "10", "{}", screen.join("\n"));
+    assert!(!contains(&screen, "-5m"));
+    // One that is drawn does.
+    let screen = render(&state_with(traffic_with_spike(5), false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "2000", "{}", screen.join("\n"));
+    // Wide enough for all five minutes, the old spike is on screen again.
+    let screen = render(&state_with(traffic_with_spike(200), false, 400, 40));
+    assert_shows(&screen, "-5m");
+    assert_eq!(chart_top_label(&screen), "2000");
+    // An idle server still gets a 0..1 axis.
+    let mut idle = traffic_with_spike(0);
+    for p in idle["throughput"].as_array_mut().into_iter().flatten() {
+        p["messages"] = json!(0.0);
+        p["deliveries"] = json!(0.0);
+    }
+    let screen = render(&state_with(idle, false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "1");
+}

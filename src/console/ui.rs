@@ -445,22 +445,34 @@ fn log_row(line: &LogLine) -> Row<'static> {
     ])
 }
 
+/// The seconds the chart shows: one per braille dot across its plot, so
+/// every second is drawn and the y axis scales to what is drawn, up to
+/// the five minutes the server keeps.
+fn chart_window(area: Rect) -> usize {
+    // Borders, the y labels and the axis line take about 8 columns.
+    let dots = usize::from(area.width.saturating_sub(8)) * 2;
+    dots.clamp(30, 300)
+}
+
 fn draw_chart(state: &State, frame: &mut Frame, area: Rect) {
-    const WINDOW: f64 = 300.0;
+    let window = chart_window(area);
     let s = &state.snapshot.server;
     let points = &state.snapshot.throughput;
     // The newest point is "now"; one point per second before it.
-    let n = points.len();
+    let shown = &points[points.len().saturating_sub(window)..];
+    let n = shown.len();
     let series = |f: fn(&super::snapshot::Point) -> f64| -> Vec<(f64, f64)> {
-        points
+        shown
             .iter()
             .enumerate()
             .map(|(i, p)| (i as f64 - (n as f64 - 1.0), f(p).max(0.0)))
-            .filter(|(x, _)| *x >= -WINDOW)
             .collect()
     };
     let messages = series(|p| p.messages);
     let deliveries = series(|p| p.deliveries);
+    // The top follows what is on screen: a spike that has scrolled off no
+    // longer flattens the rest. Never below 1/s, so an idle server's
+    // noise does not fill the chart.
     let top = messages
         .iter()
         .chain(&deliveries)
@@ -497,8 +509,8 @@ fn draw_chart(state: &State, frame: &mut Frame, area: Rect) {
         .legend_position(None)
         .x_axis(
             Axis::default()
-                .bounds([-WINDOW, 0.0])
-                .labels(["-5m", "now"])
+                .bounds([1.0 - window as f64, 0.0])
+                .labels([format!("-{}", short_duration(window as u64)), "now".into()])
                 .style(DIM),
         )
         .y_axis(
