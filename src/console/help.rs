@@ -17,9 +17,9 @@ const HELP_KEYS: [(&str, &str); 15] = [
     ("s / S", "sort by the next column / reverse the order"),
     ("k", "kick the selected user (asks first)"),
     ("b", "ban the selected user for good (asks; e edits)"),
-    ("m", "mute the selected user everywhere"),
-    ("u", "unban the selected user"),
-    ("B", "bans and mutes in force; u there lifts one"),
+    ("m", "mute the selected user everywhere (asks first)"),
+    ("u", "unban the selected user (asks first)"),
+    ("B", "bans and mutes in force; u there lifts one (asks)"),
     ("x", "close the selected room (asks first)"),
     (":", "command line; ↑ ↓ recall earlier commands"),
     ("?", "this help"),
@@ -71,7 +71,7 @@ pub fn help_text() -> Vec<Line<'static>> {
         DIM,
     ));
     lines.push(Line::styled(
-        "  Kick, ban, close and delete ask y/n first.",
+        "  Whatever changes a user, close and delete ask y/n first.",
         DIM,
     ));
     lines

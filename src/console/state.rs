@@ -147,6 +147,8 @@ pub struct Pending {
     pub request: Request,
     /// The same request as a command line, for `e` (edit before sending).
     pub command: String,
+    /// Asked from the bans and mutes view, which y or n returns to.
+    pub from_restrictions: bool,
 }
 
 #[derive(Debug)]
@@ -714,8 +716,12 @@ impl State {
             Mode::Filter => self.filter_key(action),
             Mode::Command { line, recall } => self.command_key(action, line, recall),
             Mode::Confirm(pending) => match action {
-                Action::Yes => self.send(pending.request),
+                Action::Yes => {
+                    self.back_from(&pending);
+                    self.send(pending.request)
+                }
                 Action::No | Action::Cancel => {
+                    self.back_from(&pending);
                     self.flash = Some(Flash {
                         text: "cancelled".into(),
                         error: false,
@@ -779,7 +785,10 @@ impl State {
                     return self.refuse("nothing to lift");
                 };
                 let request = r.lift();
-                return self.send(request);
+                self.confirm(request);
+                if let Mode::Confirm(p) = &mut self.mode {
+                    p.from_restrictions = true;
+                }
             }
             Action::Up
             | Action::Down
@@ -845,7 +854,7 @@ impl State {
             }
             Action::Mute => {
                 let name = self.target_user()?;
-                return self.send(Request::Mute {
+                self.confirm(Request::Mute {
                     username: name,
                     room: None,
                     reason: None,
@@ -854,7 +863,7 @@ impl State {
             }
             Action::Unban => {
                 let name = self.target_user()?;
-                return self.send(Request::Unban { username: name });
+                self.confirm(Request::Unban { username: name });
             }
             Action::Restrictions => return self.open_restrictions(),
             Action::CloseRoom => {
@@ -971,11 +980,12 @@ impl State {
                 None
             }
             Ok(Some(Command::Restrictions)) => self.open_restrictions(),
-            Ok(Some(Command::Send(request))) if is_destructive(&request) => {
+            Ok(Some(Command::Send(request))) if needs_confirmation(&request) => {
                 self.mode = Mode::Confirm(Pending {
                     question: question(&request),
                     request,
                     command: line,
+                    from_restrictions: false,
                 });
                 None
             }
@@ -1015,7 +1025,15 @@ impl State {
             question: question(&request),
             request,
             command,
+            from_restrictions: false,
         });
+    }
+
+    /// The mode a confirmation returns to once answered.
+    fn back_from(&mut self, pending: &Pending) {
+        if pending.from_restrictions {
+            self.mode = Mode::Restrictions;
+        }
     }
 
     /// The selected user's name for a key that acts on it, or why not.
@@ -1165,11 +1183,16 @@ fn compare_users(a: &UserRow, b: &UserRow, column: usize) -> Ordering {
     }
 }
 
-pub fn is_destructive(req: &Request) -> bool {
+/// Whether a request waits for y/n: everything that changes what a user
+/// may do, and what deletes.
+pub fn needs_confirmation(req: &Request) -> bool {
     matches!(
         req,
         Request::Kick { .. }
             | Request::Ban { .. }
+            | Request::Unban { .. }
+            | Request::Mute { .. }
+            | Request::Unmute { .. }
             | Request::RoomDelete { .. }
             | Request::DeleteMessage { .. }
     )
@@ -1285,6 +1308,21 @@ fn question(req: &Request) -> String {
         Request::DeleteMessage { id, reason } => {
             format!("Delete message {id}{}?", because(reason))
         }
+        Request::Mute {
+            username,
+            room,
+            reason,
+            duration_secs,
+        } => format!(
+            "Mute {username} {} {}{}? They can read but not post.",
+            where_(room),
+            for_how_long(*duration_secs),
+            because(reason)
+        ),
+        Request::Unban { username } => format!("Unban {username}? They can sign in again."),
+        Request::Unmute { username, room } => {
+            format!("Unmute {username} {}? They can post again.", where_(room))
+        }
         other => format!("{}?", summary(other)),
     }
 }
@@ -1294,6 +1332,15 @@ fn command_line(req: &Request) -> String {
     match req {
         Request::Kick { username, .. } => format!("kick {username} "),
         Request::Ban { username, .. } => format!("ban {username} "),
+        Request::Mute { username, room, .. } => match room {
+            Some(r) => format!("mute {username} #{r} "),
+            None => format!("mute {username} "),
+        },
+        Request::Unban { username } => format!("unban {username}"),
+        Request::Unmute { username, room } => match room {
+            Some(r) => format!("unmute {username} {r}"),
+            None => format!("unmute {username}"),
+        },
         Request::RoomDelete { room } => format!("close {room}"),
         Request::DeleteMessage { id, .. } => format!("delete {id} "),
         _ => String::new(),

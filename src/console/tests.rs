@@ -248,17 +248,50 @@ fn announce_goes_out_without_confirmation() {
 }
 
 #[test]
-fn m_mutes_everywhere_and_u_unbans_at_once() {
+fn every_action_on_a_user_asks_first() {
     let mut state = sample_state(80, 24);
     press(&mut state, KeyCode::End);
+    for (key, question) in [
+        ('k', "Kick carol?"),
+        ('b', "Ban carol permanently?"),
+        ('m', "Mute carol everywhere permanently?"),
+        ('u', "Unban carol?"),
+    ] {
+        assert!(
+            press(&mut state, KeyCode::Char(key)).is_none(),
+            "{key} sent at once"
+        );
+        assert!(matches!(state.mode, Mode::Confirm(_)), "{key}");
+        assert_shows(&render(&state), question);
+        // n sends nothing.
+        assert!(press(&mut state, KeyCode::Char('n')).is_none());
+        assert!(matches!(state.mode, Mode::Normal));
+    }
+    press(&mut state, KeyCode::Char('m'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('m')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Mute { username, room: None, .. })) if username == "carol"
     ));
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unban { username })) if username == "carol"
     ));
+    // The command line asks too.
+    for line in ["mute carol 10m", "unmute carol", "unban carol"] {
+        press(&mut state, KeyCode::Char(':'));
+        type_keys(&mut state, line);
+        assert!(press(&mut state, KeyCode::Enter).is_none(), "{line}");
+        assert!(matches!(state.mode, Mode::Confirm(_)), "{line}");
+        assert!(matches!(
+            press(&mut state, KeyCode::Char('y')),
+            Some(Effect::Send(_))
+        ));
+    }
+    // e turns a mute into its command, to add a room or a duration.
+    press(&mut state, KeyCode::Char('m'));
+    press(&mut state, KeyCode::Char('e'));
+    assert!(matches!(&state.mode, Mode::Command { line, .. } if line == "mute carol "));
 }
 
 #[test]
@@ -681,18 +714,29 @@ fn shift_b_lists_bans_and_mutes_and_u_lifts_the_selected_one() {
         assert_shows(&screen, needle);
     }
     // By user, a ban before mutes: bob's ban, bob's mute, carol, dave.
+    // Each lifting asks first, over the view, and returns to it.
+    assert!(press(&mut state, KeyCode::Char('u')).is_none());
+    let screen = render(&state);
+    assert_shows(&screen, "Unban bob? They can sign in again.");
+    assert_shows(&screen, "Bans & mutes");
+    assert!(press(&mut state, KeyCode::Char('n')).is_none());
+    assert!(matches!(state.mode, Mode::Restrictions));
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unban { username })) if username == "bob"
     ));
     press(&mut state, KeyCode::Down);
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unmute { username, room: None })) if username == "bob"
     ));
     press(&mut state, KeyCode::Down);
+    press(&mut state, KeyCode::Char('u'));
+    assert_shows(&render(&state), "Unmute carol in #general?");
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unmute { username, room: Some(room) }))
             if username == "carol" && room == "general"
     ));
@@ -924,7 +968,7 @@ async fn quitting_right_after_a_command_still_sends_it() {
         seen: Arc::default(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
-    for ev in keys(":unban bob\nq") {
+    for ev in keys(":unban bob\nyq") {
         let _ = tx.send(Ok(ev));
     }
     drop(tx);

@@ -40,11 +40,16 @@ pub fn draw(state: &State, frame: &mut Frame) {
     draw_events(state, frame, areas.events);
     draw_footer(state, frame, areas.footer);
     match &state.mode {
-        Mode::Confirm(p) => draw_confirm(
-            frame,
-            &p.question,
-            &[("y", "yes"), ("n", "no"), ("e", "edit as a command")],
-        ),
+        Mode::Confirm(p) => {
+            if p.from_restrictions {
+                draw_restrictions(state, frame);
+            }
+            draw_confirm(
+                frame,
+                &p.question,
+                &[("y", "yes"), ("n", "no"), ("e", "edit as a command")],
+            )
+        }
         Mode::ConfirmQuit => draw_confirm(
             frame,
             "Stop the server?",
