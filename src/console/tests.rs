@@ -1177,3 +1177,52 @@ fn the_chart_scales_to_the_traffic_it_shows() {
     let screen = render(&state_with(idle, false, 80, 24));
     assert_eq!(chart_top_label(&screen), "1");
 }
+
+#[test]
+fn at_80x24_the_bar_keeps_tab_and_the_help_ends_whole() {
+    for tabs in 0..3 {
+        let mut state = sample_state(80, 24);
+        for _ in 0..tabs {
+            press(&mut state, KeyCode::Tab);
+        }
+        let screen = render(&state);
+        assert!(
+            screen[23].contains("Tab pane"),
+            "pane {:?}: {}",
+            state.focus,
+            screen[23]
+        );
+    }
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Down);
+    assert_shows(&render(&state), " k kick ");
+
+    press(&mut state, KeyCode::Char('?'));
+    press(&mut state, KeyCode::End);
+    let screen = render(&state);
+    assert_shows(&screen, "#room.");
+    assert_shows(&screen, "ask y/n first.");
+}
+
+#[test]
+fn narrow_tables_drop_columns_before_names() {
+    let mut snap = sample_json();
+    snap["users"][0]["username"] = json!("bartholomew_long");
+    snap["rooms"][0]["name"] = json!("general-discussion");
+    let screen = render(&state_with(snap.clone(), false, 60, 30));
+    for needle in ["bartholomew_long", "#general-discussion", "carol", "moderator"] {
+        assert_shows(&screen, needle);
+    }
+    // The address went first.
+    assert!(!contains(&screen, "10.0.0.7:40112"));
+    assert!(!contains(&screen, "address"));
+    // Wide enough, every column is back.
+    let screen = render(&state_with(snap.clone(), false, 80, 30));
+    for needle in ["bartholomew_long", "10.0.0.7:40112", "address", "public"] {
+        assert_shows(&screen, needle);
+    }
+    // Very narrow, a name still shows whole.
+    let screen = render(&state_with(snap, false, 30, 30));
+    assert_shows(&screen, "bartholomew_long");
+    assert_shows(&screen, "#general-discussi");
+}

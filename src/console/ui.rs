@@ -17,7 +17,9 @@ use ratatui::widgets::{
 };
 
 use super::help::help_text;
-use super::layout::{centered, help_area, help_max_scroll, layout, restrictions_area};
+use super::layout::{
+    centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area,
+};
 use super::snapshot::{RoomRow, UserRow};
 use super::state::{
     Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
@@ -188,8 +190,14 @@ fn window_start(view: &TableView, height: usize) -> usize {
     start.min(view.rows.len().saturating_sub(height))
 }
 
-fn header_row(columns: &[Column], view: &TableView, numeric_from: usize) -> Row<'static> {
-    let cells = columns.iter().enumerate().map(|(i, c)| {
+fn header_row(
+    columns: &[Column],
+    view: &TableView,
+    numeric_from: usize,
+    shown: &[usize],
+) -> Row<'static> {
+    let cells = shown.iter().map(|&i| {
+        let c = &columns[i];
         let mut title = c.title.to_string();
         if i == view.sort {
             title.push(if view.descending { '↓' } else { '↑' });
@@ -203,6 +211,46 @@ fn header_row(columns: &[Column], view: &TableView, numeric_from: usize) -> Row<
     });
     Row::new(cells).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
 }
+
+/// The cells of the columns that fit, as a row.
+fn pick(cells: Vec<Cell<'static>>, shown: &[usize]) -> Row<'static> {
+    let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
+    Row::new(shown.iter().filter_map(|&i| cells.get_mut(i)?.take()))
+}
+
+/// The columns of a table that fit in `area`, and their widths.
+fn fitted(
+    area: Rect,
+    widths: &[u16],
+    drop_order: &[usize],
+    min_name: u16,
+) -> (Vec<usize>, Vec<Constraint>) {
+    // Borders and the selection mark.
+    let inside = area.width.saturating_sub(4);
+    let shown = fit_columns(inside, widths, drop_order, min_name);
+    let constraints = shown
+        .iter()
+        .map(|&i| {
+            if i == 0 {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(widths[i])
+            }
+        })
+        .collect();
+    (shown, constraints)
+}
+
+/// Rooms' fixed column widths (the name fills the rest), and which go
+/// first when the name would be squeezed: visibility and the time of the
+/// last message matter least, who is online most.
+const ROOM_WIDTHS: [u16; 6] = [0, 8, 8, 7, 7, 7];
+const ROOM_DROP: [usize; 5] = [1, 5, 2, 4, 3];
+/// Users' likewise: the address is wide and rarely needed at a glance.
+const USER_WIDTHS: [u16; 6] = [0, 10, 6, 6, 7, 21];
+const USER_DROP: [usize; 5] = [5, 3, 4, 2, 1];
+/// Fewer columns than this for a name and a column goes instead.
+const MIN_NAME: u16 = 16;
 
 fn right(s: String) -> Cell<'static> {
     Cell::from(Line::from(s).right_aligned())
@@ -308,15 +356,7 @@ fn draw_rooms(state: &State, frame: &mut Frame, area: Rect) {
         count(view.rows.len(), rooms.len(), "room", "rooms"),
     ];
     let block = pane_block(state, Pane::Rooms, title, view);
-    use Constraint::{Fill, Length};
-    let widths = [
-        Fill(1),
-        Length(8),
-        Length(8),
-        Length(7),
-        Length(7),
-        Length(7),
-    ];
+    let (shown, widths) = fitted(area, &ROOM_WIDTHS, &ROOM_DROP, MIN_NAME);
     let now = state.now_ms;
     draw_table(
         state,
@@ -324,14 +364,14 @@ fn draw_rooms(state: &State, frame: &mut Frame, area: Rect) {
         area,
         Pane::Rooms,
         block,
-        Some(header_row(&ROOM_COLUMNS, view, 2)),
+        Some(header_row(&ROOM_COLUMNS, view, 2, &shown)),
         &widths,
         "no rooms",
-        |i| rooms.get(i).map(|r| room_row(r, now)),
+        |i| rooms.get(i).map(|r| pick(room_cells(r, now), &shown)),
     );
 }
 
-fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
+fn room_cells(r: &RoomRow, now: i64) -> Vec<Cell<'static>> {
     let name = if r.kind == "dm" {
         Line::from(vec![Span::styled("dm ", DIM), Span::raw(clean(&r.name))])
     } else {
@@ -347,14 +387,14 @@ fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
     } else {
         DIM
     };
-    Row::new(vec![
+    vec![
         Cell::from(name),
         Cell::from(Span::styled(clean(&r.visibility), vis_style)),
         right(r.members.to_string()),
         Cell::from(Line::styled(r.online.to_string(), online_style).right_aligned()),
         right(rate(r.msgs_per_sec)),
         right(r.last_activity.map_or("-".into(), |t| ago(now, t))),
-    ])
+    ]
 }
 
 fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
@@ -365,15 +405,7 @@ fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
         count(view.rows.len(), users.len(), "user online", "users online"),
     ];
     let block = pane_block(state, Pane::Users, title, view);
-    use Constraint::{Fill, Length};
-    let widths = [
-        Fill(1),
-        Length(10),
-        Length(6),
-        Length(6),
-        Length(7),
-        Length(21),
-    ];
+    let (shown, widths) = fitted(area, &USER_WIDTHS, &USER_DROP, MIN_NAME);
     let now = state.now_ms;
     draw_table(
         state,
@@ -381,20 +413,20 @@ fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
         area,
         Pane::Users,
         block,
-        Some(header_row(&USER_COLUMNS, view, 2)),
+        Some(header_row(&USER_COLUMNS, view, 2, &shown)),
         &widths,
         "nobody is online",
-        |i| users.get(i).map(|u| user_row(u, now)),
+        |i| users.get(i).map(|u| pick(user_cells(u, now), &shown)),
     );
 }
 
-fn user_row(u: &UserRow, now: i64) -> Row<'static> {
+fn user_cells(u: &UserRow, now: i64) -> Vec<Cell<'static>> {
     let role_style = match u.role.as_str() {
         "admin" => Style::new().fg(Color::Red),
         "moderator" => Style::new().fg(Color::Yellow),
         _ => DIM,
     };
-    Row::new(vec![
+    vec![
         Cell::from(clean(&u.username)),
         Cell::from(Span::styled(clean(&u.role), role_style)),
         right(u.connections.to_string()),
@@ -405,7 +437,7 @@ fn user_row(u: &UserRow, now: i64) -> Row<'static> {
             "-".into()
         }),
         Cell::from(u.addr.as_deref().map_or_else(|| "-".into(), clean)),
-    ])
+    ]
 }
 
 fn draw_events(state: &State, frame: &mut Frame, area: Rect) {
@@ -568,19 +600,15 @@ fn draw_footer(state: &State, frame: &mut Frame, area: Rect) {
 /// The keys that matter in the focused pane, most important first, as
 /// many as fit.
 fn help_bar(focus: Pane, width: u16) -> Line<'static> {
-    let mut keys: Vec<(&str, &str)> = vec![("?", "help"), ("q", "quit")];
+    // Tab comes early: the user keys act only in the users pane, so
+    // without it the way there is missing from the bar.
+    let mut keys: Vec<(&str, &str)> = vec![("?", "help"), ("q", "quit"), ("Tab", "pane")];
     match focus {
         Pane::Users => keys.extend([("k", "kick"), ("b", "ban"), ("m", "mute"), ("u", "unban")]),
         Pane::Rooms => keys.push(("x", "close room")),
         Pane::Events => keys.push(("End", "follow")),
     }
-    keys.extend([
-        (":", "cmd"),
-        ("/", "filter"),
-        ("s", "sort"),
-        ("B", "bans"),
-        ("Tab", "pane"),
-    ]);
+    keys.extend([(":", "cmd"), ("/", "filter"), ("s", "sort"), ("B", "bans")]);
     keys_line(&keys, width)
 }
 
@@ -750,7 +778,9 @@ fn draw_help(frame: &mut Frame, scroll: u16) {
     let scroll = scroll.min(help_max_scroll(area));
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(help_text()).scroll((scroll, 0)).block(
+        Paragraph::new(help_text(popup.width.saturating_sub(2)))
+            .scroll((scroll, 0))
+            .block(
             Block::bordered()
                 .title(" Help · ↑↓ scroll · Esc closes ")
                 .border_style(Style::new().fg(FOCUS)),
