@@ -570,15 +570,17 @@ impl State {
         }
         // An echo already shown (its entry came in a later snapshot)
         // gives way to the entry.
-        self.log
-            .retain(|l| !fresh.iter().any(|a| echoes(l, a)));
+        self.log.retain(|l| !fresh.iter().any(|a| echoes(l, a)));
         let mut events = std::mem::take(&mut snap.events);
         events.sort_by_key(|e| e.seq);
         for e in events {
             if e.seq > self.events_after {
                 self.events_after = e.seq;
                 let line = self.new_line(e.at, e.kind, e.text);
-                let echo = fresh.iter().chain(self.log.iter()).any(|a| echoes(&line, a));
+                let echo = fresh
+                    .iter()
+                    .chain(self.log.iter())
+                    .any(|a| echoes(&line, a));
                 if !echo {
                     fresh.push(line);
                 }

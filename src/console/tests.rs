@@ -1210,7 +1210,12 @@ fn narrow_tables_drop_columns_before_names() {
     snap["users"][0]["username"] = json!("bartholomew_long");
     snap["rooms"][0]["name"] = json!("general-discussion");
     let screen = render(&state_with(snap.clone(), false, 60, 30));
-    for needle in ["bartholomew_long", "#general-discussion", "carol", "moderator"] {
+    for needle in [
+        "bartholomew_long",
+        "#general-discussion",
+        "carol",
+        "moderator",
+    ] {
         assert_shows(&screen, needle);
     }
     // The address went first.

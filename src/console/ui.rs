@@ -17,9 +17,7 @@ use ratatui::widgets::{
 };
 
 use super::help::help_text;
-use super::layout::{
-    centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area,
-};
+use super::layout::{centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area};
 use super::snapshot::{RoomRow, UserRow};
 use super::state::{
     Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
@@ -781,10 +779,10 @@ fn draw_help(frame: &mut Frame, scroll: u16) {
         Paragraph::new(help_text(popup.width.saturating_sub(2)))
             .scroll((scroll, 0))
             .block(
-            Block::bordered()
-                .title(" Help · ↑↓ scroll · Esc closes ")
-                .border_style(Style::new().fg(FOCUS)),
-        ),
+                Block::bordered()
+                    .title(" Help · ↑↓ scroll · Esc closes ")
+                    .border_style(Style::new().fg(FOCUS)),
+            ),
         popup,
     );
 }
