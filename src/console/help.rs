@@ -17,9 +17,9 @@ const HELP_KEYS: [(&str, &str); 15] = [
     ("s / S", "sort by the next column / reverse the order"),
     ("k", "kick the selected user (asks first)"),
     ("b", "ban the selected user for good (asks; e edits)"),
-    ("m", "mute the selected user everywhere"),
-    ("u", "unban the selected user"),
-    ("B", "bans and mutes in force; u there lifts one"),
+    ("m", "mute the selected user everywhere (asks first)"),
+    ("u", "unban the selected user (asks first)"),
+    ("B", "bans and mutes in force; u there lifts one (asks)"),
     ("x", "close the selected room (asks first)"),
     (":", "command line; ↑ ↓ recall earlier commands"),
     ("?", "this help"),
@@ -45,8 +45,15 @@ const HELP_COMMANDS: [(&str, &str); 10] = [
     ("quit", ""),
 ];
 
-/// The help overlay's lines; also how far it scrolls.
-pub fn help_text() -> Vec<Line<'static>> {
+/// What the help says below the tables, wrapped to the overlay's width.
+const HELP_NOTES: [&str; 2] = [
+    "DURATION: 30s 30m 2h 7d 2w, or sums like 1h30m. USER may be @user, ROOM #room.",
+    "Whatever changes a user, close and delete ask y/n first.",
+];
+
+/// The help overlay's lines for an inside `width` columns wide; also how
+/// far it scrolls. The notes wrap, so their ends are never cut off.
+pub fn help_text(width: u16) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled("Keys", Style::new().bold().underlined())];
     for (key, what) in HELP_KEYS {
         lines.push(Line::from(vec![
@@ -66,13 +73,31 @@ pub fn help_text() -> Vec<Line<'static>> {
         ]));
     }
     lines.push(Line::default());
-    lines.push(Line::styled(
-        "  DURATION: 30s 30m 2h 7d 2w, or sums like 1h30m. USER may be @user, ROOM #room.",
-        DIM,
-    ));
-    lines.push(Line::styled(
-        "  Kick, ban, close and delete ask y/n first.",
-        DIM,
-    ));
+    let width = usize::from(width.saturating_sub(2)).max(10);
+    for note in HELP_NOTES {
+        for line in wrap(note, width) {
+            lines.push(Line::styled(format!("  {line}"), DIM));
+        }
+    }
+    lines
+}
+
+/// Greedy word wrap to `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
     lines
 }

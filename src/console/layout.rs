@@ -74,6 +74,29 @@ pub fn help_area(area: Rect) -> Rect {
 
 /// How far the help scrolls before its last line reaches the bottom.
 pub fn help_max_scroll(area: Rect) -> u16 {
-    let inner = help_area(area).height.saturating_sub(2);
-    (super::help::help_text().len() as u16).saturating_sub(inner)
+    let popup = help_area(area);
+    let inner = popup.height.saturating_sub(2);
+    let lines = super::help::help_text(popup.width.saturating_sub(2)).len();
+    (lines as u16).saturating_sub(inner)
+}
+
+/// Which of a table's columns to draw in `width` columns (inside the
+/// borders and the selection mark). Column 0, the name, takes what is
+/// left; `widths` are the others' (index 0 unused). While the name would
+/// get fewer than `min_name` columns, columns go in `drop_order`: a table
+/// without an address is still useful, one without names is not.
+pub fn fit_columns(width: u16, widths: &[u16], drop_order: &[usize], min_name: u16) -> Vec<usize> {
+    let mut shown: Vec<usize> = (0..widths.len()).collect();
+    let name_width = |shown: &[usize]| {
+        // One column of space before each column after the name.
+        let others: u16 = shown.iter().skip(1).map(|&i| widths[i] + 1).sum();
+        width.saturating_sub(others)
+    };
+    for &drop in drop_order {
+        if name_width(&shown) >= min_name {
+            break;
+        }
+        shown.retain(|&i| i != drop);
+    }
+    shown
 }

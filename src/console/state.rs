@@ -147,6 +147,8 @@ pub struct Pending {
     pub request: Request,
     /// The same request as a command line, for `e` (edit before sending).
     pub command: String,
+    /// Asked from the bans and mutes view, which y or n returns to.
+    pub from_restrictions: bool,
 }
 
 #[derive(Debug)]
@@ -215,6 +217,9 @@ pub struct LogLine {
     /// console's own lines, ok, error or info.
     pub kind: String,
     pub text: String,
+    /// An audit entry's action and target, to recognise the server's
+    /// event for the same action.
+    pub audited: Option<(String, String)>,
 }
 
 /// A line for the bottom bar until the next key.
@@ -523,8 +528,13 @@ impl State {
                 true,
             ),
         };
-        self.push_log(if error { "error" } else { "ok" }, text.clone());
-        self.refresh_log();
+        // A success is logged by its audit entry, which the snapshot
+        // asked for below brings; a failure has no entry, so it is
+        // logged here.
+        if error {
+            self.push_log("error", text.clone());
+            self.refresh_log();
+        }
         self.flash = Some(Flash { text, error });
         // Show the effect of the command without waiting for the tick.
         self.request_snapshot()
@@ -539,18 +549,13 @@ impl State {
         if self.last_error.take().is_some() {
             self.push_log("info", "the server answers again".into());
         }
-        let mut events = std::mem::take(&mut snap.events);
-        events.sort_by_key(|e| e.seq);
-        for e in events {
-            if e.seq > self.events_after {
-                self.events_after = e.seq;
-                self.push_line(e.at, e.kind, e.text);
-            }
-        }
         // The audit log's latest entries join the event log, so every
-        // moderation and admin action, from anywhere, shows here.
+        // moderation and admin action, from anywhere, shows here. The
+        // server also reports most of those actions as events: the audit
+        // entry names who did it and why, so it is the one line kept.
         let mut audit = std::mem::take(&mut snap.audit);
         audit.sort_by_key(|a| a.seq);
+        let mut fresh: Vec<LogLine> = Vec::new();
         for a in audit {
             if a.seq > self.audit_after {
                 self.audit_after = a.seq;
@@ -558,8 +563,34 @@ impl State {
                 if let Some(r) = a.reason.filter(|r| !r.is_empty()) {
                     text.push_str(&format!(" ({r})"));
                 }
-                self.push_line(a.at, "audit".into(), text);
+                let mut line = self.new_line(a.at, "audit".into(), text);
+                line.audited = Some((a.action, a.target));
+                fresh.push(line);
             }
+        }
+        // An echo already shown (its entry came in a later snapshot)
+        // gives way to the entry.
+        self.log.retain(|l| !fresh.iter().any(|a| echoes(l, a)));
+        let mut events = std::mem::take(&mut snap.events);
+        events.sort_by_key(|e| e.seq);
+        for e in events {
+            if e.seq > self.events_after {
+                self.events_after = e.seq;
+                let line = self.new_line(e.at, e.kind, e.text);
+                let echo = fresh
+                    .iter()
+                    .chain(self.log.iter())
+                    .any(|a| echoes(&line, a));
+                if !echo {
+                    fresh.push(line);
+                }
+            }
+        }
+        // A backlog (the audit log at attach, a late batch) may be older
+        // than lines already shown: each line goes to its place in time.
+        fresh.sort_by_key(|l| l.at);
+        for line in fresh {
+            self.insert_line(line);
         }
         self.snapshot = snap;
         self.connected = true;
@@ -574,16 +605,36 @@ impl State {
     }
 
     fn push_line(&mut self, at: i64, kind: String, text: String) {
-        if self.log.len() >= LOG_CAPACITY {
-            self.log.pop_front();
-        }
-        self.log.push_back(LogLine {
-            id: self.next_log_id,
+        let line = self.new_line(at, kind, text);
+        self.insert_line(line);
+    }
+
+    fn new_line(&mut self, at: i64, kind: String, text: String) -> LogLine {
+        let id = self.next_log_id;
+        self.next_log_id += 1;
+        LogLine {
+            id,
             at,
             kind,
             text,
-        });
-        self.next_log_id += 1;
+            audited: None,
+        }
+    }
+
+    /// Adds `line` after every line at or before its time, so the log
+    /// reads in time order whatever order lines arrive in. A full ring
+    /// drops its oldest line, which may be the new one.
+    fn insert_line(&mut self, line: LogLine) {
+        let at = self.log.partition_point(|l| l.at <= line.at);
+        if self.log.len() >= LOG_CAPACITY {
+            if at == 0 {
+                return;
+            }
+            self.log.pop_front();
+            self.log.insert(at - 1, line);
+        } else {
+            self.log.insert(at, line);
+        }
     }
 
     fn refresh(&mut self, pane: Pane) {
@@ -667,8 +718,12 @@ impl State {
             Mode::Filter => self.filter_key(action),
             Mode::Command { line, recall } => self.command_key(action, line, recall),
             Mode::Confirm(pending) => match action {
-                Action::Yes => self.send(pending.request),
+                Action::Yes => {
+                    self.back_from(&pending);
+                    self.send(pending.request)
+                }
                 Action::No | Action::Cancel => {
+                    self.back_from(&pending);
                     self.flash = Some(Flash {
                         text: "cancelled".into(),
                         error: false,
@@ -732,7 +787,10 @@ impl State {
                     return self.refuse("nothing to lift");
                 };
                 let request = r.lift();
-                return self.send(request);
+                self.confirm(request);
+                if let Mode::Confirm(p) = &mut self.mode {
+                    p.from_restrictions = true;
+                }
             }
             Action::Up
             | Action::Down
@@ -798,7 +856,7 @@ impl State {
             }
             Action::Mute => {
                 let name = self.target_user()?;
-                return self.send(Request::Mute {
+                self.confirm(Request::Mute {
                     username: name,
                     room: None,
                     reason: None,
@@ -807,7 +865,7 @@ impl State {
             }
             Action::Unban => {
                 let name = self.target_user()?;
-                return self.send(Request::Unban { username: name });
+                self.confirm(Request::Unban { username: name });
             }
             Action::Restrictions => return self.open_restrictions(),
             Action::CloseRoom => {
@@ -924,11 +982,12 @@ impl State {
                 None
             }
             Ok(Some(Command::Restrictions)) => self.open_restrictions(),
-            Ok(Some(Command::Send(request))) if is_destructive(&request) => {
+            Ok(Some(Command::Send(request))) if needs_confirmation(&request) => {
                 self.mode = Mode::Confirm(Pending {
                     question: question(&request),
                     request,
                     command: line,
+                    from_restrictions: false,
                 });
                 None
             }
@@ -968,7 +1027,15 @@ impl State {
             question: question(&request),
             request,
             command,
+            from_restrictions: false,
         });
+    }
+
+    /// The mode a confirmation returns to once answered.
+    fn back_from(&mut self, pending: &Pending) {
+        if pending.from_restrictions {
+            self.mode = Mode::Restrictions;
+        }
     }
 
     /// The selected user's name for a key that acts on it, or why not.
@@ -1041,6 +1108,34 @@ impl State {
     }
 }
 
+/// How far apart an action's event and its audit entry may be stamped.
+const ECHO_WINDOW_MS: i64 = 5_000;
+
+/// Whether `event` is the server's event for the action `audit` records.
+fn echoes(event: &LogLine, audit: &LogLine) -> bool {
+    let Some((action, target)) = &audit.audited else {
+        return false;
+    };
+    if event.audited.is_some() {
+        return false;
+    }
+    let related = match event.kind.as_str() {
+        "kick" => action == "kick",
+        "ban" => action == "ban" || action == "unban",
+        "mute" => action == "mute" || action == "unmute",
+        "delete" => action == "delete_message",
+        "room" => action == "room_delete",
+        // The target is a room or "everyone", not in the event's text.
+        "announce" => return action == "announce" && near(event, audit),
+        _ => false,
+    };
+    related && near(event, audit) && event.text.contains(target.as_str())
+}
+
+fn near(a: &LogLine, b: &LogLine) -> bool {
+    a.at.abs_diff(b.at) <= ECHO_WINDOW_MS as u64
+}
+
 /// Where a movement key takes a selection in rows `0..=last`.
 fn step(sel: usize, last: usize, page: usize, action: &Action) -> usize {
     match action {
@@ -1090,11 +1185,16 @@ fn compare_users(a: &UserRow, b: &UserRow, column: usize) -> Ordering {
     }
 }
 
-pub fn is_destructive(req: &Request) -> bool {
+/// Whether a request waits for y/n: everything that changes what a user
+/// may do, and what deletes.
+pub fn needs_confirmation(req: &Request) -> bool {
     matches!(
         req,
         Request::Kick { .. }
             | Request::Ban { .. }
+            | Request::Unban { .. }
+            | Request::Mute { .. }
+            | Request::Unmute { .. }
             | Request::RoomDelete { .. }
             | Request::DeleteMessage { .. }
     )
@@ -1210,6 +1310,21 @@ fn question(req: &Request) -> String {
         Request::DeleteMessage { id, reason } => {
             format!("Delete message {id}{}?", because(reason))
         }
+        Request::Mute {
+            username,
+            room,
+            reason,
+            duration_secs,
+        } => format!(
+            "Mute {username} {} {}{}? They can read but not post.",
+            where_(room),
+            for_how_long(*duration_secs),
+            because(reason)
+        ),
+        Request::Unban { username } => format!("Unban {username}? They can sign in again."),
+        Request::Unmute { username, room } => {
+            format!("Unmute {username} {}? They can post again.", where_(room))
+        }
         other => format!("{}?", summary(other)),
     }
 }
@@ -1219,6 +1334,15 @@ fn command_line(req: &Request) -> String {
     match req {
         Request::Kick { username, .. } => format!("kick {username} "),
         Request::Ban { username, .. } => format!("ban {username} "),
+        Request::Mute { username, room, .. } => match room {
+            Some(r) => format!("mute {username} #{r} "),
+            None => format!("mute {username} "),
+        },
+        Request::Unban { username } => format!("unban {username}"),
+        Request::Unmute { username, room } => match room {
+            Some(r) => format!("unmute {username} {r}"),
+            None => format!("unmute {username}"),
+        },
         Request::RoomDelete { room } => format!("close {room}"),
         Request::DeleteMessage { id, .. } => format!("delete {id} "),
         _ => String::new(),

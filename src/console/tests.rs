@@ -45,7 +45,7 @@ fn an_80x24_terminal_shows_every_pane() {
         // chart title and event log
         "■ msg/s 1.5",
         "■ dlv/s 3.0",
-        "dave was kicked (spam)",
+        "audit: operator kick dave (spam)",
         // help bar
         "? help",
         "q quit",
@@ -248,17 +248,50 @@ fn announce_goes_out_without_confirmation() {
 }
 
 #[test]
-fn m_mutes_everywhere_and_u_unbans_at_once() {
+fn every_action_on_a_user_asks_first() {
     let mut state = sample_state(80, 24);
     press(&mut state, KeyCode::End);
+    for (key, question) in [
+        ('k', "Kick carol?"),
+        ('b', "Ban carol permanently?"),
+        ('m', "Mute carol everywhere permanently?"),
+        ('u', "Unban carol?"),
+    ] {
+        assert!(
+            press(&mut state, KeyCode::Char(key)).is_none(),
+            "{key} sent at once"
+        );
+        assert!(matches!(state.mode, Mode::Confirm(_)), "{key}");
+        assert_shows(&render(&state), question);
+        // n sends nothing.
+        assert!(press(&mut state, KeyCode::Char('n')).is_none());
+        assert!(matches!(state.mode, Mode::Normal));
+    }
+    press(&mut state, KeyCode::Char('m'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('m')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Mute { username, room: None, .. })) if username == "carol"
     ));
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unban { username })) if username == "carol"
     ));
+    // The command line asks too.
+    for line in ["mute carol 10m", "unmute carol", "unban carol"] {
+        press(&mut state, KeyCode::Char(':'));
+        type_keys(&mut state, line);
+        assert!(press(&mut state, KeyCode::Enter).is_none(), "{line}");
+        assert!(matches!(state.mode, Mode::Confirm(_)), "{line}");
+        assert!(matches!(
+            press(&mut state, KeyCode::Char('y')),
+            Some(Effect::Send(_))
+        ));
+    }
+    // e turns a mute into its command, to add a room or a duration.
+    press(&mut state, KeyCode::Char('m'));
+    press(&mut state, KeyCode::Char('e'));
+    assert!(matches!(&state.mode, Mode::Command { line, .. } if line == "mute carol "));
 }
 
 #[test]
@@ -444,7 +477,8 @@ fn answers_are_logged() {
     });
     press(&mut state, KeyCode::Tab);
     let screen = render(&state);
-    assert_shows(&screen, "kicked bob");
+    // A success is logged by its audit entry, not by a line of its own.
+    assert!(!state.log.iter().any(|l| l.text.contains("kicked bob")));
     assert_shows(&screen, "error: user not found (ban zed permanently)");
 }
 
@@ -498,7 +532,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
     press(&mut state, KeyCode::Tab); // events
     press(&mut state, KeyCode::Up);
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
+    assert_eq!(state.log[picked].text, "carol connected");
     let mut snap = sample_json();
     snap["events"] = Value::Array(
         (6..=(LOG_CAPACITY as u64 + 2))
@@ -510,7 +544,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
         result: Ok(snap),
         now_ms: NOW + 1_000,
     });
-    // Lines fell off the front; the selection is still dave's line.
+    // Lines fell off the front; the selection is still carol's line.
     assert!(
         state
             .log
@@ -518,7 +552,7 @@ fn a_paused_log_keeps_its_line_while_old_lines_drop() {
             .is_some_and(|l| l.text != "alice connected from 127.0.0.1")
     );
     let picked = state.events.rows[state.events.selected];
-    assert_eq!(state.log[picked].text, "dave was kicked (spam)");
+    assert_eq!(state.log[picked].text, "carol connected");
     assert_shows(&render(&state), "paused (End follows)");
     press(&mut state, KeyCode::End);
     assert!(state.events.following());
@@ -680,18 +714,29 @@ fn shift_b_lists_bans_and_mutes_and_u_lifts_the_selected_one() {
         assert_shows(&screen, needle);
     }
     // By user, a ban before mutes: bob's ban, bob's mute, carol, dave.
+    // Each lifting asks first, over the view, and returns to it.
+    assert!(press(&mut state, KeyCode::Char('u')).is_none());
+    let screen = render(&state);
+    assert_shows(&screen, "Unban bob? They can sign in again.");
+    assert_shows(&screen, "Bans & mutes");
+    assert!(press(&mut state, KeyCode::Char('n')).is_none());
+    assert!(matches!(state.mode, Mode::Restrictions));
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unban { username })) if username == "bob"
     ));
     press(&mut state, KeyCode::Down);
+    press(&mut state, KeyCode::Char('u'));
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unmute { username, room: None })) if username == "bob"
     ));
     press(&mut state, KeyCode::Down);
+    press(&mut state, KeyCode::Char('u'));
+    assert_shows(&render(&state), "Unmute carol in #general?");
     assert!(matches!(
-        press(&mut state, KeyCode::Char('u')),
+        press(&mut state, KeyCode::Char('y')),
         Some(Effect::Send(Request::Unmute { username, room: Some(room) }))
             if username == "carol" && room == "general"
     ));
@@ -923,7 +968,7 @@ async fn quitting_right_after_a_command_still_sends_it() {
         seen: Arc::default(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
-    for ev in keys(":unban bob\nq") {
+    for ev in keys(":unban bob\nyq") {
         let _ = tx.send(Ok(ev));
     }
     drop(tx);
@@ -956,4 +1001,233 @@ async fn quitting_right_after_a_command_still_sends_it() {
 fn print_screen() {
     let state = sample_state(100, 30);
     println!("{}", render(&state).join("\n"));
+}
+
+/// The times of the log's lines, in the order shown.
+fn log_times(state: &State) -> Vec<i64> {
+    state.log.iter().map(|l| l.at).collect()
+}
+
+#[test]
+fn the_log_reads_in_time_order_when_a_backlog_arrives() {
+    // At attach the audit log's backlog is older than the live events.
+    let mut snap = sample_json();
+    snap["audit"] = json!([
+        {"seq": 1, "at": NOW - 3_599_500, "actor": "operator", "action": "user_add",
+         "target": "alice (admin)"},
+        {"seq": 2, "at": NOW - 100_000, "actor": "operator", "action": "room_create",
+         "target": "staff"}
+    ]);
+    let mut state = state_with(snap, false, 100, 40);
+    let times = log_times(&state);
+    assert!(times.is_sorted(), "{:?}", state.log);
+    assert_eq!(
+        state.log.front().map(|l| l.text.as_str()),
+        Some("audit: operator user_add alice (admin)")
+    );
+
+    // A later batch with older entries goes to its place too.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 6, "at": NOW + 1_000, "kind": "join", "text": "carol joined #random"}
+    ]);
+    snap["audit"] = json!([
+        {"seq": 3, "at": NOW - 50_000, "actor": "alice", "action": "room_retention",
+         "target": "general"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 2_000,
+    });
+    assert!(log_times(&state).is_sorted(), "{:?}", state.log);
+    assert_eq!(
+        state.log.back().map(|l| l.text.as_str()),
+        Some("carol joined #random")
+    );
+    let screen = render(&state);
+    let row = |needle: &str| {
+        screen
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not on screen:\n{}", screen.join("\n")))
+    };
+    assert!(row("carol connected") < row("room_retention general"));
+    assert!(row("room_retention general") < row("dave was kicked"));
+    assert!(row("dave was kicked") < row("carol joined #random"));
+}
+
+#[test]
+fn one_operator_action_makes_one_log_line() {
+    let mut state = sample_state(100, 30);
+    let before = state.log.len();
+    let kick = Request::Kick {
+        username: "bob".into(),
+        reason: None,
+    };
+    state.update(Action::Answer {
+        request: kick.clone(),
+        result: Ok(json!({})),
+        now_ms: NOW + 1_000,
+    });
+    // The server's event comes in one snapshot, its audit entry in the next.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 6, "at": NOW + 900, "kind": "kick", "text": "operator kicked bob (2 connections)"}
+    ]);
+    snap["audit"] = json!([]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(snap),
+        now_ms: NOW + 1_000,
+    });
+    let mut snap = sample_json();
+    snap["events"] = json!([]);
+    snap["audit"] = json!([
+        {"seq": 2, "at": NOW + 899, "actor": "operator", "action": "kick", "target": "bob"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 6 },
+        result: Ok(snap),
+        now_ms: NOW + 2_000,
+    });
+    let about_bob: Vec<&str> = state
+        .log
+        .iter()
+        .filter(|l| l.text.contains("bob") && l.text.contains("kick"))
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(about_bob, ["audit: operator kick bob"]);
+    assert_eq!(state.log.len(), before + 1);
+
+    // Event and entry in one snapshot: the same single line.
+    let mut snap = sample_json();
+    snap["events"] = json!([
+        {"seq": 7, "at": NOW + 3_000, "kind": "mute", "text": "operator muted carol"}
+    ]);
+    snap["audit"] = json!([
+        {"seq": 3, "at": NOW + 3_000, "actor": "operator", "action": "mute", "target": "carol"}
+    ]);
+    state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 6 },
+        result: Ok(snap),
+        now_ms: NOW + 3_000,
+    });
+    let about_carol = state
+        .log
+        .iter()
+        .filter(|l| l.text.contains("muted carol") || l.text.contains("mute carol"))
+        .count();
+    assert_eq!(about_carol, 1, "{:?}", state.log);
+    // The sample's kick of dave shows once too.
+    assert_eq!(
+        state.log.iter().filter(|l| l.text.contains("dave")).count(),
+        1
+    );
+}
+
+/// A snapshot whose traffic is steady but for one second `ago` seconds
+/// before the newest sample.
+fn traffic_with_spike(ago: usize) -> Value {
+    let points: Vec<Value> = (0..300)
+        .map(|i| {
+            let m = if 299 - i == ago { 900.0 } else { 3.0 };
+            json!({"t": NOW - (299 - i as i64) * 1000, "messages": m, "deliveries": m * 2.0})
+        })
+        .collect();
+    let mut snap = sample_json();
+    snap["throughput"] = Value::Array(points);
+    snap
+}
+
+/// The chart's y axis labels: the first column inside its border.
+fn chart_top_label(screen: &[String]) -> String {
+    let top = screen
+        .iter()
+        .position(|l| l.contains("■ msg/s"))
+        .expect("the chart on screen");
+    screen[top + 1]
+        .chars()
+        .skip(1)
+        .take_while(|c| *c != '│')
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_chart_scales_to_the_traffic_it_shows() {
+    // A spike that is no longer drawn does not set the scale.
+    let screen = render(&state_with(traffic_with_spike(200), false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "10", "{}", screen.join("\n"));
+    assert!(!contains(&screen, "-5m"));
+    // One that is drawn does.
+    let screen = render(&state_with(traffic_with_spike(5), false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "2000", "{}", screen.join("\n"));
+    // Wide enough for all five minutes, the old spike is on screen again.
+    let screen = render(&state_with(traffic_with_spike(200), false, 400, 40));
+    assert_shows(&screen, "-5m");
+    assert_eq!(chart_top_label(&screen), "2000");
+    // An idle server still gets a 0..1 axis.
+    let mut idle = traffic_with_spike(0);
+    for p in idle["throughput"].as_array_mut().into_iter().flatten() {
+        p["messages"] = json!(0.0);
+        p["deliveries"] = json!(0.0);
+    }
+    let screen = render(&state_with(idle, false, 80, 24));
+    assert_eq!(chart_top_label(&screen), "1");
+}
+
+#[test]
+fn at_80x24_the_bar_keeps_tab_and_the_help_ends_whole() {
+    for tabs in 0..3 {
+        let mut state = sample_state(80, 24);
+        for _ in 0..tabs {
+            press(&mut state, KeyCode::Tab);
+        }
+        let screen = render(&state);
+        assert!(
+            screen[23].contains("Tab pane"),
+            "pane {:?}: {}",
+            state.focus,
+            screen[23]
+        );
+    }
+    let mut state = sample_state(80, 24);
+    press(&mut state, KeyCode::Down);
+    assert_shows(&render(&state), " k kick ");
+
+    press(&mut state, KeyCode::Char('?'));
+    press(&mut state, KeyCode::End);
+    let screen = render(&state);
+    assert_shows(&screen, "#room.");
+    assert_shows(&screen, "ask y/n first.");
+}
+
+#[test]
+fn narrow_tables_drop_columns_before_names() {
+    let mut snap = sample_json();
+    snap["users"][0]["username"] = json!("bartholomew_long");
+    snap["rooms"][0]["name"] = json!("general-discussion");
+    let screen = render(&state_with(snap.clone(), false, 60, 30));
+    for needle in [
+        "bartholomew_long",
+        "#general-discussion",
+        "carol",
+        "moderator",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    // The address went first.
+    assert!(!contains(&screen, "10.0.0.7:40112"));
+    assert!(!contains(&screen, "address"));
+    // Wide enough, every column is back.
+    let screen = render(&state_with(snap.clone(), false, 80, 30));
+    for needle in ["bartholomew_long", "10.0.0.7:40112", "address", "public"] {
+        assert_shows(&screen, needle);
+    }
+    // Very narrow, a name still shows whole.
+    let screen = render(&state_with(snap, false, 30, 30));
+    assert_shows(&screen, "bartholomew_long");
+    assert_shows(&screen, "#general-discussi");
 }

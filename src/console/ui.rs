@@ -17,7 +17,7 @@ use ratatui::widgets::{
 };
 
 use super::help::help_text;
-use super::layout::{centered, help_area, help_max_scroll, layout, restrictions_area};
+use super::layout::{centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area};
 use super::snapshot::{RoomRow, UserRow};
 use super::state::{
     Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
@@ -40,11 +40,16 @@ pub fn draw(state: &State, frame: &mut Frame) {
     draw_events(state, frame, areas.events);
     draw_footer(state, frame, areas.footer);
     match &state.mode {
-        Mode::Confirm(p) => draw_confirm(
-            frame,
-            &p.question,
-            &[("y", "yes"), ("n", "no"), ("e", "edit as a command")],
-        ),
+        Mode::Confirm(p) => {
+            if p.from_restrictions {
+                draw_restrictions(state, frame);
+            }
+            draw_confirm(
+                frame,
+                &p.question,
+                &[("y", "yes"), ("n", "no"), ("e", "edit as a command")],
+            )
+        }
         Mode::ConfirmQuit => draw_confirm(
             frame,
             "Stop the server?",
@@ -183,8 +188,14 @@ fn window_start(view: &TableView, height: usize) -> usize {
     start.min(view.rows.len().saturating_sub(height))
 }
 
-fn header_row(columns: &[Column], view: &TableView, numeric_from: usize) -> Row<'static> {
-    let cells = columns.iter().enumerate().map(|(i, c)| {
+fn header_row(
+    columns: &[Column],
+    view: &TableView,
+    numeric_from: usize,
+    shown: &[usize],
+) -> Row<'static> {
+    let cells = shown.iter().map(|&i| {
+        let c = &columns[i];
         let mut title = c.title.to_string();
         if i == view.sort {
             title.push(if view.descending { '↓' } else { '↑' });
@@ -198,6 +209,46 @@ fn header_row(columns: &[Column], view: &TableView, numeric_from: usize) -> Row<
     });
     Row::new(cells).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
 }
+
+/// The cells of the columns that fit, as a row.
+fn pick(cells: Vec<Cell<'static>>, shown: &[usize]) -> Row<'static> {
+    let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
+    Row::new(shown.iter().filter_map(|&i| cells.get_mut(i)?.take()))
+}
+
+/// The columns of a table that fit in `area`, and their widths.
+fn fitted(
+    area: Rect,
+    widths: &[u16],
+    drop_order: &[usize],
+    min_name: u16,
+) -> (Vec<usize>, Vec<Constraint>) {
+    // Borders and the selection mark.
+    let inside = area.width.saturating_sub(4);
+    let shown = fit_columns(inside, widths, drop_order, min_name);
+    let constraints = shown
+        .iter()
+        .map(|&i| {
+            if i == 0 {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(widths[i])
+            }
+        })
+        .collect();
+    (shown, constraints)
+}
+
+/// Rooms' fixed column widths (the name fills the rest), and which go
+/// first when the name would be squeezed: visibility and the time of the
+/// last message matter least, who is online most.
+const ROOM_WIDTHS: [u16; 6] = [0, 8, 8, 7, 7, 7];
+const ROOM_DROP: [usize; 5] = [1, 5, 2, 4, 3];
+/// Users' likewise: the address is wide and rarely needed at a glance.
+const USER_WIDTHS: [u16; 6] = [0, 10, 6, 6, 7, 21];
+const USER_DROP: [usize; 5] = [5, 3, 4, 2, 1];
+/// Fewer columns than this for a name and a column goes instead.
+const MIN_NAME: u16 = 16;
 
 fn right(s: String) -> Cell<'static> {
     Cell::from(Line::from(s).right_aligned())
@@ -303,15 +354,7 @@ fn draw_rooms(state: &State, frame: &mut Frame, area: Rect) {
         count(view.rows.len(), rooms.len(), "room", "rooms"),
     ];
     let block = pane_block(state, Pane::Rooms, title, view);
-    use Constraint::{Fill, Length};
-    let widths = [
-        Fill(1),
-        Length(8),
-        Length(8),
-        Length(7),
-        Length(7),
-        Length(7),
-    ];
+    let (shown, widths) = fitted(area, &ROOM_WIDTHS, &ROOM_DROP, MIN_NAME);
     let now = state.now_ms;
     draw_table(
         state,
@@ -319,14 +362,14 @@ fn draw_rooms(state: &State, frame: &mut Frame, area: Rect) {
         area,
         Pane::Rooms,
         block,
-        Some(header_row(&ROOM_COLUMNS, view, 2)),
+        Some(header_row(&ROOM_COLUMNS, view, 2, &shown)),
         &widths,
         "no rooms",
-        |i| rooms.get(i).map(|r| room_row(r, now)),
+        |i| rooms.get(i).map(|r| pick(room_cells(r, now), &shown)),
     );
 }
 
-fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
+fn room_cells(r: &RoomRow, now: i64) -> Vec<Cell<'static>> {
     let name = if r.kind == "dm" {
         Line::from(vec![Span::styled("dm ", DIM), Span::raw(clean(&r.name))])
     } else {
@@ -342,14 +385,14 @@ fn room_row(r: &RoomRow, now: i64) -> Row<'static> {
     } else {
         DIM
     };
-    Row::new(vec![
+    vec![
         Cell::from(name),
         Cell::from(Span::styled(clean(&r.visibility), vis_style)),
         right(r.members.to_string()),
         Cell::from(Line::styled(r.online.to_string(), online_style).right_aligned()),
         right(rate(r.msgs_per_sec)),
         right(r.last_activity.map_or("-".into(), |t| ago(now, t))),
-    ])
+    ]
 }
 
 fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
@@ -360,15 +403,7 @@ fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
         count(view.rows.len(), users.len(), "user online", "users online"),
     ];
     let block = pane_block(state, Pane::Users, title, view);
-    use Constraint::{Fill, Length};
-    let widths = [
-        Fill(1),
-        Length(10),
-        Length(6),
-        Length(6),
-        Length(7),
-        Length(21),
-    ];
+    let (shown, widths) = fitted(area, &USER_WIDTHS, &USER_DROP, MIN_NAME);
     let now = state.now_ms;
     draw_table(
         state,
@@ -376,20 +411,20 @@ fn draw_users(state: &State, frame: &mut Frame, area: Rect) {
         area,
         Pane::Users,
         block,
-        Some(header_row(&USER_COLUMNS, view, 2)),
+        Some(header_row(&USER_COLUMNS, view, 2, &shown)),
         &widths,
         "nobody is online",
-        |i| users.get(i).map(|u| user_row(u, now)),
+        |i| users.get(i).map(|u| pick(user_cells(u, now), &shown)),
     );
 }
 
-fn user_row(u: &UserRow, now: i64) -> Row<'static> {
+fn user_cells(u: &UserRow, now: i64) -> Vec<Cell<'static>> {
     let role_style = match u.role.as_str() {
         "admin" => Style::new().fg(Color::Red),
         "moderator" => Style::new().fg(Color::Yellow),
         _ => DIM,
     };
-    Row::new(vec![
+    vec![
         Cell::from(clean(&u.username)),
         Cell::from(Span::styled(clean(&u.role), role_style)),
         right(u.connections.to_string()),
@@ -400,7 +435,7 @@ fn user_row(u: &UserRow, now: i64) -> Row<'static> {
             "-".into()
         }),
         Cell::from(u.addr.as_deref().map_or_else(|| "-".into(), clean)),
-    ])
+    ]
 }
 
 fn draw_events(state: &State, frame: &mut Frame, area: Rect) {
@@ -445,22 +480,34 @@ fn log_row(line: &LogLine) -> Row<'static> {
     ])
 }
 
+/// The seconds the chart shows: one per braille dot across its plot, so
+/// every second is drawn and the y axis scales to what is drawn, up to
+/// the five minutes the server keeps.
+fn chart_window(area: Rect) -> usize {
+    // Borders, the y labels and the axis line take about 8 columns.
+    let dots = usize::from(area.width.saturating_sub(8)) * 2;
+    dots.clamp(30, 300)
+}
+
 fn draw_chart(state: &State, frame: &mut Frame, area: Rect) {
-    const WINDOW: f64 = 300.0;
+    let window = chart_window(area);
     let s = &state.snapshot.server;
     let points = &state.snapshot.throughput;
     // The newest point is "now"; one point per second before it.
-    let n = points.len();
+    let shown = &points[points.len().saturating_sub(window)..];
+    let n = shown.len();
     let series = |f: fn(&super::snapshot::Point) -> f64| -> Vec<(f64, f64)> {
-        points
+        shown
             .iter()
             .enumerate()
             .map(|(i, p)| (i as f64 - (n as f64 - 1.0), f(p).max(0.0)))
-            .filter(|(x, _)| *x >= -WINDOW)
             .collect()
     };
     let messages = series(|p| p.messages);
     let deliveries = series(|p| p.deliveries);
+    // The top follows what is on screen: a spike that has scrolled off no
+    // longer flattens the rest. Never below 1/s, so an idle server's
+    // noise does not fill the chart.
     let top = messages
         .iter()
         .chain(&deliveries)
@@ -497,8 +544,8 @@ fn draw_chart(state: &State, frame: &mut Frame, area: Rect) {
         .legend_position(None)
         .x_axis(
             Axis::default()
-                .bounds([-WINDOW, 0.0])
-                .labels(["-5m", "now"])
+                .bounds([1.0 - window as f64, 0.0])
+                .labels([format!("-{}", short_duration(window as u64)), "now".into()])
                 .style(DIM),
         )
         .y_axis(
@@ -551,19 +598,15 @@ fn draw_footer(state: &State, frame: &mut Frame, area: Rect) {
 /// The keys that matter in the focused pane, most important first, as
 /// many as fit.
 fn help_bar(focus: Pane, width: u16) -> Line<'static> {
-    let mut keys: Vec<(&str, &str)> = vec![("?", "help"), ("q", "quit")];
+    // Tab comes early: the user keys act only in the users pane, so
+    // without it the way there is missing from the bar.
+    let mut keys: Vec<(&str, &str)> = vec![("?", "help"), ("q", "quit"), ("Tab", "pane")];
     match focus {
         Pane::Users => keys.extend([("k", "kick"), ("b", "ban"), ("m", "mute"), ("u", "unban")]),
         Pane::Rooms => keys.push(("x", "close room")),
         Pane::Events => keys.push(("End", "follow")),
     }
-    keys.extend([
-        (":", "cmd"),
-        ("/", "filter"),
-        ("s", "sort"),
-        ("B", "bans"),
-        ("Tab", "pane"),
-    ]);
+    keys.extend([(":", "cmd"), ("/", "filter"), ("s", "sort"), ("B", "bans")]);
     keys_line(&keys, width)
 }
 
@@ -733,11 +776,13 @@ fn draw_help(frame: &mut Frame, scroll: u16) {
     let scroll = scroll.min(help_max_scroll(area));
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(help_text()).scroll((scroll, 0)).block(
-            Block::bordered()
-                .title(" Help · ↑↓ scroll · Esc closes ")
-                .border_style(Style::new().fg(FOCUS)),
-        ),
+        Paragraph::new(help_text(popup.width.saturating_sub(2)))
+            .scroll((scroll, 0))
+            .block(
+                Block::bordered()
+                    .title(" Help · ↑↓ scroll · Esc closes ")
+                    .border_style(Style::new().fg(FOCUS)),
+            ),
         popup,
     );
 }

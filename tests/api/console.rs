@@ -134,6 +134,8 @@ async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
     // Both lists are in before `u` is read: answers go first.
     assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
     keys.send(key(KeyCode::Char('u'))).unwrap();
+    // Lifting asks first, like every action on a user.
+    keys.send(key(KeyCode::Char('y'))).unwrap();
     assert!(wait_for(|r| matches!(r, Request::Unban { username } if username == "bob")).await);
     // The refresh after it reads the lists again; then the view is empty.
     assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
