@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
+import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -237,11 +238,35 @@ async function register(page, base, name) {
   await page.goto(base);
   await waitFor(page.locator('#login-form'));
   await shot(page, `login-${name}.png`);
+  await accessible(page, 'sign-in');
   await page.locator('#login-username').fill(name);
   await page.locator('#login-password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
   await connState(page, 'connected');
   assert.equal(await page.locator('#me-name').textContent(), name);
+}
+
+
+/**
+ * Runs axe on what the page shows now, in light and in dark mode, and fails
+ * on any serious or critical violation, naming the rule and the elements.
+ */
+async function accessible(page, screen) {
+  const problems = [];
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    // Colours change with a transition; axe must see the settled ones.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
+    const { violations } = await new AxeBuilder({ page }).analyze();
+    for (const v of violations) {
+      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
+      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
+      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  assert.deepEqual(problems, [], problems.join('\n'));
 }
 
 // ----------------------------------------------------------------- tests
@@ -308,12 +333,15 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await register(alice, base, 'alice');
     await register(bob, base, 'bob');
     await shot(bob, 'phone-empty.png');
+    await accessible(alice, 'chat, desktop, no conversation');
+    await accessible(bob, 'chat, phone, no conversation');
   });
 
   step('creates a room, which the other finds in the directory and joins', async () => {
     await alice.locator('#open-directory').click();
     await alice.locator('#new-room-name').fill('general');
     await alice.locator('#new-room-topic').fill('say hi');
+    await accessible(alice, 'rooms dialog');
     await alice.getByRole('button', { name: 'Create room', exact: true }).click();
     await waitFor(alice.locator('#room-name', { hasText: '#general' }));
     assert.equal(await alice.locator('#directory-dialog').isVisible(), false);
@@ -331,6 +359,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await openNav(bob);
     await waitFor(bob.locator('#online-list', { hasText: 'alice' }));
     await shot(bob, 'phone-nav.png');
+    await accessible(bob, 'chat, phone, drawer open');
     await bob.locator('#scrim').click({ position: { x: 370, y: 400 } });
   });
 
@@ -383,6 +412,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await waitFor(bob.locator('#dm-error', { hasText: 'There is no user named nobody_here.' }));
     assert.equal(await bob.locator('#dm-dialog').isVisible(), true);
     assert.equal(await bob.locator('#dm-list button.conv', { hasText: 'nobody_here' }).count(), 0);
+    await accessible(bob, 'direct message dialog, with an error');
     await bob.locator('#dm-username').fill('alice');
     await bob.locator('#dm-username').press('Enter');
     await waitFor(bob.locator('#room-name', { hasText: '@alice' }));
@@ -425,6 +455,8 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await waitFor(alice.locator('#typing', { hasText: 'bob is typing…' }));
     await shot(alice, 'desktop-chat.png');
     await shot(bob, 'phone-chat.png');
+    await accessible(alice, 'chat, desktop');
+    await accessible(bob, 'chat, phone, drawer closed');
     await bob.locator('#input').press('Enter');
     await waitFor(message(alice, 'nice colours'));
 
@@ -434,6 +466,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
       const img = document.getElementById('image-full');
       return img.complete && img.naturalWidth === 96 && /^\/uploads\/[^/]+$/.test(new URL(img.src).pathname);
     }, null, { timeout: WAIT });
+    await accessible(bob, 'image dialog');
     await bob.keyboard.press('Escape');
     await bob.locator('#image-dialog').waitFor({ state: 'hidden', timeout: WAIT });
   });
@@ -483,6 +516,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await target.hover();
     await target.getByRole('button', { name: 'Delete' }).click();
     await waitFor(alice.locator('#confirm-dialog'));
+    await accessible(alice, 'confirm dialog');
     await alice.keyboard.press('Escape');
     await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
     await target.hover();
@@ -561,6 +595,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     assert.equal(await focused(), 'message:filler 119');
     await alice.keyboard.press('d');
     await waitFor(alice.locator('#confirm-dialog'));
+    await accessible(alice, 'confirm dialog');
     await alice.keyboard.press('Escape');
     await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
     assert.equal(await message(alice, 'filler 119').count(), 1);
@@ -605,10 +640,12 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await cli('announce', 'Maintenance tonight at 22:00');
     await waitFor(alice.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
     await waitFor(bob.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
+    await accessible(alice, 'chat, desktop, announcement');
     await alice.locator('#banner-close').click();
 
     await cli('user', 'kick', 'bob', '--reason', 'cool off');
     await waitFor(bob.locator('#kicked-dialog', { hasText: 'cool off' }));
+    await accessible(bob, 'disconnected dialog');
     await connState(bob, 'offline');
     await bob.getByRole('button', { name: 'Reconnect' }).click();
     await connState(bob, 'connected');
