@@ -651,6 +651,55 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await connState(bob, 'connected');
   });
 
+  step('lays out a phone: announcements, a shrinking viewport and a failed message', async () => {
+    // An announcement takes the phone's width, not a column beside its title.
+    await cli('announce', 'The server moves to a new machine tonight; expect a minute of reconnecting.');
+    const text = bob.locator('#banner-text', { hasText: 'new machine tonight' });
+    await waitFor(text);
+    const width = (await text.boundingBox()).width;
+    assert.ok(width >= 0.8 * 390, `the announcement is ${width}px wide on a 390px phone`);
+    await bob.locator('#banner-close').click();
+
+    // An on-screen keyboard shrinks the viewport: the newest message stays
+    // in sight, with no gap under it.
+    await bob.setViewportSize({ width: 390, height: 844 });
+    await send(bob, 'the newest message');
+    await waitFor(message(bob, 'the newest message'));
+    await bob.evaluate(() => { const tl = document.getElementById('timeline'); tl.scrollTop = tl.scrollHeight; });
+    await bob.waitForFunction(() => {
+      const tl = document.getElementById('timeline');
+      return tl.scrollHeight - tl.scrollTop - tl.clientHeight < 2;
+    }, null, { timeout: WAIT });
+    await bob.setViewportSize({ width: 390, height: 500 });
+    const atBottom = () => bob.waitForFunction(() => {
+      const tl = document.getElementById('timeline');
+      const last = [...document.querySelectorAll('#messages > li, #pending > li')].pop();
+      const box = tl.getBoundingClientRect();
+      const msg = last.getBoundingClientRect();
+      return tl.clientHeight < 400 && tl.scrollHeight - tl.scrollTop - tl.clientHeight < 2
+        && msg.top >= box.top && msg.bottom <= box.bottom + 1;
+    }, null, { timeout: 3000 });
+    await atBottom();
+
+    // A message the server refuses shows Retry and Discard in sight, above
+    // the composer, not under it.
+    await send(bob, 'a bell \u0007 in the text');
+    const failed = bob.locator('#pending li.failed');
+    await waitFor(failed);
+    const discard = failed.getByRole('button', { name: 'Discard' });
+    await bob.waitForFunction(() => {
+      const row = document.querySelector('#pending li.failed .msg-actions');
+      const tl = document.getElementById('timeline').getBoundingClientRect();
+      const composer = document.getElementById('composer').getBoundingClientRect();
+      const r = row.getBoundingClientRect();
+      const hit = document.elementFromPoint(r.left + 10, r.top + r.height / 2);
+      return r.top >= tl.top && r.bottom <= tl.bottom + 1 && r.bottom <= composer.top + 1 && row.contains(hit);
+    }, null, { timeout: 3000 });
+    await discard.click();
+    await failed.waitFor({ state: 'detached', timeout: WAIT });
+    await bob.setViewportSize({ width: 390, height: 780 });
+  });
+
   step('ran without a script error or a policy violation', () => {
     assert.deepEqual(aliceSeen.errors, []);
     assert.deepEqual(bobSeen.errors, []);

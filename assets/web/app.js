@@ -1196,9 +1196,15 @@
     return tl.scrollHeight - tl.scrollTop - tl.clientHeight < 48;
   }
 
+  // Whether the timeline follows its newest line. Only scrolling changes
+  // it, so a timeline that shrinks (an on-screen keyboard) or whose last
+  // message grows (a Retry row, an image that loads) stays at the bottom.
+  let stickToBottom = true;
+
   function scrollToBottom() {
     const tl = $('timeline');
     tl.scrollTop = tl.scrollHeight;
+    stickToBottom = true;
     $('jump').hidden = true;
   }
 
@@ -1568,13 +1574,18 @@
 
     const tl = $('timeline');
     tl.addEventListener('scroll', () => {
-      if (atBottom()) {
+      stickToBottom = atBottom();
+      if (stickToBottom) {
         $('jump').hidden = true;
         maybeMarkRead();
       }
       checkLoadOlder();
     }, { passive: true });
     $('jump').addEventListener('click', () => { scrollToBottom(); maybeMarkRead(); input.focus(); });
+    // Scroll events run before resize observers in a frame, so the flag
+    // already says where the reader was before the size changed.
+    const follow = new ResizeObserver(() => { if (stickToBottom) tl.scrollTop = tl.scrollHeight; });
+    for (const el of [tl, $('messages'), $('pending')]) follow.observe(el);
 
     $('open-directory').addEventListener('click', openDirectory);
     $('empty-directory').addEventListener('click', openDirectory);
