@@ -700,6 +700,76 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await bob.setViewportSize({ width: 390, height: 780 });
   });
 
+  step('changes the password and stays signed in, then logs out everywhere', async () => {
+    const NEW_PASSWORD = 'a brand new battery staple';
+    const oldToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    await alice.locator('#me-name').click();
+    await waitFor(alice.locator('#account-dialog'));
+    await accessible(alice, 'account dialog');
+
+    // A wrong current password is said in plain words, and changes nothing.
+    await alice.locator('#current-password').fill('not my password');
+    await alice.locator('#new-password').fill(NEW_PASSWORD);
+    await alice.getByRole('button', { name: 'Change password' }).click();
+    await waitFor(alice.locator('#password-error', { hasText: 'The current password is wrong.' }));
+    await accessible(alice, 'account dialog, with an error');
+
+    await alice.locator('#current-password').fill(PASSWORD);
+    await alice.getByRole('button', { name: 'Change password' }).click();
+    await alice.locator('#account-dialog').waitFor({ state: 'hidden', timeout: WAIT });
+    await waitFor(alice.locator('#toasts .toast', { hasText: 'Your password is changed.' }));
+    const newToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    assert.ok(newToken && newToken !== oldToken, 'the new token is stored');
+    // The session goes on: the old connection ended, the new token connects.
+    await connState(alice, 'connected');
+    await send(alice, 'still here after a new password');
+    await waitFor(message(bob, 'still here after a new password'));
+    assert.equal(await alice.locator('#login').isVisible(), false);
+
+    // A second device signs in with the new password...
+    const other = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      // Records how the page's connections close, to see the server's 4001.
+      await other.addInitScript(() => {
+        const Native = window.WebSocket;
+        window.confabCloses = [];
+        window.WebSocket = class extends Native {
+          constructor(...args) {
+            super(...args);
+            this.addEventListener('close', (ev) => window.confabCloses.push(ev.code));
+          }
+        };
+      });
+      const second = await other.newPage();
+      await second.goto(base);
+      await waitFor(second.locator('#login-form'));
+      await second.locator('#login-username').fill('alice');
+      await second.locator('#login-password').fill(NEW_PASSWORD);
+      await second.getByRole('button', { name: 'Sign in' }).click();
+      await connState(second, 'connected');
+
+      // ...and "Log out everywhere" on the first ends both.
+      await alice.locator('#me-name').click();
+      await alice.getByRole('button', { name: 'Log out everywhere' }).click();
+      await waitFor(alice.locator('#login-form'));
+      await waitFor(alice.locator('#login-error', { hasText: 'You are signed out on every device.' }));
+      await waitFor(second.locator('#login-form'));
+      await waitFor(second.locator('#login-error', { hasText: 'Your session has ended.' }));
+      assert.deepEqual(await second.evaluate(() => window.confabCloses), [4001]);
+      assert.equal(await second.evaluate(() => localStorage.getItem('confab.token')), null);
+      const refused = await fetch(new URL('/api/me', base), { headers: { authorization: `Bearer ${newToken}` } });
+      assert.equal(refused.status, 401);
+    } finally {
+      await other.close();
+    }
+
+    // The new password signs in again.
+    await alice.locator('#login-username').fill('alice');
+    await alice.locator('#login-password').fill(NEW_PASSWORD);
+    await alice.getByRole('button', { name: 'Sign in' }).click();
+    await connState(alice, 'connected');
+  });
+
   step('ran without a script error or a policy violation', () => {
     assert.deepEqual(aliceSeen.errors, []);
     assert.deepEqual(bobSeen.errors, []);
