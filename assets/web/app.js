@@ -260,6 +260,7 @@
       return;
     }
     S.ws = ws;
+    S.wsToken = S.token;
     // The token goes in the first frame rather than the URL, so it never
     // shows up in access logs or proxies.
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', data: { token: S.token } }));
@@ -286,6 +287,7 @@
   function onClose(ws, ev) {
     if (ws !== S.ws) return;
     S.ws = null;
+    const tokenReplaced = S.wsToken !== S.token;
     clearInterval(S.pingTimer);
     for (const [, p] of S.pending) {
       clearTimeout(p.timer);
@@ -304,6 +306,12 @@
     if (ev.code === 4001 && S.changingPassword) {
       // The change ends this token too; the new one connects when the
       // answer arrives.
+      return;
+    }
+    if (ev.code === 4001 && tokenReplaced) {
+      // The answer came first: the connection ended with the old token.
+      S.attempt = 0;
+      connect();
       return;
     }
     if (ev.code === 4001) {
