@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
+import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -237,11 +238,35 @@ async function register(page, base, name) {
   await page.goto(base);
   await waitFor(page.locator('#login-form'));
   await shot(page, `login-${name}.png`);
+  await accessible(page, 'sign-in');
   await page.locator('#login-username').fill(name);
   await page.locator('#login-password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
   await connState(page, 'connected');
   assert.equal(await page.locator('#me-name').textContent(), name);
+}
+
+
+/**
+ * Runs axe on what the page shows now, in light and in dark mode, and fails
+ * on any serious or critical violation, naming the rule and the elements.
+ */
+async function accessible(page, screen) {
+  const problems = [];
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    // Colours change with a transition; axe must see the settled ones.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
+    const { violations } = await new AxeBuilder({ page }).analyze();
+    for (const v of violations) {
+      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
+      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
+      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  assert.deepEqual(problems, [], problems.join('\n'));
 }
 
 // ----------------------------------------------------------------- tests
@@ -308,12 +333,15 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await register(alice, base, 'alice');
     await register(bob, base, 'bob');
     await shot(bob, 'phone-empty.png');
+    await accessible(alice, 'chat, desktop, no conversation');
+    await accessible(bob, 'chat, phone, no conversation');
   });
 
   step('creates a room, which the other finds in the directory and joins', async () => {
     await alice.locator('#open-directory').click();
     await alice.locator('#new-room-name').fill('general');
     await alice.locator('#new-room-topic').fill('say hi');
+    await accessible(alice, 'rooms dialog');
     await alice.getByRole('button', { name: 'Create room', exact: true }).click();
     await waitFor(alice.locator('#room-name', { hasText: '#general' }));
     assert.equal(await alice.locator('#directory-dialog').isVisible(), false);
@@ -331,6 +359,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await openNav(bob);
     await waitFor(bob.locator('#online-list', { hasText: 'alice' }));
     await shot(bob, 'phone-nav.png');
+    await accessible(bob, 'chat, phone, drawer open');
     await bob.locator('#scrim').click({ position: { x: 370, y: 400 } });
   });
 
@@ -383,6 +412,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await waitFor(bob.locator('#dm-error', { hasText: 'There is no user named nobody_here.' }));
     assert.equal(await bob.locator('#dm-dialog').isVisible(), true);
     assert.equal(await bob.locator('#dm-list button.conv', { hasText: 'nobody_here' }).count(), 0);
+    await accessible(bob, 'direct message dialog, with an error');
     await bob.locator('#dm-username').fill('alice');
     await bob.locator('#dm-username').press('Enter');
     await waitFor(bob.locator('#room-name', { hasText: '@alice' }));
@@ -425,6 +455,8 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await waitFor(alice.locator('#typing', { hasText: 'bob is typing…' }));
     await shot(alice, 'desktop-chat.png');
     await shot(bob, 'phone-chat.png');
+    await accessible(alice, 'chat, desktop');
+    await accessible(bob, 'chat, phone, drawer closed');
     await bob.locator('#input').press('Enter');
     await waitFor(message(alice, 'nice colours'));
 
@@ -434,6 +466,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
       const img = document.getElementById('image-full');
       return img.complete && img.naturalWidth === 96 && /^\/uploads\/[^/]+$/.test(new URL(img.src).pathname);
     }, null, { timeout: WAIT });
+    await accessible(bob, 'image dialog');
     await bob.keyboard.press('Escape');
     await bob.locator('#image-dialog').waitFor({ state: 'hidden', timeout: WAIT });
   });
@@ -483,6 +516,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await target.hover();
     await target.getByRole('button', { name: 'Delete' }).click();
     await waitFor(alice.locator('#confirm-dialog'));
+    await accessible(alice, 'confirm dialog');
     await alice.keyboard.press('Escape');
     await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
     await target.hover();
@@ -561,6 +595,7 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     assert.equal(await focused(), 'message:filler 119');
     await alice.keyboard.press('d');
     await waitFor(alice.locator('#confirm-dialog'));
+    await accessible(alice, 'confirm dialog');
     await alice.keyboard.press('Escape');
     await alice.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
     assert.equal(await message(alice, 'filler 119').count(), 1);
@@ -605,13 +640,134 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await cli('announce', 'Maintenance tonight at 22:00');
     await waitFor(alice.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
     await waitFor(bob.locator('#banner', { hasText: 'Maintenance tonight at 22:00' }));
+    await accessible(alice, 'chat, desktop, announcement');
     await alice.locator('#banner-close').click();
 
     await cli('user', 'kick', 'bob', '--reason', 'cool off');
     await waitFor(bob.locator('#kicked-dialog', { hasText: 'cool off' }));
+    await accessible(bob, 'disconnected dialog');
     await connState(bob, 'offline');
     await bob.getByRole('button', { name: 'Reconnect' }).click();
     await connState(bob, 'connected');
+  });
+
+  step('lays out a phone: announcements, a shrinking viewport and a failed message', async () => {
+    // An announcement takes the phone's width, not a column beside its title.
+    await cli('announce', 'The server moves to a new machine tonight; expect a minute of reconnecting.');
+    const text = bob.locator('#banner-text', { hasText: 'new machine tonight' });
+    await waitFor(text);
+    const width = (await text.boundingBox()).width;
+    assert.ok(width >= 0.8 * 390, `the announcement is ${width}px wide on a 390px phone`);
+    await bob.locator('#banner-close').click();
+
+    // An on-screen keyboard shrinks the viewport: the newest message stays
+    // in sight, with no gap under it.
+    await bob.setViewportSize({ width: 390, height: 844 });
+    await send(bob, 'the newest message');
+    await waitFor(message(bob, 'the newest message'));
+    await bob.evaluate(() => { const tl = document.getElementById('timeline'); tl.scrollTop = tl.scrollHeight; });
+    await bob.waitForFunction(() => {
+      const tl = document.getElementById('timeline');
+      return tl.scrollHeight - tl.scrollTop - tl.clientHeight < 2;
+    }, null, { timeout: WAIT });
+    await bob.setViewportSize({ width: 390, height: 500 });
+    const atBottom = () => bob.waitForFunction(() => {
+      const tl = document.getElementById('timeline');
+      const last = [...document.querySelectorAll('#messages > li, #pending > li')].pop();
+      const box = tl.getBoundingClientRect();
+      const msg = last.getBoundingClientRect();
+      return tl.clientHeight < 400 && tl.scrollHeight - tl.scrollTop - tl.clientHeight < 2
+        && msg.top >= box.top && msg.bottom <= box.bottom + 1;
+    }, null, { timeout: 3000 });
+    await atBottom();
+
+    // A message the server refuses shows Retry and Discard in sight, above
+    // the composer, not under it.
+    await send(bob, 'a bell \u0007 in the text');
+    const failed = bob.locator('#pending li.failed');
+    await waitFor(failed);
+    const discard = failed.getByRole('button', { name: 'Discard' });
+    await bob.waitForFunction(() => {
+      const row = document.querySelector('#pending li.failed .msg-actions');
+      const tl = document.getElementById('timeline').getBoundingClientRect();
+      const composer = document.getElementById('composer').getBoundingClientRect();
+      const r = row.getBoundingClientRect();
+      const hit = document.elementFromPoint(r.left + 10, r.top + r.height / 2);
+      return r.top >= tl.top && r.bottom <= tl.bottom + 1 && r.bottom <= composer.top + 1 && row.contains(hit);
+    }, null, { timeout: 3000 });
+    await discard.click();
+    await failed.waitFor({ state: 'detached', timeout: WAIT });
+    await bob.setViewportSize({ width: 390, height: 780 });
+  });
+
+  step('changes the password and stays signed in, then logs out everywhere', async () => {
+    const NEW_PASSWORD = 'a brand new battery staple';
+    const oldToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    await alice.locator('#me-name').click();
+    await waitFor(alice.locator('#account-dialog'));
+    await accessible(alice, 'account dialog');
+
+    // A wrong current password is said in plain words, and changes nothing.
+    await alice.locator('#current-password').fill('not my password');
+    await alice.locator('#new-password').fill(NEW_PASSWORD);
+    await alice.getByRole('button', { name: 'Change password' }).click();
+    await waitFor(alice.locator('#password-error', { hasText: 'The current password is wrong.' }));
+    await accessible(alice, 'account dialog, with an error');
+
+    await alice.locator('#current-password').fill(PASSWORD);
+    await alice.getByRole('button', { name: 'Change password' }).click();
+    await alice.locator('#account-dialog').waitFor({ state: 'hidden', timeout: WAIT });
+    await waitFor(alice.locator('#toasts .toast', { hasText: 'Your password is changed.' }));
+    const newToken = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    assert.ok(newToken && newToken !== oldToken, 'the new token is stored');
+    // The session goes on: the old connection ended, the new token connects.
+    await connState(alice, 'connected');
+    await send(alice, 'still here after a new password');
+    await waitFor(message(bob, 'still here after a new password'));
+    assert.equal(await alice.locator('#login').isVisible(), false);
+
+    // A second device signs in with the new password...
+    const other = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      // Records how the page's connections close, to see the server's 4001.
+      await other.addInitScript(() => {
+        const Native = window.WebSocket;
+        window.confabCloses = [];
+        window.WebSocket = class extends Native {
+          constructor(...args) {
+            super(...args);
+            this.addEventListener('close', (ev) => window.confabCloses.push(ev.code));
+          }
+        };
+      });
+      const second = await other.newPage();
+      await second.goto(base);
+      await waitFor(second.locator('#login-form'));
+      await second.locator('#login-username').fill('alice');
+      await second.locator('#login-password').fill(NEW_PASSWORD);
+      await second.getByRole('button', { name: 'Sign in' }).click();
+      await connState(second, 'connected');
+
+      // ...and "Log out everywhere" on the first ends both.
+      await alice.locator('#me-name').click();
+      await alice.getByRole('button', { name: 'Log out everywhere' }).click();
+      await waitFor(alice.locator('#login-form'));
+      await waitFor(alice.locator('#login-error', { hasText: 'You are signed out on every device.' }));
+      await waitFor(second.locator('#login-form'));
+      await waitFor(second.locator('#login-error', { hasText: 'Your session has ended.' }));
+      assert.deepEqual(await second.evaluate(() => window.confabCloses), [4001]);
+      assert.equal(await second.evaluate(() => localStorage.getItem('confab.token')), null);
+      const refused = await fetch(new URL('/api/me', base), { headers: { authorization: `Bearer ${newToken}` } });
+      assert.equal(refused.status, 401);
+    } finally {
+      await other.close();
+    }
+
+    // The new password signs in again.
+    await alice.locator('#login-username').fill('alice');
+    await alice.locator('#login-password').fill(NEW_PASSWORD);
+    await alice.getByRole('button', { name: 'Sign in' }).click();
+    await connState(alice, 'connected');
   });
 
   step('ran without a script error or a policy violation', () => {

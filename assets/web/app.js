@@ -260,6 +260,7 @@
       return;
     }
     S.ws = ws;
+    S.wsToken = S.token;
     // The token goes in the first frame rather than the URL, so it never
     // shows up in access logs or proxies.
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', data: { token: S.token } }));
@@ -286,6 +287,7 @@
   function onClose(ws, ev) {
     if (ws !== S.ws) return;
     S.ws = null;
+    const tokenReplaced = S.wsToken !== S.token;
     clearInterval(S.pingTimer);
     for (const [, p] of S.pending) {
       clearTimeout(p.timer);
@@ -301,6 +303,17 @@
     for (const e of S.outbox) if (e.state === 'sending') e.state = 'queued';
     renderPending();
     if (S.signingOut) return;
+    if (ev.code === 4001 && S.changingPassword) {
+      // The change ends this token too; the new one connects when the
+      // answer arrives.
+      return;
+    }
+    if (ev.code === 4001 && tokenReplaced) {
+      // The answer came first: the connection ended with the old token.
+      S.attempt = 0;
+      connect();
+      return;
+    }
     if (ev.code === 4001) {
       signOut('Your session has ended. Please sign in again.');
       return;
@@ -1196,9 +1209,15 @@
     return tl.scrollHeight - tl.scrollTop - tl.clientHeight < 48;
   }
 
+  // Whether the timeline follows its newest line. Only scrolling changes
+  // it, so a timeline that shrinks (an on-screen keyboard) or whose last
+  // message grows (a Retry row, an image that loads) stays at the bottom.
+  let stickToBottom = true;
+
   function scrollToBottom() {
     const tl = $('timeline');
     tl.scrollTop = tl.scrollHeight;
+    stickToBottom = true;
     $('jump').hidden = true;
   }
 
@@ -1437,6 +1456,73 @@
     showLogin(message);
   }
 
+  // -------------------------------------------------------------- account
+
+  function openAccount() {
+    $('password-form').reset();
+    $('account-username').value = S.me ? S.me.username : '';
+    $('password-error').textContent = '';
+    $('everywhere-error').textContent = '';
+    $('account-dialog').showModal();
+    $('current-password').focus();
+  }
+
+  function accountError(e) {
+    switch (e.code) {
+      case 'forbidden': return 'The current password is wrong.';
+      case 'rate_limited': return 'Too many attempts. Wait a minute, then try again.';
+      case 'network': return 'The server cannot be reached. Try again when the connection is back.';
+      case 'bad_request': return `That new password cannot be used: ${String(e.message || '').replace(/^new_password: /, '')}.`;
+      default: return `That did not work (${e.message || e.code}).`;
+    }
+  }
+
+  async function changePassword() {
+    const err = $('password-error');
+    const current = $('current-password').value;
+    const next = $('new-password').value;
+    if (!current) { err.textContent = 'Type your current password.'; return; }
+    if (next.length < 8) { err.textContent = 'The new password must be at least 8 characters.'; return; }
+    if (next === current) { err.textContent = 'The new password is the same as the current one.'; return; }
+    err.textContent = 'Changing your password…';
+    S.changingPassword = true;
+    try {
+      const body = await api('POST', '/api/me/password', { current_password: current, new_password: next });
+      S.token = body.token;
+      storage.set(TOKEN_KEY, body.token);
+      if (body.user) {
+        S.me = body.user;
+        storage.set(USER_KEY, JSON.stringify(body.user));
+      }
+      $('account-dialog').close();
+      toast('Your password is changed. Other devices are signed out.');
+    } catch (e) {
+      err.textContent = accountError(e);
+    } finally {
+      S.changingPassword = false;
+      // The old connection may already be gone; come back with the token
+      // there is now (a refused one signs out as usual).
+      if (S.token && !S.ws) { S.attempt = 0; connect(); }
+    }
+  }
+
+  async function logoutEverywhere() {
+    const err = $('everywhere-error');
+    err.textContent = '';
+    // The server closes this page's connection too; that is expected here.
+    S.signingOut = true;
+    try {
+      await api('POST', '/api/auth/logout', { everywhere: true });
+    } catch (e) {
+      S.signingOut = false;
+      if (!S.token) return;
+      err.textContent = accountError(e);
+      if (!S.ws) { S.attempt = 0; connect(); }
+      return;
+    }
+    signOut('You are signed out on every device.');
+  }
+
   // --------------------------------------------------------------- wiring
 
   function autosize() {
@@ -1568,13 +1654,18 @@
 
     const tl = $('timeline');
     tl.addEventListener('scroll', () => {
-      if (atBottom()) {
+      stickToBottom = atBottom();
+      if (stickToBottom) {
         $('jump').hidden = true;
         maybeMarkRead();
       }
       checkLoadOlder();
     }, { passive: true });
     $('jump').addEventListener('click', () => { scrollToBottom(); maybeMarkRead(); input.focus(); });
+    // Scroll events run before resize observers in a frame, so the flag
+    // already says where the reader was before the size changed.
+    const follow = new ResizeObserver(() => { if (stickToBottom) tl.scrollTop = tl.scrollHeight; });
+    for (const el of [tl, $('messages'), $('pending')]) follow.observe(el);
 
     $('open-directory').addEventListener('click', openDirectory);
     $('empty-directory').addEventListener('click', openDirectory);
@@ -1650,6 +1741,9 @@
 
     $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
     $('logout').addEventListener('click', () => signOut());
+    $('me-name').addEventListener('click', openAccount);
+    $('password-form').addEventListener('submit', (ev) => { ev.preventDefault(); changePassword(); });
+    $('logout-everywhere').addEventListener('click', logoutEverywhere);
     $('kicked-logout').addEventListener('click', () => signOut());
     $('kicked-reconnect').addEventListener('click', () => {
       $('kicked-dialog').close();
