@@ -768,6 +768,19 @@ describe('the built-in web client', { timeout: 180_000 }, () => {
     await alice.locator('#login-password').fill(NEW_PASSWORD);
     await alice.getByRole('button', { name: 'Sign in' }).click();
     await connState(alice, 'connected');
+
+    // A plain "Sign out" ends this token on the server too.
+    const signedIn = await alice.evaluate(() => localStorage.getItem('confab.token'));
+    const loggedOut = alice.waitForResponse((r) => r.url().endsWith('/api/auth/logout'));
+    await alice.locator('#logout').click();
+    assert.equal((await loggedOut).status(), 204);
+    await waitFor(alice.locator('#login-form'));
+    const ended = await fetch(new URL('/api/me', base), { headers: { authorization: `Bearer ${signedIn}` } });
+    assert.equal(ended.status, 401);
+    await alice.locator('#login-username').fill('alice');
+    await alice.locator('#login-password').fill(NEW_PASSWORD);
+    await alice.getByRole('button', { name: 'Sign in' }).click();
+    await connState(alice, 'connected');
   });
 
   step('ran without a script error or a policy violation', () => {

@@ -1506,6 +1506,20 @@
     }
   }
 
+  /** "Sign out" ends the token on the server too, not only in this page:
+   *  a copy of it left anywhere stops working. */
+  function logOut() {
+    const token = S.token;
+    if (token) {
+      fetch('/api/auth/logout', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+        keepalive: true,
+      }).catch(() => {});
+    }
+    signOut();
+  }
+
   async function logoutEverywhere() {
     const err = $('everywhere-error');
     err.textContent = '';
@@ -1740,7 +1754,7 @@
     });
 
     $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
-    $('logout').addEventListener('click', () => signOut());
+    $('logout').addEventListener('click', () => logOut());
     $('me-name').addEventListener('click', openAccount);
     $('password-form').addEventListener('submit', (ev) => { ev.preventDefault(); changePassword(); });
     $('logout-everywhere').addEventListener('click', logoutEverywhere);
