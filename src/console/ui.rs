@@ -794,10 +794,9 @@ fn draw_room(state: &State, frame: &mut Frame) {
             Style::new().fg(FOCUS).bold(),
         ),
         Span::raw(format!(
-            " · {} {}{} ",
+            " · {}{shown} {} ",
             if room.has_more { "latest " } else { "" },
-            shown,
-            if shown == 1 { " message" } else { " messages" },
+            if shown == 1 { "message" } else { "messages" },
         )),
     ];
     if let Some(e) = &room.error {
@@ -843,7 +842,11 @@ fn message_row(m: &MessageRow) -> Row<'static> {
     let text = if m.deleted {
         Span::styled("(deleted)", DIM.italic())
     } else {
-        let edited = if m.edited_at.is_some() { " (edited)" } else { "" };
+        let edited = if m.edited_at.is_some() {
+            " (edited)"
+        } else {
+            ""
+        };
         Span::raw(format!("{}{edited}", clean(&m.text)))
     };
     Row::new(vec![
