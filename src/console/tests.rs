@@ -1047,6 +1047,12 @@ fn enter_outside_the_rooms_pane_or_a_failed_read_is_explained() {
     assert_shows(&screen, "✗ room not found");
     assert!(press(&mut state, KeyCode::Char('d')).is_none());
     assert_shows(&render(&state), "no message selected");
+    // At 80 columns the text keeps its room and the ids give way.
+    let mut narrow = sample_state(80, 24);
+    open_general(&mut narrow);
+    let screen = render(&narrow);
+    assert_shows(&screen, "spam spam spam spam spam spam spam spam");
+    assert!(!contains(&screen, "01JCCCC"), "{}", screen.join("\n"));
     // Any size draws.
     for (w, h) in [(0, 0), (1, 1), (20, 6), (300, 90)] {
         let mut s = sample_state(w, h);

@@ -814,12 +814,19 @@ fn draw_room(state: &State, frame: &mut Frame) {
         .title(Line::from(title))
         .title_bottom(Line::from(position).right_aligned())
         .border_style(Style::new().fg(FOCUS));
-    let header = Row::new(["time", "author", "message", "id"])
-        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    // The id comes last: it is what `:delete` takes, but `d` needs no
+    // id, so on a narrow screen it gives way to the text.
+    let inner = area.width.saturating_sub(4);
+    let with_id = fit_columns(inner, &[0, 8, 16, ID_WIDTH], &[3], 30).contains(&3);
+    let mut titles = vec!["time", "author", "message"];
     use Constraint::{Fill, Length};
-    // The id comes last: it is what `:delete` takes, and the first to go
-    // off a narrow screen.
-    let widths = [Length(8), Length(16), Fill(1), Length(26)];
+    let mut widths = vec![Length(8), Length(16), Fill(1)];
+    if with_id {
+        titles.push("id");
+        widths.push(Length(ID_WIDTH));
+    }
+    let header =
+        Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let empty = if !room.loaded && room.error.is_none() {
         "reading…"
     } else {
@@ -834,11 +841,14 @@ fn draw_room(state: &State, frame: &mut Frame) {
         empty,
     };
     draw_view(state, frame, area, table, |i| {
-        room.messages.get(i).map(message_row)
+        room.messages.get(i).map(|m| message_row(m, with_id))
     });
 }
 
-fn message_row(m: &MessageRow) -> Row<'static> {
+/// A message id's width (a ULID).
+const ID_WIDTH: u16 = 26;
+
+fn message_row(m: &MessageRow, with_id: bool) -> Row<'static> {
     let text = if m.deleted {
         Span::styled("(deleted)", DIM.italic())
     } else {
@@ -849,12 +859,15 @@ fn message_row(m: &MessageRow) -> Row<'static> {
         };
         Span::raw(format!("{}{edited}", clean(&m.text)))
     };
-    Row::new(vec![
+    let mut cells = vec![
         Cell::from(clock(m.created_at)),
         Cell::from(clean(&m.sender.username)),
         Cell::from(text),
-        Cell::from(Span::styled(clean(&m.id), DIM)),
-    ])
+    ];
+    if with_id {
+        cells.push(Cell::from(Span::styled(clean(&m.id), DIM)));
+    }
+    Row::new(cells)
 }
 
 fn draw_help(frame: &mut Frame, scroll: u16) {
