@@ -223,6 +223,9 @@ pub struct MessageRow {
     pub sender: Sender,
     #[serde(deserialize_with = "lenient")]
     pub text: String,
+    /// Only counted: the view has no room for files.
+    #[serde(deserialize_with = "lenient")]
+    pub attachments: Vec<Value>,
     /// Milliseconds since the epoch.
     #[serde(deserialize_with = "lenient")]
     pub created_at: i64,

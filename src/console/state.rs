@@ -590,11 +590,16 @@ impl State {
                     id: m.id.clone(),
                     reason: None,
                 };
-                let question = format!(
-                    "Delete {}'s message “{}”?",
-                    m.sender.username,
-                    shorten(&m.text, QUOTE_CHARS)
-                );
+                let quote = shorten(&m.text, QUOTE_CHARS);
+                let question = if quote.is_empty() {
+                    format!(
+                        "Delete {}'s message (no text, {} file(s))?",
+                        m.sender.username,
+                        m.attachments.len()
+                    )
+                } else {
+                    format!("Delete {}'s message “{quote}”?", m.sender.username)
+                };
                 self.confirm(request);
                 if let Mode::Confirm(p) = &mut self.mode {
                     p.question = question;

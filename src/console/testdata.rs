@@ -71,6 +71,8 @@ pub fn room_messages_json() -> Value {
                "created_at": T0 + n as i64 * 60_000, "edited_at": null, "deleted": deleted,
                "client_msg_id": null})
     };
+    let mut file = msg(6, "bob", "", false);
+    file["attachments"] = json!([{"id": "u1"}]);
     json!({
         "room": {"id": "01JAAAAAAAAAAAAAAAAAAAAAA1", "name": "general"},
         "messages": [
@@ -79,6 +81,7 @@ pub fn room_messages_json() -> Value {
             msg(3, "carol", "", true),
             msg(4, "dave", &"spam ".repeat(40), false),
             msg(5, "alice", "see you", false),
+            file,
         ],
         "has_more": true,
     })

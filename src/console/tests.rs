@@ -906,14 +906,15 @@ fn enter_on_a_room_lists_its_messages_newest_at_the_bottom() {
     open_general(&mut state);
     let screen = render(&state);
     for needle in [
-        "#general · latest 5 messages",
+        "#general · latest 6 messages",
+        "[1 file]",
         "good morning",
         "01JCCCCCCCCCCCCCCCCCCCCCC1",
         "cheap pills \\u{1b}[31m here",
         "(deleted)",
         "carol",
         "see you",
-        " 5/5 ",
+        " 6/6 ",
         " d delete ",
     ] {
         assert_shows(&screen, needle);
@@ -924,8 +925,9 @@ fn enter_on_a_room_lists_its_messages_newest_at_the_bottom() {
     assert!(row("good morning") < row("see you"));
     assert_eq!(
         selected_message_id(&state).as_deref(),
-        Some("01JCCCCCCCCCCCCCCCCCCCCCC5")
+        Some("01JCCCCCCCCCCCCCCCCCCCCCC6")
     );
+    press(&mut state, KeyCode::Up);
     press(&mut state, KeyCode::Up);
     press(&mut state, KeyCode::Up);
     assert_eq!(
@@ -936,6 +938,14 @@ fn enter_on_a_room_lists_its_messages_newest_at_the_bottom() {
     assert!(press(&mut state, KeyCode::Char('d')).is_none());
     assert!(matches!(state.mode, Mode::Room));
     assert_shows(&render(&state), "already deleted");
+    // A message with a file and no text says so in the question.
+    press(&mut state, KeyCode::End);
+    press(&mut state, KeyCode::Char('d'));
+    assert_shows(
+        &render(&state),
+        "Delete bob's message (no text, 1 file(s))?",
+    );
+    press(&mut state, KeyCode::Char('n'));
     // Esc closes the view; a snapshot then asks for nothing more.
     press(&mut state, KeyCode::Esc);
     assert!(matches!(state.mode, Mode::Normal));
@@ -954,6 +964,7 @@ fn d_deletes_the_selected_message_after_a_confirmation_naming_it() {
     let mut state = sample_state(100, 30);
     open_general(&mut state);
     // The long one: the question quotes it shortened.
+    press(&mut state, KeyCode::Up);
     press(&mut state, KeyCode::Up);
     assert!(press(&mut state, KeyCode::Char('d')).is_none());
     let screen = render(&state);

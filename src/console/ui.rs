@@ -857,7 +857,13 @@ fn message_row(m: &MessageRow, with_id: bool) -> Row<'static> {
         } else {
             ""
         };
-        Span::raw(format!("{}{edited}", clean(&m.text)))
+        let files = match m.attachments.len() {
+            0 => String::new(),
+            1 => " [1 file]".into(),
+            n => format!(" [{n} files]"),
+        };
+        let text = format!("{}{files}{edited}", clean(&m.text));
+        Span::raw(text.trim_start().to_string())
     };
     let mut cells = vec![
         Cell::from(clock(m.created_at)),
