@@ -921,6 +921,10 @@ impl State {
                     None
                 }
                 Action::Edit => {
+                    // The command line leaves the room view for good.
+                    if pending.from_room {
+                        self.room = None;
+                    }
                     self.mode = Mode::Command {
                         line: pending.command,
                         recall: None,

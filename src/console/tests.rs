@@ -946,6 +946,18 @@ fn enter_on_a_room_lists_its_messages_newest_at_the_bottom() {
         "Delete bob's message (no text, 1 file(s))?",
     );
     press(&mut state, KeyCode::Char('n'));
+    // `e` makes the question a command to add a reason to.
+    press(&mut state, KeyCode::Char('d'));
+    press(&mut state, KeyCode::Char('e'));
+    assert!(
+        matches!(&state.mode, Mode::Command { line, .. } if line == "delete 01JCCCCCCCCCCCCCCCCCCCCCC6 "),
+        "{:?}",
+        state.mode
+    );
+    assert!(state.room.is_none());
+    press(&mut state, KeyCode::Esc);
+    press(&mut state, KeyCode::Enter);
+    assert!(matches!(state.mode, Mode::Room));
     // Esc closes the view; a snapshot then asks for nothing more.
     press(&mut state, KeyCode::Esc);
     assert!(matches!(state.mode, Mode::Normal));
