@@ -62,6 +62,16 @@ pub enum Request {
     RoomDelete {
         room: String,
     },
+    /// A room's messages, newest last, as the room's history pages them
+    /// (deleted ones included, blanked), so the operator can pick one.
+    RoomMessages {
+        /// A room name or id.
+        room: String,
+        /// Only messages before this seq.
+        before: Option<u64>,
+        /// 1 to 200; 50 when absent.
+        limit: Option<u64>,
+    },
     RoomAddMember {
         room: String,
         username: String,
@@ -470,6 +480,16 @@ async fn run(
         Request::RoomDelete { room } => {
             let r = app.find_room(&room)?;
             json!({ "room": app.delete_room(&op, r.id).await? })
+        }
+        Request::RoomMessages {
+            room,
+            before,
+            limit,
+        } => {
+            let r = app.find_room(&room)?;
+            let page = crate::app::page(before, None, limit)?;
+            let (messages, has_more) = app.history(&op, r.id, page)?;
+            json!({ "room": r, "messages": messages, "has_more": has_more })
         }
         Request::RoomAddMember { room, username } => {
             let r = app.find_room(&room)?;

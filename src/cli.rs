@@ -1247,6 +1247,27 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
         Request::Unmute { username, .. } => say!("unmuted {}", escape(username)),
         Request::DeleteMessage { id, .. } => say!("deleted message {}", escape(id)),
         Request::Announce { .. } => say!("announced"),
+        Request::RoomMessages { .. } => table(
+            &["time", "author", "text", "id"],
+            v["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let text = if m["deleted"].as_bool() == Some(true) {
+                        "(deleted)".into()
+                    } else {
+                        s(&m["text"])
+                    };
+                    vec![
+                        time(&m["created_at"]),
+                        s(&m["sender"]["username"]),
+                        text,
+                        s(&m["id"]),
+                    ]
+                })
+                .collect(),
+        ),
         Request::Audit { .. } => table(
             &["time", "actor", "action", "target", "reason"],
             v["entries"]

@@ -5,7 +5,7 @@ use ratatui::text::{Line, Span};
 
 const DIM: Style = Style::new().fg(Color::DarkGray);
 
-const HELP_KEYS: [(&str, &str); 15] = [
+const HELP_KEYS: [(&str, &str); 16] = [
     (
         "Tab / Shift-Tab",
         "next / previous pane (rooms, users, events)",
@@ -20,6 +20,10 @@ const HELP_KEYS: [(&str, &str); 15] = [
     ("m", "mute the selected user everywhere (asks first)"),
     ("u", "unban the selected user (asks first)"),
     ("B", "bans and mutes in force; u there lifts one (asks)"),
+    (
+        "Enter",
+        "the selected room's messages; d there deletes one (asks)",
+    ),
     ("x", "close the selected room (asks first)"),
     (":", "command line; ↑ ↓ recall earlier commands"),
     ("?", "this help"),
@@ -38,7 +42,10 @@ const HELP_COMMANDS: [(&str, &str); 10] = [
         "no room: everywhere",
     ),
     ("unmute USER [ROOM]", ""),
-    ("delete MESSAGE_ID [reason…]", "blank a message"),
+    (
+        "delete MESSAGE_ID [reason…]",
+        "blank a message (ids: Enter on a room)",
+    ),
     ("announce [#ROOM] TEXT…", "no room: to everyone"),
     ("bans", "the bans and mutes view (as B)"),
     ("close ROOM", "delete a room and its history"),

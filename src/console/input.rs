@@ -42,6 +42,12 @@ fn key_action(mode: &Mode, key: KeyEvent) -> Option<Action> {
             KeyCode::Char('u') => Some(Action::Lift),
             _ => movement(key.code),
         },
+        Mode::Room => match key.code {
+            KeyCode::Char('c') if ctrl => Some(Action::Cancel),
+            KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
+            KeyCode::Char('d') => Some(Action::DeleteMessage),
+            _ => movement(key.code),
+        },
     }
 }
 
@@ -66,6 +72,7 @@ fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('u') => Some(Action::Unban),
         KeyCode::Char('B') => Some(Action::Restrictions),
         KeyCode::Char('x') => Some(Action::CloseRoom),
+        KeyCode::Enter => Some(Action::OpenRoom),
         KeyCode::Char('?') => Some(Action::Help),
         KeyCode::Char('q') => Some(Action::Quit),
         code => movement(code),

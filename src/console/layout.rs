@@ -68,6 +68,16 @@ pub fn restrictions_rows(area: Rect) -> usize {
     usize::from(restrictions_area(area).height.saturating_sub(3))
 }
 
+pub fn room_area(area: Rect) -> Rect {
+    centered(area, 120.min(area.width), area.height.saturating_sub(2))
+}
+
+/// Messages the room view shows: its height less the borders and the
+/// column titles.
+pub fn room_rows(area: Rect) -> usize {
+    usize::from(room_area(area).height.saturating_sub(3))
+}
+
 pub fn help_area(area: Rect) -> Rect {
     centered(area, 84.min(area.width), area.height.saturating_sub(2))
 }

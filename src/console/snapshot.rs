@@ -196,6 +196,52 @@ pub struct MuteRow {
     pub by: String,
 }
 
+/// The answer to `Request::RoomMessages`: oldest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RoomMessages {
+    #[serde(deserialize_with = "rows")]
+    pub messages: Vec<MessageRow>,
+    #[serde(deserialize_with = "lenient")]
+    pub has_more: bool,
+}
+
+impl RoomMessages {
+    pub fn from_value(v: Value) -> RoomMessages {
+        RoomMessages::deserialize(v).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MessageRow {
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    #[serde(deserialize_with = "lenient")]
+    pub seq: u64,
+    #[serde(deserialize_with = "lenient")]
+    pub sender: Sender,
+    #[serde(deserialize_with = "lenient")]
+    pub text: String,
+    /// Only counted: the view has no room for files.
+    #[serde(deserialize_with = "lenient")]
+    pub attachments: Vec<Value>,
+    /// Milliseconds since the epoch.
+    #[serde(deserialize_with = "lenient")]
+    pub created_at: i64,
+    #[serde(deserialize_with = "lenient")]
+    pub edited_at: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Sender {
+    #[serde(deserialize_with = "lenient")]
+    pub username: String,
+}
+
 /// A present field of the wrong type (a `null` count, a float where an
 /// integer was expected) reads as the default instead of failing the row.
 fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>

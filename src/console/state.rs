@@ -14,12 +14,17 @@ use serde_json::Value;
 
 use super::command::{self, Command};
 use super::layout;
-use super::snapshot::{Bans, Mutes, RoomRow, Snapshot, UserRow};
+use super::snapshot::{Bans, MessageRow, Mutes, RoomMessages, RoomRow, Snapshot, UserRow};
 use crate::admin::{AdminError, Request};
 
 /// How many event log lines the console keeps.
 pub const LOG_CAPACITY: usize = 500;
 const HISTORY_CAPACITY: usize = 50;
+/// How many of a room's latest messages its view reads (the server's
+/// largest page).
+pub const ROOM_MESSAGES: u64 = 200;
+/// How much of a message a delete confirmation quotes.
+const QUOTE_CHARS: usize = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -95,6 +100,28 @@ pub enum Mode {
     /// The bans and mutes in force, over the panes; `u` lifts the
     /// selected one.
     Restrictions,
+    /// A room's latest messages, over the panes; `d` deletes the
+    /// selected one.
+    Room,
+}
+
+/// The room whose messages the room view shows.
+#[derive(Debug, Clone, Default)]
+pub struct RoomView {
+    /// What the request names the room by: its id (a DM's name is not
+    /// unique), or its name when the snapshot had no id.
+    pub key: String,
+    pub name: String,
+    /// Oldest first, as the server pages them.
+    pub messages: Vec<MessageRow>,
+    /// Older messages exist than those read.
+    pub has_more: bool,
+    pub view: TableView,
+    /// False until the first read since the view opened.
+    pub loaded: bool,
+    /// Why reading failed, until a read succeeds.
+    pub error: Option<String>,
+    in_flight: bool,
 }
 
 /// A ban or a mute in force, as the bans and mutes view lists it.
@@ -149,6 +176,8 @@ pub struct Pending {
     pub command: String,
     /// Asked from the bans and mutes view, which y or n returns to.
     pub from_restrictions: bool,
+    /// Asked from the room view, which y or n returns to.
+    pub from_room: bool,
 }
 
 #[derive(Debug)]
@@ -179,6 +208,10 @@ pub enum Action {
     /// Lift the selected ban or mute in that view.
     Lift,
     CloseRoom,
+    /// Open the selected room's messages.
+    OpenRoom,
+    /// Delete the selected message in the room view.
+    DeleteMessage,
     Help,
     Quit,
     Yes,
@@ -309,6 +342,8 @@ pub struct State {
     /// A `Bans` (then `Mutes`) request is on its way.
     restrictions_in_flight: bool,
     bans: Bans,
+    /// The room view's room and messages, while it is open.
+    pub room: Option<RoomView>,
     pub mode: Mode,
     pub flash: Option<Flash>,
     history: Vec<String>,
@@ -349,6 +384,7 @@ impl State {
             restrictions_loaded: false,
             restrictions_in_flight: false,
             bans: Bans::default(),
+            room: None,
             mode: Mode::Normal,
             flash: None,
             history: Vec::new(),
@@ -370,6 +406,10 @@ impl State {
                 }
                 let page = self.restrictions_page();
                 self.restricted.scroll_into_view(page);
+                let page = self.room_page();
+                if let Some(room) = &mut self.room {
+                    room.view.scroll_into_view(page);
+                }
                 None
             }
             Action::Answer {
@@ -448,7 +488,154 @@ impl State {
         Some(Effect::Send(Request::Bans))
     }
 
+    /// Rows the room view shows at the current terminal size.
+    fn room_page(&self) -> usize {
+        layout::room_rows(self.area).max(1)
+    }
+
+    pub fn selected_message(&self) -> Option<&MessageRow> {
+        let room = self.room.as_ref()?;
+        let i = *room.view.rows.get(room.view.selected)?;
+        room.messages.get(i)
+    }
+
+    fn request_room_messages(&mut self) -> Option<Effect> {
+        let room = self.room.as_mut()?;
+        if room.in_flight {
+            return None;
+        }
+        room.in_flight = true;
+        Some(Effect::Send(Request::RoomMessages {
+            room: room.key.clone(),
+            before: None,
+            limit: Some(ROOM_MESSAGES),
+        }))
+    }
+
+    fn open_room(&mut self) -> Option<Effect> {
+        if self.focus != Pane::Rooms {
+            return self.refuse("Enter opens the selected room: Tab to the rooms pane first");
+        }
+        let Some(r) = self.selected_room() else {
+            return self.refuse("no room selected");
+        };
+        let key = if r.id.is_empty() {
+            r.name.clone()
+        } else {
+            r.id.clone()
+        };
+        let name = r.name.clone();
+        self.room = Some(RoomView {
+            key,
+            name,
+            view: TableView {
+                // Newest at the bottom, and selected when they arrive.
+                follow: true,
+                ..TableView::default()
+            },
+            ..RoomView::default()
+        });
+        self.mode = Mode::Room;
+        self.request_room_messages()
+    }
+
+    fn apply_room_messages(&mut self, request: &Request, result: Result<Value, AdminError>) {
+        let page = self.room_page();
+        let Some(room) = self.room.as_mut() else {
+            return;
+        };
+        // An answer for a room closed since is not this view's.
+        if !matches!(request, Request::RoomMessages { room: key, .. } if *key == room.key) {
+            return;
+        }
+        room.in_flight = false;
+        match result {
+            Ok(v) => {
+                let answer = RoomMessages::from_value(v);
+                room.messages = answer.messages;
+                room.has_more = answer.has_more;
+                room.loaded = true;
+                room.error = None;
+                let view = &mut room.view;
+                let rows: Vec<usize> = (0..room.messages.len()).collect();
+                if view.follow {
+                    view.rows = rows;
+                    view.selected = view.rows.len().saturating_sub(1);
+                    view.key = room.messages.last().map(|m| m.id.clone());
+                    view.scroll_into_view(page);
+                } else {
+                    let data = &room.messages;
+                    view.set_rows(rows, |i| data[i].id.as_str(), page);
+                }
+            }
+            Err(e) => room.error = Some(e.message),
+        }
+    }
+
+    fn room_key(&mut self, action: Action) -> Option<Effect> {
+        self.mode = Mode::Room;
+        match action {
+            Action::Cancel | Action::OpenRoom => {
+                self.mode = Mode::Normal;
+                self.room = None;
+            }
+            Action::DeleteMessage => {
+                let Some(m) = self.selected_message() else {
+                    return self.refuse("no message selected");
+                };
+                if m.deleted {
+                    return self.refuse("that message is already deleted");
+                }
+                let request = Request::DeleteMessage {
+                    id: m.id.clone(),
+                    reason: None,
+                };
+                let quote = shorten(&m.text, QUOTE_CHARS);
+                let question = if quote.is_empty() {
+                    format!(
+                        "Delete {}'s message (no text, {} file(s))?",
+                        m.sender.username,
+                        m.attachments.len()
+                    )
+                } else {
+                    format!("Delete {}'s message “{quote}”?", m.sender.username)
+                };
+                self.confirm(request);
+                if let Mode::Confirm(p) = &mut self.mode {
+                    p.question = question;
+                    p.from_room = true;
+                }
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End => {
+                let page = self.room_page();
+                if let Some(room) = self.room.as_mut() {
+                    let view = &mut room.view;
+                    if let Some(last) = view.rows.len().checked_sub(1) {
+                        view.selected = step(view.selected, last, page, &action);
+                        view.follow = view.selected == last;
+                        view.scroll_into_view(page);
+                        view.key = room
+                            .messages
+                            .get(view.rows[view.selected])
+                            .map(|m| m.id.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
     fn answer(&mut self, request: Request, result: Result<Value, AdminError>) -> Option<Effect> {
+        if matches!(request, Request::RoomMessages { .. }) {
+            self.apply_room_messages(&request, result);
+            return None;
+        }
         let lists = matches!(request, Request::Bans | Request::Mutes);
         match result {
             Ok(v) if matches!(request, Request::Bans) => {
@@ -518,6 +705,9 @@ impl State {
             // While the view is open, its lists refresh with the rest.
             if matches!(self.mode, Mode::Restrictions) {
                 return self.request_restrictions();
+            }
+            if matches!(self.mode, Mode::Room) {
+                return self.request_room_messages();
             }
             return None;
         }
@@ -731,6 +921,10 @@ impl State {
                     None
                 }
                 Action::Edit => {
+                    // The command line leaves the room view for good.
+                    if pending.from_room {
+                        self.room = None;
+                    }
                     self.mode = Mode::Command {
                         line: pending.command,
                         recall: None,
@@ -769,6 +963,7 @@ impl State {
                 None
             }
             Mode::Restrictions => self.restrictions_key(action),
+            Mode::Room => self.room_key(action),
         }
     }
 
@@ -882,6 +1077,7 @@ impl State {
                 };
                 self.confirm(Request::RoomDelete { room });
             }
+            Action::OpenRoom => return self.open_room(),
             Action::Help => self.mode = Mode::Help { scroll: 0 },
             Action::Quit => return self.quit(),
             _ => {}
@@ -988,6 +1184,7 @@ impl State {
                     request,
                     command: line,
                     from_restrictions: false,
+                    from_room: false,
                 });
                 None
             }
@@ -1028,6 +1225,7 @@ impl State {
             request,
             command,
             from_restrictions: false,
+            from_room: false,
         });
     }
 
@@ -1035,6 +1233,8 @@ impl State {
     fn back_from(&mut self, pending: &Pending) {
         if pending.from_restrictions {
             self.mode = Mode::Restrictions;
+        } else if pending.from_room && self.room.is_some() {
+            self.mode = Mode::Room;
         }
     }
 
@@ -1106,6 +1306,17 @@ impl State {
         self.refresh(focus);
         self.flash = Some(Flash { text, error: false });
     }
+}
+
+/// `text` on one line, cut to `max` characters with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// How far apart an action's event and its audit entry may be stamped.

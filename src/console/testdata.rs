@@ -60,6 +60,33 @@ pub fn sample_json() -> Value {
     })
 }
 
+/// `#general`'s latest messages, oldest first, as `Request::RoomMessages`
+/// answers: one with control characters, one deleted, one long.
+pub fn room_messages_json() -> Value {
+    let user =
+        |name: &str| json!({"id": "01JBBBBBBBBBBBBBBBBBBBBBB9", "username": name, "role": "user"});
+    let msg = |n: u64, who: &str, text: &str, deleted: bool| {
+        json!({"id": format!("01JCCCCCCCCCCCCCCCCCCCCCC{n}"), "room": "01JAAAAAAAAAAAAAAAAAAAAAA1",
+               "seq": n, "sender": user(who), "text": text, "attachments": [],
+               "created_at": T0 + n as i64 * 60_000, "edited_at": null, "deleted": deleted,
+               "client_msg_id": null})
+    };
+    let mut file = msg(6, "bob", "", false);
+    file["attachments"] = json!([{"id": "u1"}]);
+    json!({
+        "room": {"id": "01JAAAAAAAAAAAAAAAAAAAAAA1", "name": "general"},
+        "messages": [
+            msg(1, "alice", "good morning", false),
+            msg(2, "bob", "cheap pills \u{1b}[31m here", false),
+            msg(3, "carol", "", true),
+            msg(4, "dave", &"spam ".repeat(40), false),
+            msg(5, "alice", "see you", false),
+            file,
+        ],
+        "has_more": true,
+    })
+}
+
 /// A console that has received `snapshot` at [`NOW`] on a `width`×`height`
 /// terminal.
 pub fn state_with(snapshot: Value, owns_server: bool, width: u16, height: u16) -> State {

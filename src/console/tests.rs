@@ -867,6 +867,224 @@ fn control_characters_from_the_server_are_shown_escaped() {
     assert!(!raw(&screen));
 }
 
+const GENERAL: &str = "01JAAAAAAAAAAAAAAAAAAAAAA1";
+
+/// Focuses the rooms pane (general, the busiest, is selected), opens its
+/// view and answers its request.
+fn open_general(state: &mut State) {
+    press(state, KeyCode::BackTab);
+    assert_eq!(state.focus, Pane::Rooms);
+    let next = press(state, KeyCode::Enter);
+    assert!(
+        matches!(&next, Some(Effect::Send(Request::RoomMessages { room, before: None, limit: Some(200) }))
+            if room == GENERAL),
+        "{next:?}"
+    );
+    assert!(matches!(state.mode, Mode::Room));
+    if state.area.width >= 40 && state.area.height >= 10 {
+        assert_shows(&render(state), "reading…");
+    }
+    let next = state.update(Action::Answer {
+        request: Request::RoomMessages {
+            room: GENERAL.into(),
+            before: None,
+            limit: Some(200),
+        },
+        result: Ok(room_messages_json()),
+        now_ms: NOW,
+    });
+    assert!(next.is_none(), "{next:?}");
+}
+
+fn selected_message_id(state: &State) -> Option<String> {
+    state.selected_message().map(|m| m.id.clone())
+}
+
+#[test]
+fn enter_on_a_room_lists_its_messages_newest_at_the_bottom() {
+    let mut state = sample_state(120, 30);
+    open_general(&mut state);
+    let screen = render(&state);
+    for needle in [
+        "#general · latest 6 messages",
+        "[1 file]",
+        "good morning",
+        "01JCCCCCCCCCCCCCCCCCCCCCC1",
+        "cheap pills \\u{1b}[31m here",
+        "(deleted)",
+        "carol",
+        "see you",
+        " 6/6 ",
+        " d delete ",
+    ] {
+        assert_shows(&screen, needle);
+    }
+    assert!(!screen.iter().any(|l| l.chars().any(char::is_control)));
+    // Oldest first, so the newest is the last line, and selected.
+    let row = |needle: &str| screen.iter().position(|l| l.contains(needle));
+    assert!(row("good morning") < row("see you"));
+    assert_eq!(
+        selected_message_id(&state).as_deref(),
+        Some("01JCCCCCCCCCCCCCCCCCCCCCC6")
+    );
+    press(&mut state, KeyCode::Up);
+    press(&mut state, KeyCode::Up);
+    press(&mut state, KeyCode::Up);
+    assert_eq!(
+        selected_message_id(&state).as_deref(),
+        Some("01JCCCCCCCCCCCCCCCCCCCCCC3")
+    );
+    // A deleted message is not deleted again.
+    assert!(press(&mut state, KeyCode::Char('d')).is_none());
+    assert!(matches!(state.mode, Mode::Room));
+    assert_shows(&render(&state), "already deleted");
+    // A message with a file and no text says so in the question.
+    press(&mut state, KeyCode::End);
+    press(&mut state, KeyCode::Char('d'));
+    assert_shows(
+        &render(&state),
+        "Delete bob's message (no text, 1 file(s))?",
+    );
+    press(&mut state, KeyCode::Char('n'));
+    // `e` makes the question a command to add a reason to.
+    press(&mut state, KeyCode::Char('d'));
+    press(&mut state, KeyCode::Char('e'));
+    assert!(
+        matches!(&state.mode, Mode::Command { line, .. } if line == "delete 01JCCCCCCCCCCCCCCCCCCCCCC6 "),
+        "{:?}",
+        state.mode
+    );
+    assert!(state.room.is_none());
+    press(&mut state, KeyCode::Esc);
+    press(&mut state, KeyCode::Enter);
+    assert!(matches!(state.mode, Mode::Room));
+    // Esc closes the view; a snapshot then asks for nothing more.
+    press(&mut state, KeyCode::Esc);
+    assert!(matches!(state.mode, Mode::Normal));
+    assert!(state.room.is_none());
+    assert!(!contains(&render(&state), "good morning"));
+    let next = state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(sample_json()),
+        now_ms: NOW + 1_000,
+    });
+    assert!(next.is_none(), "{next:?}");
+}
+
+#[test]
+fn d_deletes_the_selected_message_after_a_confirmation_naming_it() {
+    let mut state = sample_state(100, 30);
+    open_general(&mut state);
+    // The long one: the question quotes it shortened.
+    press(&mut state, KeyCode::Up);
+    press(&mut state, KeyCode::Up);
+    assert!(press(&mut state, KeyCode::Char('d')).is_none());
+    let screen = render(&state);
+    assert_shows(&screen, "Delete dave's message");
+    assert_shows(&screen, "spam spam");
+    assert_shows(&screen, "…”?");
+    // n returns to the view, the selection kept.
+    assert!(press(&mut state, KeyCode::Char('n')).is_none());
+    assert!(matches!(state.mode, Mode::Room));
+    press(&mut state, KeyCode::Up);
+    press(&mut state, KeyCode::Up);
+    press(&mut state, KeyCode::Char('d'));
+    let screen = render(&state);
+    assert_shows(
+        &screen,
+        "Delete bob's message “cheap pills \\u{1b}[31m here”?",
+    );
+    assert!(!screen.iter().any(|l| l.chars().any(char::is_control)));
+    let next = press(&mut state, KeyCode::Char('y'));
+    assert!(
+        matches!(&next, Some(Effect::Send(Request::DeleteMessage { id, reason: None }))
+            if id == "01JCCCCCCCCCCCCCCCCCCCCCC2"),
+        "{next:?}"
+    );
+    assert!(matches!(state.mode, Mode::Room));
+    // The answer refreshes the snapshot, and the snapshot the view, whose
+    // selection stays on its message.
+    let next = state.update(Action::Answer {
+        request: Request::DeleteMessage {
+            id: "01JCCCCCCCCCCCCCCCCCCCCCC2".into(),
+            reason: None,
+        },
+        result: Ok(json!({})),
+        now_ms: NOW,
+    });
+    assert!(
+        matches!(next, Some(Effect::Send(Request::Snapshot { .. }))),
+        "{next:?}"
+    );
+    let next = state.update(Action::Answer {
+        request: Request::Snapshot { events_after: 5 },
+        result: Ok(sample_json()),
+        now_ms: NOW + 1_000,
+    });
+    assert!(
+        matches!(&next, Some(Effect::Send(Request::RoomMessages { room, .. })) if room == GENERAL),
+        "{next:?}"
+    );
+    let mut after = room_messages_json();
+    after["messages"][1]["deleted"] = json!(true);
+    after["messages"][1]["text"] = json!("");
+    state.update(Action::Answer {
+        request: Request::RoomMessages {
+            room: GENERAL.into(),
+            before: None,
+            limit: Some(200),
+        },
+        result: Ok(after),
+        now_ms: NOW + 1_000,
+    });
+    assert_eq!(
+        selected_message_id(&state).as_deref(),
+        Some("01JCCCCCCCCCCCCCCCCCCCCCC2")
+    );
+    assert!(!contains(&render(&state), "cheap pills"));
+}
+
+#[test]
+fn enter_outside_the_rooms_pane_or_a_failed_read_is_explained() {
+    let mut state = sample_state(80, 24);
+    assert_eq!(state.focus, Pane::Users);
+    assert!(press(&mut state, KeyCode::Enter).is_none());
+    assert_shows(&render(&state), "Tab to the rooms pane");
+    assert!(matches!(state.mode, Mode::Normal));
+
+    press(&mut state, KeyCode::BackTab);
+    press(&mut state, KeyCode::Enter);
+    state.update(Action::Answer {
+        request: Request::RoomMessages {
+            room: GENERAL.into(),
+            before: None,
+            limit: Some(200),
+        },
+        result: Err(AdminError {
+            code: "not_found".into(),
+            message: "room not found".into(),
+        }),
+        now_ms: NOW,
+    });
+    let screen = render(&state);
+    assert_shows(&screen, "✗ room not found");
+    assert!(press(&mut state, KeyCode::Char('d')).is_none());
+    assert_shows(&render(&state), "no message selected");
+    // At 80 columns the text keeps its room and the ids give way.
+    let mut narrow = sample_state(80, 24);
+    open_general(&mut narrow);
+    let screen = render(&narrow);
+    assert_shows(&screen, "spam spam spam spam spam spam spam spam");
+    assert!(!contains(&screen, "01JCCCC"), "{}", screen.join("\n"));
+    // Any size draws.
+    for (w, h) in [(0, 0), (1, 1), (20, 6), (300, 90)] {
+        let mut s = sample_state(w, h);
+        open_general(&mut s);
+        press(&mut s, KeyCode::Char('d'));
+        render(&s);
+    }
+}
+
 /// Answers like a server: the sample snapshot, `{}` for the rest, and a
 /// record of every request.
 #[derive(Clone)]
@@ -894,6 +1112,7 @@ impl Backend for FakeServer {
         }
         match req {
             Request::Snapshot { .. } => Ok(sample_json()),
+            Request::RoomMessages { .. } => Ok(room_messages_json()),
             _ => Ok(json!({})),
         }
     }
@@ -991,6 +1210,73 @@ async fn quitting_right_after_a_command_still_sends_it() {
             .seen()
             .iter()
             .any(|r| matches!(r, Request::Unban { username } if username == "bob"))
+    );
+}
+
+#[tokio::test]
+async fn the_loop_opens_a_room_and_deletes_the_chosen_message() {
+    let server = FakeServer {
+        seen: Arc::default(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut terminal = match Terminal::new(TestBackend::new(100, 30)) {
+        Ok(t) => t,
+        Err(e) => match e {},
+    };
+    let key = |code| Ok(key_event(code, KeyModifiers::NONE));
+    let driver = {
+        let server = server.clone();
+        async move {
+            eventually("the first snapshot", || server.snapshots() >= 1).await;
+            let _ = tx.send(key(KeyCode::BackTab));
+            let _ = tx.send(key(KeyCode::Enter));
+            eventually("the room's messages", || {
+                server
+                    .seen()
+                    .iter()
+                    .any(|r| matches!(r, Request::RoomMessages { .. }))
+            })
+            .await;
+            for code in [KeyCode::Home, KeyCode::Char('d'), KeyCode::Char('y')] {
+                let _ = tx.send(key(code));
+            }
+            eventually("the delete", || {
+                server
+                    .seen()
+                    .iter()
+                    .any(|r| matches!(r, Request::DeleteMessage { .. }))
+            })
+            .await;
+            let _ = tx.send(key(KeyCode::Esc));
+            let _ = tx.send(key(KeyCode::Char('q')));
+            tx
+        }
+    };
+    let (exit, _tx) = tokio::join!(
+        run_with(
+            &mut terminal,
+            server.clone(),
+            events,
+            false,
+            Duration::from_secs(3600)
+        ),
+        driver
+    );
+    assert!(matches!(exit, Ok(Exit::Detached)), "{exit:?}");
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .any(|r| matches!(r, Request::RoomMessages { room, .. } if room == GENERAL))
+    );
+    let deletes: Vec<&Request> = seen
+        .iter()
+        .filter(|r| matches!(r, Request::DeleteMessage { .. }))
+        .collect();
+    assert!(
+        matches!(deletes[..], [Request::DeleteMessage { id, reason: None }]
+            if id == "01JCCCCCCCCCCCCCCCCCCCCCC1"),
+        "{deletes:?}"
     );
 }
 

@@ -17,8 +17,10 @@ use ratatui::widgets::{
 };
 
 use super::help::help_text;
-use super::layout::{centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area};
-use super::snapshot::{RoomRow, UserRow};
+use super::layout::{
+    centered, fit_columns, help_area, help_max_scroll, layout, restrictions_area, room_area,
+};
+use super::snapshot::{MessageRow, RoomRow, UserRow};
 use super::state::{
     Column, LogLine, Mode, Pane, ROOM_COLUMNS, Restriction, RestrictionKind, State, TableView,
     USER_COLUMNS,
@@ -44,6 +46,9 @@ pub fn draw(state: &State, frame: &mut Frame) {
             if p.from_restrictions {
                 draw_restrictions(state, frame);
             }
+            if p.from_room {
+                draw_room(state, frame);
+            }
             draw_confirm(
                 frame,
                 &p.question,
@@ -61,6 +66,7 @@ pub fn draw(state: &State, frame: &mut Frame) {
         ),
         Mode::Help { scroll } => draw_help(frame, *scroll),
         Mode::Restrictions => draw_restrictions(state, frame),
+        Mode::Room => draw_room(state, frame),
         _ => {}
     }
 }
@@ -590,6 +596,9 @@ fn draw_footer(state: &State, frame: &mut Frame, area: Rect) {
             None if matches!(state.mode, Mode::Restrictions) => {
                 frame.render_widget(keys_line(&RESTRICTION_KEYS, area.width), area)
             }
+            None if matches!(state.mode, Mode::Room) => {
+                frame.render_widget(keys_line(&ROOM_KEYS, area.width), area)
+            }
             None => frame.render_widget(help_bar(state.focus, area.width), area),
         },
     }
@@ -603,7 +612,7 @@ fn help_bar(focus: Pane, width: u16) -> Line<'static> {
     let mut keys: Vec<(&str, &str)> = vec![("?", "help"), ("q", "quit"), ("Tab", "pane")];
     match focus {
         Pane::Users => keys.extend([("k", "kick"), ("b", "ban"), ("m", "mute"), ("u", "unban")]),
-        Pane::Rooms => keys.push(("x", "close room")),
+        Pane::Rooms => keys.extend([("Enter", "messages"), ("x", "close room")]),
         Pane::Events => keys.push(("End", "follow")),
     }
     keys.extend([(":", "cmd"), ("/", "filter"), ("s", "sort"), ("B", "bans")]);
@@ -612,6 +621,9 @@ fn help_bar(focus: Pane, width: u16) -> Line<'static> {
 
 /// The keys of the bans and mutes view.
 const RESTRICTION_KEYS: [(&str, &str); 3] = [("u", "lift"), ("↑↓", "move"), ("Esc", "close")];
+
+/// The keys of the room view.
+const ROOM_KEYS: [(&str, &str); 3] = [("d", "delete"), ("↑↓", "move"), ("Esc", "close")];
 
 /// Keys and what they do, as many as fit in `width`.
 fn keys_line(keys: &[(&str, &str)], width: u16) -> Line<'static> {
@@ -768,6 +780,100 @@ fn restriction_row(r: &Restriction, now: i64) -> Row<'static> {
         Cell::from(r.reason.as_deref().map_or_else(|| "-".into(), clean)),
         Cell::from(r.by.as_deref().map_or_else(|| "-".into(), clean)),
     ])
+}
+
+fn draw_room(state: &State, frame: &mut Frame) {
+    let Some(room) = &state.room else { return };
+    let area = room_area(frame.area());
+    frame.render_widget(Clear, area);
+    let view = &room.view;
+    let shown = room.messages.len();
+    let mut title = vec![
+        Span::styled(
+            format!(" #{}", clean(&room.name)),
+            Style::new().fg(FOCUS).bold(),
+        ),
+        Span::raw(format!(
+            " · {}{shown} {} ",
+            if room.has_more { "latest " } else { "" },
+            if shown == 1 { "message" } else { "messages" },
+        )),
+    ];
+    if let Some(e) = &room.error {
+        title.push(Span::styled(
+            format!("✗ {} ", clean(e)),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    let position = if view.rows.is_empty() {
+        String::new()
+    } else {
+        format!(" {}/{} ", view.selected + 1, view.rows.len())
+    };
+    let block = Block::bordered()
+        .title(Line::from(title))
+        .title_bottom(Line::from(position).right_aligned())
+        .border_style(Style::new().fg(FOCUS));
+    // The id comes last: it is what `:delete` takes, but `d` needs no
+    // id, so on a narrow screen it gives way to the text.
+    let inner = area.width.saturating_sub(4);
+    let with_id = fit_columns(inner, &[0, 8, 16, ID_WIDTH], &[3], 30).contains(&3);
+    let mut titles = vec!["time", "author", "message"];
+    use Constraint::{Fill, Length};
+    let mut widths = vec![Length(8), Length(16), Fill(1)];
+    if with_id {
+        titles.push("id");
+        widths.push(Length(ID_WIDTH));
+    }
+    let header =
+        Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let empty = if !room.loaded && room.error.is_none() {
+        "reading…"
+    } else {
+        "no messages"
+    };
+    let table = Tabled {
+        view,
+        focused: true,
+        block,
+        header: Some(header),
+        widths: &widths,
+        empty,
+    };
+    draw_view(state, frame, area, table, |i| {
+        room.messages.get(i).map(|m| message_row(m, with_id))
+    });
+}
+
+/// A message id's width (a ULID).
+const ID_WIDTH: u16 = 26;
+
+fn message_row(m: &MessageRow, with_id: bool) -> Row<'static> {
+    let text = if m.deleted {
+        Span::styled("(deleted)", DIM.italic())
+    } else {
+        let edited = if m.edited_at.is_some() {
+            " (edited)"
+        } else {
+            ""
+        };
+        let files = match m.attachments.len() {
+            0 => String::new(),
+            1 => " [1 file]".into(),
+            n => format!(" [{n} files]"),
+        };
+        let text = format!("{}{files}{edited}", clean(&m.text));
+        Span::raw(text.trim_start().to_string())
+    };
+    let mut cells = vec![
+        Cell::from(clock(m.created_at)),
+        Cell::from(clean(&m.sender.username)),
+        Cell::from(text),
+    ];
+    if with_id {
+        cells.push(Cell::from(Span::styled(clean(&m.id), DIM)));
+    }
+    Row::new(cells)
 }
 
 fn draw_help(frame: &mut Frame, scroll: u16) {

@@ -152,3 +152,89 @@ async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
     let entries = t.app().audit_log(None, None).unwrap();
     assert_eq!(entries.last().map(|e| e.action.as_str()), Some("unban"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_deletes_a_message_chosen_in_the_room_view() {
+    use confab::admin::Request;
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("alice").await;
+    let room = t.create_room(&token, "lounge", "public").await;
+    let room_id = room["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for text in ["first", "second"] {
+        let (status, body) = t
+            .post(
+                &format!("/api/rooms/{room_id}/messages"),
+                &token,
+                serde_json::json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["message"]["id"].as_str().unwrap().to_string());
+    }
+    let inner = confab::console::SocketBackend::connect(&t.app().config.socket_path())
+        .await
+        .expect("the console attaches to the admin socket");
+    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let backend = Watched { inner, answered };
+    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (e, rx))
+    }));
+    let console = tokio::spawn(async move {
+        let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        let exit = confab::console::run_with(
+            &mut terminal,
+            backend,
+            events,
+            false,
+            Duration::from_secs(3600),
+        )
+        .await;
+        (exit, terminal)
+    });
+    let mut wait_for = async |what: &dyn Fn(&Request) -> bool| loop {
+        let (req, ok) = tokio::time::timeout(crate::common::WAIT, answers.recv())
+            .await
+            .expect("an answer in time")
+            .expect("the console runs");
+        if what(&req) {
+            return ok;
+        }
+    };
+    assert!(wait_for(&|r| matches!(r, Request::Snapshot { .. })).await);
+    // The rooms pane, filtered to the room, then its messages.
+    keys.send(key(KeyCode::BackTab)).unwrap();
+    keys.send(key(KeyCode::Char('/'))).unwrap();
+    for c in "lounge".chars() {
+        keys.send(key(KeyCode::Char(c))).unwrap();
+    }
+    keys.send(key(KeyCode::Enter)).unwrap();
+    keys.send(key(KeyCode::Enter)).unwrap();
+    assert!(
+        wait_for(&|r| matches!(r, Request::RoomMessages { room, .. } if *room == room_id)).await
+    );
+    // The newest is selected; the one before it is deleted, after y.
+    keys.send(key(KeyCode::Up)).unwrap();
+    keys.send(key(KeyCode::Char('d'))).unwrap();
+    keys.send(key(KeyCode::Char('y'))).unwrap();
+    let first = ids[0].clone();
+    assert!(wait_for(&|r| matches!(r, Request::DeleteMessage { id, .. } if *id == first)).await);
+    // The view reads the room again after the refresh.
+    assert!(wait_for(&|r| matches!(r, Request::RoomMessages { .. })).await);
+    keys.send(key(KeyCode::Esc)).unwrap();
+    keys.send(key(KeyCode::Char('q'))).unwrap();
+    let (exit, _terminal) = console.await.unwrap();
+    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    let history = t.history_all(&token, &room_id).await;
+    let deleted: Vec<bool> = history
+        .iter()
+        .map(|m| m["deleted"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(deleted, [true, false]);
+    let entries = t.app().audit_log(None, None).unwrap();
+    assert_eq!(
+        entries.last().map(|e| e.action.as_str()),
+        Some("delete_message")
+    );
+}
