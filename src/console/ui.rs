@@ -710,7 +710,7 @@ fn draw_restrictions(state: &State, frame: &mut Frame) {
         .filter(|r| r.kind == RestrictionKind::Ban)
         .count();
     let mutes = state.restrictions.len() - bans;
-    let mut title = vec![
+    let title = vec![
         Span::styled(" Bans & mutes", Style::new().fg(FOCUS).bold()),
         Span::raw(format!(
             " · {bans} {} · {mutes} {} ",
@@ -718,21 +718,7 @@ fn draw_restrictions(state: &State, frame: &mut Frame) {
             if mutes == 1 { "mute" } else { "mutes" }
         )),
     ];
-    if let Some(e) = &state.restrictions_error {
-        title.push(Span::styled(
-            format!("✗ {} ", clean(e)),
-            Style::new().fg(Color::Red).bold(),
-        ));
-    }
-    let position = if view.rows.is_empty() {
-        String::new()
-    } else {
-        format!(" {}/{} ", view.selected + 1, view.rows.len())
-    };
-    let block = Block::bordered()
-        .title(Line::from(title))
-        .title_bottom(Line::from(position).right_aligned())
-        .border_style(Style::new().fg(FOCUS));
+    let block = overlay_block(title, state.restrictions_error.as_deref(), view);
     let header = Row::new(["user", "what", "until", "reason", "by"])
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     use Constraint::{Fill, Length};
@@ -788,7 +774,7 @@ fn draw_room(state: &State, frame: &mut Frame) {
     frame.render_widget(Clear, area);
     let view = &room.view;
     let shown = room.messages.len();
-    let mut title = vec![
+    let title = vec![
         Span::styled(
             format!(" #{}", clean(&room.name)),
             Style::new().fg(FOCUS).bold(),
@@ -799,21 +785,7 @@ fn draw_room(state: &State, frame: &mut Frame) {
             if shown == 1 { "message" } else { "messages" },
         )),
     ];
-    if let Some(e) = &room.error {
-        title.push(Span::styled(
-            format!("✗ {} ", clean(e)),
-            Style::new().fg(Color::Red).bold(),
-        ));
-    }
-    let position = if view.rows.is_empty() {
-        String::new()
-    } else {
-        format!(" {}/{} ", view.selected + 1, view.rows.len())
-    };
-    let block = Block::bordered()
-        .title(Line::from(title))
-        .title_bottom(Line::from(position).right_aligned())
-        .border_style(Style::new().fg(FOCUS));
+    let block = overlay_block(title, room.error.as_deref(), view);
     // The id comes last: it is what `:delete` takes, but `d` needs no
     // id, so on a narrow screen it gives way to the text.
     let inner = area.width.saturating_sub(4);
@@ -964,6 +936,27 @@ pub fn clock(ms: i64) -> String {
         secs % 3_600 / 60,
         secs % 60
     )
+}
+
+/// The frame of an overlay listing rows (bans and mutes, a room's
+/// messages): its title, a failed read after it, and the selected row's
+/// place at the bottom.
+fn overlay_block<'a>(mut title: Vec<Span<'a>>, error: Option<&str>, view: &TableView) -> Block<'a> {
+    if let Some(e) = error {
+        title.push(Span::styled(
+            format!("✗ {} ", clean(e)),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    let position = if view.rows.is_empty() {
+        String::new()
+    } else {
+        format!(" {}/{} ", view.selected + 1, view.rows.len())
+    };
+    Block::bordered()
+        .title(Line::from(title))
+        .title_bottom(Line::from(position).right_aligned())
+        .border_style(Style::new().fg(FOCUS))
 }
 
 #[cfg(test)]
