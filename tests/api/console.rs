@@ -18,32 +18,12 @@ async fn the_console_kicks_a_connected_user() {
     let t = TestApp::spawn().await;
     let (token, _) = t.register("bob").await;
     let mut ws = t.ws(&token).await;
-    let backend = confab::console::SocketBackend::connect(&t.app().config.socket_path())
-        .await
-        .expect("the console attaches to the admin socket");
-    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
-    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    }));
-    let console = tokio::spawn(async move {
-        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-        let exit = confab::console::run_with(
-            &mut terminal,
-            backend,
-            events,
-            false,
-            Duration::from_millis(100),
-        )
-        .await;
-        (exit, terminal)
-    });
-    keys.send(key(KeyCode::Char(':'))).unwrap();
-    for c in "kick bob too loud".chars() {
-        keys.send(key(KeyCode::Char(c))).unwrap();
-    }
-    keys.send(key(KeyCode::Enter)).unwrap();
+    let console = Attached::new(&t, 100, Duration::from_millis(100)).await;
+    console.press(KeyCode::Char(':'));
+    console.type_text("kick bob too loud");
+    console.press(KeyCode::Enter);
     // A kick asks for confirmation first.
-    keys.send(key(KeyCode::Char('y'))).unwrap();
+    console.press(KeyCode::Char('y'));
 
     assert_eq!(ws.closed().await, Closed::Code(4003));
     let kicked = ws
@@ -53,9 +33,7 @@ async fn the_console_kicks_a_connected_user() {
         .expect("kicked");
     assert_eq!(kicked["data"]["reason"], "too loud");
 
-    keys.send(key(KeyCode::Char('q'))).unwrap();
-    let (exit, terminal) = console.await.unwrap();
-    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    let terminal = console.quit().await;
     let screen: String = terminal
         .backend()
         .buffer()
@@ -86,6 +64,75 @@ impl confab::console::Backend for Watched {
     }
 }
 
+type ConsoleRun = tokio::task::JoinHandle<(
+    std::io::Result<confab::console::Exit>,
+    Terminal<TestBackend>,
+)>;
+
+/// A console attached to the server's admin socket, driven by keys, on a
+/// screen of `width` x 30; the test hears each request it had answered.
+struct Attached {
+    keys: tokio::sync::mpsc::UnboundedSender<std::io::Result<Event>>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(confab::admin::Request, bool)>,
+    console: ConsoleRun,
+}
+
+impl Attached {
+    async fn new(t: &TestApp, width: u16, refresh: Duration) -> Attached {
+        let inner = confab::console::SocketBackend::connect(&t.app().config.socket_path())
+            .await
+            .expect("the console attaches to the admin socket");
+        let (answered, answers) = tokio::sync::mpsc::unbounded_channel();
+        let backend = Watched { inner, answered };
+        let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        }));
+        let console = tokio::spawn(async move {
+            let mut terminal = Terminal::new(TestBackend::new(width, 30)).unwrap();
+            let exit =
+                confab::console::run_with(&mut terminal, backend, events, false, refresh).await;
+            (exit, terminal)
+        });
+        Attached {
+            keys,
+            answers,
+            console,
+        }
+    }
+
+    fn press(&self, code: KeyCode) {
+        self.keys.send(key(code)).unwrap();
+    }
+
+    fn type_text(&self, text: &str) {
+        for c in text.chars() {
+            self.press(KeyCode::Char(c));
+        }
+    }
+
+    /// Waits until a request `what` picks is answered; whether it succeeded.
+    async fn answered(&mut self, what: impl Fn(&confab::admin::Request) -> bool) -> bool {
+        loop {
+            let (req, ok) = tokio::time::timeout(crate::common::WAIT, self.answers.recv())
+                .await
+                .expect("an answer in time")
+                .expect("the console runs");
+            if what(&req) {
+                return ok;
+            }
+        }
+    }
+
+    /// Quits and returns the last screen.
+    async fn quit(self) -> Terminal<TestBackend> {
+        self.press(KeyCode::Char('q'));
+        let (exit, terminal) = self.console.await.unwrap();
+        assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+        terminal
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
     use confab::admin::Request;
@@ -100,49 +147,22 @@ async fn the_console_lists_a_ban_from_the_server_and_lifts_it() {
         )
         .await
         .unwrap();
-    let inner = confab::console::SocketBackend::connect(&t.app().config.socket_path())
-        .await
-        .expect("the console attaches to the admin socket");
-    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let backend = Watched { inner, answered };
-    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
-    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    }));
-    let console = tokio::spawn(async move {
-        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-        let exit = confab::console::run_with(
-            &mut terminal,
-            backend,
-            events,
-            false,
-            Duration::from_secs(3600),
-        )
-        .await;
-        (exit, terminal)
-    });
-    let mut wait_for = async |what: fn(&Request) -> bool| loop {
-        let (req, ok) = tokio::time::timeout(crate::common::WAIT, answers.recv())
-            .await
-            .expect("an answer in time")
-            .expect("the console runs");
-        if what(&req) {
-            return ok;
-        }
-    };
-    keys.send(key(KeyCode::Char('B'))).unwrap();
+    let mut console = Attached::new(&t, 100, Duration::from_secs(3600)).await;
+    console.press(KeyCode::Char('B'));
     // Both lists are in before `u` is read: answers go first.
-    assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
-    keys.send(key(KeyCode::Char('u'))).unwrap();
+    assert!(console.answered(|r| matches!(r, Request::Mutes)).await);
+    console.press(KeyCode::Char('u'));
     // Lifting asks first, like every action on a user.
-    keys.send(key(KeyCode::Char('y'))).unwrap();
-    assert!(wait_for(|r| matches!(r, Request::Unban { username } if username == "bob")).await);
+    console.press(KeyCode::Char('y'));
+    assert!(
+        console
+            .answered(|r| matches!(r, Request::Unban { username } if username == "bob"))
+            .await
+    );
     // The refresh after it reads the lists again; then the view is empty.
-    assert!(wait_for(|r| matches!(r, Request::Mutes)).await);
-    keys.send(key(KeyCode::Esc)).unwrap();
-    keys.send(key(KeyCode::Char('q'))).unwrap();
-    let (exit, _terminal) = console.await.unwrap();
-    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    assert!(console.answered(|r| matches!(r, Request::Mutes)).await);
+    console.press(KeyCode::Esc);
+    console.quit().await;
     assert!(
         !t.app()
             .user_by_name("bob")
@@ -172,60 +192,41 @@ async fn the_console_deletes_a_message_chosen_in_the_room_view() {
         assert_eq!(status, 201, "{body}");
         ids.push(body["message"]["id"].as_str().unwrap().to_string());
     }
-    let inner = confab::console::SocketBackend::connect(&t.app().config.socket_path())
-        .await
-        .expect("the console attaches to the admin socket");
-    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let backend = Watched { inner, answered };
-    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
-    let events = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    }));
-    let console = tokio::spawn(async move {
-        let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
-        let exit = confab::console::run_with(
-            &mut terminal,
-            backend,
-            events,
-            false,
-            Duration::from_secs(3600),
-        )
-        .await;
-        (exit, terminal)
-    });
-    let mut wait_for = async |what: &dyn Fn(&Request) -> bool| loop {
-        let (req, ok) = tokio::time::timeout(crate::common::WAIT, answers.recv())
-            .await
-            .expect("an answer in time")
-            .expect("the console runs");
-        if what(&req) {
-            return ok;
-        }
-    };
-    assert!(wait_for(&|r| matches!(r, Request::Snapshot { .. })).await);
-    // The rooms pane, filtered to the room, then its messages.
-    keys.send(key(KeyCode::BackTab)).unwrap();
-    keys.send(key(KeyCode::Char('/'))).unwrap();
-    for c in "lounge".chars() {
-        keys.send(key(KeyCode::Char(c))).unwrap();
-    }
-    keys.send(key(KeyCode::Enter)).unwrap();
-    keys.send(key(KeyCode::Enter)).unwrap();
+    let mut console = Attached::new(&t, 120, Duration::from_secs(3600)).await;
     assert!(
-        wait_for(&|r| matches!(r, Request::RoomMessages { room, .. } if *room == room_id)).await
+        console
+            .answered(|r| matches!(r, Request::Snapshot { .. }))
+            .await
+    );
+    // The rooms pane, filtered to the room, then its messages.
+    console.press(KeyCode::BackTab);
+    console.press(KeyCode::Char('/'));
+    console.type_text("lounge");
+    console.press(KeyCode::Enter);
+    console.press(KeyCode::Enter);
+    assert!(
+        console
+            .answered(|r| matches!(r, Request::RoomMessages { room, .. } if *room == room_id))
+            .await
     );
     // The newest is selected; the one before it is deleted, after y.
-    keys.send(key(KeyCode::Up)).unwrap();
-    keys.send(key(KeyCode::Char('d'))).unwrap();
-    keys.send(key(KeyCode::Char('y'))).unwrap();
+    console.press(KeyCode::Up);
+    console.press(KeyCode::Char('d'));
+    console.press(KeyCode::Char('y'));
     let first = ids[0].clone();
-    assert!(wait_for(&|r| matches!(r, Request::DeleteMessage { id, .. } if *id == first)).await);
+    assert!(
+        console
+            .answered(|r| matches!(r, Request::DeleteMessage { id, .. } if *id == first))
+            .await
+    );
     // The view reads the room again after the refresh.
-    assert!(wait_for(&|r| matches!(r, Request::RoomMessages { .. })).await);
-    keys.send(key(KeyCode::Esc)).unwrap();
-    keys.send(key(KeyCode::Char('q'))).unwrap();
-    let (exit, _terminal) = console.await.unwrap();
-    assert_eq!(exit.unwrap(), confab::console::Exit::Detached);
+    assert!(
+        console
+            .answered(|r| matches!(r, Request::RoomMessages { .. }))
+            .await
+    );
+    console.press(KeyCode::Esc);
+    console.quit().await;
     let history = t.history_all(&token, &room_id).await;
     let deleted: Vec<bool> = history
         .iter()
