@@ -512,19 +512,28 @@ impl State {
         }))
     }
 
-    fn open_room(&mut self) -> Option<Effect> {
+    /// The room a rooms-pane key acts on; `None` (with the reason shown)
+    /// when another pane has the focus or no room is selected.
+    fn room_for_key(&mut self, what: &str) -> Option<RoomRow> {
         if self.focus != Pane::Rooms {
-            return self.refuse("Enter opens the selected room: Tab to the rooms pane first");
+            self.refuse(&format!("{what}: Tab to the rooms pane first"));
+            return None;
         }
-        let Some(r) = self.selected_room() else {
-            return self.refuse("no room selected");
-        };
+        let room = self.selected_room().cloned();
+        if room.is_none() {
+            self.refuse("no room selected");
+        }
+        room
+    }
+
+    fn open_room(&mut self) -> Option<Effect> {
+        let r = self.room_for_key("Enter opens the selected room")?;
         let key = if r.id.is_empty() {
             r.name.clone()
         } else {
-            r.id.clone()
+            r.id
         };
-        let name = r.name.clone();
+        let name = r.name;
         self.room = Some(RoomView {
             key,
             name,
@@ -1064,16 +1073,11 @@ impl State {
             }
             Action::Restrictions => return self.open_restrictions(),
             Action::CloseRoom => {
-                if self.focus != Pane::Rooms {
-                    return self.refuse("x closes the selected room: Tab to the rooms pane first");
-                }
-                let Some(room) = self.selected_room() else {
-                    return self.refuse("no room selected");
-                };
+                let room = self.room_for_key("x closes the selected room")?;
                 let room = if room.name.is_empty() {
-                    room.id.clone()
+                    room.id
                 } else {
-                    room.name.clone()
+                    room.name
                 };
                 self.confirm(Request::RoomDelete { room });
             }
