@@ -16,6 +16,11 @@ pub(super) type Row<'a> = std::result::Result<
 pub(super) mod q {
     use super::*;
 
+    /// A room's highest seq so far (0 before its first message).
+    pub fn last_seq(t: &impl ReadableTable<u128, u64>, room: Id) -> Result<u64> {
+        Ok(t.get(room.0)?.map(|v| v.value()).unwrap_or(0))
+    }
+
     /// A message by id, with its sender.
     pub fn message(
         index: &impl ReadableTable<u128, (u128, u64)>,
@@ -268,12 +273,7 @@ impl Rx {
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {
-        Ok(self
-            .txn
-            .open_table(ROOM_TO_LAST_SEQ)?
-            .get(room.0)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        q::last_seq(&self.txn.open_table(ROOM_TO_LAST_SEQ)?, room)
     }
 
     pub fn message(&self, id: Id) -> Result<Option<Message>> {

@@ -385,7 +385,7 @@ impl Tx {
         let sender = SenderCache::new(&users).get(new.sender)?;
         drop(users);
         let mut last = self.txn.open_table(ROOM_TO_LAST_SEQ)?;
-        let seq = last.get(new.room.0)?.map(|v| v.value()).unwrap_or(0) + 1;
+        let seq = q::last_seq(&last, new.room)? + 1;
         last.insert(new.room.0, seq)?;
         drop(last);
         self.count_attachments(&new.attachments, 1)?;
@@ -684,12 +684,7 @@ impl Tx {
     }
 
     pub fn last_seq(&self, room: Id) -> Result<u64> {
-        Ok(self
-            .txn
-            .open_table(ROOM_TO_LAST_SEQ)?
-            .get(room.0)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        q::last_seq(&self.txn.open_table(ROOM_TO_LAST_SEQ)?, room)
     }
 
     pub fn are_friends(&self, a: Id, b: Id) -> Result<bool> {
