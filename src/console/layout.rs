@@ -20,30 +20,24 @@ const WIDE: u16 = 160;
 pub fn layout(area: Rect) -> Areas {
     use Constraint::{Fill, Length};
     let [header, body, footer] = area.layout(&Layout::vertical([Length(1), Fill(1), Length(1)]));
-    if area.width >= WIDE {
+    let (rooms, users, chart, events) = if area.width >= WIDE {
         let [top, bottom] = body.layout(&Layout::vertical([Fill(3), Fill(2)]));
         let [rooms, users] = top.layout(&Layout::horizontal([Fill(2), Fill(3)]));
         let [chart, events] = bottom.layout(&Layout::horizontal([Fill(2), Fill(3)]));
-        Areas {
-            header,
-            rooms,
-            users,
-            chart,
-            events,
-            footer,
-        }
+        (rooms, users, chart, events)
     } else {
         let [rooms, users, bottom] = body.layout(&Layout::vertical([Fill(3), Fill(4), Fill(4)]));
         let chart_width = (area.width * 2 / 5).clamp(28.min(area.width), 60);
         let [chart, events] = bottom.layout(&Layout::horizontal([Length(chart_width), Fill(1)]));
-        Areas {
-            header,
-            rooms,
-            users,
-            chart,
-            events,
-            footer,
-        }
+        (rooms, users, chart, events)
+    };
+    Areas {
+        header,
+        rooms,
+        users,
+        chart,
+        events,
+        footer,
     }
 }
 
