@@ -44,28 +44,6 @@ impl<K: Eq + Hash + Clone> Window<K> {
         slot
     }
 
-    /// Whether `key` still has room; if not, the seconds until it does.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
-        let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
-        self.room_in(Self::slot(&mut map, key, self.window))
-    }
-
-    /// Whether a slot has room; if not, the seconds until it does.
-    fn room_in(&self, slot: &(Instant, u32)) -> Result<(), u64> {
-        if slot.1 >= self.max {
-            let left = self.window.saturating_sub(slot.0.elapsed());
-            return Err(left.as_secs().max(1));
-        }
-        Ok(())
-    }
-
-    /// Counts a hit.
-    pub fn hit(&self, key: &K) {
-        let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = Self::slot(&mut map, key, self.window);
-        slot.1 = slot.1.saturating_add(1);
-    }
-
     /// Takes back a hit counted by `take`, for an attempt that turned out
     /// not to count (a login that succeeded).
     pub fn refund(&self, key: &K) {
@@ -75,12 +53,16 @@ impl<K: Eq + Hash + Clone> Window<K> {
         }
     }
 
-    /// Counts a hit if there is room: the usual check-and-count, under
-    /// one lock, so that concurrent attempts cannot all see room first.
+    /// Counts a hit if there is room; if not, the seconds until there is.
+    /// Checked and counted under one lock, so that concurrent attempts
+    /// cannot all see room first (there is no separate check to race).
     pub fn take(&self, key: &K) -> Result<(), u64> {
         let mut map = self.hits.lock().unwrap_or_else(|e| e.into_inner());
         let slot = Self::slot(&mut map, key, self.window);
-        self.room_in(slot)?;
+        if slot.1 >= self.max {
+            let left = self.window.saturating_sub(slot.0.elapsed());
+            return Err(left.as_secs().max(1));
+        }
         slot.1 += 1;
         Ok(())
     }
