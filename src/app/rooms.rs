@@ -19,7 +19,11 @@ impl App {
 
     /// A room the actor may see; a private room of others is `forbidden`.
     pub fn room_for(&self, actor: &Actor, id: Id) -> Result<Room> {
-        let actor = &self.current(actor)?;
+        self.room_seen_by(&self.current(actor)?, id)
+    }
+
+    /// `room_for`, for an actor already read from the store (`current`).
+    fn room_seen_by(&self, actor: &Actor, id: Id) -> Result<Room> {
         let room = self
             .store
             .read()?
@@ -121,7 +125,7 @@ impl App {
         visibility: Option<Visibility>,
     ) -> Result<Room> {
         let actor = &self.current(actor)?;
-        let room = self.room_for(actor, id)?;
+        let room = self.room_seen_by(actor, id)?;
         if room.kind == RoomKind::Dm {
             return Err(AppError::Forbidden(
                 "direct messages cannot be changed".into(),
@@ -159,7 +163,7 @@ impl App {
                 .room(id)?
                 .ok_or(AppError::NotFound("room"))?
         } else {
-            self.room_for(actor, id)?
+            self.room_seen_by(actor, id)?
         };
         let allowed = match actor.user() {
             None => true,
@@ -193,7 +197,7 @@ impl App {
     /// add to it; private rooms take the owner, a moderator or an admin.
     pub async fn add_member(&self, actor: &Actor, id: Id, username: &str) -> Result<bool> {
         let actor = &self.current(actor)?;
-        let room = self.room_for(actor, id)?;
+        let room = self.room_seen_by(actor, id)?;
         if room.kind == RoomKind::Dm {
             return Err(AppError::Forbidden(
                 "direct messages have two members".into(),
