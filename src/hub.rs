@@ -296,11 +296,13 @@ impl Hub {
     /// Registers a connection of `user`. `load` runs under the hub's lock
     /// when this is the user's first connection, so no membership,
     /// friendship or block can change between reading it and the hub
-    /// knowing it.
+    /// knowing it. `token` is the id of the token it signed in with, so
+    /// that revoking that token finds the connection.
     pub fn connect<E>(
         &self,
         user: User,
         addr: Option<SocketAddr>,
+        token: Option<u128>,
         load: impl FnOnce() -> Result<Ties, E>,
     ) -> Result<Connected, E> {
         let ctl = Arc::new(SessionControl::default());
@@ -335,7 +337,7 @@ impl Hub {
                 user: user.id,
                 ctl: ctl.clone(),
                 addr,
-                token: None,
+                token,
             },
         );
         self.metrics.connections.set(st.sessions.len() as i64);
@@ -508,13 +510,6 @@ impl Hub {
             return false;
         };
         deliver(&s.ctl, f, &st)
-    }
-
-    /// Records which token a session signed in with.
-    pub fn set_token(&self, session: SessionId, token: Option<u128>) {
-        if let Some(s) = self.write().sessions.get_mut(&session) {
-            s.token = token;
-        }
     }
 
     /// Closes the connections `user` opened with `token`.
@@ -1039,7 +1034,7 @@ mod tests {
     }
 
     fn join(hub: &Hub, u: &User, ties: Ties) -> Connected {
-        hub.connect(u.clone(), None, || Ok::<_, ()>(ties))
+        hub.connect(u.clone(), None, None, || Ok::<_, ()>(ties))
             .expect("connects")
     }
 

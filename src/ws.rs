@@ -226,7 +226,7 @@ async fn connection(
     slot: Held,
 ) {
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
-    let (user, token, auth_id) = match authenticate(&app, &mut ws, token).await {
+    let (user, token, token_id, auth_id) = match authenticate(&app, &mut ws, token).await {
         Ok(v) => v,
         Err(exit) => {
             drop(slot);
@@ -241,7 +241,12 @@ async fn connection(
         send_close(&mut ws, req, grace).await;
         return;
     }
-    let connected = app.hub.connect(user.clone(), addr, || app.ties(user.id));
+    // The session names its token from the start: a revocation the hub
+    // applies from now on finds it; one applied before could not, but its
+    // commit came first, so the check below sees it.
+    let connected = app
+        .hub
+        .connect(user.clone(), addr, Some(token_id), || app.ties(user.id));
     let connected = match connected {
         Ok(c) => c,
         Err(e) => {
@@ -257,13 +262,6 @@ async fn connection(
         hub: &app.hub,
         session: connected.session,
     };
-    // The session names its token before the token is checked again: a
-    // revocation the hub applied before that could not find this session,
-    // but its commit came first, so the check sees it; one applied later
-    // finds the session by its token.
-    if let Ok(v) = app.auth.verify(&token) {
-        app.hub.set_token(connected.session, Some(v.token));
-    }
     if let Err(e) = app.authenticate_token(&token) {
         drop(registered);
         drop(slot);
@@ -318,10 +316,10 @@ async fn authenticate(
     app: &Arc<App>,
     ws: &mut WebSocket,
     token: Option<String>,
-) -> Result<(User, String, Option<String>), Exit> {
+) -> Result<(User, String, u128, Option<String>), Exit> {
     if let Some(token) = token {
-        return match app.authenticate(&token) {
-            Ok(u) => Ok((u, token, None)),
+        return match app.authenticate_token(&token) {
+            Ok((u, v)) => Ok((u, token, v.token, None)),
             Err(e) => Err(Exit::Close(refusal(&e))),
         };
     }
@@ -355,8 +353,8 @@ async fn authenticate(
                         token: String,
                     }
                     match f.data::<AuthData>() {
-                        Ok(d) => match app.authenticate(&d.token) {
-                            Ok(user) => return Ok((user, d.token, f.id)),
+                        Ok(d) => match app.authenticate_token(&d.token) {
+                            Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
                             Err(e) => {
                                 let mut req = refusal(&e);
                                 req.last_frame = Some(error_frame(
@@ -907,7 +905,7 @@ mod tests {
             role: crate::domain::Role::User,
         };
         let conn = hub
-            .connect(user.clone(), None, || {
+            .connect(user.clone(), None, None, || {
                 Ok::<_, AppError>(crate::hub::Ties::default())
             })
             .unwrap();

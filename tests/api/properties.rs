@@ -71,7 +71,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .unwrap();
         let conn = app
             .hub
-            .connect(user.clone(), None, || app.ties(user.id))
+            .connect(user.clone(), None, None, || app.ties(user.id))
             .unwrap();
         clients.push(Client {
             user,
@@ -144,7 +144,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let user = clients[u].user.clone();
                 clients[u].conn = Some(
                     app.hub
-                        .connect(user.clone(), None, || app.ties(user.id))
+                        .connect(user.clone(), None, None, || app.ties(user.id))
                         .unwrap(),
                 );
                 // Recovery: what was missed, from the last seq known.
