@@ -76,33 +76,23 @@ impl App {
                 .map_err(|retry| throttled("too many attempts from this address", retry))?;
         }
         // Failures are counted per name, existing or not, so the limit
-        // says nothing about which names exist; and per address, so that
-        // guessing from one place cannot lock the owner out from another.
-        // The attempt is counted before the (slow) verification and given
-        // back if it succeeds: counting after would let concurrent guesses
-        // all pass the check first.
-        let key = (
-            username.to_ascii_lowercase(),
-            ip.map(crate::limits::address_key),
-        );
-        self.limits
-            .login_failures
-            .take(&key)
-            .map_err(|retry| throttled("too many failed logins for this account", retry))?;
+        // says nothing about which names exist.
         let rec = match Username::parse(username) {
             Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
             Err(_) => None,
         };
-        let app = self.clone();
         let hash = rec.as_ref().map(|r| r.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || {
-            app.auth.verify_password(&password, hash.as_deref())
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let ok = self
+            .try_password(
+                username.to_ascii_lowercase(),
+                ip,
+                password,
+                hash,
+                "too many failed logins for this account",
+            )
+            .await?;
         match rec {
             Some(rec) if ok => {
-                self.limits.login_failures.refund(&key);
                 ban_check(&rec)?;
                 Ok((self.auth.issue(rec.id, rec.token_gen), rec.public()))
             }
@@ -166,30 +156,59 @@ impl App {
         new: Password,
         ip: Option<IpAddr>,
     ) -> Result<String> {
-        let key = (user.username.clone(), ip.map(crate::limits::address_key));
-        self.limits
-            .login_failures
-            .take(&key)
-            .map_err(|retry| throttled("too many failed attempts for this account", retry))?;
-        let rec = self
+        let hash = self
             .store
             .read()?
             .user(user.id)?
-            .ok_or(AppError::NotFound("user"))?;
-        let app = self.clone();
-        let hash = rec.password_hash.clone();
-        let ok =
-            tokio::task::spawn_blocking(move || app.auth.verify_password(&current, Some(&hash)))
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            .ok_or(AppError::NotFound("user"))?
+            .password_hash;
+        let ok = self
+            .try_password(
+                user.username.clone(),
+                ip,
+                current,
+                Some(hash),
+                "too many failed attempts for this account",
+            )
+            .await?;
         if !ok {
             return Err(AppError::Forbidden(
                 "current_password: wrong password".into(),
             ));
         }
-        self.limits.login_failures.refund(&key);
         let generation = self.replace_password(user.id, new).await?;
         Ok(self.auth.issue(user.id, generation))
+    }
+
+    /// Checks `password` against `hash` (or a dummy, for no account) as an
+    /// attempt on account `name` from `ip`. Attempts are limited per
+    /// account and address, so guessing from one place cannot lock the
+    /// owner out from another. The attempt counts before the (slow) check,
+    /// under one lock with the limit, and is given back if it succeeds:
+    /// counting after would let concurrent guesses all pass the limit.
+    async fn try_password(
+        self: &Arc<Self>,
+        name: String,
+        ip: Option<IpAddr>,
+        password: String,
+        hash: Option<String>,
+        limited: &str,
+    ) -> Result<bool> {
+        let key = (name, ip.map(crate::limits::address_key));
+        self.limits
+            .login_failures
+            .take(&key)
+            .map_err(|retry| throttled(limited, retry))?;
+        let app = self.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            app.auth.verify_password(&password, hash.as_deref())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        if ok {
+            self.limits.login_failures.refund(&key);
+        }
+        Ok(ok)
     }
 
     /// Sets the password and ends every token issued before; returns the
