@@ -399,6 +399,7 @@ async fn serve_connection<F>(
             keep_clocks(conn, &activity, clocks, stop).await
         }
     };
+    activity.watched.store(false, Ordering::Relaxed);
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -443,6 +444,10 @@ struct Activity {
     write_blocked: AtomicBool,
     /// A request head has arrived (set by [`WithPeer`]).
     requested: AtomicBool,
+    /// The clocks still run: false once the HTTP connection has ended,
+    /// most often by becoming a WebSocket, whose every read and write would
+    /// otherwise pay for a clock nobody looks at.
+    watched: AtomicBool,
 }
 
 impl Activity {
@@ -452,6 +457,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
             requested: AtomicBool::new(false),
+            watched: AtomicBool::new(true),
         }
     }
 
@@ -533,7 +539,7 @@ where
 }
 
 /// A connection's socket that records in [`Activity`] when bytes move.
-/// It stays under an upgraded WebSocket too, where nothing reads it.
+/// It stays under an upgraded WebSocket too, where it records nothing.
 struct Watched<T> {
     io: T,
     activity: Arc<Activity>,
@@ -547,7 +553,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        if matches!(polled, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && self.activity.watched.load(Ordering::Relaxed)
+        {
             self.activity.touch();
         }
         polled
@@ -556,6 +565,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 
 impl<T: AsyncWrite + Unpin> Watched<T> {
     fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if !self.activity.watched.load(Ordering::Relaxed) {
+            return;
+        }
         match polled {
             Poll::Pending => self.activity.write_blocked.store(true, Ordering::Relaxed),
             Poll::Ready(result) => {
