@@ -35,14 +35,16 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response {
     resp
 }
 
-/// The error body of the contract: `{"error": {"code", "message"}}`.
+/// The contract's error body: `{"error": {"code", "message"}}`.
+pub fn error_body(code: ErrorCode, message: &str) -> Value {
+    json!({"error": {"code": code.as_str(), "message": message}})
+}
+
+/// The error answer of the contract, with its status and headers.
 pub fn error_response(e: &AppError) -> Response {
     let code = e.code();
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json_response(
-        status,
-        &json!({"error": {"code": code.as_str(), "message": e.client_message()}}),
-    );
+    let mut resp = json_response(status, &error_body(code, &e.client_message()));
     if let AppError::Throttled { retry_after, .. } = e
         && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
     {

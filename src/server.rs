@@ -322,10 +322,12 @@ fn refuse(
         }
         return;
     }
-    let body = serde_json::json!({"error": {"code": "rate_limited", "message": why}}).to_string();
+    let code = crate::protocol::ErrorCode::RateLimited;
+    let body = crate::edge::error_body(code, why).to_string();
     let answer = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 {} Too Many Requests\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        code.status(),
         body.len()
     );
     let refusing = refusing.clone();
