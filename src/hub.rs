@@ -215,6 +215,10 @@ struct Online {
     /// Users who block this one: their presence is kept from this user.
     blocked_by: HashSet<Id>,
     since: i64,
+    /// Other nodes of a cluster where this user is connected. A user is
+    /// online while connected anywhere: with no session here, the entry
+    /// stays for presence and routing, and fan-out finds no one to send to.
+    elsewhere: HashSet<Arc<str>>,
 }
 
 /// What a user's first connection loads from the store: everything the
@@ -325,6 +329,7 @@ impl Hub {
                     friends: ties.friends.into_iter().collect(),
                     blocked_by: ties.blocked_by.into_iter().collect(),
                     since: now,
+                    elsewhere: HashSet::default(),
                 },
             );
         }
@@ -376,40 +381,83 @@ impl Hub {
             return;
         };
         online.sessions.retain(|(x, _)| *x != session);
-        if !online.sessions.is_empty() {
+        if !online.sessions.is_empty() || !online.elsewhere.is_empty() {
             return;
         }
-        let audience = audience_of(&st, s.user);
-        let Some(online) = st.users.remove(&s.user) else {
-            return;
-        };
-        for room in &online.rooms {
-            if let Some(set) = st.rooms.get_mut(room) {
-                set.remove(&s.user);
-                if set.is_empty() {
-                    st.rooms.remove(room);
-                }
+        go_offline(&mut st, s.user);
+        self.metrics.online_users.set(st.users.len() as i64);
+    }
+
+    /// The users with a connection to this node (not those online only
+    /// elsewhere in a cluster).
+    pub fn local_user_ids(&self) -> Vec<Id> {
+        self.read()
+            .users
+            .iter()
+            .filter(|(_, o)| !o.sessions.is_empty())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// What another node of a cluster says is connected there now: users
+    /// who appear there come online here (if not already), users who went
+    /// go offline unless connected somewhere else. `load` gives a newly
+    /// seen user's account and ties, or None if this node does not know
+    /// the account yet (it has not applied its creation): that user is
+    /// left out and picked up from the node's next report.
+    pub fn remote_presence(
+        &self,
+        node: &str,
+        there: &HashSet<Id>,
+        load: impl Fn(Id) -> Option<(User, Ties)>,
+    ) {
+        let node: Arc<str> = Arc::from(node);
+        let mut st = self.write();
+        let gone: Vec<Id> = st
+            .users
+            .iter()
+            .filter(|(id, o)| o.elsewhere.contains(&node) && !there.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for user in gone {
+            let Some(online) = st.users.get_mut(&user) else {
+                continue;
+            };
+            online.elsewhere.remove(&node);
+            if online.sessions.is_empty() && online.elsewhere.is_empty() {
+                go_offline(&mut st, user);
             }
         }
-        // A user who leaves mid-sentence stops typing.
-        let typing: Vec<Id> = st
-            .typing
-            .keys()
-            .filter(|(_, u)| *u == s.user)
-            .map(|(r, _)| *r)
-            .collect();
-        for room in typing {
-            st.typing.remove(&(room, s.user));
-            let f = frame(
-                "typing",
-                None,
-                &json!({"room": room, "user": online.user, "typing": false}),
+        for user in there {
+            if let Some(online) = st.users.get_mut(user) {
+                online.elsewhere.insert(node.clone());
+                continue;
+            }
+            let Some((account, ties)) = load(*user) else {
+                continue;
+            };
+            let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
+            for room in &rooms {
+                st.rooms.entry(*room).or_default().insert(*user);
+            }
+            let mut elsewhere = HashSet::default();
+            elsewhere.insert(node.clone());
+            st.users.insert(
+                *user,
+                Online {
+                    user: account.clone(),
+                    sessions: Vec::new(),
+                    rooms,
+                    friends: ties.friends.into_iter().collect(),
+                    blocked_by: ties.blocked_by.into_iter().collect(),
+                    since: now_ms(),
+                    elsewhere,
+                },
             );
-            let hidden = |u: Id| u == s.user || online.blocked_by.contains(&u);
-            send_to_room_unless(&st, room, &f, hidden);
+            let f = frame("user_online", None, &json!({ "user": account }));
+            let audience = audience_of(&st, *user);
+            send_to_users(&st, audience.iter(), &f, None);
         }
-        let f = frame("user_offline", None, &json!({ "user": online.user }));
-        send_to_users(&st, audience.iter(), &f, None);
         self.metrics.online_users.set(st.users.len() as i64);
     }
 
@@ -842,6 +890,17 @@ impl Hub {
                     }
                 });
             }
+            Change::Kicked { user, reason } => {
+                let f = frame("kicked", None, &json!({ "reason": reason }));
+                self.close_user(*user, close::KICKED, reason, Some(f));
+            }
+            Change::Announced { text, room } => {
+                let f = frame("announcement", None, &json!({ "text": text, "room": room }));
+                match room {
+                    Some(r) => self.send_to_room(*r, &f, None),
+                    None => self.broadcast(&f),
+                }
+            }
         }
     }
 
@@ -849,6 +908,42 @@ impl Hub {
         let st = self.read();
         send_to_users(&st, std::iter::once(&user), f, None);
     }
+}
+
+/// Forgets an online user who has no connection anywhere any more, and
+/// tells those who saw them.
+fn go_offline(st: &mut State, user: Id) {
+    let audience = audience_of(st, user);
+    let Some(online) = st.users.remove(&user) else {
+        return;
+    };
+    for room in &online.rooms {
+            if let Some(set) = st.rooms.get_mut(room) {
+                set.remove(&user);
+                if set.is_empty() {
+                    st.rooms.remove(room);
+                }
+            }
+        }
+        // A user who leaves mid-sentence stops typing.
+        let typing: Vec<Id> = st
+            .typing
+            .keys()
+            .filter(|(_, u)| *u == user)
+            .map(|(r, _)| *r)
+            .collect();
+        for room in typing {
+            st.typing.remove(&(room, user));
+            let f = frame(
+                "typing",
+                None,
+                &json!({"room": room, "user": online.user, "typing": false}),
+            );
+            let hidden = |u: Id| u == user || online.blocked_by.contains(&u);
+            send_to_room_unless(st, room, &f, hidden);
+        }
+        let f = frame("user_offline", None, &json!({ "user": online.user }));
+        send_to_users(st, audience.iter(), &f, None);
 }
 
 /// Whether `viewer` hears of `subject`'s presence: both online, sharing a

@@ -808,8 +808,7 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
             let d = data!(RoomRef);
             let on = kind == "typing_start";
             let r = room_id(&d.room).and_then(|room| {
-                app.require_member(&user, room)?;
-                app.hub.typing(room, &user, on);
+                app.typing(room, &user, on)?;
                 Ok(json!({}))
             });
             Answer::Now(answer(id.as_deref(), r))

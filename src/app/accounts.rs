@@ -21,16 +21,14 @@ impl App {
         // Ids are made here, not while the store applies the write: the
         // write must come out the same wherever it is applied.
         let id = Id::new();
-        let rec = self
+        let rec: UserRecord = self
             .store
-            .write(move |tx| {
-                tx.create_user(NewUser {
-                    id,
-                    username: username.as_str().to_string(),
-                    role,
-                    password_hash,
-                })
-            })
+            .run(Command::CreateUser(NewUser {
+                id,
+                username: username.as_str().to_string(),
+                role,
+                password_hash,
+            }))
             .await?;
         tracing::info!(user = %rec.username, role = %rec.role, "user created");
         Ok(rec.public())
@@ -132,16 +130,19 @@ impl App {
         let (user, v) = self.authenticate_token(token)?;
         if everywhere {
             self.store
-                .write(move |tx| {
-                    let mut rec = tx.user(user.id)?.ok_or(StoreError::NotFound("user"))?;
-                    tx.revoke_tokens(&mut rec, Revocation::LoggedOutEverywhere);
-                    tx.put_user(&rec)
+                .run::<()>(Command::RevokeTokens {
+                    user: user.id,
+                    why: Revocation::LoggedOutEverywhere,
                 })
                 .await?;
             return Ok(());
         }
         self.store
-            .write(move |tx| tx.revoke_token(user.id, v.token, v.exp))
+            .run::<()>(Command::RevokeToken {
+                user: user.id,
+                token: v.token,
+                expiry: v.exp,
+            })
             .await?;
         Ok(())
     }
@@ -221,13 +222,7 @@ impl App {
         let hash = self.hash(password).await?;
         let generation = self
             .store
-            .write(move |tx| {
-                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                rec.password_hash = hash;
-                tx.revoke_tokens(&mut rec, Revocation::PasswordChanged);
-                tx.put_user(&rec)?;
-                Ok(rec.token_gen)
-            })
+            .run(Command::SetPassword { user: id, hash })
             .await?;
         Ok(generation)
     }
@@ -273,24 +268,16 @@ impl App {
     /// session goes on with powers it no longer has.
     pub async fn set_role(&self, name: &str, role: Role) -> Result<User> {
         let id = self.user_by_name(name)?.id;
-        let rec = self
+        let rec: UserRecord = self
             .store
-            .write(move |tx| {
-                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                if rec.role != role {
-                    rec.role = role;
-                    tx.revoke_tokens(&mut rec, Revocation::RoleChanged);
-                    tx.put_user(&rec)?;
-                }
-                Ok(rec)
-            })
+            .run(Command::SetRole { user: id, role })
             .await?;
         Ok(rec.public())
     }
 
     pub async fn delete_user(&self, name: &str) -> Result<User> {
         let id = self.user_by_name(name)?.id;
-        let rec = self.store.write(move |tx| tx.delete_user(id)).await?;
+        let rec: UserRecord = self.store.run(Command::DeleteUser { user: id }).await?;
         tracing::info!(user = %rec.username, "user deleted");
         Ok(rec.public())
     }

@@ -18,8 +18,8 @@ use crate::hub::{Hub, Ties};
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::store::{
-    AuditEntry, Change, NewMessage, NewRoom, NewUser, Page, Revocation, Store, StoreError, Tx,
-    UploadRecord, UserRecord,
+    AuditEntry, Change, Command, Local, NewRoom, NewUser, Page, PairOp, Revocation, SendTo, Store,
+    StoreError, UploadRecord, UserRecord, rank,
 };
 use crate::uploads::{FileStore, UploadError};
 
@@ -203,12 +203,62 @@ pub struct App {
     /// body in memory: bounded, so waiting cannot pile up bodies.
     decode_queue: tokio::sync::Semaphore,
     pub limits: crate::limits::Limiters,
+    /// Cluster mode: what this node tells the others besides the log.
+    peers: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+}
+
+/// What a node of a cluster tells the others directly, not through the
+/// log: short-lived things that are not worth a commit.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub enum PeerEvent {
+    Typing { room: Id, user: User, on: bool },
 }
 
 impl App {
     /// Opens the store in the data directory and wires its changes to a new
     /// hub.
     pub fn open(config: Config) -> Result<Arc<App>> {
+        Self::build(config, None)
+    }
+
+    /// A node of a cluster: the store applies `engine`'s log, tokens are
+    /// signed with the secret every node shares, and what this node says
+    /// to the others comes out of the returned receiver.
+    pub async fn open_in_cluster(
+        config: Config,
+        engine: crate::store::engine::Engine,
+    ) -> Result<(Arc<App>, tokio::sync::mpsc::UnboundedReceiver<PeerEvent>)> {
+        let secret = engine
+            .shared_value("jwt_secret", || {
+                let mut key = vec![0u8; 32];
+                // A failed draw leaves zeros: refuse that rather than sign
+                // with a known key.
+                if getrandom::fill(&mut key).is_err() {
+                    key.clear();
+                }
+                key
+            })
+            .await
+            .map_err(|e| AppError::Store(StoreError::Unavailable(e.to_string())))?;
+        if secret.len() < 32 {
+            return Err(AppError::Internal(
+                "the cluster's token secret is missing or too short".into(),
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = Self::build(config, Some((engine, secret, tx)))?;
+        Ok((app, rx))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn build(
+        config: Config,
+        cluster: Option<(
+            crate::store::engine::Engine,
+            Vec<u8>,
+            tokio::sync::mpsc::UnboundedSender<PeerEvent>,
+        )>,
+    ) -> Result<Arc<App>> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(
             config.limits.outbound_queue,
@@ -217,7 +267,16 @@ impl App {
         );
         let listener_hub = hub.clone();
         let observed = metrics.clone();
-        let store = Store::open(
+        let files = FileStore::new(&config.server.data_dir);
+        let present = files.clone();
+        // In a cluster a file may live on another node: only the shared
+        // object store could answer, and not while a command is applied.
+        let local = Local {
+            file_present: cluster
+                .is_none()
+                .then(|| Arc::new(move |hash: &str| present.exists(hash)) as _),
+        };
+        let mut store = Store::open(
             &config.db_path(),
             config.store.cache_mib,
             config.store.max_batch,
@@ -226,10 +285,16 @@ impl App {
                 observed.commit_batch.observe(size as f64);
                 observed.commit_seconds.observe(took.as_secs_f64());
             })),
+            local,
         )?;
-        let secret = store.jwt_secret()?;
+        let (secret, peers) = match cluster {
+            Some((engine, secret, peers)) => {
+                store.join(engine)?;
+                (secret, Some(peers))
+            }
+            None => (store.jwt_secret()?, None),
+        };
         let auth = Auth::new(&config.auth, &secret)?;
-        let files = FileStore::new(&config.server.data_dir);
         let limits = crate::limits::Limiters::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
@@ -245,6 +310,7 @@ impl App {
             decode_budget,
             decode_queue: tokio::sync::Semaphore::new(uploads::MAX_QUEUED_DECODES),
             limits,
+            peers,
         }))
     }
 }
@@ -275,14 +341,6 @@ fn ban_check(rec: &UserRecord) -> Result<()> {
         msg.push_str(r);
     }
     Err(AppError::Banned(msg))
-}
-
-fn rank(role: Role) -> u8 {
-    match role {
-        Role::User => 0,
-        Role::Moderator => 1,
-        Role::Admin => 2,
-    }
 }
 
 /// The longest ban or mute with an end: anything longer is a mistake (or

@@ -20,8 +20,8 @@ impl App {
         }
     }
 
-    /// Writes an audit entry on its own (for actions whose effect is not a
-    /// store write, like a kick or an announcement).
+    /// Writes an audit entry on its own (for actions whose effect is
+    /// another write, like an owner's room deletion by someone else).
     pub async fn audit(
         &self,
         actor: &Actor,
@@ -30,24 +30,9 @@ impl App {
         reason: Option<String>,
         details: serde_json::Value,
     ) -> Result<()> {
-        let entry = AuditEntry {
-            seq: 0,
-            at: crate::domain::now_ms(),
-            actor: actor.name(),
-            action: action.to_string(),
-            target: target.to_string(),
-            reason,
-            details,
-        };
-        self.store.write(move |tx| tx.audit(entry)).await?;
+        let entry = entry(actor, action, target, reason, details);
+        self.store.run::<()>(Command::Audit(entry)).await?;
         Ok(())
-    }
-
-    /// Closes every connection of the user with `kicked` then 4003.
-    pub(super) fn boot(&self, user: Id, reason: &str) -> usize {
-        let f = crate::protocol::frame("kicked", None, &serde_json::json!({ "reason": reason }));
-        self.hub
-            .close_user(user, crate::protocol::close::KICKED, reason, Some(f))
     }
 
     pub async fn kick(
@@ -58,16 +43,23 @@ impl App {
     ) -> Result<usize> {
         let reason = Reason::parse_opt(reason)?;
         let target = self.moderate(actor, username)?;
-        self.audit(
+        let entry = entry(
             actor,
             "kick",
             &target.username,
             reason.clone(),
             serde_json::Value::Null,
-        )
-        .await?;
-        let why = reason.unwrap_or_else(|| "kicked by a moderator".into());
-        let n = self.boot(target.id, &why);
+        );
+        // Counted before: every node closes its own connections of the
+        // user when it applies the kick, this one included.
+        let n = self.hub.sessions_of(target.id);
+        self.store
+            .run::<()>(Command::Kick {
+                user: target.id,
+                reason: reason.unwrap_or_else(|| "kicked by a moderator".into()),
+                entry,
+            })
+            .await?;
         self.metrics.event(
             "kick",
             format!(
@@ -89,31 +81,21 @@ impl App {
         let reason = Reason::parse_opt(reason)?;
         let target = self.moderate(actor, username)?;
         let until = until(duration_secs)?;
-        let entry = AuditEntry {
-            seq: 0,
-            at: crate::domain::now_ms(),
-            actor: actor.name(),
-            action: "ban".into(),
-            target: target.username.clone(),
-            reason: reason.clone(),
-            details: serde_json::json!({ "duration_secs": duration_secs }),
-        };
-        let id = target.id;
-        let why = reason.clone();
-        let by = actor.user().map(|u| u.id);
-        let rec = self
+        let entry = entry(
+            actor,
+            "ban",
+            &target.username,
+            reason.clone(),
+            serde_json::json!({ "duration_secs": duration_secs }),
+        );
+        let rec: UserRecord = self
             .store
-            .write(move |tx| {
-                still_outranks(tx, by, id)?;
-                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                rec.banned_until = Some(until);
-                rec.ban_reason = why.clone();
-                // Connections end with `kicked` and 4003 when the hub
-                // applies this, in commit order.
-                tx.revoke_tokens(&mut rec, Revocation::Banned { reason: why });
-                tx.put_user(&rec)?;
-                tx.audit(entry)?;
-                Ok(rec)
+            .run(Command::Ban {
+                by: actor.user().map(|u| u.id),
+                user: target.id,
+                until,
+                reason,
+                entry,
             })
             .await?;
         self.metrics
@@ -123,15 +105,13 @@ impl App {
 
     pub async fn unban(&self, actor: &Actor, username: &str) -> Result<User> {
         let target = self.moderate(actor, username)?;
-        let entry = AuditEntry {
-            seq: 0,
-            at: crate::domain::now_ms(),
-            actor: actor.name(),
-            action: "unban".into(),
-            target: target.username.clone(),
-            reason: None,
-            details: serde_json::Value::Null,
-        };
+        let entry = entry(
+            actor,
+            "unban",
+            &target.username,
+            None,
+            serde_json::Value::Null,
+        );
         // Lifting nothing is a mistake worth saying, and not an action for
         // the audit log.
         if !target.banned_at(crate::domain::now_ms()) {
@@ -140,22 +120,12 @@ impl App {
                 target.username
             )));
         }
-        let id = target.id;
-        let by = actor.user().map(|u| u.id);
-        let rec = self
+        let rec: UserRecord = self
             .store
-            .write(move |tx| {
-                still_outranks(tx, by, id)?;
-                let mut rec = tx.user(id)?.ok_or(StoreError::NotFound("user"))?;
-                // Lifted or run out since it was read.
-                if !rec.banned_at(tx.now()) {
-                    return Err(StoreError::NotFound("ban"));
-                }
-                rec.banned_until = None;
-                rec.ban_reason = None;
-                tx.put_user(&rec)?;
-                tx.audit(entry)?;
-                Ok(rec)
+            .run(Command::Unban {
+                by: actor.user().map(|u| u.id),
+                user: target.id,
+                entry,
             })
             .await?;
         self.metrics
@@ -181,26 +151,23 @@ impl App {
             reason: reason.clone(),
             by: actor.name(),
         };
-        let entry = AuditEntry {
-            seq: 0,
-            at: crate::domain::now_ms(),
-            actor: actor.name(),
-            action: "mute".into(),
-            target: target.username.clone(),
+        let entry = entry(
+            actor,
+            "mute",
+            &target.username,
             reason,
-            details: serde_json::json!({
+            serde_json::json!({
                 "room": room.as_ref().map(|r| r.name.clone()),
                 "duration_secs": duration_secs,
             }),
-        };
-        let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
-        let stored = rec.clone();
-        let by = actor.user().map(|u| u.id);
+        );
         self.store
-            .write(move |tx| {
-                still_outranks(tx, by, uid)?;
-                tx.set_mute(uid, rid, &stored)?;
-                tx.audit(entry)
+            .run::<()>(Command::Mute {
+                by: actor.user().map(|u| u.id),
+                user: target.id,
+                room: room.as_ref().map(|r| r.id),
+                mute: rec.clone(),
+                entry,
             })
             .await?;
         let place = room
@@ -223,15 +190,13 @@ impl App {
     ) -> Result<Option<Room>> {
         let target = self.moderate(actor, username)?;
         let room = room.map(|r| self.find_room(r)).transpose()?;
-        let entry = AuditEntry {
-            seq: 0,
-            at: crate::domain::now_ms(),
-            actor: actor.name(),
-            action: "unmute".into(),
-            target: target.username.clone(),
-            reason: None,
-            details: serde_json::json!({ "room": room.as_ref().map(|r| r.name.clone()) }),
-        };
+        let entry = entry(
+            actor,
+            "unmute",
+            &target.username,
+            None,
+            serde_json::json!({ "room": room.as_ref().map(|r| r.name.clone()) }),
+        );
         let (uid, rid) = (target.id, room.as_ref().map(|r| r.id));
         // A mute that has run out is no longer in force: lifting it would
         // audit an action that changed nothing.
@@ -252,15 +217,12 @@ impl App {
         if !active {
             return Err(AppError::Absent(not_muted));
         }
-        let by = actor.user().map(|u| u.id);
         self.store
-            .write(move |tx| {
-                still_outranks(tx, by, uid)?;
-                // Lifted since it was read.
-                if !tx.clear_mute(uid, rid)? {
-                    return Err(StoreError::NotFound("mute"));
-                }
-                tx.audit(entry)
+            .run::<()>(Command::Unmute {
+                by: actor.user().map(|u| u.id),
+                user: uid,
+                room: rid,
+                entry,
             })
             .await?;
         self.metrics.event(
@@ -286,23 +248,21 @@ impl App {
         let text =
             MessageText::parse(text, self.config.limits.max_message_chars, false)?.into_string();
         let room = room.map(|r| self.find_room(r)).transpose()?;
-        self.audit(
+        let entry = entry(
             actor,
             "announce",
             room.as_ref().map(|r| r.name.as_str()).unwrap_or("everyone"),
             None,
             serde_json::json!({ "text": text }),
-        )
-        .await?;
-        let f = crate::protocol::frame(
-            "announcement",
-            None,
-            &serde_json::json!({ "text": text, "room": room.as_ref().map(|r| r.id) }),
         );
-        match &room {
-            Some(r) => self.hub.send_to_room(r.id, &f, None),
-            None => self.hub.broadcast(&f),
-        }
+        // Every node sends it to its own connections when it applies this.
+        self.store
+            .run::<()>(Command::Announce {
+                text: text.clone(),
+                room: room.as_ref().map(|r| r.id),
+                entry,
+            })
+            .await?;
         self.metrics
             .event("announce", format!("{}: {text}", actor.name()));
         Ok((text, room))
@@ -346,21 +306,21 @@ impl App {
     }
 }
 
-/// `moderate`'s rule again, inside the write: a moderator demoted (or a
-/// target promoted) between the check and the write does not get one more
-/// action through. `by` is `None` for the operator.
-fn still_outranks(tx: &Tx, by: Option<Id>, target: Id) -> Result<(), StoreError> {
-    let Some(by) = by else {
-        return Ok(());
-    };
-    let role = |id| -> Result<Role, StoreError> {
-        Ok(tx.user(id)?.ok_or(StoreError::NotFound("user"))?.role)
-    };
-    let (mine, theirs) = (role(by)?, role(target)?);
-    if !mine.is_staff() || rank(mine) <= rank(theirs) {
-        return Err(StoreError::Forbidden(
-            "only a moderator or admin above the user may moderate them".into(),
-        ));
+/// An audit line by `actor`, timed now.
+fn entry(
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    reason: Option<String>,
+    details: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: crate::domain::now_ms(),
+        actor: actor.name(),
+        action: action.to_string(),
+        target: target.to_string(),
+        reason,
+        details,
     }
-    Ok(())
 }

@@ -47,7 +47,12 @@ impl App {
     pub async fn set_retention(&self, key: &str, r: crate::store::Retention) -> Result<Room> {
         let room = self.find_room(key)?;
         let id = room.id;
-        self.store.write(move |tx| tx.set_retention(id, &r)).await?;
+        self.store
+            .run::<()>(Command::SetRetention {
+                room: id,
+                retention: r,
+            })
+            .await?;
         Ok(room)
     }
 
@@ -72,9 +77,14 @@ impl App {
             }
             loop {
                 let id = room.id;
-                let n = self
+                let n: usize = self
                     .store
-                    .write(move |tx| tx.prune_room(id, before, up_to, 500))
+                    .run(Command::PruneRoom {
+                        room: id,
+                        before,
+                        up_to,
+                        max: 500,
+                    })
                     .await?;
                 removed += n;
                 if n < 500 {
@@ -89,7 +99,7 @@ impl App {
         // would have expired anyway.
         let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
         self.store
-            .write(move |tx| tx.prune_revoked_tokens(now_secs))
+            .run::<usize>(Command::PruneRevokedTokens { now_secs })
             .await?;
         Ok(removed)
     }

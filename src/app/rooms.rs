@@ -88,17 +88,15 @@ impl App {
                 .map_err(|retry| throttled("too many new rooms", retry))?;
         }
         let id = Id::new();
-        let room = self
+        let room: Room = self
             .store
-            .write(move |tx| {
-                tx.create_room(NewRoom {
-                    id,
-                    name: name.as_str().to_string(),
-                    visibility,
-                    topic: topic.map(Topic::into_string).unwrap_or_default(),
-                    owner,
-                })
-            })
+            .run(Command::CreateRoom(NewRoom {
+                id,
+                name: name.as_str().to_string(),
+                visibility,
+                topic: topic.map(Topic::into_string).unwrap_or_default(),
+                owner,
+            }))
             .await?;
         tracing::info!(room = %room.name, "room created");
         Ok(room)
@@ -138,16 +136,10 @@ impl App {
         }
         let room = self
             .store
-            .write(move |tx| {
-                let mut room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
-                if let Some(t) = topic {
-                    room.topic = t.into_string();
-                }
-                if let Some(v) = visibility {
-                    room.visibility = v;
-                }
-                tx.put_room(&room)?;
-                Ok(room)
+            .run(Command::UpdateRoom {
+                room: id,
+                topic: topic.map(Topic::into_string),
+                visibility,
             })
             .await?;
         Ok(room)
@@ -174,7 +166,7 @@ impl App {
                 "only the owner or an admin may delete this room".into(),
             ));
         }
-        let room = self.store.write(move |tx| tx.delete_room(id)).await?;
+        let room: Room = self.store.run(Command::DeleteRoom { room: id }).await?;
         tracing::info!(room = %room.name, "room deleted");
         // An owner closing their own room is not moderation; anyone else
         // doing it is.
@@ -209,20 +201,12 @@ impl App {
             ));
         }
         let user = self.user_by_name(username)?.public();
-        let adder = actor.user().map(|u| u.id);
         let added = self
             .store
-            .write(move |tx| {
-                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
-                // Nobody pulls a user who blocks them into their rooms.
-                if let Some(adder) = adder
-                    && tx.blocks(user.id, adder)?
-                {
-                    return Err(StoreError::Forbidden(
-                        "this user cannot be added to a room by you".into(),
-                    ));
-                }
-                tx.add_member(&room, &user)
+            .run(Command::AddMember {
+                room: id,
+                user,
+                adder: actor.user().map(|u| u.id),
             })
             .await?;
         Ok(added)
@@ -231,39 +215,21 @@ impl App {
     /// `join_room`: joins a public room, or confirms membership of a
     /// private one. Returns the room and its last seq.
     pub async fn join_room(&self, user: &User, id: Id) -> Result<(Room, u64)> {
-        let user = user.clone();
         let (room, last) = self
             .store
-            .write(move |tx| {
-                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
-                let member = tx.member(id, user.id)?.is_some();
-                if !member {
-                    if room.visibility == Visibility::Private {
-                        return Err(StoreError::Forbidden("this room is private".into()));
-                    }
-                    tx.add_member(&room, &user)?;
-                }
-                let last = tx.last_seq(id)?;
-                Ok((room, last))
+            .run(Command::JoinRoom {
+                room: id,
+                user: user.clone(),
             })
             .await?;
         Ok((room, last))
     }
 
     pub async fn leave_room(&self, user: &User, id: Id) -> Result<()> {
-        let user = user.clone();
         self.store
-            .write(move |tx| {
-                let room = tx.room(id)?.ok_or(StoreError::NotFound("room"))?;
-                if room.kind == RoomKind::Dm {
-                    return Err(StoreError::Forbidden(
-                        "a direct message cannot be left".into(),
-                    ));
-                }
-                if !tx.remove_member(&room, &user)? {
-                    return Err(StoreError::NotFound("membership"));
-                }
-                Ok(())
+            .run::<()>(Command::LeaveRoom {
+                room: id,
+                user: user.clone(),
             })
             .await?;
         Ok(())

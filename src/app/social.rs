@@ -69,13 +69,10 @@ impl App {
     }
 
     pub async fn set_dm_policy(&self, user: &User, policy: DmPolicy) -> Result<DmPolicy> {
-        let uid = user.id;
         self.store
-            .write(move |tx| {
-                tx.user(uid)?.ok_or(StoreError::NotFound("user"))?;
-                let mut settings = tx.settings(uid)?;
-                settings.dm_policy = Some(policy);
-                tx.put_settings(uid, &settings)
+            .run::<()>(Command::SetDmPolicy {
+                user: user.id,
+                policy,
             })
             .await?;
         Ok(policy)
@@ -91,93 +88,39 @@ impl App {
         Ok(self.user_by_name(name.as_str())?.id)
     }
 
-    /// Runs `op` on fresh records of `me` and `other`, inside the writer.
-    pub(super) async fn with_pair<T: Send + 'static>(
-        &self,
-        me: &User,
-        name: &Username,
-        op: impl FnOnce(&mut Tx, &User, &User) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T> {
+    /// A friend or block operation between the caller and `name`, decided
+    /// on fresh records of both when the command is applied.
+    async fn pair(&self, me: &User, name: &Username, op: PairOp) -> Result<()> {
         let other = self.other_user(me, name)?;
-        let me = me.id;
-        Ok(self
-            .store
-            .write(move |tx| {
-                let me = tx.user(me)?.ok_or(StoreError::NotFound("user"))?.public();
-                let other = tx
-                    .user(other)?
-                    .ok_or(StoreError::NotFound("user"))?
-                    .public();
-                op(tx, &me, &other)
+        self.store
+            .run::<()>(Command::Pair {
+                op,
+                me: me.id,
+                other,
             })
-            .await?)
+            .await?;
+        Ok(())
     }
 
     /// Asks `to` to be friends. A request to someone who already asked
     /// the caller makes them friends. Repeating a pending request is
     /// acknowledged again and changes nothing.
     pub async fn friend_request(&self, me: &User, to: &Username) -> Result<()> {
-        self.with_pair(me, to, |tx, me, other| {
-            if tx.are_friends(me.id, other.id)? {
-                return Err(StoreError::Conflict("you are already friends".into()));
-            }
-            if tx.blocks(me.id, other.id)? {
-                return Err(StoreError::Conflict(
-                    "you block this user; unblock them first".into(),
-                ));
-            }
-            if tx.has_incoming(me.id, other.id)? {
-                return tx.add_friend(me, other);
-            }
-            // A blocked requester is answered as if the request went
-            // through: it stays pending on their side and never reaches
-            // the blocker, so asking reveals nothing.
-            let deliver = !tx.blocks(other.id, me.id)?;
-            tx.put_request(me, other, deliver)
-        })
-        .await
+        self.pair(me, to, PairOp::Request).await
     }
 
     pub async fn friend_accept(&self, me: &User, from: &Username) -> Result<()> {
-        self.with_pair(me, from, |tx, me, other| {
-            if tx.are_friends(me.id, other.id)? {
-                return Err(StoreError::Conflict("you are already friends".into()));
-            }
-            if !tx.has_incoming(me.id, other.id)? {
-                return Err(StoreError::NotFound("friend request"));
-            }
-            tx.add_friend(me, other)
-        })
-        .await
+        self.pair(me, from, PairOp::Accept).await
     }
 
     pub async fn friend_decline(&self, me: &User, from: &Username) -> Result<()> {
-        self.with_pair(me, from, |tx, me, other| {
-            if !tx.has_incoming(me.id, other.id)? {
-                return Err(StoreError::NotFound("friend request"));
-            }
-            tx.end_request(other, me, true)?;
-            Ok(())
-        })
-        .await
+        self.pair(me, from, PairOp::Decline).await
     }
 
     /// Ends whatever is between the caller and `name`: a friendship, a
     /// request either way.
     pub async fn friend_remove(&self, me: &User, name: &Username) -> Result<()> {
-        self.with_pair(me, name, |tx, me, other| {
-            let friends = tx.are_friends(me.id, other.id)?;
-            let outgoing = tx.has_outgoing(me.id, other.id)?;
-            let incoming = tx.has_incoming(me.id, other.id)?;
-            if !(friends || outgoing || incoming) {
-                return Err(StoreError::NotFound("friend or friend request"));
-            }
-            tx.remove_friend(me, other)?;
-            tx.end_request(me, other, false)?;
-            tx.end_request(other, me, true)?;
-            Ok(())
-        })
-        .await
+        self.pair(me, name, PairOp::Remove).await
     }
 
     /// Blocks `name`: ends a friendship and requests between the two, and
@@ -185,34 +128,10 @@ impl App {
     /// messages or requests, nor see the caller's presence. Blocking
     /// again changes nothing.
     pub async fn block(&self, me: &User, name: &Username) -> Result<()> {
-        self.with_pair(me, name, |tx, me, other| {
-            if tx.blocks(me.id, other.id)? {
-                return Ok(());
-            }
-            tx.remove_friend(me, other)?;
-            tx.end_request(me, other, false)?;
-            // The blocked user's own request stays pending on their side,
-            // as if ignored, rather than coming back declined.
-            tx.hide_request(other, me)?;
-            tx.block(me.id, other.id)?;
-            Ok(())
-        })
-        .await
+        self.pair(me, name, PairOp::Block).await
     }
 
     pub async fn unblock(&self, me: &User, name: &Username) -> Result<()> {
-        self.with_pair(me, name, |tx, me, other| {
-            if !tx.blocks(me.id, other.id)? {
-                return Err(StoreError::NotFound("block"));
-            }
-            // A request that waited unseen behind the block ends as if
-            // declined, rather than surfacing now.
-            if tx.has_outgoing(other.id, me.id)? && !tx.has_incoming(me.id, other.id)? {
-                tx.end_request(other, me, true)?;
-            }
-            tx.unblock(me.id, other.id)?;
-            Ok(())
-        })
-        .await
+        self.pair(me, name, PairOp::Unblock).await
     }
 }

@@ -85,16 +85,9 @@ impl App {
             })
             .await
             .map_err(|e| AppError::Internal(e.to_string()))??;
-            let (files, stored) = (self.files.clone(), rec.clone());
-            let recorded = self
+            let recorded: bool = self
                 .store
-                .write(move |tx| {
-                    if !(files.exists(&stored.file) && files.exists(&stored.thumb)) {
-                        return Ok(false);
-                    }
-                    tx.insert_upload(&stored)?;
-                    Ok(true)
-                })
+                .run(Command::InsertUpload(rec.clone()))
                 .await?;
             if recorded {
                 return Ok(rec);
@@ -125,7 +118,9 @@ impl App {
     /// upload names them. Messages that carried it keep a dead link.
     pub async fn delete_upload(&self, id: &str) -> Result<UploadRecord> {
         let id = id.to_string();
-        let (rec, orphaned) = self.store.write(move |tx| tx.delete_upload(&id)).await?;
+        let removed: Option<(UploadRecord, Vec<String>)> =
+            self.store.run(Command::DeleteUpload { id }).await?;
+        let (rec, orphaned) = removed.ok_or(AppError::NotFound("upload"))?;
         self.remove_files(orphaned).await?;
         Ok(rec)
     }
@@ -143,7 +138,7 @@ impl App {
             let (files, some) = (self.files.clone(), some.to_vec());
             removed += self
                 .store
-                .write(move |tx| {
+                .on_writer(move |tx| {
                     let mut n = 0;
                     for hash in some {
                         if tx.file_unreferenced(&hash)? && files.remove(&hash) {
@@ -172,13 +167,9 @@ impl App {
         let mut removed = Vec::new();
         for rec in stale {
             // Attached since the scan: its count is no longer zero, keep it.
-            let id = rec.id.clone();
-            let gone = self
+            let gone: Option<(UploadRecord, Vec<String>)> = self
                 .store
-                .write(move |tx| match tx.upload(&id)? {
-                    Some(r) if r.refs == 0 => tx.delete_upload(&id).map(Some),
-                    _ => Ok(None),
-                })
+                .run(Command::DeleteUnusedUpload { id: rec.id.clone() })
                 .await?;
             if let Some((rec, orphaned)) = gone {
                 self.remove_files(orphaned).await?;

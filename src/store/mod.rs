@@ -21,11 +21,16 @@ use tokio::sync::oneshot;
 
 use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibility};
 
+mod apply;
+pub mod cluster;
+pub mod commands;
 mod read;
 mod tables;
 mod write;
 mod writer;
 
+pub use apply::{Local, rank};
+pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
 pub use read::Rx;
 pub use tables::{Migration, SCHEMA_VERSION};
 pub use write::{NewMessage, NewRoom, NewUser, Tx};
@@ -58,6 +63,10 @@ pub enum StoreError {
     },
     #[error("the store is unavailable")]
     WriterGone,
+    /// The write could not be committed (a cluster without quorum, an
+    /// engine out of reach); nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -291,10 +300,20 @@ pub enum Change {
         user: Id,
         token: u128,
     },
+    /// A moderator ended the user's connections (on every node).
+    Kicked {
+        user: Id,
+        reason: String,
+    },
+    /// Staff spoke to everyone, or to one room's members.
+    Announced {
+        text: String,
+        room: Option<Id>,
+    },
 }
 
 /// Why a user's tokens were ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Revocation {
     PasswordChanged,
     RoleChanged,
@@ -308,6 +327,9 @@ pub struct Store {
     db: Arc<Database>,
     jobs: std_mpsc::Sender<Job>,
     closed: Arc<Closed>,
+    local: Local,
+    /// Set in cluster mode: commands go through the engine's log.
+    cluster: Option<Arc<cluster::Link>>,
 }
 
 /// Set by the writer thread once it has finished and let go of the
@@ -342,6 +364,7 @@ impl Store {
         max_batch: usize,
         listener: Listener,
         observer: Option<CommitObserver>,
+        local: Local,
     ) -> Result<Store> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -366,20 +389,66 @@ impl Store {
                 *done = true;
                 writer_closed.cv.notify_all();
             })?;
-        Ok(Store { db, jobs, closed })
+        Ok(Store {
+            db,
+            jobs,
+            closed,
+            local,
+            cluster: None,
+        })
+    }
+
+    /// Applies `cmd` and returns what it gave, once it is durable: in the
+    /// writer's next group commit on a single node; in cluster mode once the
+    /// engine holds it on a quorum and this node has applied it (so the
+    /// caller reads its own write here at once).
+    pub async fn submit(&self, cmd: Command) -> Result<Outcome> {
+        let env = Envelope {
+            id: Id::new(),
+            at: crate::domain::now_ms(),
+            cmd,
+        };
+        match &self.cluster {
+            Some(link) => link.submit(env).await,
+            None => {
+                let local = self.local.clone();
+                self.job(env.at, move |tx| apply::apply(tx, env.cmd, &local))
+                    .await
+            }
+        }
+    }
+
+    /// `submit`, with the outcome unpacked into what the command gives.
+    pub async fn run<T: FromOutcome>(&self, cmd: Command) -> Result<T> {
+        let name = cmd.name();
+        let outcome = self.submit(cmd).await?;
+        T::from_outcome(outcome).ok_or_else(|| StoreError::Corrupt {
+            table: "commands",
+            message: format!("{name} gave an outcome of another kind"),
+        })
+    }
+
+    /// Runs `op` on the writer, in order with the writes, and writes
+    /// nothing: for effects outside the store that must not interleave
+    /// with a write (removing a file no record names). Local to this node.
+    pub async fn on_writer<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx) -> Result<T> + Send + 'static,
+    {
+        self.job(crate::domain::now_ms(), move |tx| op(tx)).await
     }
 
     /// Runs `op` in the writer's next group commit and returns its result
     /// once that commit is durable. `op` must check everything it needs
     /// before it writes anything: an error after a write would leave that
     /// write in the group.
-    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    async fn job<T, F>(&self, at: i64, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx) -> Result<T> + Send + 'static,
     {
         let (done, rx) = oneshot::channel::<Result<T>>();
-        let at = crate::domain::now_ms();
         let job: Job = Box::new(move |tx: &mut Tx| {
             tx.now = at;
             let mark = tx.changes.len();
@@ -532,7 +601,14 @@ mod tests {
     use super::*;
 
     fn open(path: &Path) -> Result<Store> {
-        Store::open(path, 1, 16, Arc::new(|_: &[Change]| {}), None)
+        Store::open(
+            path,
+            1,
+            16,
+            Arc::new(|_: &[Change]| {}),
+            None,
+            Local::default(),
+        )
     }
 
     #[test]

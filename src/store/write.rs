@@ -14,6 +14,7 @@ pub struct Tx {
     pub(super) db: Arc<Database>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewUser {
     pub id: Id,
     pub username: String,
@@ -21,6 +22,7 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewRoom {
     pub id: Id,
     pub name: String,
@@ -29,6 +31,7 @@ pub struct NewRoom {
     pub owner: Option<Id>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewMessage {
     pub id: Id,
     pub room: Id,

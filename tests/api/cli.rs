@@ -786,17 +786,15 @@ async fn reasons_with_control_characters_are_refused_and_old_ones_print_escaped(
     // operator's terminal raw.
     t.app()
         .store
-        .write(move |tx| {
-            tx.audit(confab::store::AuditEntry {
-                seq: 0,
-                at: confab::domain::now_ms(),
-                actor: "operator".into(),
-                action: "ban".into(),
-                target: "bob".into(),
-                reason: Some(evil.into()),
-                details: Value::Null,
-            })
-        })
+        .run::<()>(confab::store::Command::Audit(confab::store::AuditEntry {
+            seq: 0,
+            at: confab::domain::now_ms(),
+            actor: "operator".into(),
+            action: "ban".into(),
+            target: "bob".into(),
+            reason: Some(evil.into()),
+            details: Value::Null,
+        }))
         .await
         .unwrap();
     let out = confab(dir, &["audit"], "").await;
