@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibility};
 
+pub mod engine;
 mod read;
 mod tables;
 mod write;
