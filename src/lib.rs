@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod natsctl;
 pub mod perms;
 pub mod protocol;
 pub mod server;

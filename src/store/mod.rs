@@ -24,6 +24,7 @@ use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibilit
 mod apply;
 pub mod cluster;
 pub mod commands;
+pub mod engine;
 mod read;
 mod tables;
 mod write;
