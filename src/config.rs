@@ -39,6 +39,65 @@ pub struct Config {
     pub ws: WsConfig,
     pub store: StoreConfig,
     pub uploads: UploadsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode: several nodes on one NATS JetStream cluster. No
+/// `nats_urls`: a single node, with nothing to install.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Client URLs of the NATS servers (some or all of them).
+    pub nats_urls: Vec<String>,
+    /// This node's name in the cluster; empty: the host name.
+    pub node_name: String,
+    /// Copies the engine keeps of the log and the uploads (capped at the
+    /// engine's size). Applies when the cluster's streams are first made.
+    pub replicas: usize,
+    /// Prefix of the engine's streams, buckets and subjects, so that two
+    /// confab clusters can share one NATS cluster.
+    pub namespace: String,
+    /// How long a write waits for the engine to commit it before it is
+    /// answered `unavailable` (a leader election takes a few seconds).
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_urls: Vec::new(),
+            node_name: String::new(),
+            replicas: 3,
+            namespace: "confab".into(),
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.is_empty()
+    }
+
+    /// This node's name: the configured one, else the host name.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "confab".into())
+    }
+
+    pub fn engine(&self) -> crate::store::engine::EngineConfig {
+        let mut c = crate::store::engine::EngineConfig::new(self.nats_urls.clone(), self.node());
+        c.replicas = self.replicas.max(1);
+        c.namespace = self.namespace.clone();
+        c.append_timeout = std::time::Duration::from_millis(self.write_timeout_ms.max(100));
+        c
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ use crate::protocol::{close, frame};
 use crate::store::{Change, Revocation};
 
 pub type SessionId = u64;
+pub type IdSet = HashSet<Id>;
 pub type Frame = Arc<str>;
 
 /// A request to close a session, with an optional last frame to send.
@@ -261,6 +262,9 @@ pub struct Hub {
     next_typing: AtomicU64,
     typing_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// Told when a user's first connection to this node opens or their
+    /// last one closes: a cluster node then says so to the others.
+    pub local_presence: Arc<tokio::sync::Notify>,
 }
 
 /// What `connect` returns to the new connection.
@@ -284,6 +288,7 @@ impl Hub {
             next_typing: AtomicU64::new(1),
             typing_timeout,
             metrics,
+            local_presence: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -335,6 +340,9 @@ impl Hub {
         }
         if let Some(online) = st.users.get_mut(&user.id) {
             online.sessions.push((session, ctl.clone()));
+            if online.sessions.len() == 1 {
+                self.local_presence.notify_one();
+            }
         }
         st.sessions.insert(
             session,
@@ -381,6 +389,9 @@ impl Hub {
             return;
         };
         online.sessions.retain(|(x, _)| *x != session);
+        if online.sessions.is_empty() {
+            self.local_presence.notify_one();
+        }
         if !online.sessions.is_empty() || !online.elsewhere.is_empty() {
             return;
         }
@@ -918,32 +929,32 @@ fn go_offline(st: &mut State, user: Id) {
         return;
     };
     for room in &online.rooms {
-            if let Some(set) = st.rooms.get_mut(room) {
-                set.remove(&user);
-                if set.is_empty() {
-                    st.rooms.remove(room);
-                }
+        if let Some(set) = st.rooms.get_mut(room) {
+            set.remove(&user);
+            if set.is_empty() {
+                st.rooms.remove(room);
             }
         }
-        // A user who leaves mid-sentence stops typing.
-        let typing: Vec<Id> = st
-            .typing
-            .keys()
-            .filter(|(_, u)| *u == user)
-            .map(|(r, _)| *r)
-            .collect();
-        for room in typing {
-            st.typing.remove(&(room, user));
-            let f = frame(
-                "typing",
-                None,
-                &json!({"room": room, "user": online.user, "typing": false}),
-            );
-            let hidden = |u: Id| u == user || online.blocked_by.contains(&u);
-            send_to_room_unless(st, room, &f, hidden);
-        }
-        let f = frame("user_offline", None, &json!({ "user": online.user }));
-        send_to_users(st, audience.iter(), &f, None);
+    }
+    // A user who leaves mid-sentence stops typing.
+    let typing: Vec<Id> = st
+        .typing
+        .keys()
+        .filter(|(_, u)| *u == user)
+        .map(|(r, _)| *r)
+        .collect();
+    for room in typing {
+        st.typing.remove(&(room, user));
+        let f = frame(
+            "typing",
+            None,
+            &json!({"room": room, "user": online.user, "typing": false}),
+        );
+        let hidden = |u: Id| u == user || online.blocked_by.contains(&u);
+        send_to_room_unless(st, room, &f, hidden);
+    }
+    let f = frame("user_offline", None, &json!({ "user": online.user }));
+    send_to_users(st, audience.iter(), &f, None);
 }
 
 /// Whether `viewer` hears of `subject`'s presence: both online, sharing a

@@ -31,6 +31,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::store::engine::EngineError),
 }
 
 /// A running server. Tests start one on `127.0.0.1:0` and read `addr`.
@@ -61,6 +63,9 @@ impl Running {
             ..
         } = self;
         let _ = stop.send(true);
+        if let Some(link) = app.store.link() {
+            link.stop();
+        }
         app.hub.close_all(close::GOING_AWAY, "server shutting down");
         let _ = http.await;
         admin.abort();
@@ -77,6 +82,25 @@ impl Running {
         drop(app);
         let _ = tokio::task::spawn_blocking(move || closed.wait(Duration::from_secs(5))).await;
     }
+}
+
+/// A cluster node serves once it has applied the log as far as it reached
+/// when the node started: before that, its answers would be older than
+/// what clients already saw elsewhere.
+async fn catch_up(app: &Arc<App>, engine: &crate::store::engine::Engine) -> Result<(), ServeError> {
+    let target = engine.last_position().await?;
+    let Some(link) = app.store.link() else {
+        return Ok(());
+    };
+    if link.applied() < target {
+        tracing::info!(
+            from = link.applied(),
+            to = target,
+            "cluster: applying the log before serving"
+        );
+    }
+    link.wait_applied(target).await;
+    Ok(())
 }
 
 /// Binds the listener as `TcpListener::bind` would (SO_REUSEADDR, backlog
@@ -112,7 +136,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             "others could reach this path in the data directory; access taken away"
         );
     }
-    let app = App::open(config)?;
+    let (app, cluster) = if config.cluster.enabled() {
+        let engine = crate::store::engine::Engine::connect(config.cluster.engine()).await?;
+        let (app, peers) = App::open_in_cluster(config, engine.clone()).await?;
+        catch_up(&app, &engine).await?;
+        (app, Some((engine, peers)))
+    } else {
+        (App::open(config)?, None)
+    };
     let listener = listen(addr).map_err(|source| ServeError::Bind {
         addr: addr.to_string(),
         source,
@@ -122,6 +153,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
     let (stop, stopped) = watch::channel(false);
+    if let Some((engine, peers)) = cluster {
+        let url = format!(
+            "{}://{addr}",
+            if app.config.server.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        );
+        crate::cluster::start(app.clone(), engine, url, peers, stopped.clone()).await?;
+    }
     let admin_listener =
         crate::admin::bind(&app.config.socket_path()).map_err(ServeError::Admin)?;
     let scheme = match (&app.config.server.tls_cert, &app.config.server.tls_key) {

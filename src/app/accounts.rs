@@ -268,10 +268,7 @@ impl App {
     /// session goes on with powers it no longer has.
     pub async fn set_role(&self, name: &str, role: Role) -> Result<User> {
         let id = self.user_by_name(name)?.id;
-        let rec: UserRecord = self
-            .store
-            .run(Command::SetRole { user: id, role })
-            .await?;
+        let rec: UserRecord = self.store.run(Command::SetRole { user: id, role }).await?;
         Ok(rec.public())
     }
 

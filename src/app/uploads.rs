@@ -85,10 +85,7 @@ impl App {
             })
             .await
             .map_err(|e| AppError::Internal(e.to_string()))??;
-            let recorded: bool = self
-                .store
-                .run(Command::InsertUpload(rec.clone()))
-                .await?;
+            let recorded: bool = self.store.run(Command::InsertUpload(rec.clone())).await?;
             if recorded {
                 return Ok(rec);
             }

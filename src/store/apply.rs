@@ -148,7 +148,9 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             text,
             dm_policy,
         } => {
-            let msg = tx.message(message)?.ok_or(StoreError::NotFound("message"))?;
+            let msg = tx
+                .message(message)?
+                .ok_or(StoreError::NotFound("message"))?;
             if msg.sender.id != user {
                 return Err(StoreError::Forbidden(
                     "only the sender may edit a message".into(),
@@ -165,7 +167,9 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             message,
             dm_policy,
         } => {
-            let msg = tx.message(message)?.ok_or(StoreError::NotFound("message"))?;
+            let msg = tx
+                .message(message)?
+                .ok_or(StoreError::NotFound("message"))?;
             if let Some(by) = by {
                 let staff = tx.user(by)?.is_some_and(|r| r.role.is_staff());
                 if !staff {

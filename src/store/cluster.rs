@@ -27,6 +27,7 @@ pub struct Link {
     engine: Engine,
     waiters: Mutex<HashMap<Id, Waiter>>,
     applied: tokio::sync::watch::Sender<u64>,
+    follower: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Link {
@@ -73,6 +74,19 @@ impl Link {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// Stops applying the log (a shutdown): the follower lets go of the
+    /// writer, so the store can close.
+    pub fn stop(&self) {
+        if let Some(f) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            f.abort();
+        }
+    }
 }
 
 struct Forget<'a> {
@@ -108,14 +122,16 @@ impl Store {
             engine: engine.clone(),
             waiters: Mutex::new(HashMap::new()),
             applied,
+            follower: Mutex::new(None),
         });
         self.cluster = Some(link.clone());
         let jobs = self.jobs.clone();
         let db = self.db.clone();
         let applier = link.clone();
-        tokio::spawn(async move {
-            follow(engine, applier, jobs, db, from).await;
+        let task = tokio::spawn(async move {
+            follow(engine, applier.clone(), jobs, db, from).await;
         });
+        *link.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         Ok(link)
     }
 
@@ -125,14 +141,15 @@ impl Store {
         let meta = rx.txn.open_table(META)?;
         let v = meta.get(POSITION_KEY)?;
         Ok(match v {
-            Some(v) => v
-                .value()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    table: "meta",
-                    message: "log_position is not 8 bytes".into(),
-                })?,
+            Some(v) => {
+                v.value()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        table: "meta",
+                        message: "log_position is not 8 bytes".into(),
+                    })?
+            }
             None => 0,
         })
     }
@@ -202,8 +219,10 @@ async fn follow(
 fn read_position(rx: &ReadTransaction) -> Result<u64> {
     let meta = rx.open_table(META)?;
     let v = meta.get(POSITION_KEY)?;
-    Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0))
+    Ok(
+        v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
 }
 
 /// Applies one log entry if it is the next one; records its position.
@@ -256,8 +275,10 @@ impl Tx {
     fn position(&self) -> Result<u64> {
         let meta = self.txn.open_table(META)?;
         let v = meta.get(POSITION_KEY)?;
-        Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        Ok(
+            v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0),
+        )
     }
 
     fn set_position(&mut self, position: u64) -> Result<()> {

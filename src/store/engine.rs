@@ -27,10 +27,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
+    self, ErrorCode,
     consumer::{DeliverPolicy, pull},
     context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind},
-    ErrorCode,
     kv,
     message::PublishMessage,
     object_store,
@@ -439,16 +438,15 @@ impl Engine {
     /// applied this far. 0 for an empty log.
     pub async fn last_position(&self) -> Result<u64, EngineError> {
         let i = &self.inner;
-        let stream = i
-            .js
-            .get_stream(&i.names.log_stream)
-            .await
-            .map_err(|e| match e.kind() {
-                GetStreamErrorKind::JetStream(je) if !transient(&je) => {
-                    EngineError::Other(format!("reading the log's state: {e}"))
-                }
-                _ => EngineError::Unavailable(format!("reading the log's state: {e}")),
-            })?;
+        let stream =
+            i.js.get_stream(&i.names.log_stream)
+                .await
+                .map_err(|e| match e.kind() {
+                    GetStreamErrorKind::JetStream(je) if !transient(&je) => {
+                        EngineError::Other(format!("reading the log's state: {e}"))
+                    }
+                    _ => EngineError::Unavailable(format!("reading the log's state: {e}")),
+                })?;
         Ok(stream.cached_info().state.last_sequence)
     }
 
@@ -466,7 +464,11 @@ impl Engine {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(EVENT_NODE_HEADER, i.cfg.node.as_str());
         i.client
-            .publish_with_headers(format!("{}{topic}", i.names.events_prefix), headers, payload)
+            .publish_with_headers(
+                format!("{}{topic}", i.names.events_prefix),
+                headers,
+                payload,
+            )
             .await
             .map_err(|e| EngineError::Unavailable(format!("publishing an event: {e}")))
     }
