@@ -27,8 +27,9 @@ pub struct NodeStatus {
     /// How far this node has applied the log.
     #[serde(default)]
     pub applied: u64,
+    /// Who is connected here, with how many connections.
     #[serde(default)]
-    pub users: Vec<Id>,
+    pub users: Vec<(Id, usize)>,
 }
 
 /// Starts the node's tasks: heartbeats, the node watch that turns other
@@ -71,7 +72,7 @@ pub async fn start(
             if node == me {
                 continue;
             }
-            let there: crate::hub::IdSet = match blob {
+            let there: crate::hub::IdMap<usize> = match blob {
                 Some(b) => match serde_json::from_slice::<NodeStatus>(&b) {
                     Ok(s) => s.users.into_iter().collect(),
                     Err(e) => {
@@ -132,7 +133,7 @@ fn until_stopped(
 }
 
 fn status_of(app: &App, engine: &Engine, address: &str, started: i64) -> NodeStatus {
-    let users = app.hub.local_user_ids();
+    let users = app.hub.local_users();
     NodeStatus {
         name: engine.node().to_string(),
         address: address.to_string(),

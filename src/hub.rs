@@ -27,7 +27,7 @@ use crate::protocol::{close, frame};
 use crate::store::{Change, Revocation};
 
 pub type SessionId = u64;
-pub type IdSet = HashSet<Id>;
+pub type IdMap<V> = HashMap<Id, V>;
 pub type Frame = Arc<str>;
 
 /// A request to close a session, with an optional last frame to send.
@@ -216,10 +216,11 @@ struct Online {
     /// Users who block this one: their presence is kept from this user.
     blocked_by: HashSet<Id>,
     since: i64,
-    /// Other nodes of a cluster where this user is connected. A user is
-    /// online while connected anywhere: with no session here, the entry
-    /// stays for presence and routing, and fan-out finds no one to send to.
-    elsewhere: HashSet<Arc<str>>,
+    /// Other nodes of a cluster where this user is connected, with how
+    /// many connections each. A user is online while connected anywhere:
+    /// with no session here, the entry stays for presence and routing, and
+    /// fan-out finds no one to send to.
+    elsewhere: HashMap<Arc<str>, usize>,
 }
 
 /// What a user's first connection loads from the store: everything the
@@ -262,8 +263,8 @@ pub struct Hub {
     next_typing: AtomicU64,
     typing_timeout: Duration,
     pub metrics: Arc<Metrics>,
-    /// Told when a user's first connection to this node opens or their
-    /// last one closes: a cluster node then says so to the others.
+    /// Told when a connection to this node opens or closes: a cluster node
+    /// then says so to the others.
     pub local_presence: Arc<tokio::sync::Notify>,
 }
 
@@ -334,15 +335,13 @@ impl Hub {
                     friends: ties.friends.into_iter().collect(),
                     blocked_by: ties.blocked_by.into_iter().collect(),
                     since: now,
-                    elsewhere: HashSet::default(),
+                    elsewhere: HashMap::default(),
                 },
             );
         }
         if let Some(online) = st.users.get_mut(&user.id) {
             online.sessions.push((session, ctl.clone()));
-            if online.sessions.len() == 1 {
-                self.local_presence.notify_one();
-            }
+            self.local_presence.notify_one();
         }
         st.sessions.insert(
             session,
@@ -389,9 +388,7 @@ impl Hub {
             return;
         };
         online.sessions.retain(|(x, _)| *x != session);
-        if online.sessions.is_empty() {
-            self.local_presence.notify_one();
-        }
+        self.local_presence.notify_one();
         if !online.sessions.is_empty() || !online.elsewhere.is_empty() {
             return;
         }
@@ -400,14 +397,33 @@ impl Hub {
     }
 
     /// The users with a connection to this node (not those online only
-    /// elsewhere in a cluster).
-    pub fn local_user_ids(&self) -> Vec<Id> {
+    /// elsewhere in a cluster), with how many connections each.
+    pub fn local_users(&self) -> Vec<(Id, usize)> {
         self.read()
             .users
             .iter()
             .filter(|(_, o)| !o.sessions.is_empty())
-            .map(|(id, _)| *id)
+            .map(|(id, o)| (*id, o.sessions.len()))
             .collect()
+    }
+
+    /// Every user online, here or on another node of a cluster, with
+    /// their connections everywhere (those elsewhere as last heard).
+    pub fn online_counts(&self) -> Vec<(Id, usize)> {
+        self.read()
+            .users
+            .iter()
+            .map(|(id, o)| (*id, o.sessions.len() + o.elsewhere.values().sum::<usize>()))
+            .collect()
+    }
+
+    /// A user's connections on the cluster's other nodes, as last heard.
+    pub fn sessions_elsewhere(&self, user: Id) -> usize {
+        self.read()
+            .users
+            .get(&user)
+            .map(|o| o.elsewhere.values().sum())
+            .unwrap_or(0)
     }
 
     /// What another node of a cluster says is connected there now: users
@@ -419,7 +435,7 @@ impl Hub {
     pub fn remote_presence(
         &self,
         node: &str,
-        there: &HashSet<Id>,
+        there: &HashMap<Id, usize>,
         load: impl Fn(Id) -> Option<(User, Ties)>,
     ) {
         let node: Arc<str> = Arc::from(node);
@@ -427,7 +443,7 @@ impl Hub {
         let gone: Vec<Id> = st
             .users
             .iter()
-            .filter(|(id, o)| o.elsewhere.contains(&node) && !there.contains(id))
+            .filter(|(id, o)| o.elsewhere.contains_key(&node) && !there.contains_key(id))
             .map(|(id, _)| *id)
             .collect();
         for user in gone {
@@ -439,9 +455,9 @@ impl Hub {
                 go_offline(&mut st, user);
             }
         }
-        for user in there {
+        for (user, count) in there {
             if let Some(online) = st.users.get_mut(user) {
-                online.elsewhere.insert(node.clone());
+                online.elsewhere.insert(node.clone(), *count);
                 continue;
             }
             let Some((account, ties)) = load(*user) else {
@@ -451,8 +467,8 @@ impl Hub {
             for room in &rooms {
                 st.rooms.entry(*room).or_default().insert(*user);
             }
-            let mut elsewhere = HashSet::default();
-            elsewhere.insert(node.clone());
+            let mut elsewhere = HashMap::default();
+            elsewhere.insert(node.clone(), *count);
             st.users.insert(
                 *user,
                 Online {

@@ -52,7 +52,7 @@ impl App {
         );
         // Counted before: every node closes its own connections of the
         // user when it applies the kick, this one included.
-        let n = self.hub.sessions_of(target.id);
+        let n = self.hub.sessions_of(target.id) + self.hub.sessions_elsewhere(target.id);
         self.store
             .run::<()>(Command::Kick {
                 user: target.id,

@@ -39,6 +39,50 @@ pub struct TestApp {
     pub ws_url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Cluster mode: the nodes besides the first, each with its own data
+    /// directory. HTTP calls and WebSocket connections take the nodes in
+    /// turn, so a suite run this way crosses nodes all the time.
+    pub others: Vec<(Running, tempfile::TempDir)>,
+    turn: std::sync::atomic::AtomicUsize,
+    namespace: String,
+}
+
+/// How many confab nodes each test runs: 0 (the default) is a single node
+/// without an engine; `CONFAB_TEST_CLUSTER=2` runs the same tests against
+/// two nodes on a 3-member NATS cluster shared by the whole test run.
+pub fn cluster_nodes() -> usize {
+    std::env::var("CONFAB_TEST_CLUSTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The NATS cluster the tests of this run share; every test has a
+/// namespace of its own in it.
+pub fn shared_nats() -> Vec<String> {
+    static NATS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NATS.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let cluster = rt
+                .block_on(confab::natsctl::NatsCluster::start(3))
+                .expect("a 3-member nats-server cluster starts");
+            let urls = cluster.urls();
+            // Lives as long as the test process; its members die with it.
+            std::mem::forget(cluster);
+            urls
+        })
+        .join()
+        .expect("nats starts")
+    })
+    .clone()
+}
+
+/// Puts `config` on the shared engine under `namespace`, as node `name`.
+pub fn clustered(config: &mut Config, namespace: &str, name: &str) {
+    config.cluster.nats_urls = shared_nats();
+    config.cluster.namespace = namespace.into();
+    config.cluster.node_name = name.into();
 }
 
 impl TestApp {
@@ -54,7 +98,22 @@ impl TestApp {
     pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(dir.path());
         tweak(&mut config);
+        let nodes = cluster_nodes();
+        let namespace = format!("t{}", confab::domain::Id::new().to_string().to_lowercase());
+        if nodes > 0 {
+            clustered(&mut config, &namespace, &format!("{namespace}-0"));
+        }
+        let template = config.clone();
         let running = confab::server::start(config).await.expect("server starts");
+        let mut others = Vec::new();
+        for i in 1..nodes {
+            let other = tempfile::tempdir().expect("tempdir");
+            let mut c = template.clone();
+            c.server.data_dir = other.path().to_path_buf();
+            c.cluster.node_name = format!("{namespace}-{i}");
+            let r = confab::server::start(c).await.expect("node starts");
+            others.push((r, other));
+        }
         let url = running.url();
         let ws_url = format!("ws://{}/ws", running.addr);
         TestApp {
@@ -63,6 +122,69 @@ impl TestApp {
             ws_url,
             dir,
             http: reqwest::Client::new(),
+            others,
+            turn: Default::default(),
+            namespace,
+        }
+    }
+
+    /// The base URL of the node whose turn it is (always the first on a
+    /// single node).
+    fn next_url(&self) -> String {
+        if self.others.is_empty() {
+            return self.url.clone();
+        }
+        let n =
+            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (self.others.len() + 1);
+        match n {
+            0 => self.url.clone(),
+            i => self.others[i - 1].0.url(),
+        }
+    }
+
+    /// Cluster mode: waits until every node has applied the log as far as
+    /// the furthest one, so what one node answered is what the next
+    /// request finds on any node. A test's convenience: clients of a real
+    /// cluster see each node catch up on its own.
+    pub async fn sync(&self) {
+        if self.others.is_empty() {
+            return;
+        }
+        let links: Vec<_> = std::iter::once(self.app())
+            .chain(self.others.iter().map(|(r, _)| &r.app))
+            .filter_map(|a| a.store.link().cloned())
+            .collect();
+        let furthest = links.iter().map(|l| l.applied()).max().unwrap_or(0);
+        for l in &links {
+            tokio::time::timeout(WAIT, l.wait_applied(furthest))
+                .await
+                .expect("every node catches up");
+        }
+        // Presence travels by heartbeat, not by the log: wait until every
+        // node sees everyone connected anywhere, and no one who left.
+        let hubs: Vec<_> = std::iter::once(self.app())
+            .chain(self.others.iter().map(|(r, _)| &r.app))
+            .map(|a| a.hub.clone())
+            .collect();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut connected = std::collections::BTreeMap::new();
+            for (user, n) in hubs.iter().flat_map(|h| h.local_users()) {
+                *connected.entry(user).or_insert(0) += n;
+            }
+            let agree = hubs.iter().all(|h| {
+                let seen: std::collections::BTreeMap<_, _> =
+                    h.online_counts().into_iter().collect();
+                seen == connected
+            });
+            if agree {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "presence did not settle across nodes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -77,6 +199,10 @@ impl TestApp {
         }
         let mut config = test_config(self.dir.path());
         tweak(&mut config);
+        if !self.others.is_empty() {
+            let ns = self.namespace.clone();
+            clustered(&mut config, &ns, &format!("{ns}-0"));
+        }
         let running = confab::server::start(config)
             .await
             .expect("server restarts");
@@ -89,6 +215,9 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+        for (r, _) in self.others.drain(..) {
+            r.shutdown().await;
+        }
     }
 
     pub async fn call(
@@ -98,7 +227,10 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        self.sync().await;
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.next_url(), path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -197,10 +329,22 @@ impl TestApp {
     }
 
     /// Opens a WebSocket with `?token=` and waits for `authenticated`.
-    pub async fn ws(&self, token: &str) -> Ws {
+    /// A WebSocket to the first node, whatever the turn.
+    pub async fn ws_first(&self, token: &str) -> Ws {
+        self.sync().await;
         let mut ws = Ws::connect(&format!("{}?token={token}", self.ws_url)).await;
+        ws.hello = ws.next_of("authenticated").await;
+        self.sync().await;
+        ws
+    }
+
+    pub async fn ws(&self, token: &str) -> Ws {
+        self.sync().await;
+        let base = self.next_url().replacen("http", "ws", 1);
+        let mut ws = Ws::connect(&format!("{base}/ws?token={token}")).await;
         let hello = ws.next_of("authenticated").await;
         ws.hello = hello;
+        self.sync().await;
         ws
     }
 }

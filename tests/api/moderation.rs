@@ -361,8 +361,10 @@ async fn metrics_parse_and_move_when_messages_flow() {
     let before = get().await;
     assert!(before.trim_end().ends_with("# EOF"));
     assert!(before.contains("# TYPE confab_commit_latency_seconds histogram"));
-    let mut a = t.ws(&moderator).await;
-    let mut b = t.ws(&member).await;
+    // Metrics are each node's own: both clients on the node they are read
+    // from.
+    let mut a = t.ws_first(&moderator).await;
+    let mut b = t.ws_first(&member).await;
     for i in 0..5 {
         a.ok(
             "send_message",
