@@ -191,7 +191,7 @@ async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result
     {
         empty(StatusCode::NOT_MODIFIED)
     } else {
-        let path = app.files.path(hash).ok_or(AppError::NotFound("upload"))?;
+        let path = app.stored_file(hash).await?;
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|_| AppError::NotFound("upload"))?;

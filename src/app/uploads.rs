@@ -85,6 +85,19 @@ impl App {
             })
             .await
             .map_err(|e| AppError::Internal(e.to_string()))??;
+            // In a cluster any node serves any upload: the engine holds
+            // the files before the record that names them is committed.
+            if let Some(link) = self.store.link() {
+                for (hash, bytes) in [
+                    (&rec.file, &processed.bytes),
+                    (&rec.thumb, &processed.thumb),
+                ] {
+                    link.engine()
+                        .put_object(hash, bytes)
+                        .await
+                        .map_err(|e| AppError::Store(StoreError::Unavailable(e.to_string())))?;
+                }
+            }
             let recorded: bool = self.store.run(Command::InsertUpload(rec.clone())).await?;
             if recorded {
                 return Ok(rec);
@@ -93,6 +106,36 @@ impl App {
         Err(AppError::Internal(
             "uploaded files were removed three times before their record".into(),
         ))
+    }
+
+    /// The path of a stored file, fetched from the cluster's engine first
+    /// if this node has no copy yet (it was uploaded through another node).
+    pub async fn stored_file(&self, hash: &str) -> Result<std::path::PathBuf> {
+        let path = self.files.path(hash).ok_or(AppError::NotFound("upload"))?;
+        if self.files.exists(hash) {
+            return Ok(path);
+        }
+        let Some(link) = self.store.link() else {
+            return Err(AppError::NotFound("upload"));
+        };
+        let bytes = link
+            .engine()
+            .get_object(hash)
+            .await
+            .map_err(|e| AppError::Store(StoreError::Unavailable(e.to_string())))?
+            .ok_or(AppError::NotFound("upload"))?;
+        let files = self.files.clone();
+        let stored = tokio::task::spawn_blocking(move || files.put(&bytes))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??;
+        // Content-addressed: what came back must be what was asked for.
+        if stored != hash {
+            self.files.remove(&stored);
+            return Err(AppError::Internal(format!(
+                "the engine's copy of {hash} does not match its hash"
+            )));
+        }
+        Ok(path)
     }
 
     /// The record behind `/uploads/{id}`; ids are 32 hex digits.
@@ -133,18 +176,28 @@ impl App {
         // A few at a time: chat waits behind each of these operations.
         for some in hashes.chunks(64) {
             let (files, some) = (self.files.clone(), some.to_vec());
-            removed += self
+            let unnamed: Vec<(String, bool)> = self
                 .store
                 .on_writer(move |tx| {
-                    let mut n = 0;
+                    let mut unnamed = Vec::new();
                     for hash in some {
-                        if tx.file_unreferenced(&hash)? && files.remove(&hash) {
-                            n += 1;
+                        if tx.file_unreferenced(&hash)? {
+                            let here = files.remove(&hash);
+                            unnamed.push((hash, here));
                         }
                     }
-                    Ok(n)
+                    Ok(unnamed)
                 })
                 .await?;
+            removed += unnamed.iter().filter(|(_, here)| *here).count();
+            // The engine's copy goes too, whichever node held a local one.
+            if let Some(link) = self.store.link() {
+                for (hash, _) in unnamed {
+                    if let Err(e) = link.engine().delete_object(&hash).await {
+                        tracing::warn!(%hash, error = %e, "cluster: a stored file stays in the engine");
+                    }
+                }
+            }
         }
         Ok(removed)
     }

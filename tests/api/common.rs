@@ -130,7 +130,7 @@ impl TestApp {
 
     /// The base URL of the node whose turn it is (always the first on a
     /// single node).
-    fn next_url(&self) -> String {
+    pub fn next_url(&self) -> String {
         if self.others.is_empty() {
             return self.url.clone();
         }
@@ -312,6 +312,7 @@ impl TestApp {
     /// Gives `name` a role and returns a fresh token: a role change ends
     /// the tokens issued before it.
     pub async fn set_role(&self, name: &str, role: confab::domain::Role) -> String {
+        self.sync().await;
         self.app().set_role(name, role).await.expect("role set");
         self.login(name).await
     }

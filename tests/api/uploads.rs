@@ -94,7 +94,7 @@ async fn upload(t: &TestApp, token: &str, name: &str, mime: &str, bytes: Vec<u8>
 
 async fn fetch(t: &TestApp, path: &str) -> reqwest::Response {
     t.http
-        .get(format!("{}{}", t.url, path))
+        .get(format!("{}{}", t.next_url(), path))
         .send()
         .await
         .expect("sent")
@@ -149,7 +149,7 @@ async fn all_four_formats_upload_and_serve_safely() {
 
         let again = t
             .http
-            .get(format!("{}{}", t.url, a["url"].as_str().unwrap()))
+            .get(format!("{}{}", t.next_url(), a["url"].as_str().unwrap()))
             .header("if-none-match", &etag)
             .send()
             .await
