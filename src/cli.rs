@@ -124,6 +124,17 @@ pub enum Command {
     /// Watch and moderate a running server in the terminal (rooms, online
     /// users, throughput, events). Press ? inside for the keys.
     Console,
+    /// Cluster mode: the nodes and the NATS JetStream engine they share.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// The live nodes (from their heartbeats) and the engine: its servers,
+    /// the log's leader and whether its replicas are current. Needs only
+    /// the engine's address (`[cluster] nats_urls`), not a node.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,6 +343,8 @@ pub enum CliError {
     Console(String),
     #[error("{0}")]
     Bench(String),
+    #[error("{0}")]
+    Cluster(String),
     /// An action that only a running server can carry out, with none
     /// running.
     #[error("no server is running: {0}")]
@@ -588,7 +601,119 @@ async fn command(cli: Cli) -> Result<(), CliError> {
             operator(&cli.global, req).await
         }
         Command::Console => console(&cli.global).await,
+        Command::Cluster(ClusterCmd::Status) => cluster_status(&cli.global).await,
     }
+}
+
+/// Asks the engine, as any client of it may, which nodes are alive and how
+/// the log stands. The CLI connects under a name of its own and sends no
+/// heartbeat, so it never shows up as a node.
+async fn cluster_status(global: &Global) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    if !config.cluster.enabled() {
+        return Err(CliError::Cluster(
+            "not in cluster mode: set CONFAB_CLUSTER_NATS_URLS or [cluster] nats_urls".into(),
+        ));
+    }
+    let mut engine = config.cluster.engine();
+    engine.node = format!("{}-cli-{}", engine.node, std::process::id());
+    let engine = crate::store::engine::Engine::connect(engine)
+        .await
+        .map_err(|e| CliError::Cluster(e.to_string()))?;
+    let status = crate::cluster::status(&engine).await;
+    if global.json {
+        let v = serde_json::to_value(&status).map_err(|e| CliError::Cluster(e.to_string()))?;
+        return say!("{}", pretty(&v));
+    }
+    print_cluster(&status, crate::domain::now_ms())
+}
+
+fn print_cluster(status: &crate::cluster::ClusterStatus, now: i64) -> Result<(), CliError> {
+    let age = |at: i64| format!("{:.1} s ago", (now - at).max(0) as f64 / 1000.0);
+    table(
+        &[
+            "node",
+            "address",
+            "started",
+            "connections",
+            "users online",
+            "applied",
+            "last heartbeat",
+        ],
+        status
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.address.clone(),
+                    time(&Value::from(n.started)),
+                    n.connections.to_string(),
+                    n.users_online.to_string(),
+                    n.applied.to_string(),
+                    age(n.last_heartbeat),
+                ]
+            })
+            .collect(),
+    )?;
+    let e = &status.engine;
+    say!("")?;
+    let via = if e.connected {
+        format!("{} (nats-server {})", e.server_name, e.server_version)
+    } else {
+        "not connected".into()
+    };
+    say!("engine     {} via {}", escape(&e.namespace), escape(&via))?;
+    say!(
+        "cluster    {} ({} servers: {})",
+        escape(e.cluster.as_deref().unwrap_or("none")),
+        e.servers.len(),
+        escape(&e.servers.join(", "))
+    )?;
+    match &e.log {
+        Some(log) => {
+            let current = log.replicas.iter().filter(|r| r.current).count();
+            say!(
+                "log        {}: {} {}, positions {} to {}",
+                escape(&log.stream),
+                log.messages,
+                if log.messages == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
+                log.first_position,
+                log.last_position
+            )?;
+            say!(
+                "leader     {}",
+                escape(
+                    log.leader
+                        .as_deref()
+                        .unwrap_or("NONE (no quorum, or an election)")
+                )
+            )?;
+            say!(
+                "replicas   {current} of {} followers current (wanted {} copies)",
+                log.replicas.len(),
+                e.replicas_wanted
+            )?;
+            for r in &log.replicas {
+                let lag = r.lag.map(|l| format!(", {l} behind")).unwrap_or_default();
+                say!(
+                    "           {} {}{lag}, heard from {:.1} s ago",
+                    escape(&r.name),
+                    if r.current { "current" } else { "NOT CURRENT" },
+                    r.active_ms as f64 / 1000.0
+                )?;
+            }
+        }
+        None => say!("log        unknown")?,
+    }
+    for err in &e.errors {
+        say!("error      {}", escape(err))?;
+    }
+    Ok(())
 }
 
 /// The console beside a running server: it only ever detaches, the
@@ -655,6 +780,46 @@ fn needs_live_server(req: &Request) -> Option<&'static str> {
     }
 }
 
+/// Whether a request writes to the store. In cluster mode such a request
+/// must go through a running node, which appends it to the log for every
+/// node to apply: written into one node's store directly it would be on
+/// that node alone.
+fn writes(req: &Request) -> bool {
+    match req {
+        Request::Status
+        | Request::UserList
+        | Request::UserShow { .. }
+        | Request::UserFriends { .. }
+        | Request::RoomList
+        | Request::RoomShow { .. }
+        | Request::RoomMessages { .. }
+        | Request::UploadList { .. }
+        | Request::Snapshot { .. }
+        | Request::Bans
+        | Request::Mutes
+        | Request::Audit { .. }
+        | Request::Backup { .. }
+        | Request::Export { .. } => false,
+        Request::UserAdd { .. }
+        | Request::UserPasswd { .. }
+        | Request::UserRole { .. }
+        | Request::UserDelete { .. }
+        | Request::RoomCreate { .. }
+        | Request::RoomDelete { .. }
+        | Request::RoomAddMember { .. }
+        | Request::UploadDelete { .. }
+        | Request::UploadGc { .. }
+        | Request::Kick { .. }
+        | Request::Ban { .. }
+        | Request::Unban { .. }
+        | Request::Mute { .. }
+        | Request::Unmute { .. }
+        | Request::DeleteMessage { .. }
+        | Request::Announce { .. }
+        | Request::RoomRetention { .. } => true,
+    }
+}
+
 async fn call(config: &Config, req: Request) -> Result<Value, CliError> {
     Ok(match admin::Client::connect(&config.socket_path()).await {
         Some(mut client) => client.call(&req).await?,
@@ -662,6 +827,14 @@ async fn call(config: &Config, req: Request) -> Result<Value, CliError> {
             return Err(CliError::NoServer(format!(
                 "{} (nothing answers on {}; start one with `confab serve`)",
                 needs_live_server(&req).unwrap_or_default(),
+                config.socket_path().display()
+            )));
+        }
+        None if config.cluster.enabled() && writes(&req) => {
+            return Err(CliError::NoServer(format!(
+                "in cluster mode a change goes through a running node, so that every node \
+                 applies it, and nothing answers on {} (start this node, or run the \
+                 command where one runs)",
                 config.socket_path().display()
             )));
         }
@@ -1348,5 +1521,8 @@ mod tests {
             })
         ));
         assert_eq!(cli.global.data_dir, Some(PathBuf::from("/tmp/x")));
+        let cli = Cli::parse_from(["confab", "cluster", "status", "--json"]);
+        assert!(matches!(cli.command, Command::Cluster(ClusterCmd::Status)));
+        assert!(cli.global.json);
     }
 }

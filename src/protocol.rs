@@ -23,6 +23,9 @@ pub enum ErrorCode {
     RateLimited,
     Timeout,
     Internal,
+    /// Cluster mode: the write could not be committed in time (no quorum,
+    /// the engine out of reach). Never an acknowledgement.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -53,6 +57,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Timeout => 408,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 }

@@ -95,6 +95,7 @@ impl AppError {
             AppError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
             AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
+            AppError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
                 ErrorCode::UnsupportedMediaType
             }
@@ -384,4 +385,26 @@ pub fn page(before: Option<u64>, after: Option<u64>, limit: Option<u64>) -> Resu
         after,
         limit: limit as usize,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write the cluster could not commit is the client's to retry: it
+    /// says so with its own code and status, and with the store's reason,
+    /// not as an internal fault.
+    #[test]
+    fn an_uncommitted_write_is_unavailable_and_says_why() {
+        let why = "the cluster cannot commit writes now (no quorum); nothing was stored";
+        let e = AppError::Store(StoreError::Unavailable(why.into()));
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        assert_eq!(e.code().as_str(), "unavailable");
+        assert_eq!(e.code().status(), 503);
+        assert_eq!(e.client_message(), why);
+        // The store's own faults stay internal, their details in the log.
+        let e = AppError::Store(StoreError::WriterGone);
+        assert_eq!(e.code(), ErrorCode::Internal);
+        assert_eq!(e.client_message(), "internal error");
+    }
 }
