@@ -5,6 +5,7 @@
 mod accounts;
 mod cli;
 mod closing;
+mod cluster_faults;
 mod cluster_cli;
 mod common;
 mod console;
