@@ -45,7 +45,9 @@ pub enum NatsCtlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("nats-server member {member} exited during start ({status}); its log ends with:\n{log_tail}")]
+    #[error(
+        "nats-server member {member} exited during start ({status}); its log ends with:\n{log_tail}"
+    )]
     Exited {
         member: String,
         status: String,
@@ -162,8 +164,7 @@ impl NatsCluster {
                 std::fs::remove_dir_all(&store)
                     .map_err(io(format!("clearing {}", store.display())))?;
             }
-            std::fs::create_dir_all(&store)
-                .map_err(io(format!("creating {}", store.display())))?;
+            std::fs::create_dir_all(&store).map_err(io(format!("creating {}", store.display())))?;
             let mut conf = format!(
                 "server_name: {name}\n\
                  listen: 127.0.0.1:{client_port}\n\
@@ -559,7 +560,10 @@ mod tests {
     #[test]
     fn status_lines_parse() {
         assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n\r\n{}"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status(b"garbage"), None);
         assert_eq!(parse_status(b""), None);
     }

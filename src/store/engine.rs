@@ -23,14 +23,14 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
+    self, ErrorCode,
     consumer::{DeliverPolicy, pull},
     context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind},
-    ErrorCode,
     kv,
     message::PublishMessage,
     object_store,
@@ -194,6 +194,9 @@ struct Inner {
     uploads: object_store::ObjectStore,
     /// The replica count asked of the NATS cluster for new resources.
     replicas: usize,
+    /// The highest position this engine's appends were acknowledged at: a
+    /// follower that has not delivered it soon after is stuck.
+    appended: AtomicU64,
 }
 
 impl Engine {
@@ -280,6 +283,7 @@ impl Engine {
                             meta,
                             uploads,
                             replicas,
+                            appended: AtomicU64::new(0),
                         }),
                     });
                 }
@@ -325,7 +329,10 @@ impl Engine {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let why = match timeout(left, attempt).await {
-                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Ok(ack)) => {
+                    i.appended.fetch_max(ack.sequence, Ordering::Relaxed);
+                    return Ok(ack.sequence);
+                }
                 Ok(Err(e)) => match e.kind() {
                     // Never better on a retry.
                     PublishErrorKind::MaxPayloadExceeded
@@ -388,6 +395,7 @@ impl Engine {
                     .await?;
                 Ok::<_, async_nats::Error>(consumer.messages().await?)
             };
+            let mut watchdog = Watchdog::new();
             let why = match tokio::select! {
                 _ = tx.closed() => return,
                 opened = opened => opened,
@@ -397,6 +405,10 @@ impl Engine {
                     let next = tokio::select! {
                         _ = tx.closed() => return,
                         next = messages.next() => next,
+                        _ = watchdog.tick() => match watchdog.stalled(&self, last).await {
+                            Some(why) => break why,
+                            None => continue,
+                        },
                     };
                     let message = match next {
                         None => break "the log's consumer ended".to_string(),
@@ -420,6 +432,7 @@ impl Engine {
                         );
                     }
                     last = seq;
+                    watchdog.progress();
                     backoff = Duration::from_millis(100);
                     if tx.send((seq, message.payload.clone())).await.is_err() {
                         return;
@@ -435,20 +448,24 @@ impl Engine {
         }
     }
 
+    /// The highest position an append of this engine was acknowledged at.
+    fn appended(&self) -> u64 {
+        self.inner.appended.load(Ordering::Relaxed)
+    }
+
     /// The log's last position: the caller is caught up once it has
     /// applied this far. 0 for an empty log.
     pub async fn last_position(&self) -> Result<u64, EngineError> {
         let i = &self.inner;
-        let stream = i
-            .js
-            .get_stream(&i.names.log_stream)
-            .await
-            .map_err(|e| match e.kind() {
-                GetStreamErrorKind::JetStream(je) if !transient(&je) => {
-                    EngineError::Other(format!("reading the log's state: {e}"))
-                }
-                _ => EngineError::Unavailable(format!("reading the log's state: {e}")),
-            })?;
+        let stream =
+            i.js.get_stream(&i.names.log_stream)
+                .await
+                .map_err(|e| match e.kind() {
+                    GetStreamErrorKind::JetStream(je) if !transient(&je) => {
+                        EngineError::Other(format!("reading the log's state: {e}"))
+                    }
+                    _ => EngineError::Unavailable(format!("reading the log's state: {e}")),
+                })?;
         Ok(stream.cached_info().state.last_sequence)
     }
 
@@ -466,7 +483,11 @@ impl Engine {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(EVENT_NODE_HEADER, i.cfg.node.as_str());
         i.client
-            .publish_with_headers(format!("{}{topic}", i.names.events_prefix), headers, payload)
+            .publish_with_headers(
+                format!("{}{topic}", i.names.events_prefix),
+                headers,
+                payload,
+            )
             .await
             .map_err(|e| EngineError::Unavailable(format!("publishing an event: {e}")))
     }
@@ -485,6 +506,22 @@ impl Engine {
             .subscribe(format!("{}>", i.names.events_prefix))
             .await
             .map_err(|e| EngineError::Unavailable(format!("subscribing to events: {e}")))?;
+        // Once the server has the subscription, events published through it
+        // afterwards reach us; other servers learn of it over their routes
+        // a moment later.
+        match timeout(i.cfg.request_timeout, i.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(EngineError::Unavailable(format!(
+                    "subscribing to events: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(EngineError::Unavailable(
+                    "subscribing to events: timed out".into(),
+                ));
+            }
+        }
         let prefix = i.names.events_prefix.clone();
         let node = i.cfg.node.clone();
         Ok(subscriber.filter_map(move |m| {
@@ -662,18 +699,19 @@ impl Engine {
             return Ok(v.to_vec());
         }
         let value = make();
-        match i.meta.create(key, Bytes::from(value.clone())).await {
-            Ok(_) => Ok(value),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match i.meta.get(key).await.map_err(|e| unavailable(&e))? {
-                    Some(v) => Ok(v.to_vec()),
-                    None => Err(EngineError::Other(format!(
-                        "shared value {key} was created by another node and is gone again"
-                    ))),
-                }
-            }
-            Err(e) => Err(EngineError::Unavailable(format!(
-                "creating shared value {key}: {e}"
+        let created = i.meta.create(key, Bytes::from(value.clone())).await;
+        if created.is_ok() {
+            return Ok(value);
+        }
+        // Lost the race, or the answer was lost: whatever is there now is
+        // the value. (The loser's error is not always AlreadyExists: newer
+        // servers refuse the only-if-absent write with a code the client
+        // does not map to it.)
+        match i.meta.get(key).await.map_err(|e| unavailable(&e))? {
+            Some(v) => Ok(v.to_vec()),
+            None => Err(EngineError::Unavailable(format!(
+                "creating shared value {key}: {}",
+                created.err().map(|e| e.to_string()).unwrap_or_default()
             ))),
         }
     }
@@ -864,6 +902,70 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
     /// Since the leader last heard from it.
     pub active_ms: u64,
+}
+
+/// Tells a follower that its consumer is stuck. The ordered consumer
+/// recreates itself after errors, but with its own backoff (up to 10 s
+/// between attempts, each bounded by the request timeout), and while it
+/// waits its stream yields nothing, not even an error. After a leader
+/// failover or a quorum outage that made a node's own writes wait 10 s
+/// and more for their apply. So the follower watches for the two signs
+/// that entries exist which it has not delivered, and then recreates the
+/// consumer itself at once:
+/// - an append of this engine was acknowledged beyond what it delivered,
+///   and nothing came for [`OWN_STALL`];
+/// - nothing came for [`IDLE_CHECK`] and the log's last position (asked
+///   at most that often) is beyond what it delivered.
+struct Watchdog {
+    tick: tokio::time::Interval,
+    progress_at: Instant,
+    checked_at: Instant,
+}
+
+/// How long a follower may sit on an entry this node appended.
+const OWN_STALL: Duration = Duration::from_secs(2);
+/// How often an idle follower asks whether the log went on without it.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Watchdog {
+            tick,
+            progress_at: Instant::now(),
+            checked_at: Instant::now(),
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.tick.tick().await;
+    }
+
+    fn progress(&mut self) {
+        self.progress_at = Instant::now();
+    }
+
+    /// Why the consumer counts as stuck, if it does.
+    async fn stalled(&mut self, engine: &Engine, last: u64) -> Option<String> {
+        let idle = self.progress_at.elapsed();
+        let appended = engine.appended();
+        if appended > last && idle >= OWN_STALL {
+            return Some(format!(
+                "position {appended} was appended here but the follower is at {last} for {idle:?}"
+            ));
+        }
+        if idle < IDLE_CHECK || self.checked_at.elapsed() < IDLE_CHECK {
+            return None;
+        }
+        self.checked_at = Instant::now();
+        match engine.last_position().await {
+            Ok(end) if end > last => Some(format!(
+                "the log is at {end} but the follower is at {last} for {idle:?}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A stream over a channel fed by a spawned task.

@@ -8,6 +8,7 @@ mod closing;
 mod common;
 mod console;
 mod durability;
+mod engine;
 mod faults;
 mod friends;
 mod hardening;
