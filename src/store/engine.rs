@@ -692,26 +692,61 @@ impl Engine {
                 "shared value key {key:?} is not a valid key"
             )));
         }
-        let unavailable = |e: &dyn std::fmt::Display| {
-            EngineError::Unavailable(format!("reading shared value {key}: {e}"))
-        };
-        if let Some(v) = i.meta.get(key).await.map_err(|e| unavailable(&e))? {
-            return Ok(v.to_vec());
+        if let Some(v) = self.read_shared(key).await? {
+            return Ok(v);
         }
         let value = make();
-        let created = i.meta.create(key, Bytes::from(value.clone())).await;
-        if created.is_ok() {
-            return Ok(value);
+        let deadline = Instant::now() + i.cfg.request_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let why = match i.meta.create(key, Bytes::from(value.clone())).await {
+                Ok(_) => return Ok(value),
+                Err(e) => e.to_string(),
+            };
+            // Lost the race, or the answer was lost: whatever is there now
+            // is the value. The loser can also be refused while the
+            // winner's write is still in flight (error 10164, which the
+            // client does not map to AlreadyExists); then there is nothing
+            // to read yet, so look again shortly, and try again should the
+            // winner's write have failed after all.
+            if let Some(v) = self.read_shared(key).await? {
+                return Ok(v);
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "creating shared value {key}: {why}"
+                )));
+            }
+            sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
-        // Lost the race, or the answer was lost: whatever is there now is
-        // the value. (The loser's error is not always AlreadyExists: newer
-        // servers refuse the only-if-absent write with a code the client
-        // does not map to it.)
-        match i.meta.get(key).await.map_err(|e| unavailable(&e))? {
-            Some(v) => Ok(v.to_vec()),
-            None => Err(EngineError::Unavailable(format!(
-                "creating shared value {key}: {}",
-                created.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    /// A shared value as the bucket's leader has it. Not the KV client's
+    /// `get`: that reads from any replica, and a follower that has not yet
+    /// applied the winner's write answers "absent" to the race's loser.
+    async fn read_shared(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        let i = &self.inner;
+        let subject = format!("{}{key}", i.meta.prefix);
+        match i
+            .meta
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => {
+                let op = m.headers.get("KV-Operation").map(|v| v.as_str());
+                if matches!(op, Some("DEL" | "PURGE")) {
+                    Ok(None)
+                } else {
+                    Ok(Some(m.payload.to_vec()))
+                }
+            }
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(None)
+            }
+            Err(e) => Err(EngineError::Unavailable(format!(
+                "reading shared value {key}: {e}"
             ))),
         }
     }
