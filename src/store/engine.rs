@@ -243,7 +243,12 @@ impl Engine {
             .map_err(|e| EngineError::Other(format!("connecting to {:?}: {e}", cfg.urls)))?;
         // With retry_on_initial_connect, connect returns before the
         // handshake and server_info is empty until a flush went through.
-        match timeout(deadline - Instant::now(), client.flush()).await {
+        match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            client.flush(),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(EngineError::Unavailable(format!("connecting: {e}"))),
             Err(_) => {
@@ -270,7 +275,11 @@ impl Engine {
 
         let mut backoff = Duration::from_millis(100);
         loop {
-            match create_resources(&js, &cfg, &names, &info).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = timeout(left, create_resources(&js, &cfg, &names, &info))
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("no answer in time".into())));
+            match attempt {
                 Ok((replicas, nodes, meta, uploads)) => {
                     return Ok(Engine {
                         inner: Arc::new(Inner {
@@ -545,11 +554,13 @@ impl Engine {
     /// stops or is cut off leaves the list by itself.
     pub async fn heartbeat(&self, blob: Bytes) -> Result<(), EngineError> {
         let i = &self.inner;
-        i.nodes
-            .put(&i.cfg.node, blob)
-            .await
-            .map(|_| ())
-            .map_err(|e| EngineError::Unavailable(format!("heartbeat: {e}")))
+        with_retries(i.cfg.request_timeout, "heartbeat", || async {
+            match i.nodes.put(&i.cfg.node, blob.clone()).await {
+                Ok(_) => Try::Done(()),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// How often to call [`Engine::heartbeat`]: a third of the node TTL, so
@@ -561,26 +572,25 @@ impl Engine {
     /// The nodes in the list now, with their latest status blob.
     pub async fn nodes(&self) -> Result<Vec<(String, Bytes)>, EngineError> {
         let i = &self.inner;
-        let list = async {
-            let mut keys = i.nodes.keys().await?;
-            let mut out = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key?;
-                // Gone between the listing and the read: not live.
-                if let Some(blob) = i.nodes.get(key.as_str()).await? {
-                    out.push((key, blob));
+        with_retries(i.cfg.request_timeout, "listing nodes", || async {
+            let list = async {
+                let mut keys = i.nodes.keys().await?;
+                let mut out = Vec::new();
+                while let Some(key) = keys.next().await {
+                    let key = key?;
+                    // Gone between the listing and the read: not live.
+                    if let Some(blob) = i.nodes.get(key.as_str()).await? {
+                        out.push((key, blob));
+                    }
                 }
+                Ok::<_, async_nats::Error>(out)
+            };
+            match list.await {
+                Ok(list) => Try::Done(list),
+                Err(e) => Try::Again(e.to_string()),
             }
-            Ok::<_, async_nats::Error>(out)
-        };
-        match timeout(i.cfg.request_timeout, list).await {
-            Ok(Ok(list)) => Ok(list),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!("listing nodes: {e}"))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "listing nodes took longer than {:?}",
-                i.cfg.request_timeout
-            ))),
-        }
+        })
+        .await
     }
 
     /// The node list as it changes: first every node's current entry, then
@@ -756,64 +766,54 @@ impl Engine {
     /// changes nothing.
     pub async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
         let i = &self.inner;
-        let mut reader = bytes;
-        match timeout(i.cfg.object_timeout, i.uploads.put(name, &mut reader)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(match e.kind() {
-                object_store::PutErrorKind::InvalidName => {
-                    EngineError::Other(format!("object name {name:?}: {e}"))
+        let what = format!("storing object {name}");
+        with_retries(i.cfg.object_timeout, &what, || async {
+            let mut reader = bytes;
+            match i.uploads.put(name, &mut reader).await {
+                Ok(_) => Try::Done(()),
+                Err(e) if e.kind() == object_store::PutErrorKind::InvalidName => {
+                    Try::Fatal(EngineError::Other(format!("object name {name:?}: {e}")))
                 }
-                _ => EngineError::Unavailable(format!("storing object {name}: {e}")),
-            }),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "storing object {name} took longer than {:?}",
-                i.cfg.object_timeout
-            ))),
-        }
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// An upload file's bytes, or `None` if there is no such object.
     pub async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, EngineError> {
         let i = &self.inner;
-        let read = async {
+        let what = format!("reading object {name}");
+        with_retries(i.cfg.object_timeout, &what, || async {
             let mut object = match i.uploads.get(name).await {
                 Ok(o) => o,
-                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.to_string()),
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                    return Try::Done(None);
+                }
+                Err(e) => return Try::Again(e.to_string()),
             };
             let mut out = Vec::new();
-            object
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Some(out))
-        };
-        match timeout(i.cfg.object_timeout, read).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!(
-                "reading object {name}: {e}"
-            ))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "reading object {name} took longer than {:?}",
-                i.cfg.object_timeout
-            ))),
-        }
+            match object.read_to_end(&mut out).await {
+                Ok(_) => Try::Done(Some(out)),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// Removes an upload file. Removing one that is not there is not an
     /// error: the caller wants it gone, and it is.
     pub async fn delete_object(&self, name: &str) -> Result<(), EngineError> {
         let i = &self.inner;
-        match timeout(i.cfg.request_timeout, i.uploads.delete(name)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.kind() == object_store::DeleteErrorKind::NotFound => Ok(()),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!(
-                "deleting object {name}: {e}"
-            ))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "deleting object {name}: timed out"
-            ))),
-        }
+        let what = format!("deleting object {name}");
+        with_retries(i.cfg.request_timeout, &what, || async {
+            match i.uploads.delete(name).await {
+                Ok(()) => Try::Done(()),
+                Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => Try::Done(()),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// What `confab cluster status` shows: the server this node talks to,
@@ -937,6 +937,48 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
     /// Since the leader last heard from it.
     pub active_ms: u64,
+}
+
+/// One attempt of an operation [`with_retries`] repeats.
+enum Try<T> {
+    Done(T),
+    /// A refusal a retry would meet again.
+    Fatal(EngineError),
+    /// Worth another attempt: a timeout, no responders during an election.
+    Again(String),
+}
+
+/// Repeats `attempt` with backoff until it is done or fails for good, for
+/// at most `limit` in all; then `Unavailable` with the last reason. The
+/// engine's refusals during a failover or right after a resource was
+/// created (its leader not yet elected) last a moment, and the callers'
+/// operations (heartbeat, object put/get/delete, listing) are idempotent.
+async fn with_retries<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Try<T>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let why = match timeout(left, attempt()).await {
+            Ok(Try::Done(v)) => return Ok(v),
+            Ok(Try::Fatal(e)) => return Err(e),
+            Ok(Try::Again(why)) => why,
+            Err(_) => format!("no answer within {limit:?}"),
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(EngineError::Unavailable(format!("{what}: {why}")));
+        }
+        tracing::debug!("{what}: {why}; trying again");
+        sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Tells a follower that its consumer is stuck. The ordered consumer
