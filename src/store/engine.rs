@@ -373,8 +373,10 @@ impl Engine {
     /// ordered consumer (ephemeral, no acks; the position the caller
     /// applied lives in its own store) and recreates it from the last
     /// delivered position after any error, so an outage is a pause, never
-    /// a gap or a repeat. The task ends when the receiver is dropped.
-    /// The buffer is bounded: a slow reader slows the reading.
+    /// a gap or a repeat; a consumer that is stuck without an error is
+    /// noticed too (see `Watchdog`). The task ends when the receiver is
+    /// dropped. The buffer is bounded: a slow reader slows the reading.
+    /// Call it inside a Tokio runtime: the task is spawned on it.
     pub fn follow(&self, after: u64) -> mpsc::Receiver<(u64, Bytes)> {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let engine = self.clone();

@@ -462,3 +462,22 @@ async fn a_server_older_than_2_11_is_refused() {
     }
     server.abort();
 }
+
+#[tokio::test]
+async fn no_server_is_unavailable_within_the_connect_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(vec![format!("nats://127.0.0.1:{port}")], "a", "none");
+    cfg.connect_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let r = Engine::connect(cfg).await;
+    assert!(
+        matches!(r, Err(EngineError::Unavailable(_))),
+        "{:?}",
+        r.err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
