@@ -20,7 +20,7 @@
 //! `confab_nodes`, `confab_meta` and `confab_uploads`, events go on
 //! `confab.ev.<topic>`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -598,9 +598,10 @@ impl Engine {
     /// The node list as it changes: first every node's current entry, then
     /// `(node, Some(blob))` on each heartbeat and `(node, None)` when its
     /// entry is deleted, purged or expires. A spawned task keeps the watch
-    /// open across errors; after it reopens, the current entries come again
-    /// and nodes that left meanwhile are reported gone, so the stream is
-    /// right again after an outage even if it missed the change itself.
+    /// open across errors, and checks the nodes it believes live against
+    /// the bucket's listing after a reopen and every two node TTLs, so the
+    /// stream is right again after an outage even if it missed a node's
+    /// expiry. A node may be reported live more than once.
     pub async fn watch_nodes(
         &self,
     ) -> Result<
@@ -628,13 +629,23 @@ impl Engine {
         mut watch: kv::Watch,
         tx: mpsc::Sender<(String, Option<Bytes>)>,
     ) {
-        let mut live: HashSet<String> = HashSet::new();
+        // Each node the stream last said is live, and when its latest
+        // entry came.
+        let mut live: HashMap<String, Instant> = HashMap::new();
         let mut backoff = Duration::from_millis(200);
+        let mut audit = tokio::time::interval(self.inner.cfg.node_ttl * 2);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = watch.next() => next,
+                    _ = audit.tick() => {
+                        if !self.report_gone(&mut live, &tx).await {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 let entry = match next {
                     None => {
@@ -650,7 +661,7 @@ impl Engine {
                 backoff = Duration::from_millis(200);
                 let item = match entry.operation {
                     kv::Operation::Put => {
-                        live.insert(entry.key.clone());
+                        live.insert(entry.key.clone(), Instant::now());
                         (entry.key, Some(entry.value))
                     }
                     kv::Operation::Delete | kv::Operation::Purge => {
@@ -662,31 +673,57 @@ impl Engine {
                     return;
                 }
             }
-            // Reopen, then report the nodes that left while we were blind:
-            // the watch replays only entries (and recent expiry markers)
-            // that still exist.
             watch = loop {
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                let Ok(w) = self.open_node_watch().await else {
-                    continue;
-                };
-                let Ok(now) = self.nodes().await else {
-                    continue;
-                };
-                let now: HashSet<String> = now.into_iter().map(|(n, _)| n).collect();
-                for gone in live.difference(&now).cloned().collect::<Vec<_>>() {
-                    live.remove(&gone);
-                    if tx.send((gone, None)).await.is_err() {
-                        return;
-                    }
+                if let Ok(w) = self.open_node_watch().await {
+                    break w;
                 }
-                break w;
             };
+            // The reopened watch replays the entries that exist, and expiry
+            // markers only for a while: a node that left while we were
+            // blind may have no marker left to see.
+            if !self.report_gone(&mut live, &tx).await {
+                return;
+            }
         }
+    }
+
+    /// Reports gone the nodes believed live that the bucket no longer
+    /// lists. The watch alone can miss an expiry: its consumer recreates
+    /// itself after a hiccup from where it was, and the server removes an
+    /// expiry marker after a while, so a node that expired meanwhile would
+    /// stay live for good. A node whose entry came after the listing began
+    /// is left alone (the listing may predate it). False when the receiver
+    /// is gone.
+    async fn report_gone(
+        &self,
+        live: &mut HashMap<String, Instant>,
+        tx: &mpsc::Sender<(String, Option<Bytes>)>,
+    ) -> bool {
+        if live.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let Ok(listed) = self.nodes().await else {
+            return true;
+        };
+        let listed: HashSet<String> = listed.into_iter().map(|(n, _)| n).collect();
+        let gone: Vec<String> = live
+            .iter()
+            .filter(|(node, seen)| **seen < started && !listed.contains(*node))
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in gone {
+            live.remove(&node);
+            if tx.send((node, None)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// A value every node must share, such as the token signing secret:

@@ -481,3 +481,51 @@ async fn no_server_is_unavailable_within_the_connect_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Node entries are kept in memory only: when every member restarts, they
+/// are gone without an expiry marker for the watch to see. The watcher
+/// must still learn that the node left.
+#[tokio::test]
+async fn a_node_lost_with_the_whole_cluster_is_reported_gone() {
+    let mut cluster = NatsCluster::start(3).await.expect("cluster starts");
+    let ttl = Duration::from_secs(2);
+    let mut cfg_a = config(cluster.urls(), "a", "restart");
+    cfg_a.node_ttl = ttl;
+    let mut cfg_b = config(cluster.urls(), "b", "restart");
+    cfg_b.node_ttl = ttl;
+    let a = connect(cfg_a).await;
+    let b = connect(cfg_b).await;
+    let mut watch = a.watch_nodes().await.expect("watch");
+    b.heartbeat(Bytes::from("b is up")).await.unwrap();
+    loop {
+        let (node, blob) = tokio::time::timeout(WAIT, watch.next())
+            .await
+            .expect("b's heartbeat is seen")
+            .expect("the watch runs");
+        if node == "b" && blob.is_some() {
+            break;
+        }
+    }
+
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let restarted = Instant::now();
+    for i in 0..3 {
+        cluster.restart(i).await.expect("the member restarts");
+    }
+    let deadline = restarted + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watch.next()).await {
+            Ok(Some((node, None))) if node == "b" => break,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch ended"),
+            Err(_) => panic!("b was never reported gone"),
+        }
+    }
+    eprintln!(
+        "b reported gone {:?} after the restart",
+        restarted.elapsed()
+    );
+}
