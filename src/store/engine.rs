@@ -20,9 +20,10 @@
 //! `confab_nodes`, `confab_meta` and `confab_uploads`, events go on
 //! `confab.ev.<topic>`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -193,6 +194,9 @@ struct Inner {
     uploads: object_store::ObjectStore,
     /// The replica count asked of the NATS cluster for new resources.
     replicas: usize,
+    /// The highest position this engine's appends were acknowledged at: a
+    /// follower that has not delivered it soon after is stuck.
+    appended: AtomicU64,
 }
 
 impl Engine {
@@ -239,7 +243,12 @@ impl Engine {
             .map_err(|e| EngineError::Other(format!("connecting to {:?}: {e}", cfg.urls)))?;
         // With retry_on_initial_connect, connect returns before the
         // handshake and server_info is empty until a flush went through.
-        match timeout(deadline - Instant::now(), client.flush()).await {
+        match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            client.flush(),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(EngineError::Unavailable(format!("connecting: {e}"))),
             Err(_) => {
@@ -266,7 +275,11 @@ impl Engine {
 
         let mut backoff = Duration::from_millis(100);
         loop {
-            match create_resources(&js, &cfg, &names, &info).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = timeout(left, create_resources(&js, &cfg, &names, &info))
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("no answer in time".into())));
+            match attempt {
                 Ok((replicas, nodes, meta, uploads)) => {
                     return Ok(Engine {
                         inner: Arc::new(Inner {
@@ -279,6 +292,7 @@ impl Engine {
                             meta,
                             uploads,
                             replicas,
+                            appended: AtomicU64::new(0),
                         }),
                     });
                 }
@@ -324,7 +338,10 @@ impl Engine {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let why = match timeout(left, attempt).await {
-                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Ok(ack)) => {
+                    i.appended.fetch_max(ack.sequence, Ordering::Relaxed);
+                    return Ok(ack.sequence);
+                }
                 Ok(Err(e)) => match e.kind() {
                     // Never better on a retry.
                     PublishErrorKind::MaxPayloadExceeded
@@ -356,8 +373,10 @@ impl Engine {
     /// ordered consumer (ephemeral, no acks; the position the caller
     /// applied lives in its own store) and recreates it from the last
     /// delivered position after any error, so an outage is a pause, never
-    /// a gap or a repeat. The task ends when the receiver is dropped.
-    /// The buffer is bounded: a slow reader slows the reading.
+    /// a gap or a repeat; a consumer that is stuck without an error is
+    /// noticed too (see `Watchdog`). The task ends when the receiver is
+    /// dropped. The buffer is bounded: a slow reader slows the reading.
+    /// Call it inside a Tokio runtime: the task is spawned on it.
     pub fn follow(&self, after: u64) -> mpsc::Receiver<(u64, Bytes)> {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let engine = self.clone();
@@ -387,6 +406,7 @@ impl Engine {
                     .await?;
                 Ok::<_, async_nats::Error>(consumer.messages().await?)
             };
+            let mut watchdog = Watchdog::new();
             let why = match tokio::select! {
                 _ = tx.closed() => return,
                 opened = opened => opened,
@@ -396,6 +416,10 @@ impl Engine {
                     let next = tokio::select! {
                         _ = tx.closed() => return,
                         next = messages.next() => next,
+                        _ = watchdog.tick() => match watchdog.stalled(&self, last).await {
+                            Some(why) => break why,
+                            None => continue,
+                        },
                     };
                     let message = match next {
                         None => break "the log's consumer ended".to_string(),
@@ -419,6 +443,7 @@ impl Engine {
                         );
                     }
                     last = seq;
+                    watchdog.progress();
                     backoff = Duration::from_millis(100);
                     if tx.send((seq, message.payload.clone())).await.is_err() {
                         return;
@@ -432,6 +457,11 @@ impl Engine {
             }
             backoff = (backoff * 2).min(FOLLOW_MAX_BACKOFF);
         }
+    }
+
+    /// The highest position an append of this engine was acknowledged at.
+    fn appended(&self) -> u64 {
+        self.inner.appended.load(Ordering::Relaxed)
     }
 
     /// The log's last position: the caller is caught up once it has
@@ -487,6 +517,22 @@ impl Engine {
             .subscribe(format!("{}>", i.names.events_prefix))
             .await
             .map_err(|e| EngineError::Unavailable(format!("subscribing to events: {e}")))?;
+        // Once the server has the subscription, events published through it
+        // afterwards reach us; other servers learn of it over their routes
+        // a moment later.
+        match timeout(i.cfg.request_timeout, i.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(EngineError::Unavailable(format!(
+                    "subscribing to events: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(EngineError::Unavailable(
+                    "subscribing to events: timed out".into(),
+                ));
+            }
+        }
         let prefix = i.names.events_prefix.clone();
         let node = i.cfg.node.clone();
         Ok(subscriber.filter_map(move |m| {
@@ -510,11 +556,13 @@ impl Engine {
     /// stops or is cut off leaves the list by itself.
     pub async fn heartbeat(&self, blob: Bytes) -> Result<(), EngineError> {
         let i = &self.inner;
-        i.nodes
-            .put(&i.cfg.node, blob)
-            .await
-            .map(|_| ())
-            .map_err(|e| EngineError::Unavailable(format!("heartbeat: {e}")))
+        with_retries(i.cfg.request_timeout, "heartbeat", || async {
+            match i.nodes.put(&i.cfg.node, blob.clone()).await {
+                Ok(_) => Try::Done(()),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// How often to call [`Engine::heartbeat`]: a third of the node TTL, so
@@ -526,34 +574,34 @@ impl Engine {
     /// The nodes in the list now, with their latest status blob.
     pub async fn nodes(&self) -> Result<Vec<(String, Bytes)>, EngineError> {
         let i = &self.inner;
-        let list = async {
-            let mut keys = i.nodes.keys().await?;
-            let mut out = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key?;
-                // Gone between the listing and the read: not live.
-                if let Some(blob) = i.nodes.get(key.as_str()).await? {
-                    out.push((key, blob));
+        with_retries(i.cfg.request_timeout, "listing nodes", || async {
+            let list = async {
+                let mut keys = i.nodes.keys().await?;
+                let mut out = Vec::new();
+                while let Some(key) = keys.next().await {
+                    let key = key?;
+                    // Gone between the listing and the read: not live.
+                    if let Some(blob) = i.nodes.get(key.as_str()).await? {
+                        out.push((key, blob));
+                    }
                 }
+                Ok::<_, async_nats::Error>(out)
+            };
+            match list.await {
+                Ok(list) => Try::Done(list),
+                Err(e) => Try::Again(e.to_string()),
             }
-            Ok::<_, async_nats::Error>(out)
-        };
-        match timeout(i.cfg.request_timeout, list).await {
-            Ok(Ok(list)) => Ok(list),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!("listing nodes: {e}"))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "listing nodes took longer than {:?}",
-                i.cfg.request_timeout
-            ))),
-        }
+        })
+        .await
     }
 
     /// The node list as it changes: first every node's current entry, then
     /// `(node, Some(blob))` on each heartbeat and `(node, None)` when its
     /// entry is deleted, purged or expires. A spawned task keeps the watch
-    /// open across errors; after it reopens, the current entries come again
-    /// and nodes that left meanwhile are reported gone, so the stream is
-    /// right again after an outage even if it missed the change itself.
+    /// open across errors, and checks the nodes it believes live against
+    /// the bucket's listing after a reopen and every two node TTLs, so the
+    /// stream is right again after an outage even if it missed a node's
+    /// expiry. A node may be reported live more than once.
     pub async fn watch_nodes(
         &self,
     ) -> Result<
@@ -581,13 +629,23 @@ impl Engine {
         mut watch: kv::Watch,
         tx: mpsc::Sender<(String, Option<Bytes>)>,
     ) {
-        let mut live: HashSet<String> = HashSet::new();
+        // Each node the stream last said is live, and when its latest
+        // entry came.
+        let mut live: HashMap<String, Instant> = HashMap::new();
         let mut backoff = Duration::from_millis(200);
+        let mut audit = tokio::time::interval(self.inner.cfg.node_ttl * 2);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = watch.next() => next,
+                    _ = audit.tick() => {
+                        if !self.report_gone(&mut live, &tx).await {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 let entry = match next {
                     None => {
@@ -603,7 +661,7 @@ impl Engine {
                 backoff = Duration::from_millis(200);
                 let item = match entry.operation {
                     kv::Operation::Put => {
-                        live.insert(entry.key.clone());
+                        live.insert(entry.key.clone(), Instant::now());
                         (entry.key, Some(entry.value))
                     }
                     kv::Operation::Delete | kv::Operation::Purge => {
@@ -615,31 +673,57 @@ impl Engine {
                     return;
                 }
             }
-            // Reopen, then report the nodes that left while we were blind:
-            // the watch replays only entries (and recent expiry markers)
-            // that still exist.
             watch = loop {
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                let Ok(w) = self.open_node_watch().await else {
-                    continue;
-                };
-                let Ok(now) = self.nodes().await else {
-                    continue;
-                };
-                let now: HashSet<String> = now.into_iter().map(|(n, _)| n).collect();
-                for gone in live.difference(&now).cloned().collect::<Vec<_>>() {
-                    live.remove(&gone);
-                    if tx.send((gone, None)).await.is_err() {
-                        return;
-                    }
+                if let Ok(w) = self.open_node_watch().await {
+                    break w;
                 }
-                break w;
             };
+            // The reopened watch replays the entries that exist, and expiry
+            // markers only for a while: a node that left while we were
+            // blind may have no marker left to see.
+            if !self.report_gone(&mut live, &tx).await {
+                return;
+            }
         }
+    }
+
+    /// Reports gone the nodes believed live that the bucket no longer
+    /// lists. The watch alone can miss an expiry: its consumer recreates
+    /// itself after a hiccup from where it was, and the server removes an
+    /// expiry marker after a while, so a node that expired meanwhile would
+    /// stay live for good. A node whose entry came after the listing began
+    /// is left alone (the listing may predate it). False when the receiver
+    /// is gone.
+    async fn report_gone(
+        &self,
+        live: &mut HashMap<String, Instant>,
+        tx: &mpsc::Sender<(String, Option<Bytes>)>,
+    ) -> bool {
+        if live.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let Ok(listed) = self.nodes().await else {
+            return true;
+        };
+        let listed: HashSet<String> = listed.into_iter().map(|(n, _)| n).collect();
+        let gone: Vec<String> = live
+            .iter()
+            .filter(|(node, seen)| **seen < started && !listed.contains(*node))
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in gone {
+            live.remove(&node);
+            if tx.send((node, None)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// A value every node must share, such as the token signing secret:
@@ -657,25 +741,61 @@ impl Engine {
                 "shared value key {key:?} is not a valid key"
             )));
         }
-        let unavailable = |e: &dyn std::fmt::Display| {
-            EngineError::Unavailable(format!("reading shared value {key}: {e}"))
-        };
-        if let Some(v) = i.meta.get(key).await.map_err(|e| unavailable(&e))? {
-            return Ok(v.to_vec());
+        if let Some(v) = self.read_shared(key).await? {
+            return Ok(v);
         }
         let value = make();
-        match i.meta.create(key, Bytes::from(value.clone())).await {
-            Ok(_) => Ok(value),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match i.meta.get(key).await.map_err(|e| unavailable(&e))? {
-                    Some(v) => Ok(v.to_vec()),
-                    None => Err(EngineError::Other(format!(
-                        "shared value {key} was created by another node and is gone again"
-                    ))),
+        let deadline = Instant::now() + i.cfg.request_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let why = match i.meta.create(key, Bytes::from(value.clone())).await {
+                Ok(_) => return Ok(value),
+                Err(e) => e.to_string(),
+            };
+            // Lost the race, or the answer was lost: whatever is there now
+            // is the value. The loser can also be refused while the
+            // winner's write is still in flight (error 10164, which the
+            // client does not map to AlreadyExists); then there is nothing
+            // to read yet, so look again shortly, and try again should the
+            // winner's write have failed after all.
+            if let Some(v) = self.read_shared(key).await? {
+                return Ok(v);
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "creating shared value {key}: {why}"
+                )));
+            }
+            sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// A shared value as the bucket's leader has it. Not the KV client's
+    /// `get`: that reads from any replica, and a follower that has not yet
+    /// applied the winner's write answers "absent" to the race's loser.
+    async fn read_shared(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        let i = &self.inner;
+        let subject = format!("{}{key}", i.meta.prefix);
+        match i
+            .meta
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => {
+                let op = m.headers.get("KV-Operation").map(|v| v.as_str());
+                if matches!(op, Some("DEL" | "PURGE")) {
+                    Ok(None)
+                } else {
+                    Ok(Some(m.payload.to_vec()))
                 }
             }
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(None)
+            }
             Err(e) => Err(EngineError::Unavailable(format!(
-                "creating shared value {key}: {e}"
+                "reading shared value {key}: {e}"
             ))),
         }
     }
@@ -685,64 +805,54 @@ impl Engine {
     /// changes nothing.
     pub async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
         let i = &self.inner;
-        let mut reader = bytes;
-        match timeout(i.cfg.object_timeout, i.uploads.put(name, &mut reader)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(match e.kind() {
-                object_store::PutErrorKind::InvalidName => {
-                    EngineError::Other(format!("object name {name:?}: {e}"))
+        let what = format!("storing object {name}");
+        with_retries(i.cfg.object_timeout, &what, || async {
+            let mut reader = bytes;
+            match i.uploads.put(name, &mut reader).await {
+                Ok(_) => Try::Done(()),
+                Err(e) if e.kind() == object_store::PutErrorKind::InvalidName => {
+                    Try::Fatal(EngineError::Other(format!("object name {name:?}: {e}")))
                 }
-                _ => EngineError::Unavailable(format!("storing object {name}: {e}")),
-            }),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "storing object {name} took longer than {:?}",
-                i.cfg.object_timeout
-            ))),
-        }
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// An upload file's bytes, or `None` if there is no such object.
     pub async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, EngineError> {
         let i = &self.inner;
-        let read = async {
+        let what = format!("reading object {name}");
+        with_retries(i.cfg.object_timeout, &what, || async {
             let mut object = match i.uploads.get(name).await {
                 Ok(o) => o,
-                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.to_string()),
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                    return Try::Done(None);
+                }
+                Err(e) => return Try::Again(e.to_string()),
             };
             let mut out = Vec::new();
-            object
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Some(out))
-        };
-        match timeout(i.cfg.object_timeout, read).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!(
-                "reading object {name}: {e}"
-            ))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "reading object {name} took longer than {:?}",
-                i.cfg.object_timeout
-            ))),
-        }
+            match object.read_to_end(&mut out).await {
+                Ok(_) => Try::Done(Some(out)),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// Removes an upload file. Removing one that is not there is not an
     /// error: the caller wants it gone, and it is.
     pub async fn delete_object(&self, name: &str) -> Result<(), EngineError> {
         let i = &self.inner;
-        match timeout(i.cfg.request_timeout, i.uploads.delete(name)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.kind() == object_store::DeleteErrorKind::NotFound => Ok(()),
-            Ok(Err(e)) => Err(EngineError::Unavailable(format!(
-                "deleting object {name}: {e}"
-            ))),
-            Err(_) => Err(EngineError::Unavailable(format!(
-                "deleting object {name}: timed out"
-            ))),
-        }
+        let what = format!("deleting object {name}");
+        with_retries(i.cfg.request_timeout, &what, || async {
+            match i.uploads.delete(name).await {
+                Ok(()) => Try::Done(()),
+                Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => Try::Done(()),
+                Err(e) => Try::Again(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// What `confab cluster status` shows: the server this node talks to,
@@ -866,6 +976,112 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
     /// Since the leader last heard from it.
     pub active_ms: u64,
+}
+
+/// One attempt of an operation [`with_retries`] repeats.
+enum Try<T> {
+    Done(T),
+    /// A refusal a retry would meet again.
+    Fatal(EngineError),
+    /// Worth another attempt: a timeout, no responders during an election.
+    Again(String),
+}
+
+/// Repeats `attempt` with backoff until it is done or fails for good, for
+/// at most `limit` in all; then `Unavailable` with the last reason. The
+/// engine's refusals during a failover or right after a resource was
+/// created (its leader not yet elected) last a moment, and the callers'
+/// operations (heartbeat, object put/get/delete, listing) are idempotent.
+async fn with_retries<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Try<T>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let why = match timeout(left, attempt()).await {
+            Ok(Try::Done(v)) => return Ok(v),
+            Ok(Try::Fatal(e)) => return Err(e),
+            Ok(Try::Again(why)) => why,
+            Err(_) => format!("no answer within {limit:?}"),
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(EngineError::Unavailable(format!("{what}: {why}")));
+        }
+        tracing::debug!("{what}: {why}; trying again");
+        sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Tells a follower that its consumer is stuck. The ordered consumer
+/// recreates itself after errors, but with its own backoff (up to 10 s
+/// between attempts, each bounded by the request timeout), and while it
+/// waits its stream yields nothing, not even an error. After a leader
+/// failover or a quorum outage that made a node's own writes wait 10 s
+/// and more for their apply. So the follower watches for the two signs
+/// that entries exist which it has not delivered, and then recreates the
+/// consumer itself at once:
+/// - an append of this engine was acknowledged beyond what it delivered,
+///   and nothing came for [`OWN_STALL`];
+/// - nothing came for [`IDLE_CHECK`] and the log's last position (asked
+///   at most that often) is beyond what it delivered.
+struct Watchdog {
+    tick: tokio::time::Interval,
+    progress_at: Instant,
+    checked_at: Instant,
+}
+
+/// How long a follower may sit on an entry this node appended.
+const OWN_STALL: Duration = Duration::from_secs(2);
+/// How often an idle follower asks whether the log went on without it.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Watchdog {
+            tick,
+            progress_at: Instant::now(),
+            checked_at: Instant::now(),
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.tick.tick().await;
+    }
+
+    fn progress(&mut self) {
+        self.progress_at = Instant::now();
+    }
+
+    /// Why the consumer counts as stuck, if it does.
+    async fn stalled(&mut self, engine: &Engine, last: u64) -> Option<String> {
+        let idle = self.progress_at.elapsed();
+        let appended = engine.appended();
+        if appended > last && idle >= OWN_STALL {
+            return Some(format!(
+                "position {appended} was appended here but the follower is at {last} for {idle:?}"
+            ));
+        }
+        if idle < IDLE_CHECK || self.checked_at.elapsed() < IDLE_CHECK {
+            return None;
+        }
+        self.checked_at = Instant::now();
+        match engine.last_position().await {
+            Ok(end) if end > last => Some(format!(
+                "the log is at {end} but the follower is at {last} for {idle:?}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A stream over a channel fed by a spawned task.

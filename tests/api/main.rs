@@ -10,6 +10,7 @@ mod cluster_cli;
 mod common;
 mod console;
 mod durability;
+mod engine;
 mod faults;
 mod friends;
 mod hardening;
