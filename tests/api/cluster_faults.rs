@@ -24,7 +24,12 @@ pub struct Node {
 impl Node {
     /// Starts `confab serve` on a free port in `dir`, on `nats` under
     /// `namespace`, and waits until it answers.
-    pub async fn start(name: &str, dir: &std::path::Path, urls: &[String], namespace: &str) -> Node {
+    pub async fn start(
+        name: &str,
+        dir: &std::path::Path,
+        urls: &[String],
+        namespace: &str,
+    ) -> Node {
         let env = vec![
             ("CONFAB_CLUSTER_NATS_URLS".to_string(), urls.join(",")),
             ("CONFAB_CLUSTER_NAMESPACE".into(), namespace.into()),
@@ -34,7 +39,10 @@ impl Node {
             ("CONFAB_AUTH_ARGON2_ITERATIONS".into(), "1".into()),
             ("CONFAB_LIMITS_MESSAGES_PER_SEC".into(), "100000".into()),
             ("CONFAB_LIMITS_MESSAGES_BURST".into(), "100000".into()),
-            ("CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN".into(), "100000".into()),
+            (
+                "CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN".into(),
+                "100000".into(),
+            ),
             ("CONFAB_SERVER_LOG_LEVEL".into(), "warn".into()),
         ];
         let mut node = Node {
@@ -81,7 +89,11 @@ impl Node {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("node {} exited early: {status}\n{log}", self.name);
             }
-            assert!(tokio::time::Instant::now() < deadline, "node {} never answered", self.name);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} never answered",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -115,7 +127,13 @@ impl Client {
         }
     }
 
-    pub async fn call(&self, method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value), reqwest::Error> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
         let mut req = self.http.request(method, url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -187,7 +205,13 @@ impl Client {
 
 /// Every acked text appears exactly once, seqs run 1.. with no gap, and
 /// (if `others` are given) every node holds the very same history.
-pub async fn check_histories(c: &Client, token: &str, room: &str, bases: &[String], acked: &[String]) {
+pub async fn check_histories(
+    c: &Client,
+    token: &str,
+    room: &str,
+    bases: &[String],
+    acked: &[String],
+) {
     // A node may still be applying the tail of the log: wait until all
     // agree on the length before comparing.
     let deadline = tokio::time::Instant::now() + WAIT * 3;
@@ -269,7 +293,10 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
     // Let some commits through, then kill.
     let deadline = tokio::time::Instant::now() + WAIT;
     while c.history(&b.url, &token, &room).await.len() < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "no sends went through");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sends went through"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill();
@@ -278,7 +305,9 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
     // The client goes on at b, resending what had no answer: the same
     // client id never stores it twice.
     for text in unacked.iter().chain(["after".to_string()].iter()) {
-        c.send(&b.url, &token, &room, text).await.expect("b takes the resend");
+        c.send(&b.url, &token, &room, text)
+            .await
+            .expect("b takes the resend");
         acked.push(text.clone());
     }
     // The killed node comes back and catches up from where it stopped.
@@ -314,7 +343,11 @@ async fn the_engine_losing_members_and_quorum_never_loses_or_falsely_acks() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut ok = 0;
     while ok < 10 {
-        let base = if ok % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        let base = if ok % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
         let (t, r) = send(base).await;
         match r {
             Ok(_) => {
@@ -354,7 +387,10 @@ async fn the_engine_losing_members_and_quorum_never_loses_or_falsely_acks() {
             acked.push(t);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "writes never resumed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes never resumed"
+        );
     }
     let (t, r) = send(b.url.clone()).await;
     r.expect("both nodes write again");
@@ -398,22 +434,19 @@ async fn random_sends_under_random_kills_keep_one_history() {
     }
     let c = Client::new();
     let token = c.register(&nodes[0].url, "alice").await;
-    let rooms = [
-        room(&c, &nodes[0].url, &token).await,
-        {
-            let (s, b) = c
-                .call(
-                    reqwest::Method::POST,
-                    format!("{}/api/rooms", nodes[1].url),
-                    Some(&token),
-                    Some(json!({"name": "harbour", "visibility": "public"})),
-                )
-                .await
-                .expect("room");
-            assert_eq!(s, 201, "{b}");
-            b["room"]["id"].as_str().unwrap().to_string()
-        },
-    ];
+    let rooms = [room(&c, &nodes[0].url, &token).await, {
+        let (s, b) = c
+            .call(
+                reqwest::Method::POST,
+                format!("{}/api/rooms", nodes[1].url),
+                Some(&token),
+                Some(json!({"name": "harbour", "visibility": "public"})),
+            )
+            .await
+            .expect("room");
+        assert_eq!(s, 201, "{b}");
+        b["room"]["id"].as_str().unwrap().to_string()
+    }];
     let mut acked: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     let mut unanswered: Vec<(usize, String)> = Vec::new();
     let mut node_down: Option<usize> = None;

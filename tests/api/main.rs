@@ -5,8 +5,8 @@
 mod accounts;
 mod cli;
 mod closing;
-mod cluster_faults;
 mod cluster_cli;
+mod cluster_faults;
 mod common;
 mod console;
 mod durability;

@@ -93,6 +93,7 @@ async fn upload(t: &TestApp, token: &str, name: &str, mime: &str, bytes: Vec<u8>
 }
 
 async fn fetch(t: &TestApp, path: &str) -> reqwest::Response {
+    t.sync().await;
     t.http
         .get(format!("{}{}", t.next_url(), path))
         .send()
@@ -147,6 +148,7 @@ async fn all_four_formats_upload_and_serve_safely() {
         let img = image::load_from_memory(&body).expect("served bytes decode");
         assert_eq!((img.width(), img.height()), (640, 400));
 
+        t.sync().await;
         let again = t
             .http
             .get(format!("{}{}", t.next_url(), a["url"].as_str().unwrap()))
