@@ -137,21 +137,7 @@ impl Store {
 
     /// The log position this store has applied up to (0 if none).
     pub fn position(&self) -> Result<u64> {
-        let rx = self.read()?;
-        let meta = rx.txn.open_table(META)?;
-        let v = meta.get(POSITION_KEY)?;
-        Ok(match v {
-            Some(v) => {
-                v.value()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        table: "meta",
-                        message: "log_position is not 8 bytes".into(),
-                    })?
-            }
-            None => 0,
-        })
+        read_position(&self.read()?.txn)
     }
 
     pub fn link(&self) -> Option<&Arc<Link>> {
