@@ -103,10 +103,10 @@ impl Drop for Forget<'_> {
 fn unavailable(e: EngineError) -> StoreError {
     match e {
         EngineError::Unavailable(msg) => StoreError::Unavailable(format!(
-            "the cluster cannot commit writes now ({msg}); nothing was stored"
+            "the cluster cannot commit writes now ({msg}); retry later, with the same client_msg_id"
         )),
         other => StoreError::Unavailable(format!(
-            "the cluster's engine failed ({other}); nothing was stored"
+            "the cluster's engine failed ({other}); retry later, with the same client_msg_id"
         )),
     }
 }
