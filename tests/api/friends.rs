@@ -702,6 +702,7 @@ async fn deleting_an_account_ends_its_friendships_and_requests() {
     let mut b = t.ws(&bob).await;
     let mut d = t.ws(&dave).await;
 
+    t.sync().await;
     t.app().delete_user("alice").await.expect("deleted");
     assert_eq!(
         b.next_of("friend_removed").await["data"]["user"]["username"],

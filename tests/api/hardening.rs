@@ -61,6 +61,7 @@ async fn a_demoted_moderator_cannot_delete_through_a_stale_connection() {
     assert_eq!(err.code(), confab::protocol::ErrorCode::Forbidden);
     let private = id(&t.create_room(&alice, "hidden", "private").await);
     let private = confab::domain::Id::parse("r", &private).unwrap();
+    t.sync().await;
     let err = t
         .app()
         .history(
@@ -113,6 +114,7 @@ async fn a_password_change_ends_every_earlier_token_and_connection() {
     t.ws(&third).await;
 
     // The operator's `user passwd` does the same.
+    t.sync().await;
     t.app()
         .set_password(
             "alice",

@@ -143,6 +143,7 @@ async fn only_staff_moderate_and_only_those_below_them() {
         .await;
     assert_eq!(status, 403);
     t.register("boss").await;
+    t.sync().await;
     t.app()
         .set_role("boss", confab::domain::Role::Admin)
         .await

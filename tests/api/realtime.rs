@@ -656,6 +656,7 @@ async fn join_leave_and_room_events() {
         b.buffered
     );
     // The operator's changes are announced too.
+    t.sync().await;
     t.app()
         .create_room(
             &confab::app::Actor::Operator,

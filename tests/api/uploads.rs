@@ -475,6 +475,7 @@ async fn unused_uploads_are_collected_and_used_ones_kept() {
         .await;
     assert_eq!(status, 201);
     // With the default grace period nothing is old enough.
+    t.sync().await;
     let (removed, _) = t.app().gc_uploads(3600).await.unwrap();
     assert!(removed.is_empty());
     let (removed, _) = t.app().gc_uploads(0).await.unwrap();
@@ -485,6 +486,7 @@ async fn unused_uploads_are_collected_and_used_ones_kept() {
         404
     );
     assert_eq!(fetch(&t, used["url"].as_str().unwrap()).await.status(), 200);
+    t.sync().await;
     let listed = t.app().uploads(Some("alice")).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].refs, 1);
