@@ -127,10 +127,7 @@ impl Store {
         self.cluster = Some(link.clone());
         let jobs = self.jobs.clone();
         let db = self.db.clone();
-        let applier = link.clone();
-        let task = tokio::spawn(async move {
-            follow(engine, applier.clone(), jobs, db, from).await;
-        });
+        let task = tokio::spawn(follow(engine, link.clone(), jobs, db, from));
         *link.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         Ok(link)
     }
@@ -203,7 +200,11 @@ async fn follow(
 }
 
 fn read_position(rx: &ReadTransaction) -> Result<u64> {
-    let meta = rx.open_table(META)?;
+    position_in(&rx.open_table(META)?)
+}
+
+/// The position recorded in the meta table (0 before the first entry).
+fn position_in(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
     let v = meta.get(POSITION_KEY)?;
     Ok(
         v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
@@ -230,12 +231,7 @@ fn apply_entry(tx: &mut Tx, position: u64, bytes: &[u8]) -> (Option<Id>, Result<
     }
     let (id, result) = match serde_json::from_slice::<Envelope>(bytes) {
         Ok(env) => {
-            tx.now = env.at;
-            let mark = tx.changes.len();
-            let result = apply::apply(tx, env.cmd, &Local::default());
-            if result.is_err() {
-                tx.changes.truncate(mark);
-            }
+            let result = tx.attempt(env.at, |tx| apply::apply(tx, env.cmd, &Local::default()));
             (Some(env.id), result)
         }
         Err(e) => {
@@ -259,12 +255,7 @@ fn apply_entry(tx: &mut Tx, position: u64, bytes: &[u8]) -> (Option<Id>, Result<
 
 impl Tx {
     fn position(&self) -> Result<u64> {
-        let meta = self.txn.open_table(META)?;
-        let v = meta.get(POSITION_KEY)?;
-        Ok(
-            v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0),
-        )
+        position_in(&self.txn.open_table(META)?)
     }
 
     fn set_position(&mut self, position: u64) -> Result<()> {

@@ -33,7 +33,7 @@ mod writer;
 pub use apply::{Local, rank};
 pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
 pub use read::Rx;
-pub use tables::{Migration, SCHEMA_VERSION};
+pub use tables::{Migration, SCHEMA_VERSION, new_secret};
 pub use write::{NewMessage, NewRoom, NewUser, Tx};
 
 use read::{SenderCache, q};
@@ -64,8 +64,10 @@ pub enum StoreError {
     },
     #[error("the store is unavailable")]
     WriterGone,
-    /// The write could not be committed (a cluster without quorum, an
-    /// engine out of reach); nothing was stored.
+    /// The write could not be committed in time (a cluster without
+    /// quorum, an engine out of reach). Never an ack; after a lost
+    /// acknowledgement from the engine it may still be applied, so a
+    /// resend must be idempotent (`client_msg_id`).
     #[error("{0}")]
     Unavailable(String),
     #[error("{0} not found")]
@@ -404,17 +406,21 @@ impl Store {
     /// engine holds it on a quorum and this node has applied it (so the
     /// caller reads its own write here at once).
     pub async fn submit(&self, cmd: Command) -> Result<Outcome> {
-        let env = Envelope {
-            id: Id::new(),
-            at: crate::domain::now_ms(),
-            cmd,
-        };
+        let at = crate::domain::now_ms();
         match &self.cluster {
-            Some(link) => link.submit(env).await,
+            // The id finds the submitter again among the log's entries;
+            // the writer's own queue needs none.
+            Some(link) => {
+                link.submit(Envelope {
+                    id: Id::new(),
+                    at,
+                    cmd,
+                })
+                .await
+            }
             None => {
                 let local = self.local.clone();
-                self.job(env.at, move |tx| apply::apply(tx, env.cmd, &local))
-                    .await
+                self.job(at, move |tx| apply::apply(tx, cmd, &local)).await
             }
         }
     }
@@ -451,12 +457,7 @@ impl Store {
     {
         let (done, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |tx: &mut Tx| {
-            tx.now = at;
-            let mark = tx.changes.len();
-            let result = op(tx);
-            if result.is_err() {
-                tx.changes.truncate(mark);
-            }
+            let result = tx.attempt(at, op);
             Box::new(move |committed: Result<()>| {
                 let _ = done.send(committed.and(result));
             })

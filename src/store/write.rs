@@ -48,6 +48,23 @@ impl Tx {
         self.now
     }
 
+    /// Runs one operation as of `at`. An operation checks before it
+    /// writes, so a failed one has written nothing; the changes it
+    /// announced before failing are taken back with it.
+    pub(super) fn attempt<T>(
+        &mut self,
+        at: i64,
+        op: impl FnOnce(&mut Tx) -> Result<T>,
+    ) -> Result<T> {
+        self.now = at;
+        let mark = self.changes.len();
+        let result = op(self);
+        if result.is_err() {
+            self.changes.truncate(mark);
+        }
+        result
+    }
+
     pub fn emit(&mut self, change: Change) {
         self.changes.push(change);
     }
