@@ -229,16 +229,11 @@ impl App {
         config: Config,
         engine: crate::store::engine::Engine,
     ) -> Result<(Arc<App>, tokio::sync::mpsc::UnboundedReceiver<PeerEvent>)> {
+        // Drawn before asking, so that a failed draw is this node's error
+        // and never a value every node would then share.
+        let fresh = crate::store::new_secret()?;
         let secret = engine
-            .shared_value("jwt_secret", || {
-                let mut key = vec![0u8; 32];
-                // A failed draw leaves zeros: refuse that rather than sign
-                // with a known key.
-                if getrandom::fill(&mut key).is_err() {
-                    key.clear();
-                }
-                key
-            })
+            .shared_value("jwt_secret", || fresh)
             .await
             .map_err(|e| AppError::Store(StoreError::Unavailable(e.to_string())))?;
         if secret.len() < 32 {

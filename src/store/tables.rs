@@ -166,10 +166,7 @@ pub(super) fn init_schema(db: &Database, expected: u64) -> Result<()> {
             }
         }
         if meta.get("jwt_secret")?.is_none() {
-            let mut secret = [0u8; 64];
-            getrandom::fill(&mut secret)
-                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
-            meta.insert("jwt_secret", secret.as_slice())?;
+            meta.insert("jwt_secret", new_secret()?.as_slice())?;
         }
         drop(meta);
         // Every table exists from the first open on, so readers never meet
@@ -232,4 +229,12 @@ pub(super) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         rows += 1;
     }
     Ok(rows)
+}
+
+/// A fresh key for signing tokens: a store's own, or a cluster's shared.
+pub fn new_secret() -> Result<Vec<u8>> {
+    let mut secret = vec![0u8; 64];
+    getrandom::fill(&mut secret)
+        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(secret)
 }
