@@ -317,27 +317,10 @@ impl Hub {
     ) -> Result<Connected, E> {
         let ctl = Arc::new(SessionControl::default());
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
         let mut st = self.write();
-        let first = !st.users.contains_key(&user.id);
-        if first {
+        if !st.users.contains_key(&user.id) {
             let ties = load()?;
-            let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
-            for room in &rooms {
-                st.rooms.entry(*room).or_default().insert(user.id);
-            }
-            st.users.insert(
-                user.id,
-                Online {
-                    user: user.clone(),
-                    sessions: Vec::new(),
-                    rooms,
-                    friends: ties.friends.into_iter().collect(),
-                    blocked_by: ties.blocked_by.into_iter().collect(),
-                    since: now,
-                    elsewhere: HashMap::default(),
-                },
-            );
+            go_online(&mut st, user.clone(), ties, HashMap::default());
         }
         if let Some(online) = st.users.get_mut(&user.id) {
             online.sessions.push((session, ctl.clone()));
@@ -361,11 +344,6 @@ impl Hub {
                 None => format!("{} connected", user.username),
             },
         );
-        if first {
-            let f = frame("user_online", None, &json!({ "user": user }));
-            let audience = audience_of(&st, user.id);
-            send_to_users(&st, audience.iter(), &f, None);
-        }
         Ok(Connected { session, ctl })
     }
 
@@ -463,27 +441,8 @@ impl Hub {
             let Some((account, ties)) = load(*user) else {
                 continue;
             };
-            let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
-            for room in &rooms {
-                st.rooms.entry(*room).or_default().insert(*user);
-            }
-            let mut elsewhere = HashMap::default();
-            elsewhere.insert(node.clone(), *count);
-            st.users.insert(
-                *user,
-                Online {
-                    user: account.clone(),
-                    sessions: Vec::new(),
-                    rooms,
-                    friends: ties.friends.into_iter().collect(),
-                    blocked_by: ties.blocked_by.into_iter().collect(),
-                    since: now_ms(),
-                    elsewhere,
-                },
-            );
-            let f = frame("user_online", None, &json!({ "user": account }));
-            let audience = audience_of(&st, *user);
-            send_to_users(&st, audience.iter(), &f, None);
+            let elsewhere = std::iter::once((node.clone(), *count)).collect();
+            go_online(&mut st, account, ties, elsewhere);
         }
         self.metrics.online_users.set(st.users.len() as i64);
     }
@@ -935,6 +894,31 @@ impl Hub {
         let st = self.read();
         send_to_users(&st, std::iter::once(&user), f, None);
     }
+}
+
+/// Takes in a user who was offline everywhere, with what routes their
+/// presence, and tells those who see them.
+fn go_online(st: &mut State, user: User, ties: Ties, elsewhere: HashMap<Arc<str>, usize>) {
+    let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
+    for room in &rooms {
+        st.rooms.entry(*room).or_default().insert(user.id);
+    }
+    let f = frame("user_online", None, &json!({ "user": user }));
+    let id = user.id;
+    st.users.insert(
+        id,
+        Online {
+            user,
+            sessions: Vec::new(),
+            rooms,
+            friends: ties.friends.into_iter().collect(),
+            blocked_by: ties.blocked_by.into_iter().collect(),
+            since: now_ms(),
+            elsewhere,
+        },
+    );
+    let audience = audience_of(st, id);
+    send_to_users(st, audience.iter(), &f, None);
 }
 
 /// Forgets an online user who has no connection anywhere any more, and
