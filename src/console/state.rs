@@ -301,6 +301,18 @@ impl TableView {
         self.scroll_into_view(page);
     }
 
+    /// Moves the selection as `action` says and keeps it on screen;
+    /// returns the selected row (an index into the data), or None with no
+    /// rows. With `follow`, landing on the last row keeps following rows
+    /// as they arrive.
+    fn move_by(&mut self, action: &Action, page: usize, follow: bool) -> Option<usize> {
+        let last = self.rows.len().checked_sub(1)?;
+        self.selected = step(self.selected, last, page, action);
+        self.follow = follow && self.selected == last;
+        self.scroll_into_view(page);
+        Some(self.rows[self.selected])
+    }
+
     fn scroll_into_view(&mut self, page: usize) {
         let page = page.max(1);
         if self.selected < self.offset {
@@ -622,17 +634,10 @@ impl State {
             | Action::Home
             | Action::End => {
                 let page = self.room_page();
-                if let Some(room) = self.room.as_mut() {
-                    let view = &mut room.view;
-                    if let Some(last) = view.rows.len().checked_sub(1) {
-                        view.selected = step(view.selected, last, page, &action);
-                        view.follow = view.selected == last;
-                        view.scroll_into_view(page);
-                        view.key = room
-                            .messages
-                            .get(view.rows[view.selected])
-                            .map(|m| m.id.clone());
-                    }
+                if let Some(room) = self.room.as_mut()
+                    && let Some(i) = room.view.move_by(&action, page, true)
+                {
+                    room.view.key = room.messages.get(i).map(|m| m.id.clone());
                 }
             }
             _ => {}
@@ -1003,14 +1008,8 @@ impl State {
             | Action::Home
             | Action::End => {
                 let page = self.restrictions_page();
-                let view = &mut self.restricted;
-                if let Some(last) = view.rows.len().checked_sub(1) {
-                    view.selected = step(view.selected, last, page, &action);
-                    view.scroll_into_view(page);
-                    view.key = self
-                        .restrictions
-                        .get(view.rows[view.selected])
-                        .map(Restriction::key);
+                if let Some(i) = self.restricted.move_by(&action, page, false) {
+                    self.restricted.key = self.restrictions.get(i).map(Restriction::key);
                 }
             }
             _ => {}
@@ -1268,14 +1267,12 @@ impl State {
     fn move_selection(&mut self, action: Action) {
         let pane = self.focus;
         let page = self.page(pane);
-        let view = self.view_mut(pane);
-        let Some(last) = view.rows.len().checked_sub(1) else {
+        let Some(i) = self
+            .view_mut(pane)
+            .move_by(&action, page, pane == Pane::Events)
+        else {
             return;
         };
-        view.selected = step(view.selected, last, page, &action);
-        view.follow = pane == Pane::Events && view.selected == last;
-        view.scroll_into_view(page);
-        let i = view.rows[view.selected];
         match pane {
             Pane::Rooms => {
                 self.rooms.key = self.snapshot.rooms.get(i).map(|r| room_key(r).to_string())

@@ -723,11 +723,10 @@ fn draw_restrictions(state: &State, frame: &mut Frame) {
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     use Constraint::{Fill, Length};
     let widths = [Length(16), Length(20), Length(20), Fill(1), Length(10)];
-    let empty = if !state.restrictions_loaded && state.restrictions_error.is_none() {
-        "reading…"
-    } else {
-        "nobody is banned or muted"
-    };
+    let empty = empty_text(
+        state.restrictions_loaded || state.restrictions_error.is_some(),
+        "nobody is banned or muted",
+    );
     let now = state.now_ms;
     let table = Tabled {
         view,
@@ -740,6 +739,12 @@ fn draw_restrictions(state: &State, frame: &mut Frame) {
     draw_view(state, frame, area, table, |i| {
         state.restrictions.get(i).map(|r| restriction_row(r, now))
     });
+}
+
+/// What an empty table says: still reading, or that there is nothing
+/// (once read, or once the read has failed and says so elsewhere).
+fn empty_text(answered: bool, nothing: &'static str) -> &'static str {
+    if answered { nothing } else { "reading…" }
 }
 
 fn restriction_row(r: &Restriction, now: i64) -> Row<'static> {
@@ -799,11 +804,7 @@ fn draw_room(state: &State, frame: &mut Frame) {
     }
     let header =
         Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let empty = if !room.loaded && room.error.is_none() {
-        "reading…"
-    } else {
-        "no messages"
-    };
+    let empty = empty_text(room.loaded || room.error.is_some(), "no messages");
     let table = Tabled {
         view,
         focused: true,
