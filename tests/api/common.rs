@@ -78,6 +78,30 @@ pub fn shared_nats() -> Vec<String> {
     .clone()
 }
 
+/// A room's whole history as the server at `base` holds it, walking
+/// forward page by page.
+pub async fn history_at(http: &reqwest::Client, base: &str, token: &str, room: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let after = all.last().and_then(|m| m["seq"].as_u64()).unwrap_or(0);
+        let resp = http
+            .get(format!(
+                "{base}/api/rooms/{room}/messages?after={after}&limit=200"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("history read");
+        let status = resp.status().as_u16();
+        let page: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{page}");
+        all.extend(page["messages"].as_array().cloned().unwrap_or_default());
+        if page["has_more"] != true {
+            return all;
+        }
+    }
+}
+
 /// Puts `config` on the shared engine under `namespace`, as node `name`.
 pub fn clustered(config: &mut Config, namespace: &str, name: &str) {
     config.cluster.nats_urls = shared_nats();
@@ -150,10 +174,10 @@ impl TestApp {
         if self.others.is_empty() {
             return;
         }
-        let links: Vec<_> = std::iter::once(self.app())
+        let apps: Vec<_> = std::iter::once(self.app())
             .chain(self.others.iter().map(|(r, _)| &r.app))
-            .filter_map(|a| a.store.link().cloned())
             .collect();
+        let links: Vec<_> = apps.iter().filter_map(|a| a.store.link()).collect();
         let furthest = links.iter().map(|l| l.applied()).max().unwrap_or(0);
         for l in &links {
             tokio::time::timeout(WAIT, l.wait_applied(furthest))
@@ -162,19 +186,15 @@ impl TestApp {
         }
         // Presence travels by heartbeat, not by the log: wait until every
         // node sees everyone connected anywhere, and no one who left.
-        let hubs: Vec<_> = std::iter::once(self.app())
-            .chain(self.others.iter().map(|(r, _)| &r.app))
-            .map(|a| a.hub.clone())
-            .collect();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let mut connected = std::collections::BTreeMap::new();
-            for (user, n) in hubs.iter().flat_map(|h| h.local_users()) {
+            for (user, n) in apps.iter().flat_map(|a| a.hub.local_users()) {
                 *connected.entry(user).or_insert(0) += n;
             }
-            let agree = hubs.iter().all(|h| {
+            let agree = apps.iter().all(|a| {
                 let seen: std::collections::BTreeMap<_, _> =
-                    h.online_counts().into_iter().collect();
+                    a.hub.online_counts().into_iter().collect();
                 seen == connected
             });
             if agree {
@@ -260,21 +280,8 @@ impl TestApp {
 
     /// A room's whole history over HTTP, walking forward page by page.
     pub async fn history_all(&self, token: &str, room: &str) -> Vec<Value> {
-        let mut all: Vec<Value> = Vec::new();
-        loop {
-            let after = all.last().and_then(|m| m["seq"].as_u64()).unwrap_or(0);
-            let (status, page) = self
-                .get(
-                    &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
-                    token,
-                )
-                .await;
-            assert_eq!(status, 200, "{page}");
-            all.extend(page["messages"].as_array().cloned().unwrap_or_default());
-            if page["has_more"] != true {
-                return all;
-            }
-        }
+        self.sync().await;
+        history_at(&self.http, &self.next_url(), token, room).await
     }
 
     /// Registers `name` (password "password-<name>") and returns its token
