@@ -74,6 +74,11 @@ pub struct Common {
     /// The server, e.g. http://127.0.0.1:8080. Loopback only.
     #[arg(long)]
     pub url: String,
+    /// Another node of the same cluster (repeatable): connections are
+    /// spread over `--url` and these in turn, while users and rooms are
+    /// made through `--url`.
+    #[arg(long = "also", value_name = "URL")]
+    pub also: Vec<String>,
     /// Measured time per step, e.g. 10s or 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_ms)]
     pub duration: u64,
@@ -357,6 +362,8 @@ impl Layout {
 /// The run's users and rooms, made over HTTP.
 struct Setup {
     server: SocketAddr,
+    /// Further nodes of a cluster to spread connections over.
+    also: Vec<SocketAddr>,
     sources: Vec<IpAddr>,
     tokens: Vec<String>,
     room_ids: Vec<String>,
@@ -385,6 +392,11 @@ fn check_size(n: usize) -> Result<(), String> {
 
 async fn setup(common: &Common, layout: &Layout, progress: &mut Progress) -> Result<Setup, String> {
     let server = net::parse_url(&common.url)?;
+    let also = common
+        .also
+        .iter()
+        .map(|u| net::parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
     let sources = net::source_addrs(server, common.source_addrs as usize);
     let began = Instant::now();
     let prefix = prefix();
@@ -459,9 +471,31 @@ async fn setup(common: &Common, layout: &Layout, progress: &mut Progress) -> Res
         );
         progress.tick(|| format!("creating rooms: {}/{}", r + 1, layout.rooms.len()));
     }
+    // The other nodes apply what was made here from the cluster's log:
+    // connecting there before they have would find no user or room.
+    if let (Some(last), Some(token)) = (room_ids.last(), tokens.first()) {
+        for node in &also {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let path = format!("/api/rooms/{last}");
+                let (status, _) =
+                    net::http_json(*node, None, "GET", &path, Some(token), None).await?;
+                if status == 200 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{node} did not catch up with the setup within 60 s"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
     progress.done();
     Ok(Setup {
         server,
+        also,
         sources,
         tokens,
         room_ids,
@@ -489,6 +523,7 @@ fn plans(common: &Common, layout: &Layout, s: &Setup, connect_concurrency: usize
     let mut plans: Vec<Plan> = (0..workers)
         .map(|_| Plan {
             server: s.server,
+            also: s.also.clone(),
             sources: s.sources.clone(),
             text_len: common.text_len as usize,
             connect_concurrency,

@@ -25,6 +25,10 @@ use super::stats::{self, Checker, Kind, Seen};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub server: SocketAddr,
+    /// Further nodes of a cluster: connection i goes to the i-th server
+    /// of `server` and these, in turn.
+    #[serde(default)]
+    pub also: Vec<SocketAddr>,
     pub sources: Vec<IpAddr>,
     pub text_len: usize,
     pub connect_concurrency: usize,
@@ -334,6 +338,13 @@ impl Worker {
         }
     }
 
+    fn server(&self, i: usize) -> SocketAddr {
+        match i % (self.plan.also.len() + 1) {
+            0 => self.plan.server,
+            n => self.plan.also[n - 1],
+        }
+    }
+
     fn source(&self, i: usize) -> Option<IpAddr> {
         let s = &self.plan.sources;
         (!s.is_empty()).then(|| s[i % s.len()])
@@ -348,7 +359,7 @@ impl Worker {
             let spec = self.plan.conns[i].clone();
             let room = self.rooms[spec.room].clone();
             let source = self.source(i);
-            let server = self.plan.server;
+            let server = self.server(i);
             let sem = sem.clone();
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await;
@@ -463,7 +474,7 @@ impl Worker {
             let spec = spec.clone();
             let room = self.rooms[spec.room].clone();
             let source = self.source(i);
-            let server = self.plan.server;
+            let server = self.server(i);
             let shared = self.shared.clone();
             let run = run.clone();
             let text_len = self.plan.text_len;
