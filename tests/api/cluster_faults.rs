@@ -253,6 +253,38 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
     let c = Client::new();
     let token = c.register(&a.url, "alice").await;
     let room = room(&c, &a.url, &token, "town").await;
+    // Bob, on b, shares the room with alice, who is connected to a: her
+    // presence reaches him through a's heartbeats, and must end when a
+    // dies without a word.
+    let bob = c.register(&b.url, "bob").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c
+        .call(
+            reqwest::Method::GET,
+            format!("{}/api/rooms/{room}", b.url),
+            Some(&bob),
+            None,
+        )
+        .await
+        .map(|(s, _)| s)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never learnt of the room"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ws =
+        |base: &str, token: &str| format!("{}/ws?token={token}", base.replacen("http", "ws", 1));
+    let mut watcher = crate::common::Ws::connect(&ws(&b.url, &bob)).await;
+    watcher.ok("join_room", json!({ "room": room })).await;
+    let _alice = crate::common::Ws::connect(&ws(&a.url, &token)).await;
+    let is_alice = |kind: &'static str| {
+        move |f: &Value| f["type"] == kind && f["data"]["user"]["username"] == "alice"
+    };
+    watcher.next_where(is_alice("user_online")).await;
     // Sends through a, in flight when it dies.
     let sender = {
         let (url, token, room) = (a.url.clone(), token.clone(), room.clone());
@@ -283,6 +315,7 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill();
+    watcher.next_where(is_alice("user_offline")).await;
     let (mut acked, unacked) = sender.await.unwrap();
     assert!(!acked.is_empty());
     // The client goes on at b, resending what had no answer: the same
