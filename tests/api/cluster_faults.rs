@@ -280,7 +280,8 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
         |base: &str, token: &str| format!("{}/ws?token={token}", base.replacen("http", "ws", 1));
     let mut watcher = crate::common::Ws::connect(&ws(&b.url, &bob)).await;
     watcher.ok("join_room", json!({ "room": room })).await;
-    let _alice = crate::common::Ws::connect(&ws(&a.url, &token)).await;
+    // Alice also reads the room on a, live, until a dies under her.
+    let mut reader = crate::common::Ws::connect(&ws(&a.url, &token)).await;
     let is_alice = |kind: &'static str| {
         move |f: &Value| f["type"] == kind && f["data"]["user"]["username"] == "alice"
     };
@@ -316,6 +317,13 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
     }
     a.kill();
     watcher.next_where(is_alice("user_offline")).await;
+    assert_eq!(reader.closed().await, crate::common::Closed::NoFrame);
+    let mut seen: Vec<u64> = reader
+        .buffered
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .filter_map(|f| f["data"]["message"]["seq"].as_u64())
+        .collect();
     let (mut acked, unacked) = sender.await.unwrap();
     assert!(!acked.is_empty());
     // The client goes on at b, resending what had no answer: the same
@@ -326,6 +334,34 @@ async fn a_killed_node_loses_nothing_acked_and_its_clients_go_on_elsewhere() {
             .expect("b takes the resend");
         acked.push(text.clone());
     }
+    // Her reader reconnects to b and asks for what came after the last
+    // message it saw: with what it saw live, that is the whole room.
+    let mut reader = crate::common::Ws::connect(&ws(&b.url, &token)).await;
+    loop {
+        let after = seen.last().copied().unwrap_or(0);
+        let page = reader
+            .ok(
+                "history",
+                json!({ "room": room, "after": after, "limit": 200 }),
+            )
+            .await;
+        seen.extend(
+            page["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["seq"].as_u64()),
+        );
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    let total = c.history(&b.url, &token, &room).await.len() as u64;
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "live and recovered, in order, no gap"
+    );
     // The killed node comes back and catches up from where it stopped.
     a.restart().await;
     check_histories(&c, &token, &room, &[a.url.clone(), b.url.clone()], &acked).await;
