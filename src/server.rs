@@ -63,9 +63,6 @@ impl Running {
             ..
         } = self;
         let _ = stop.send(true);
-        if let Some(link) = app.store.link() {
-            link.stop();
-        }
         app.hub.close_all(close::GOING_AWAY, "server shutting down");
         let _ = http.await;
         admin.abort();
@@ -78,6 +75,12 @@ impl Running {
         let closed = app.store.closed();
         while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Only now: a write still in flight (a retention pass that began
+        // before the stop) finishes when this node applies it, so the log
+        // is followed until the app's other holders have let go.
+        if let Some(link) = app.store.link() {
+            link.stop();
         }
         drop(app);
         let _ = tokio::task::spawn_blocking(move || closed.wait(Duration::from_secs(5))).await;

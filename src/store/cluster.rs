@@ -76,8 +76,10 @@ impl Link {
     }
 
     /// Stops applying the log (a shutdown): the follower lets go of the
-    /// writer, so the store can close.
+    /// writer, so the store can close, and whoever still waits for an
+    /// apply is told at once that the store is going.
     pub fn stop(&self) {
+        self.waiters().clear();
         if let Some(f) = self
             .follower
             .lock()
