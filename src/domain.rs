@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod mention;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct DomainError {
@@ -534,4 +536,7 @@ pub struct Message {
     pub edited_at: Option<i64>,
     pub deleted: bool,
     pub client_msg_id: Option<String>,
+    /// Users the message mentions; always present, `[]` when none.
+    #[serde(default)]
+    pub mentions: Vec<Id>,
 }

@@ -392,6 +392,14 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             };
             ok(json!({ "user": user, "dm_policy": dm_policy }))
         }
+        (&Method::GET, ["api", "me", "unread"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "rooms": app.unread(user.id)? }))
+        }
+        (&Method::GET, ["api", "rooms", id, "read"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "seq": app.read_marker(&user, room_id(id)?)? }))
+        }
         (&Method::GET, ["api", "users", "online"]) => {
             let user = authed(app, req)?;
             ok(json!({ "users": app.online_users_for(user.id)? }))

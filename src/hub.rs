@@ -887,6 +887,12 @@ impl Hub {
                     None => self.broadcast(&f),
                 }
             }
+            // Every connection of the user, so a room read on one device
+            // clears on the others at once.
+            Change::Unread { user, state } => {
+                let f = frame("unread", None, state);
+                self.send_to_user(*user, &f);
+            }
         }
     }
 

@@ -591,6 +591,8 @@ fn hello(
         online_users: Vec<User>,
         friends: Vec<&'a User>,
         friend_requests: &'a [User],
+        /// Unread counts for every room in `rooms`.
+        unread: Vec<crate::store::Unread>,
     }
     let mut out = Vec::new();
     if let Some(id) = auth_id {
@@ -609,6 +611,7 @@ fn hello(
             online_users: app.hub.visible_to(user.id),
             friends: lists.friends.iter().map(|f| &f.user).collect(),
             friend_requests: &lists.incoming,
+            unread: app.unread(user.id)?,
         },
     ));
     Ok(out)

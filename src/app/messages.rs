@@ -31,6 +31,7 @@ impl App {
             ),
             Target::Room(id) => SendTo::Room(*id),
         };
+        let here = self.here_for(sender, &to, &text);
         // The ids are made here, used if the command needs them.
         let msg = self
             .store
@@ -43,6 +44,7 @@ impl App {
                 message: Id::new(),
                 dm_room: Id::new(),
                 dm_policy: self.config.server.dm_policy,
+                here,
             })
             .await?;
         Ok(msg)
@@ -54,6 +56,11 @@ impl App {
     pub async fn edit_message(&self, user: &User, id: Id, text: &str) -> Result<Message> {
         let text =
             MessageText::parse(text, self.config.limits.max_message_chars, false)?.into_string();
+        // Only a message that exists has a room whose presence matters.
+        let here = match self.store.read()?.message(id)? {
+            Some(m) => self.here_in_text(m.room, &text),
+            None => Vec::new(),
+        };
         let msg = self
             .store
             .run(Command::EditMessage {
@@ -61,6 +68,7 @@ impl App {
                 message: id,
                 text,
                 dm_policy: self.config.server.dm_policy,
+                here,
             })
             .await?;
         Ok(msg)

@@ -24,6 +24,7 @@ use crate::store::{
 use crate::uploads::{FileStore, UploadError};
 
 mod accounts;
+mod attention;
 mod messages;
 mod moderation;
 mod operations;

@@ -132,6 +132,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             message,
             dm_room,
             dm_policy,
+            here,
         } => Message(send(
             tx,
             sender,
@@ -141,12 +142,14 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             client_msg_id,
             (message, dm_room),
             dm_policy,
+            &here,
         )?),
         Command::EditMessage {
             user,
             message,
             text,
             dm_policy,
+            here,
         } => {
             let msg = tx
                 .message(message)?
@@ -160,7 +163,9 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
                 return Err(StoreError::NotFound("message"));
             }
             may_post(tx, user, msg.room, dm_policy)?;
-            Message(tx.edit_message(msg, text)?)
+            let room = tx.room(msg.room)?.ok_or(StoreError::NotFound("room"))?;
+            let mentions = tx.mentions_in(user, &room, &text, &here)?;
+            Message(tx.edit_message(msg, text, mentions)?)
         }
         Command::DeleteMessage {
             by,
@@ -314,6 +319,7 @@ fn send(
     client_msg_id: Option<String>,
     (message, dm_room): (Id, Id),
     dm_policy: DmPolicy,
+    here: &[Id],
 ) -> Result<crate::domain::Message> {
     let attachments = tx.resolve_attachments(sender.id, uploads)?;
     // Checked before anything below writes. A DM has no room yet, so only
@@ -350,6 +356,7 @@ fn send(
             room
         }
     };
+    let mentions = tx.mentions_in(sender.id, &room, &text, here)?;
     let (msg, _) = tx.append_message(NewMessage {
         id: message,
         room: room.id,
@@ -357,6 +364,7 @@ fn send(
         text,
         attachments,
         client_msg_id,
+        mentions,
     })?;
     Ok(msg)
 }

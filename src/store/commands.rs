@@ -104,12 +104,18 @@ pub enum Command {
         message: Id,
         dm_room: Id,
         dm_policy: DmPolicy,
+        /// For `@here`: the room's members online at submission.
+        #[serde(default)]
+        here: Vec<Id>,
     },
     EditMessage {
         user: Id,
         message: Id,
         text: String,
         dm_policy: DmPolicy,
+        /// For `@here`, as in `SendMessage`.
+        #[serde(default)]
+        here: Vec<Id>,
     },
     /// `by`: `None` is the operator.
     DeleteMessage {

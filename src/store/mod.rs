@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibility};
 
 mod apply;
+mod attention;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
@@ -31,6 +32,7 @@ mod write;
 mod writer;
 
 pub use apply::{Local, rank};
+pub use attention::Unread;
 pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
 pub use read::Rx;
 pub use tables::{Migration, SCHEMA_VERSION, new_secret};
@@ -223,6 +225,8 @@ struct MessageRecord {
     edited_at: Option<i64>,
     deleted: bool,
     client_msg_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<Id>,
 }
 
 /// A durable change, reported to the listener after its commit, in commit
@@ -312,6 +316,13 @@ pub enum Change {
     Announced {
         text: String,
         room: Option<Id>,
+    },
+    /// A user's unread counts in a room changed other than by a new
+    /// message (which clients count themselves): the marker moved, or a
+    /// deletion or an edit changed what counts.
+    Unread {
+        user: Id,
+        state: Unread,
     },
 }
 

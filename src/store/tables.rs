@@ -72,6 +72,13 @@ pub(super) const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> =
 pub(super) const TOKEN_TO_EXPIRY: TableDefinition<u128, u64> =
     TableDefinition::new("token_to_expiry");
 
+/// Who a message mentions, (user, room, seq): written only for the users
+/// mentioned, so counting a user's unread mentions in a room is a range
+/// scan from their read marker, and a message to a room of any size
+/// writes nothing per member.
+pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()> =
+    TableDefinition::new("user_room_seq_to_mention");
+
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
     pub from: u64,
@@ -209,7 +216,8 @@ macro_rules! all_tables {
             USER_BLOCKER_TO_SINCE,
             USER_TO_SETTINGS,
             ROOM_TO_RETENTION,
-            TOKEN_TO_EXPIRY
+            TOKEN_TO_EXPIRY,
+            USER_ROOM_SEQ_TO_MENTION
         )
     };
 }

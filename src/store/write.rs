@@ -39,6 +39,9 @@ pub struct NewMessage {
     pub text: String,
     pub attachments: Vec<crate::domain::Attachment>,
     pub client_msg_id: Option<String>,
+    /// Who it mentions, as `Tx::mentions_in` found them.
+    #[serde(default)]
+    pub mentions: Vec<Id>,
 }
 
 impl Tx {
@@ -264,12 +267,17 @@ impl Tx {
             }
         }
         let mut removed = Vec::new();
+        let mut seqs = Vec::new();
         {
             let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
             for row in msgs.extract_from_if((id.0, 0)..=(id.0, u64::MAX), |_, _| true)? {
-                let (_, v) = row?;
+                let (k, v) = row?;
+                seqs.push(k.value().1);
                 removed.push(decode::<MessageRecord>("room_seq_to_message", v.value())?);
             }
+        }
+        for (seq, rec) in seqs.iter().zip(&removed) {
+            self.index_mentions(id, *seq, &[], &rec.mentions)?;
         }
         self.forget_messages(&removed)?;
         self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
@@ -290,11 +298,13 @@ impl Tx {
         Ok(room)
     }
 
+    /// A new member has read what came before they joined: history is
+    /// theirs to read, not a backlog to clear.
     fn insert_member(&mut self, room: Id, user: Id) -> Result<()> {
         let now = self.now;
         let rec = MemberRecord {
             joined_at: now,
-            last_read: 0,
+            last_read: self.last_seq(room)?,
         };
         self.txn
             .open_table(ROOM_USER_TO_MEMBER)?
@@ -315,6 +325,7 @@ impl Tx {
             room: room.clone(),
             user: user.clone(),
         });
+        self.emit_unread(room.id, &[user.id])?;
         Ok(true)
     }
 
@@ -418,7 +429,9 @@ impl Tx {
             edited_at: None,
             deleted: false,
             client_msg_id: new.client_msg_id,
+            mentions: new.mentions,
         };
+        self.index_mentions(new.room, seq, &rec.mentions, &[])?;
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
             .insert((new.room.0, seq), encode(&rec).as_slice())?;
@@ -441,6 +454,7 @@ impl Tx {
             edited_at: None,
             deleted: false,
             client_msg_id: rec.client_msg_id,
+            mentions: rec.mentions,
         };
         self.emit(Change::MessageCreated(msg.clone()));
         Ok((msg, true))
@@ -465,6 +479,7 @@ impl Tx {
             edited_at: msg.edited_at,
             deleted: msg.deleted,
             client_msg_id: msg.client_msg_id.clone(),
+            mentions: msg.mentions.clone(),
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
@@ -472,17 +487,44 @@ impl Tx {
         Ok(())
     }
 
-    pub fn edit_message(&mut self, mut msg: Message, text: String) -> Result<Message> {
+    /// `mentions`: who the new text mentions. Those it stops or starts
+    /// mentioning get fresh counts (after the update itself).
+    pub fn edit_message(
+        &mut self,
+        mut msg: Message,
+        text: String,
+        mentions: Vec<Id>,
+    ) -> Result<Message> {
+        let gone: Vec<Id> = msg
+            .mentions
+            .iter()
+            .filter(|u| !mentions.contains(u))
+            .copied()
+            .collect();
+        let new: Vec<Id> = mentions
+            .iter()
+            .filter(|u| !msg.mentions.contains(u))
+            .copied()
+            .collect();
+        self.index_mentions(msg.room, msg.seq, &new, &gone)?;
         msg.text = text;
         msg.edited_at = Some(self.now);
+        msg.mentions = mentions;
         self.put_message(&msg)?;
         self.emit(Change::MessageUpdated(msg.clone()));
+        let mut moved = gone;
+        moved.extend(new);
+        let behind = self.behind(msg.room, msg.seq)?;
+        moved.retain(|u| behind.contains(u));
+        self.emit_unread(msg.room, &moved)?;
         Ok(msg)
     }
 
     /// Blanks a message; it keeps its seq so history has no holes.
     pub fn delete_message(&mut self, mut msg: Message) -> Result<Message> {
         self.count_attachments(&msg.attachments, -1)?;
+        let mentioned = std::mem::take(&mut msg.mentions);
+        self.index_mentions(msg.room, msg.seq, &[], &mentioned)?;
         msg.text = String::new();
         msg.attachments.clear();
         msg.deleted = true;
@@ -492,6 +534,10 @@ impl Tx {
             id: msg.id,
             seq: msg.seq,
         });
+        // It counted for everyone behind it but its sender.
+        let mut behind = self.behind(msg.room, msg.seq)?;
+        behind.retain(|u| *u != msg.sender.id);
+        self.emit_unread(msg.room, &behind)?;
         Ok(msg)
     }
 
@@ -698,8 +744,17 @@ impl Tx {
                 msgs.remove((room.0, *seq))?;
             }
         }
+        for (seq, rec) in &doomed {
+            self.index_mentions(room, *seq, &[], &rec.mentions)?;
+        }
+        let last_gone = doomed.last().map(|(seq, _)| *seq);
         let records: Vec<MessageRecord> = doomed.into_iter().map(|(_, rec)| rec).collect();
         self.forget_messages(&records)?;
+        // Messages someone had not read may have gone with them.
+        if let Some(seq) = last_gone {
+            let behind = self.behind(room, seq)?;
+            self.emit_unread(room, &behind)?;
+        }
         Ok(records.len())
     }
 
@@ -907,6 +962,7 @@ impl Tx {
                 seq,
                 hidden_from,
             });
+            self.emit_unread(room, &[user.id])?;
         }
         Ok(rec.last_read)
     }

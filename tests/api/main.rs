@@ -3,6 +3,7 @@
 //! binary with a module per area keeps link times low.
 
 mod accounts;
+mod attention;
 mod cli;
 mod closing;
 mod cluster_cli;
