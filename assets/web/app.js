@@ -143,6 +143,10 @@
     typingIdleTimer: 0,
     reads: {},
     readsTimer: 0,
+    unread: new Map(), // room id -> the server's Unread (docs/protocol.md §12)
+    members: new Map(), // room id -> [User], for @-autocomplete
+    divider: null, // {room, after}: the "new messages" line of the room opened
+    mention: null, // the @-autocomplete: {start, options, active}
     markTimer: 0,
     presenceTimer: 0,
   };
@@ -204,6 +208,8 @@
   }
 
   function unread(rs) {
+    const server = S.unread.get(rs.room.id);
+    if (server) return server.unread;
     if (rs.readSeq == null || rs.lastSeq <= rs.readSeq) return 0;
     let n = rs.lastSeq - rs.readSeq;
     for (let i = rs.msgs.length - 1; i >= 0 && rs.msgs[i].seq > rs.readSeq; i--) {
@@ -222,9 +228,249 @@
       const seq = rs.lastSeq;
       if (seq === 0) return;
       setReadSeq(rs, seq);
+      readLocally(rs.room.id, seq);
       renderSidebar();
       request('mark_read', { room: rs.room.id, seq }).catch(() => {});
     }, 150);
+  }
+
+  // ------------------------------------------ mentions and unread counts
+
+  // The server counts unread messages and mentions per room; between its
+  // snapshots (`authenticated`, `unread`) this client counts new messages
+  // itself, by the rule of docs/protocol.md §12.
+  function setUnreadAll(list) {
+    S.unread.clear();
+    for (const u of Array.isArray(list) ? list : []) {
+      if (u && typeof u.room === 'string') S.unread.set(u.room, u);
+    }
+    for (const [id, u] of S.unread) {
+      const rs = S.rooms.get(id);
+      if (rs && typeof u.last_read_seq === 'number') setReadSeq(rs, u.last_read_seq);
+    }
+  }
+
+  function onUnread(d) {
+    if (typeof d.room !== 'string') return;
+    S.unread.set(d.room, d);
+    const rs = S.rooms.get(d.room);
+    if (rs && typeof d.last_read_seq === 'number') setReadSeq(rs, d.last_read_seq);
+    renderSidebar();
+  }
+
+  function countLive(m) {
+    const u = S.unread.get(m.room);
+    if (!u || typeof m.seq !== 'number' || m.seq <= u.last_seq) return;
+    u.last_seq = m.seq;
+    if (m.sender && m.sender.id !== S.me.id && m.seq > u.last_read_seq) {
+      u.unread += 1;
+      if (Array.isArray(m.mentions) && m.mentions.includes(S.me.id)) u.mentions += 1;
+    }
+  }
+
+  // Reading here clears the counts at once; the server's `unread` event
+  // confirms it (and clears this user's other devices).
+  function readLocally(roomId, seq) {
+    const u = S.unread.get(roomId);
+    if (!u || seq <= u.last_read_seq) return;
+    u.last_read_seq = seq;
+    if (seq >= u.last_seq) {
+      u.unread = 0;
+      u.mentions = 0;
+    }
+  }
+
+  const mentionsIn = (rs) => S.unread.get(rs.room.id)?.mentions || 0;
+
+  function totalMentions() {
+    let n = 0;
+    for (const rs of S.rooms.values()) n += mentionsIn(rs);
+    return n;
+  }
+
+  function mentionBadge(rs) {
+    const n = mentionsIn(rs);
+    if (!n) return null;
+    const label = `${n} mention${n === 1 ? '' : 's'}`;
+    return h('span', { class: 'badge mention-badge', 'aria-label': label, title: label }, `@${n > 99 ? '99+' : n}`);
+  }
+
+  // The tab's icon carries the count too: a badge drawn as SVG, for
+  // browsers whose tab shows no title.
+  let plainIcon = null;
+  function showCountInIcon(total, mentions) {
+    const link = document.querySelector('link[rel="icon"]');
+    if (!link) return;
+    if (plainIcon === null) plainIcon = link.getAttribute('href');
+    const want = total ? String(total > 99 ? '99+' : total) : '';
+    if (link.dataset.count === want) return;
+    link.dataset.count = want;
+    if (!want) {
+      link.setAttribute('href', plainIcon);
+      link.setAttribute('type', 'image/svg+xml');
+      return;
+    }
+    const fill = mentions ? '#c92a2a' : '#3b5bdb';
+    const size = want.length > 2 ? 26 : 34;
+    const svg = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+      + `<circle cx="32" cy="32" r="31" fill="${fill}"/>`
+      + `<text x="32" y="${32 + size * 0.36}" font-family="sans-serif" font-size="${size}" font-weight="700" fill="#fff" text-anchor="middle">${want}</text></svg>`;
+    link.setAttribute('href', `data:image/svg+xml,${encodeURIComponent(svg)}`);
+  }
+
+  // The "new messages" line: where the first unread message was when the
+  // room was opened. It stays there while the room is open.
+  function placeDivider(rs) {
+    if (!rs) { S.divider = null; return; }
+    const u = S.unread.get(rs.room.id);
+    const unreadNow = u ? u.unread : unread(rs);
+    const after = u ? u.last_read_seq : rs.readSeq;
+    S.divider = unreadNow > 0 && typeof after === 'number' ? { room: rs.room.id, after } : null;
+  }
+
+  function firstUnread(rs) {
+    if (!S.divider || S.divider.room !== rs.room.id) return null;
+    return rs.msgs.find((m) => m.seq > S.divider.after && m.sender && m.sender.id !== S.me.id) || null;
+  }
+
+  function renderDivider() {
+    // A list item like the messages around it (a list holds only those),
+    // read out as its words.
+    return h('li', { class: 'divider' }, h('span', null, 'New messages'));
+  }
+
+  // `@name` tokens in a message's text, by the server's rule: after the
+  // start or a character that is not a letter, digit, `_ . - @`.
+  const MENTION_IN_TEXT = /(^|[^\p{L}\p{N}_.\-@])@([A-Za-z0-9_.\-]+)(?![@\p{L}\p{N}])/gu;
+
+  function withMentions(parts, forMe) {
+    const me = S.me.username;
+    const out = [];
+    for (const part of parts) {
+      if (typeof part !== 'string') { out.push(part); continue; }
+      let last = 0;
+      for (const m of part.matchAll(MENTION_IN_TEXT)) {
+        const at = m.index + m[1].length;
+        const name = m[2].replace(/[.-]+$/, '');
+        const token = `@${name}`;
+        if (name.length < 3) continue;
+        const lower = name.toLowerCase();
+        const mine = lower === me || (forMe && (lower === 'room' || lower === 'here'));
+        out.push(part.slice(last, at));
+        out.push(h('span', { class: `mention${mine ? ' me' : ''}` }, token));
+        last = at + token.length;
+      }
+      out.push(part.slice(last));
+    }
+    return out;
+  }
+
+  // @-autocomplete of the room's members in the composer: arrows move,
+  // Enter or Tab take the name, Escape closes.
+  async function membersOf(roomId) {
+    if (S.members.has(roomId)) return S.members.get(roomId);
+    const r = await api('GET', `/api/rooms/${encodeURIComponent(roomId)}`);
+    const list = Array.isArray(r?.members) ? r.members : [];
+    S.members.set(roomId, list);
+    return list;
+  }
+
+  function mentionQuery(input) {
+    const upto = input.value.slice(0, input.selectionStart);
+    const m = upto.match(/(^|[^\p{L}\p{N}_.\-@])@([A-Za-z0-9_.\-]{0,32})$/u);
+    return m ? { start: upto.length - m[2].length - 1, prefix: m[2].toLowerCase() } : null;
+  }
+
+  async function updateMentions(input) {
+    const rs = currentRoom();
+    const q = rs && input.selectionStart === input.selectionEnd ? mentionQuery(input) : null;
+    if (!q) { closeMentions(); return; }
+    let members;
+    try { members = await membersOf(rs.room.id); } catch { closeMentions(); return; }
+    // The text may have moved on while the members were fetched.
+    const now = mentionQuery(input);
+    if (!now || now.start !== q.start || currentRoom() !== rs) return;
+    const staff = S.me.role === 'moderator' || S.me.role === 'admin';
+    const names = members.map((u) => u.username).filter((n) => n !== S.me.username).sort();
+    if (rs.room.kind === 'room') {
+      names.push('here');
+      if (staff || rs.room.owner === S.me.id) names.push('room');
+    }
+    const options = names.filter((n) => n.startsWith(now.prefix)).slice(0, 8);
+    if (options.length === 0) { closeMentions(); return; }
+    const keep = S.mention && options.includes(S.mention.options[S.mention.active]);
+    const active = keep ? options.indexOf(S.mention.options[S.mention.active]) : 0;
+    S.mention = { start: now.start, options, active };
+    renderMentions();
+  }
+
+  function renderMentions() {
+    const list = $('mention-list');
+    const input = $('input');
+    if (!S.mention) {
+      list.hidden = true;
+      list.replaceChildren();
+      input.removeAttribute('aria-activedescendant');
+      return;
+    }
+    const { options, active } = S.mention;
+    list.replaceChildren(...options.map((name, i) => h('li', {
+      id: `mention-opt-${i}`,
+      role: 'option',
+      class: i === active ? 'active' : '',
+      'aria-selected': i === active ? 'true' : 'false',
+      onmousedown: (ev) => { ev.preventDefault(); S.mention.active = i; takeMention(); },
+    }, `@${name}`, name === 'here' || name === 'room'
+      ? h('span', { class: 'muted small' }, name === 'here' ? ' members online now' : ' every member')
+      : null)));
+    list.hidden = false;
+    input.setAttribute('aria-activedescendant', `mention-opt-${active}`);
+  }
+
+  function closeMentions() {
+    if (!S.mention) return;
+    S.mention = null;
+    renderMentions();
+  }
+
+  function takeMention() {
+    const input = $('input');
+    const { start, options, active } = S.mention;
+    const before = input.value.slice(0, start);
+    const after = input.value.slice(input.selectionStart).replace(/^[A-Za-z0-9_.-]*/, '');
+    const insert = `@${options[active]} `;
+    input.value = before + insert + after;
+    const caret = before.length + insert.length;
+    input.setSelectionRange(caret, caret);
+    closeMentions();
+    autosize();
+  }
+
+  function wireMentions(input) {
+    const list = h('ul', { id: 'mention-list', class: 'mention-list', role: 'listbox', 'aria-label': 'People to mention', hidden: true });
+    $('composer').prepend(list);
+    input.setAttribute('aria-autocomplete', 'list');
+    input.setAttribute('aria-controls', 'mention-list');
+    input.addEventListener('input', () => { updateMentions(input); });
+    input.addEventListener('click', () => { updateMentions(input); });
+    input.addEventListener('blur', closeMentions);
+    // Before the composer's own keys (Enter sends): on the form, capturing.
+    $('composer').addEventListener('keydown', (ev) => {
+      if (!S.mention || ev.target !== input || ev.isComposing) return;
+      const n = S.mention.options.length;
+      if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+        S.mention.active = (S.mention.active + (ev.key === 'ArrowDown' ? 1 : n - 1)) % n;
+        renderMentions();
+      } else if ((ev.key === 'Enter' && !ev.shiftKey) || ev.key === 'Tab') {
+        takeMention();
+      } else if (ev.key === 'Escape') {
+        closeMentions();
+      } else {
+        return;
+      }
+      ev.preventDefault();
+      ev.stopPropagation();
+    }, true);
   }
 
   // ---------------------------------------------------------- the socket
@@ -401,7 +647,8 @@
     }
     switch (f.type) {
       case 'authenticated': onAuthenticated(d); break;
-      case 'message': if (d.message) addMessages(d.message.room, [d.message], true); break;
+      case 'message': if (d.message) { countLive(d.message); addMessages(d.message.room, [d.message], true); } break;
+      case 'unread': onUnread(d); break;
       case 'message_updated': if (d.message) updateMessage(d.message); break;
       case 'message_deleted': onDeleted(d); break;
       case 'typing': onTyping(d); break;
@@ -455,6 +702,8 @@
         || sortedRooms('dm')[0]?.room.id || null;
       S.current = pick;
     }
+    setUnreadAll(d.unread);
+    if (!S.divider) placeDivider(currentRoom());
     renderAll();
 
     // Recovery (the protocol's guarantee 3): from each room's last seen seq
@@ -653,6 +902,7 @@
 
   function onMemberJoined(d) {
     if (!d.user) return;
+    S.members.delete(d.room);
     if (d.user.id === S.me.id) {
       // A join of our own is added by its ack, which carries last_seq.
       if (!S.rooms.has(d.room) && !S.joining.has(d.room)) adoptRoom(d.room);
@@ -663,6 +913,7 @@
 
   function onMemberLeft(d) {
     if (!d.user) return;
+    S.members.delete(d.room);
     if (d.user.id === S.me.id) removeRoom(d.room);
     else if (d.room === S.current) refreshPresence();
   }
@@ -970,6 +1221,7 @@
     h('span', { class: `glyph${online ? ' online' : ''}`, 'aria-hidden': 'true' }, rs.room.kind === 'dm' ? '@' : '#'),
     h('span', { class: 'conv-name' }, label),
     rs.room.visibility === 'private' && rs.room.kind === 'room' ? h('span', { class: 'lock muted', title: 'private' }, 'private') : null,
+    mentionBadge(rs),
     n ? h('span', { class: 'badge', 'aria-label': `${n} unread` }, n > 99 ? '99+' : String(n)) : null));
   }
 
@@ -990,6 +1242,7 @@
     let total = 0;
     for (const rs of S.rooms.values()) total += unread(rs);
     document.title = total ? `(${total}) confab` : 'confab';
+    showCountInIcon(total, totalMentions());
     const badge = $('menu-badge');
     badge.hidden = total === 0;
     badge.textContent = String(total);
@@ -1061,8 +1314,10 @@
     if (rs) {
       let prev = null;
       let n = 0;
+      const first = firstUnread(rs);
       for (const m of rs.msgs) {
         while (n < rs.notes.length && rs.notes[n].afterSeq < m.seq) nodes.push(renderNote(rs.notes[n++]));
+        if (m === first) nodes.push(renderDivider());
         nodes.push(renderMessage(rs, m, prev));
         prev = m;
       }
@@ -1088,8 +1343,9 @@
     const staff = S.me.role === 'moderator' || S.me.role === 'admin';
     const continued = prev && !prev.deleted && prev.sender.id === m.sender.id
       && m.created_at - prev.created_at < 5 * 60 * 1000;
+    const forMe = !m.deleted && Array.isArray(m.mentions) && m.mentions.includes(S.me.id);
     const li = h('li', {
-      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}`,
+      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}${forMe ? ' mentions-me' : ''}`,
       dataset: { id: m.id, seq: String(m.seq) },
       // The timeline is one Tab stop with a roving focus (see wireTimeline):
       // one message takes Tab, the rest are reached with the arrow keys. A
@@ -1113,7 +1369,7 @@
     if (m.text) {
       // <bdi>: direction marks and overrides in a message stay inside it
       // and cannot reorder the '(edited)' note or anything around it.
-      li.append(h('p', { class: 'body' }, h('bdi', {}, richText(m.text)),
+      li.append(h('p', { class: 'body' }, h('bdi', {}, withMentions(richText(m.text), forMe)),
         m.edited_at ? h('span', { class: 'edited muted', title: `edited ${fullFmt.format(new Date(m.edited_at))}` }, ' (edited)') : null));
     }
     if (Array.isArray(m.attachments) && m.attachments.length) {
@@ -1234,7 +1490,9 @@
       S.editing = null;
       S.presence = [];
     }
+    if (S.current !== key) placeDivider(S.rooms.get(key) || null);
     S.current = key;
+    closeMentions();
     if (S.me && key && !isDraft(key)) storage.set(`confab.room.${S.me.id}`, key);
     document.body.classList.remove('nav-open');
     $('menu').setAttribute('aria-expanded', 'false');
@@ -1624,6 +1882,7 @@
       submitComposer();
     });
     const input = $('input');
+    wireMentions(input);
     input.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
         ev.preventDefault();

@@ -239,10 +239,12 @@ impl Tx {
             self.insert_member(room.id, user.id)?;
             members.push(user.public());
         }
+        let ids: Vec<Id> = members.iter().map(|m| m.id).collect();
         self.emit(Change::RoomCreated {
             room: room.clone(),
             members,
         });
+        self.emit_unread(room.id, &ids)?;
         Ok(room)
     }
 
@@ -389,10 +391,12 @@ impl Tx {
             self.insert_member(room.id, b.id)?;
             members.push(b.clone());
         }
+        let ids: Vec<Id> = members.iter().map(|m| m.id).collect();
         self.emit(Change::RoomCreated {
             room: room.clone(),
             members,
         });
+        self.emit_unread(room.id, &ids)?;
         Ok(room)
     }
 
