@@ -534,4 +534,7 @@ pub struct Message {
     pub edited_at: Option<i64>,
     pub deleted: bool,
     pub client_msg_id: Option<String>,
+    /// The users the text mentions.
+    #[serde(default)]
+    pub mentions: Vec<Id>,
 }

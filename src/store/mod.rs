@@ -25,6 +25,7 @@ mod apply;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod push;
 mod read;
 mod tables;
 mod write;
@@ -313,6 +314,8 @@ pub enum Change {
         text: String,
         room: Option<Id>,
     },
+    /// A push was queued: a node's delivery task looks at the queue.
+    PushQueued,
 }
 
 /// Why a user's tokens were ended.

@@ -180,6 +180,7 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             edited_at: rec.edited_at,
             deleted: rec.deleted,
             client_msg_id: rec.client_msg_id,
+            mentions: Vec::new(),
         })
     }
 }

@@ -441,6 +441,7 @@ impl Tx {
             edited_at: None,
             deleted: false,
             client_msg_id: rec.client_msg_id,
+            mentions: Vec::new(),
         };
         self.emit(Change::MessageCreated(msg.clone()));
         Ok((msg, true))

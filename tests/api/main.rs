@@ -18,6 +18,7 @@ mod limits;
 mod moderation;
 mod ops;
 mod properties;
+mod push;
 mod realtime;
 mod rooms;
 mod soak;
