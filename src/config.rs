@@ -688,6 +688,36 @@ mod tests {
     }
 
     #[test]
+    fn push_and_outbound_settings_come_from_the_environment_and_are_checked() {
+        let c = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_PUSH_CONTENT", "none"),
+                ("CONFAB_PUSH_COALESCE_MS", "500"),
+                ("CONFAB_OUTBOUND_ALLOW", "127.0.0.1,10.0.0.0/8"),
+                ("CONFAB_OUTBOUND_ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.push.content, "none");
+        assert_eq!(c.push.coalesce_ms, 500);
+        assert_eq!(c.outbound.allow, vec!["127.0.0.1", "10.0.0.0/8"]);
+        assert!(c.outbound.allow_http);
+        for (k, v) in [
+            ("CONFAB_PUSH_CONTENT", "everything"),
+            ("CONFAB_PUSH_CONTACT", "admin@example.com"),
+            ("CONFAB_OUTBOUND_ALLOW", "localhost"),
+        ] {
+            let e = Config::load_with_env(None, &Overrides::default(), env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            let key = k.trim_start_matches("CONFAB_").to_ascii_lowercase().replacen('_', ".", 1);
+            assert!(e.contains(&key), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults_work_without_a_file() {
         let c = Config::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
         assert_eq!(c.server.bind, "127.0.0.1:8080");

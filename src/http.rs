@@ -504,6 +504,9 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::GET | &Method::HEAD, [""]) if app.config.server.web_client => {
             crate::web::index(&req.headers)
         }
+        (&Method::GET | &Method::HEAD, ["sw.js"]) if app.config.server.web_client => {
+            crate::web::service_worker(&req.headers)
+        }
         (&Method::GET | &Method::HEAD, ["assets", name]) if app.config.server.web_client => {
             crate::web::asset(&req.headers, name)
         }
