@@ -30,6 +30,10 @@ pub struct NodeStatus {
     /// Who is connected here, with how many connections.
     #[serde(default)]
     pub users: Vec<(Id, usize)>,
+    /// Who has an active connection here (a visible page), with how many:
+    /// pushes skip them.
+    #[serde(default)]
+    pub active: Vec<(Id, usize)>,
 }
 
 /// Starts the node's tasks: heartbeats, the node watch that turns other
@@ -74,13 +78,19 @@ pub async fn start(
             }
             let there: crate::hub::IdMap<usize> = match blob {
                 Some(b) => match serde_json::from_slice::<NodeStatus>(&b) {
-                    Ok(s) => s.users.into_iter().collect(),
+                    Ok(s) => {
+                        watch_app.remote_active(&node, Some(s.active));
+                        s.users.into_iter().collect()
+                    }
                     Err(e) => {
                         tracing::warn!(%node, error = %e, "cluster: unreadable heartbeat");
                         continue;
                     }
                 },
-                None => Default::default(),
+                None => {
+                    watch_app.remote_active(&node, None);
+                    Default::default()
+                }
             };
             let app = watch_app.clone();
             watch_app.hub.remote_presence(&node, &there, |user| {
@@ -143,6 +153,7 @@ fn status_of(app: &App, engine: &Engine, address: &str, started: i64) -> NodeSta
         last_heartbeat: now_ms(),
         applied: app.store.link().map(|l| l.applied()).unwrap_or(0),
         users,
+        active: app.hub.local_active(),
     }
 }
 

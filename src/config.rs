@@ -40,6 +40,83 @@ pub struct Config {
     pub store: StoreConfig,
     pub uploads: UploadsConfig,
     pub cluster: ClusterConfig,
+    pub push: PushConfig,
+    pub outbound: OutboundConfig,
+}
+
+/// Web Push notifications (docs/protocol.md, "Push notifications").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Off: no subscriptions are taken and nothing is sent.
+    pub enabled: bool,
+    /// What a push carries: "preview" (room, sender and the start of the
+    /// text) or "none" (no content at all: the client shows a generic
+    /// notice).
+    pub content: String,
+    /// Characters of the message text a preview carries at most.
+    pub preview_chars: usize,
+    /// The VAPID contact (`sub` claim): a `mailto:` or `https:` URL.
+    pub contact: String,
+    /// Messages in one room within this window after the first become one
+    /// push with a count.
+    pub coalesce_ms: u64,
+    /// How long a push service keeps an undelivered push (`TTL` header).
+    pub ttl_secs: u64,
+    /// Subscriptions one user may have (one per browser).
+    pub max_subscriptions: usize,
+    /// Pushes one user gets per minute at most; the rest wait.
+    pub max_per_minute: u32,
+    /// Delivery attempts of one push before it is given up.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it.
+    pub retry_base_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: true,
+            content: "preview".into(),
+            preview_chars: 120,
+            contact: "mailto:admin@localhost".into(),
+            coalesce_ms: 3000,
+            ttl_secs: 3600,
+            max_subscriptions: 10,
+            max_per_minute: 20,
+            max_attempts: 6,
+            retry_base_ms: 2000,
+        }
+    }
+}
+
+/// Requests the server makes to URLs clients gave it (outbound.rs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Addresses or CIDR ranges exempt from the public-address rule
+    /// (e.g. "127.0.0.1" for a local test push service). Empty in production.
+    pub allow: Vec<String>,
+    /// Plain http to an `allow`ed address (a test push service without
+    /// TLS). Never to any other address.
+    pub allow_http: bool,
+    pub connect_timeout_ms: u64,
+    /// The whole request: resolution, connect, TLS, send and answer.
+    pub timeout_ms: u64,
+    /// Bytes of a response body read at most; the rest is dropped.
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            allow_http: false,
+            connect_timeout_ms: 3000,
+            timeout_ms: 10_000,
+            max_response_bytes: 8192,
+        }
+    }
 }
 
 /// Cluster mode: several nodes on one NATS JetStream cluster. No
@@ -400,6 +477,15 @@ impl Config {
             message: message.into(),
         };
         self.bind_addr()?;
+        if !matches!(self.push.content.as_str(), "preview" | "none") {
+            return Err(invalid("push.content", "must be \"preview\" or \"none\""));
+        }
+        if !(self.push.contact.starts_with("mailto:") || self.push.contact.starts_with("https:")) {
+            return Err(invalid("push.contact", "must be a mailto: or https: URL"));
+        }
+        for a in &self.outbound.allow {
+            crate::outbound::Cidr::parse(a).map_err(|m| invalid("outbound.allow", &m))?;
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 "server.tls_cert",
@@ -599,6 +685,36 @@ mod tests {
         let example: toml::Table = text.parse().unwrap();
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         assert_eq!(example, defaults);
+    }
+
+    #[test]
+    fn push_and_outbound_settings_come_from_the_environment_and_are_checked() {
+        let c = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_PUSH_CONTENT", "none"),
+                ("CONFAB_PUSH_COALESCE_MS", "500"),
+                ("CONFAB_OUTBOUND_ALLOW", "127.0.0.1,10.0.0.0/8"),
+                ("CONFAB_OUTBOUND_ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.push.content, "none");
+        assert_eq!(c.push.coalesce_ms, 500);
+        assert_eq!(c.outbound.allow, vec!["127.0.0.1", "10.0.0.0/8"]);
+        assert!(c.outbound.allow_http);
+        for (k, v) in [
+            ("CONFAB_PUSH_CONTENT", "everything"),
+            ("CONFAB_PUSH_CONTACT", "admin@example.com"),
+            ("CONFAB_OUTBOUND_ALLOW", "localhost"),
+        ] {
+            let e = Config::load_with_env(None, &Overrides::default(), env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            let key = k.trim_start_matches("CONFAB_").to_ascii_lowercase().replacen('_', ".", 1);
+            assert!(e.contains(&key), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -339,6 +339,12 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
     match (m, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
         (&Method::GET, ["metrics"]) => metrics(app, req),
+        (
+            _,
+            ["api", "push", ..]
+            | ["api", "me", "notifications"]
+            | ["api", "rooms", _, "notifications"],
+        ) => push_api(app, req, &segs, body).await,
         (&Method::POST, ["api", "moderation", action]) => moderation(app, req, action, body).await,
         (&Method::GET, ["api", "moderation", "audit"]) => {
             staff(app, req)?;
@@ -505,6 +511,9 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         // The built-in web client (src/web.rs). "/" splits into [""].
         (&Method::GET | &Method::HEAD, [""]) if app.config.server.web_client => {
             crate::web::index(&req.headers)
+        }
+        (&Method::GET | &Method::HEAD, ["sw.js"]) if app.config.server.web_client => {
+            crate::web::service_worker(&req.headers)
         }
         (&Method::GET | &Method::HEAD, ["assets", name]) if app.config.server.web_client => {
             crate::web::asset(&req.headers, name)
@@ -780,4 +789,67 @@ async fn post_message(
     let input: MessageBody = parse(&body)?;
     let message = app.send_message(&user, input.into_input(target)?).await?;
     created(json!({ "message": message }))
+}
+
+/// Push notifications and notification preferences (docs/protocol.md,
+/// "Push notifications").
+async fn push_api(app: &Arc<App>, req: &Request, segs: &[&str], body: Vec<u8>) -> Result<Response> {
+    use crate::app::push::{RoomNotifyBody, SubscribeBody, UserNotifyBody};
+    #[derive(Deserialize, Default)]
+    struct Unsubscribe {
+        id: Option<String>,
+        endpoint: Option<String>,
+    }
+    let m = &req.method;
+    if let (&Method::GET, ["api", "push", "vapid"]) = (m, segs) {
+        // Public: a client needs it before it can subscribe.
+        return ok(json!({ "public_key": app.vapid_public_key()? }));
+    }
+    let user = authed(app, req)?;
+    match (m, segs) {
+        (&Method::GET, ["api", "push", "subscriptions"]) => {
+            ok(json!({ "subscriptions": app.push_subscriptions(&user)? }))
+        }
+        (&Method::POST, ["api", "push", "subscriptions"]) => {
+            let input: SubscribeBody = parse(&body)?;
+            created(json!({ "subscription": app.push_subscribe(&user, input).await? }))
+        }
+        (&Method::DELETE, ["api", "push", "subscriptions", ..]) => {
+            let mut input: Unsubscribe = if body.iter().all(u8::is_ascii_whitespace) {
+                Unsubscribe::default()
+            } else {
+                parse(&body)?
+            };
+            if let Some(id) = segs.get(3) {
+                input.id = Some(id.to_string());
+            }
+            if input.endpoint.is_none() {
+                input.endpoint = req.query.get("endpoint").cloned();
+            }
+            let id = match input.id.as_deref() {
+                Some(s) => {
+                    Some(Id::parse("id", s).map_err(|_| AppError::NotFound("push subscription"))?)
+                }
+                None => None,
+            };
+            app.push_unsubscribe(&user, id, input.endpoint).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["api", "me", "notifications"]) => ok(app.notify_settings(&user)?),
+        (&Method::PUT, ["api", "me", "notifications"]) => {
+            let input: UserNotifyBody = parse(&body)?;
+            app.set_notify_settings(&user, input).await?;
+            ok(app.notify_settings(&user)?)
+        }
+        (&Method::GET, ["api", "rooms", id, "notifications"]) => {
+            let room = Id::parse("room", id).map_err(|_| AppError::NotFound("room"))?;
+            ok(app.room_notify(&user, room)?)
+        }
+        (&Method::PUT, ["api", "rooms", id, "notifications"]) => {
+            let room = Id::parse("room", id).map_err(|_| AppError::NotFound("room"))?;
+            let input: RoomNotifyBody = parse(&body)?;
+            ok(app.set_room_notify(&user, room, input).await?)
+        }
+        _ => Err(AppError::NotFound("route")),
+    }
 }

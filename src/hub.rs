@@ -47,6 +47,10 @@ pub struct SessionControl {
     waker: AtomicWaker,
     /// When the client was last heard from (ms), for the heartbeat.
     last_seen: AtomicI64,
+    /// The client said its page is hidden (`presence_state`): the
+    /// connection does not count as active, so pushes go out. A client
+    /// that never says counts as active.
+    hidden: std::sync::atomic::AtomicBool,
 }
 
 impl Default for SessionControl {
@@ -55,6 +59,7 @@ impl Default for SessionControl {
             outbox: Mutex::default(),
             waker: AtomicWaker::new(),
             last_seen: AtomicI64::new(now_ms()),
+            hidden: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -166,6 +171,16 @@ impl SessionControl {
     /// Frames waiting, for tests.
     pub fn try_take(&self) -> VecDeque<Frame> {
         std::mem::take(&mut self.outbox().frames)
+    }
+
+    /// Records whether the client's page is visible; true if that changed.
+    pub fn set_active(&self, active: bool) -> bool {
+        // Was hidden == now active: a change.
+        self.hidden.swap(!active, Ordering::Relaxed) == active
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.hidden.load(Ordering::Relaxed)
     }
 
     /// The client was heard from (any frame, pongs included).
@@ -448,6 +463,31 @@ impl Hub {
     }
 
     /// Open connections of one user.
+    /// The user's active connections to this node (see
+    /// `SessionControl::set_active`).
+    pub fn active_here(&self, user: Id) -> usize {
+        self.read()
+            .users
+            .get(&user)
+            .map(|o| o.sessions.iter().filter(|(_, c)| c.is_active()).count())
+            .unwrap_or(0)
+    }
+
+    /// Users with an active connection to this node, with how many.
+    pub fn local_active(&self) -> Vec<(Id, usize)> {
+        self.read()
+            .users
+            .iter()
+            .map(|(id, o)| {
+                (
+                    *id,
+                    o.sessions.iter().filter(|(_, c)| c.is_active()).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub fn sessions_of(&self, user: Id) -> usize {
         self.read()
             .users
@@ -693,6 +733,7 @@ impl Hub {
 
     fn apply_one(&self, change: &Change) {
         match change {
+            Change::PushQueued => {}
             Change::MessageCreated(m) => {
                 self.metrics.room_message(m.room);
                 let f = frame("message", None, &json!({ "message": m }));

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod natsctl;
+pub mod outbound;
 pub mod perms;
 pub mod protocol;
 pub mod server;
@@ -24,6 +25,7 @@ pub mod term;
 pub mod tls;
 pub mod uploads;
 pub mod web;
+pub mod webpush;
 pub mod ws;
 pub mod wsio;
 

@@ -167,6 +167,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         );
         crate::cluster::start(app.clone(), engine, url, peers, stopped.clone()).await?;
     }
+    if app.config.push.enabled {
+        app.push_init().await?;
+        crate::app::push::spawn_delivery(app.clone(), stopped.clone());
+    }
     let admin_listener =
         crate::admin::bind(&app.config.socket_path()).map_err(ServeError::Admin)?;
     let scheme = match (&app.config.server.tls_cert, &app.config.server.tls_key) {

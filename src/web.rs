@@ -52,6 +52,11 @@ const ASSETS: &[Embedded] = &[
         body: include_bytes!("../assets/web/style.css"),
     },
     Embedded {
+        name: "notify.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/web/notify.js"),
+    },
+    Embedded {
         name: "icon.svg",
         mime: "image/svg+xml",
         body: include_bytes!("../assets/web/icon.svg"),
@@ -134,6 +139,21 @@ pub fn index(headers: &HeaderMap) -> Result<Response, AppError> {
         &site.index_etag,
         false,
     ))
+}
+
+/// The service worker (assets/web/sw.js) at `/sw.js`: a worker's scope is
+/// the folder it is served from, so it lives at the root to cover the
+/// page. Revalidated on every check, so an update reaches browsers at once.
+pub fn service_worker(headers: &HeaderMap) -> Result<Response, AppError> {
+    static SW: &[u8] = include_bytes!("../assets/web/sw.js");
+    static ETAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let etag = ETAG.get_or_init(|| format!("\"{}\"", digest(SW)));
+    let mut resp = respond(headers, "text/javascript; charset=utf-8", SW, etag, false);
+    resp.headers_mut().insert(
+        header::HeaderName::from_static("service-worker-allowed"),
+        HeaderValue::from_static("/"),
+    );
+    Ok(resp)
 }
 
 /// `GET /assets/{name}`, by versioned name (immutable) or plain name

@@ -472,6 +472,7 @@ async fn run(
     let ctx = Ctx {
         app: app.clone(),
         user: user.clone(),
+        ctl: ctl.clone(),
     };
     let metrics = &app.metrics;
     let mut inflight: Option<Pending> = None;
@@ -620,6 +621,7 @@ fn hello(
 struct Ctx {
     app: Arc<App>,
     user: User,
+    ctl: Arc<crate::hub::SessionControl>,
 }
 
 #[derive(Deserialize)]
@@ -883,6 +885,17 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
                 app.unblock(&user, &Username::parse(&d.username)?).await?;
                 Ok(json!({}))
             })
+        }
+        "presence_state" => {
+            #[derive(Deserialize)]
+            struct StateData {
+                active: bool,
+            }
+            let d = data!(StateData);
+            if ctx.ctl.set_active(d.active) {
+                app.hub.local_presence.notify_one();
+            }
+            Answer::Now(answer(id.as_deref(), Ok(json!({}))))
         }
         other => Answer::Now(Some(error_frame(
             id.as_deref(),

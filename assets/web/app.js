@@ -714,6 +714,7 @@
     Promise.allSettled(order.map((rs) => (rs.loaded ? catchUp(rs, rs.lastSeq) : loadLatest(rs))))
       .then(() => flushOutbox());
     refreshPresence();
+    document.dispatchEvent(new CustomEvent('confab:connected'));
   }
 
   async function catchUp(rs, from) {
@@ -1280,12 +1281,14 @@
       $('room-presence').textContent = names.length ? `${names.length} online` : '';
       $('room-presence').title = names.join(', ');
       leave.hidden = rs.room.kind === 'dm';
+      $('room-notify').hidden = false;
     } else {
       $('room-name').textContent = 'confab';
       $('room-topic').textContent = '';
       $('room-presence').textContent = '';
       leave.hidden = true;
     }
+    if (!rs || isDraft(S.current)) $('room-notify').hidden = true;
     const has = !!S.current;
     $('composer').hidden = !has;
     $('empty').hidden = has;
@@ -2070,6 +2073,14 @@
   }
 
   function boot() {
+    // What notify.js (notifications, their settings) uses of this client.
+    window.confab = {
+      api,
+      send,
+      currentRoom: () => (S.current && !isDraft(S.current) ? currentRoom()?.room || null : null),
+      openRoom: (id) => { if (S.rooms.has(id)) selectRoom(id); },
+      roomName: (room) => `${room.kind === 'dm' ? '@' : '#'}${roomLabel(room)}`,
+    };
     wire();
     setConn('offline');
     S.token = storage.get(TOKEN_KEY);

@@ -28,6 +28,7 @@ mod attention;
 mod messages;
 mod moderation;
 mod operations;
+pub mod push;
 mod rooms;
 mod social;
 mod uploads;
@@ -207,6 +208,8 @@ pub struct App {
     pub limits: crate::limits::Limiters,
     /// Cluster mode: what this node tells the others besides the log.
     peers: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+    /// Push notifications: the VAPID key, who is active, delivery.
+    pub notifier: push::Notifier,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -263,6 +266,8 @@ impl App {
             metrics.clone(),
         );
         let listener_hub = hub.clone();
+        let push_wake = Arc::new(tokio::sync::Notify::new());
+        let listener_wake = push_wake.clone();
         let observed = metrics.clone();
         let files = FileStore::new(&config.server.data_dir);
         let present = files.clone();
@@ -277,7 +282,12 @@ impl App {
             &config.db_path(),
             config.store.cache_mib,
             config.store.max_batch,
-            Arc::new(move |changes: &[Change]| listener_hub.apply(changes)),
+            Arc::new(move |changes: &[Change]| {
+                listener_hub.apply(changes);
+                if changes.iter().any(|c| matches!(c, Change::PushQueued)) {
+                    listener_wake.notify_one();
+                }
+            }),
             Some(Arc::new(move |size, took| {
                 observed.commit_batch.observe(size as f64);
                 observed.commit_seconds.observe(took.as_secs_f64());
@@ -293,6 +303,7 @@ impl App {
         };
         let auth = Auth::new(&config.auth, &secret)?;
         let limits = crate::limits::Limiters::new(&config);
+        let notifier = push::Notifier::new(&config, push_wake);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -308,6 +319,7 @@ impl App {
             decode_queue: tokio::sync::Semaphore::new(uploads::MAX_QUEUED_DECODES),
             limits,
             peers,
+            notifier,
         }))
     }
 }

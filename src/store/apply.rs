@@ -306,6 +306,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             max,
         } => Count(tx.prune_room(room, before, up_to, max)?),
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
+        Command::Push(c) => super::push::apply(tx, c)?,
     })
 }
 
@@ -366,6 +367,7 @@ fn send(
         client_msg_id,
         mentions,
     })?;
+    super::push::on_message(tx, &msg, &room)?;
     Ok(msg)
 }
 

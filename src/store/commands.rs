@@ -188,6 +188,8 @@ pub enum Command {
     PruneRevokedTokens {
         now_secs: u64,
     },
+    /// Push notifications: keys, subscriptions, preferences, the queue.
+    Push(super::push::PushCommand),
 }
 
 impl Command {
@@ -225,6 +227,7 @@ impl Command {
             Command::SetRetention { .. } => "set_retention",
             Command::PruneRoom { .. } => "prune_room",
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
+            Command::Push(_) => "push",
         }
     }
 }

@@ -26,6 +26,7 @@ mod attention;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod push;
 mod read;
 mod tables;
 mod write;
@@ -324,6 +325,8 @@ pub enum Change {
         user: Id,
         state: Unread,
     },
+    /// A push was queued: a node's delivery task looks at the queue.
+    PushQueued,
 }
 
 /// Why a user's tokens were ended.

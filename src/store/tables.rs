@@ -71,6 +71,28 @@ pub(super) const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> =
 /// expired anyway.
 pub(super) const TOKEN_TO_EXPIRY: TableDefinition<u128, u64> =
     TableDefinition::new("token_to_expiry");
+// Push notifications (store/push.rs).
+pub(super) const PUSH_SUB_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("push_sub_to_record");
+pub(super) const PUSH_ENDPOINT_TO_SUB: TableDefinition<&str, u128> =
+    TableDefinition::new("push_endpoint_to_sub");
+pub(super) const USER_SUB_TO_CREATED: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("user_sub_to_created");
+pub(super) const USER_TO_NOTIFY: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_notify");
+pub(super) const USER_ROOM_TO_NOTIFY: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("user_room_to_notify");
+/// (room, user) for each member who wants every message of a room, so a
+/// message finds them without reading every member's choices.
+pub(super) const ROOM_USER_TO_NOTIFY_ALL: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("room_user_to_notify_all");
+/// The push queue: one entry per (user, room), and its due order.
+pub(super) const USER_ROOM_TO_PUSH: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("user_room_to_push");
+pub(super) const PUSH_DUE: TableDefinition<(i64, u128, u128), ()> =
+    TableDefinition::new("push_due");
+pub(super) const USER_TO_PUSH_RATE: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_push_rate");
 
 /// Who a message mentions, (user, room, seq): written only for the users
 /// mentioned, so counting a user's unread mentions in a room is a range
@@ -217,7 +239,16 @@ macro_rules! all_tables {
             USER_TO_SETTINGS,
             ROOM_TO_RETENTION,
             TOKEN_TO_EXPIRY,
-            USER_ROOM_SEQ_TO_MENTION
+            USER_ROOM_SEQ_TO_MENTION,
+            PUSH_SUB_TO_RECORD,
+            PUSH_ENDPOINT_TO_SUB,
+            USER_SUB_TO_CREATED,
+            USER_TO_NOTIFY,
+            USER_ROOM_TO_NOTIFY,
+            ROOM_USER_TO_NOTIFY_ALL,
+            USER_ROOM_TO_PUSH,
+            PUSH_DUE,
+            USER_TO_PUSH_RATE
         )
     };
 }

@@ -19,6 +19,7 @@ mod limits;
 mod moderation;
 mod ops;
 mod properties;
+mod push;
 mod realtime;
 mod rooms;
 mod soak;
