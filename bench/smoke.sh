@@ -25,6 +25,7 @@ run idle "${common[@]}" -n 300 --members 50 --steps 2 --workers 2 --out "$WORK/i
 run fanout "${common[@]}" --rooms 4 --members 10 --senders 2 --rate 100 --out "$WORK/fanout.json"
 run fanout "${common[@]}" --rooms 2 --members 10 --rate 50 --find-max --max-steps 2 --max-p99-ms 10000 \
     --out "$WORK/findmax.json"
+run fanout "${common[@]}" --rooms 2 --members 10 --rate 40 --mentions --pairs 1
 run durable "${common[@]}" -n 20 --members 5
 run churn "${common[@]}" -n 5 --members 5
 run slow "${common[@]}" --rooms 2 --members 20 --rate 40 --stalled 0.05 --rounds 1
@@ -32,4 +33,4 @@ run chart --kind latency --out "$WORK/latency.svg" --title smoke "confab=$WORK/f
 run chart --kind memory --out "$WORK/memory.svg" --title smoke "confab=$WORK/idle.json"
 grep -q '<polyline' "$WORK/latency.svg"
 grep -q '<polyline' "$WORK/memory.svg"
-echo "smoke: 8 passed, 0 failed"
+echo "smoke: 9 passed, 0 failed"

@@ -155,6 +155,15 @@ pub struct FanoutArgs {
     pub max_steps: u16,
     #[arg(long, default_value_t = 50.0)]
     pub max_p99_ms: f64,
+    /// Cost of mentions: alternate steps whose messages mention two
+    /// members of their room with steps whose messages do not, at the
+    /// same rate, and compare the server's CPU time per delivery (needs
+    /// --server-pid). Not with --find-max.
+    #[arg(long)]
+    pub mentions: bool,
+    /// With --mentions: how many pairs of steps.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub pairs: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -239,9 +248,25 @@ pub struct Step {
     pub latency: Pcts,
     pub ack_latency: Pcts,
     pub rss_peak: Option<u64>,
+    /// The server's CPU time (user + system) over the step, in µs, and
+    /// per delivery (with --server-pid).
+    #[serde(default)]
+    pub cpu_us: Option<u64>,
+    #[serde(default)]
+    pub cpu_us_per_delivery: Option<f64>,
     pub passed: bool,
     pub why: Vec<String>,
     pub first_error: Option<String>,
+}
+
+/// `fanout --mentions`: server CPU per delivery with and without
+/// mentions, each the median of its steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MentionsOutcome {
+    pub plain_cpu_us_per_delivery: f64,
+    pub mentions_cpu_us_per_delivery: f64,
+    /// mentions / plain.
+    pub ratio: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -286,6 +311,8 @@ pub struct Outcome {
     pub best: Option<usize>,
     pub idle: Option<IdleOutcome>,
     pub slow: Option<SlowOutcome>,
+    #[serde(default)]
+    pub mentions: Option<MentionsOutcome>,
 }
 
 /// Runs a scenario and prints its result. An error means the run could
@@ -367,6 +394,8 @@ struct Setup {
     sources: Vec<IpAddr>,
     tokens: Vec<String>,
     room_ids: Vec<String>,
+    /// Usernames are `{prefix}.{index}`.
+    prefix: String,
     secs: f64,
 }
 
@@ -499,6 +528,7 @@ async fn setup(common: &Common, layout: &Layout, progress: &mut Progress) -> Res
         sources,
         tokens,
         room_ids,
+        prefix,
         secs: began.elapsed().as_secs_f64(),
     })
 }
@@ -535,9 +565,18 @@ fn plans(common: &Common, layout: &Layout, s: &Setup, connect_concurrency: usize
     for (r, (members, senders)) in layout.rooms.iter().enumerate() {
         let p = &mut plans[r % workers];
         let local = p.rooms.len();
+        // The last two members, who never send, are the ones mentioned.
+        let mention = members
+            .iter()
+            .skip(*senders)
+            .rev()
+            .take(2)
+            .map(|u| format!(" @{}.{u}", s.prefix))
+            .collect::<String>();
         p.rooms.push(RoomSpec {
             id: s.room_ids[r].clone(),
             senders: *senders as u32,
+            mention,
         });
         for (k, &u) in members.iter().enumerate() {
             let sender = (k < *senders).then_some(k as u32);
@@ -875,6 +914,7 @@ impl Session {
         let limit = Duration::from_millis(span) + Duration::from_secs(60);
         self.workers.send(|_| cmd.clone()).await?;
         let pid = self.pid;
+        let cpu_before = pid.and_then(net::cpu_us);
         let mut peak: Option<u64> = None;
         let evs = self
             .workers
@@ -884,6 +924,9 @@ impl Session {
                 }
             })
             .await?;
+        let cpu_us = cpu_before
+            .zip(pid.and_then(net::cpu_us))
+            .map(|(b, a)| a.saturating_sub(b));
         let mut latency = stats::histogram();
         let mut ack_latency = stats::histogram();
         let mut counts = Vec::new();
@@ -930,6 +973,8 @@ impl Session {
             latency: Pcts::of(&latency),
             ack_latency: Pcts::of(&ack_latency),
             rss_peak: peak,
+            cpu_us,
+            cpu_us_per_delivery: None,
             passed: true,
             why: Vec::new(),
             first_error,
@@ -963,6 +1008,9 @@ impl Session {
         if now.foreign > 0 {
             why.push(format!("{} deliveries from unknown senders", now.foreign));
         }
+        step.cpu_us_per_delivery = cpu_us
+            .filter(|_| step.delivered > 0)
+            .map(|c| c as f64 / step.delivered as f64);
         step.passed = why.is_empty();
         step.why = why;
         Ok(step)
@@ -984,6 +1032,7 @@ fn run_cmd(common: &Common, rate_per_sender: f64, closed_loop: bool, stall: bool
         warmup_ms: common.warmup,
         duration_ms: common.duration.max(1),
         stall,
+        mentions: false,
     }
 }
 
@@ -1115,6 +1164,9 @@ async fn fanout(a: FanoutArgs) -> Result<Outcome, String> {
     if a.find_max && !(a.factor.is_finite() && a.factor > 1.0) {
         return Err("--factor must be above 1".into());
     }
+    if a.mentions && (a.find_max || c.server_pid.is_none()) {
+        return Err("--mentions needs --server-pid and a fixed rate (no --find-max)".into());
+    }
     let (mut out, mut session) = begin(
         "fanout",
         c,
@@ -1129,6 +1181,11 @@ async fn fanout(a: FanoutArgs) -> Result<Outcome, String> {
         return Ok(out);
     }
     let senders = (t.rooms * t.senders) as f64;
+    if a.mentions {
+        mentions_steps(&a, &mut session, &mut out, t.rate / senders).await?;
+        out.bound_by.extend(session.finish().await);
+        return Ok(out);
+    }
     let steps = if a.find_max { a.max_steps as usize } else { 1 };
     let mut rate = t.rate;
     let mut retried = false;
@@ -1183,6 +1240,56 @@ async fn fanout(a: FanoutArgs) -> Result<Outcome, String> {
     }
     out.bound_by.extend(session.finish().await);
     Ok(out)
+}
+
+/// Steps with and without mentions, in turn, at one rate; the outcome
+/// compares their server CPU per delivery (median of each kind).
+async fn mentions_steps(
+    a: &FanoutArgs,
+    session: &mut Session,
+    out: &mut Outcome,
+    rate_per_sender: f64,
+) -> Result<(), String> {
+    let c = &a.common;
+    let (mut plain, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..a.pairs {
+        for mentions in [false, true] {
+            let label = if mentions { "mentions" } else { "plain" };
+            let mut cmd = run_cmd(c, rate_per_sender, false, false);
+            cmd.mentions = mentions;
+            let mut step = session
+                .step(label, Cmd::Run(cmd), c.duration as f64 / 1000.0)
+                .await?;
+            step.target_rate = a.traffic.rate;
+            if !step.passed {
+                out.passed = false;
+                out.failures.extend(step.why.clone());
+            }
+            if let Some(x) = step.cpu_us_per_delivery {
+                if mentions { &mut with } else { &mut plain }.push(x);
+            }
+            out.steps.push(step);
+        }
+    }
+    let median = |v: &mut Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    match (median(&mut plain), median(&mut with)) {
+        (Some(p), Some(m)) if p > 0.0 => {
+            out.mentions = Some(MentionsOutcome {
+                plain_cpu_us_per_delivery: p,
+                mentions_cpu_us_per_delivery: m,
+                ratio: m / p,
+            });
+        }
+        _ => {
+            out.passed = false;
+            out.failures
+                .push("no CPU reading of the server (is --server-pid right?)".into());
+        }
+    }
+    Ok(())
 }
 
 async fn durable(a: DurableArgs) -> Result<Outcome, String> {
@@ -1446,6 +1553,19 @@ fn print_table(o: &Outcome) {
         line(headers.iter().map(|h| h.to_string()).collect());
         for r in rows {
             line(r);
+        }
+        for s in &o.steps {
+            if let Some(cpu) = s.cpu_us_per_delivery {
+                say!("{}: server CPU {:.2} µs per delivery", s.label, cpu);
+            }
+        }
+        if let Some(m) = &o.mentions {
+            say!(
+                "server CPU per delivery: {:.2} µs plain, {:.2} µs with mentions: ratio {:.3}",
+                m.plain_cpu_us_per_delivery,
+                m.mentions_cpu_us_per_delivery,
+                m.ratio
+            );
         }
         for s in &o.steps {
             if s.ack_latency.count > 0 && s.latency.count > 0 {

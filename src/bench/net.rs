@@ -92,6 +92,22 @@ pub fn nofile_limit(pid: Option<u32>) -> Option<u64> {
 }
 
 /// VmRSS of a process in bytes.
+/// CPU time (user + system, all threads) a process has used, in µs,
+/// from `/proc/{pid}/stat` (clock ticks of 1/100 s on Linux).
+pub fn cpu_us(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields are
+    // counted from after its closing one (state is field 3).
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system; no memory is shared.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some((utime + stime) * 1_000_000 / hz)
+}
+
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;

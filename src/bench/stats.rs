@@ -66,7 +66,14 @@ impl Pcts {
 /// a realistic length. The marker has no character JSON would escape, so
 /// a receiver can find it without parsing the whole frame.
 pub fn message_text(sender: u32, seq: u64, sent_us: u64, len: usize) -> String {
-    let mut t = format!("~{sender}:{seq}:{sent_us}~");
+    message_text_with(sender, seq, sent_us, len, "")
+}
+
+/// `message_text` with `extra` (mentions) after the marker, padded to the
+/// same length, so a phase with mentions sends as many bytes as one
+/// without.
+pub fn message_text_with(sender: u32, seq: u64, sent_us: u64, len: usize, extra: &str) -> String {
+    let mut t = format!("~{sender}:{seq}:{sent_us}~{extra}");
     while t.len() < len {
         t.push('x');
     }

@@ -41,6 +41,10 @@ pub struct RoomSpec {
     pub id: String,
     /// Senders in this room, numbered 0..senders.
     pub senders: u32,
+    /// What a message says after its marker when the phase mentions
+    /// (`RunCmd::mentions`): `@name`s of members who do not send.
+    #[serde(default)]
+    pub mention: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +71,9 @@ pub struct RunCmd {
     pub warmup_ms: u64,
     pub duration_ms: u64,
     pub stall: bool,
+    /// Messages mention members (the room's `mention`).
+    #[serde(default)]
+    pub mentions: bool,
 }
 
 impl RunCmd {
@@ -229,6 +236,7 @@ impl Shared {
 struct RoomShared {
     id: String,
     senders: u32,
+    mention: String,
     /// Messages written into this room by this worker's senders.
     sent: AtomicU64,
     /// Connected members whose deliveries are checked.
@@ -323,6 +331,7 @@ impl Worker {
                 Arc::new(RoomShared {
                     id: r.id.clone(),
                     senders: r.senders,
+                    mention: r.mention.clone(),
                     sent: AtomicU64::new(0),
                     receivers: AtomicU64::new(0),
                 })
@@ -669,7 +678,8 @@ impl Conn {
                     let now_us = unix_us();
                     let (from, to) = cmd.window();
                     let in_window = (from..to).contains(&now_us);
-                    let text = stats::message_text(sender, seq, now_us, self.text_len);
+                    let mention = if cmd.mentions { self.room.mention.as_str() } else { "" };
+                    let text = stats::message_text_with(sender, seq, now_us, self.text_len, mention);
                     let frame = format!(
                         r#"{{"type":"send_message","id":"s{seq}","data":{{"room":"{}","text":"{text}"}}}}"#,
                         self.room.id
