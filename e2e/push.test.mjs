@@ -44,6 +44,7 @@ function startServer(dataDir) {
       if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
     });
     child.stderr.on('data', (b) => { err = (err + b).slice(-4000); });
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
     child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`confab exited (${code}): ${err}`)); });
   });
 }
@@ -74,6 +75,17 @@ async function accessible(page, screen) {
   }
   await page.emulateMedia({ colorScheme: 'light' });
   assert.deepEqual(problems, [], problems.join('\n'));
+}
+
+/** Evaluates `fn` (which may be async) in the page until it gives a truthy value. */
+async function poll(page, fn, arg) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const v = await page.evaluate(fn, arg);
+    if (v) return v;
+    assert.ok(Date.now() < deadline, `timed out waiting for ${fn}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 // The steps build on each other: after the first failure the rest are
@@ -153,12 +165,14 @@ describe('notifications in the web client', { timeout: 120_000 }, () => {
     await page.locator('#notify-toggle').click();
     // Headless Chromium has no push service: the subscription itself may
     // fail, and the client must say so rather than pretend.
-    await page.waitForFunction(async () => {
+    const outcome = await poll(page, async () => {
       const reg = await navigator.serviceWorker.getRegistration('/');
-      const said = document.getElementById('notify-error').textContent
-        || /on on this browser/.test(document.getElementById('notify-state').textContent);
-      return !!(reg && reg.active) && !!said;
-    }, null, { timeout: WAIT });
+      const error = document.getElementById('notify-error').textContent;
+      const on = /on on this browser/.test(document.getElementById('notify-state').textContent);
+      return reg && reg.active && (error || on) ? { error, on } : null;
+    });
+    assert.ok(outcome.on || /subscribe/.test(outcome.error), JSON.stringify(outcome));
+    console.log('subscription outcome in headless Chromium:', JSON.stringify(outcome));
     assert.equal(await page.evaluate(() => Notification.permission), 'granted');
     await page.keyboard.press('Escape');
   });
@@ -188,12 +202,11 @@ describe('notifications in the web client', { timeout: 120_000 }, () => {
       registrationId: registrations.get(scope),
       data: JSON.stringify(payload),
     });
-    const shown = await page.waitForFunction(async () => {
+    const list = await poll(page, async () => {
       const reg = await navigator.serviceWorker.getRegistration('/');
-      const list = reg ? await reg.getNotifications() : [];
-      return list.length ? list.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })) : null;
-    }, null, { timeout: WAIT });
-    const list = await shown.jsonValue();
+      const shown = reg ? await reg.getNotifications() : [];
+      return shown.length ? shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })) : null;
+    });
     assert.equal(list.length, 1);
     assert.equal(list[0].title, '#lobby');
     assert.equal(list[0].body, '2 new messages · bob: are you there?');

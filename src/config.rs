@@ -712,7 +712,10 @@ mod tests {
             let e = Config::load_with_env(None, &Overrides::default(), env(&[(k, v)]))
                 .unwrap_err()
                 .to_string();
-            let key = k.trim_start_matches("CONFAB_").to_ascii_lowercase().replacen('_', ".", 1);
+            let key = k
+                .trim_start_matches("CONFAB_")
+                .to_ascii_lowercase()
+                .replacen('_', ".", 1);
             assert!(e.contains(&key), "{k}={v}: {e}");
         }
     }

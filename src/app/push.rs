@@ -400,6 +400,14 @@ fn scan(
         } else {
             p.due
         };
+        // Each user's pushes have one preferred node, so that normally one
+        // claim is made per push; the others step in only after a grace
+        // period (a preferred node that died, or one not yet seen).
+        let fire = if preferred(app, p.user) {
+            fire
+        } else {
+            fire + FALLBACK_MS
+        };
         let fire = match &p.claim {
             Some(c) if c.until > now && c.node != app.notifier.node => fire.max(c.until),
             _ => fire,
@@ -445,6 +453,25 @@ fn scan(
         });
     }
     Ok(next)
+}
+
+/// How long a node that is not a user's preferred one waits before it
+/// claims that user's pushes itself.
+const FALLBACK_MS: i64 = 10_000;
+
+/// Whether this node is the one that normally sends `user`'s pushes: the
+/// live nodes (this one and those heard from), sorted, picked by the id.
+fn preferred(app: &App, user: Id) -> bool {
+    let n = &app.notifier;
+    let remote = n.remote.lock().unwrap_or_else(|e| e.into_inner());
+    if remote.is_empty() {
+        return true;
+    }
+    let mut nodes: Vec<&str> = remote.keys().map(String::as_str).collect();
+    nodes.push(n.node.as_str());
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes[(user.0 % nodes.len() as u128) as usize] == n.node
 }
 
 /// What became of one subscription's push.

@@ -709,3 +709,44 @@ async fn each_push_is_sent_once() {
     }
     assert_eq!(svc.count(), 4);
 }
+
+#[tokio::test]
+async fn pushes_past_the_rate_cap_wait_for_the_next_minute() {
+    let app = TestApp::spawn_with(|c| {
+        allow_local(c);
+        c.push.max_per_minute = 1;
+    })
+    .await;
+    let svc = PushService::start().await;
+    let (alice, _) = app.register("alice").await;
+    let (bob, bob_user) = app.register("bob").await;
+    let browser = Browser::new(svc.endpoint("bob")).await;
+    browser.subscribe(&app, &bob).await;
+    dm(&app, &alice, "bob", "the first").await;
+    svc.wait_for(1).await;
+    queue_drained(&app).await;
+    let sent_at = confab::domain::now_ms();
+    dm(&app, &alice, "bob", "the second").await;
+    // Held back: put off to the end of the minute that began with the
+    // first push, not sent.
+    let bob_id = confab::domain::Id::parse("id", bob_user["id"].as_str().unwrap()).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let held = loop {
+        app.sync().await;
+        let q = app.app().store.read().unwrap().push_queue(10).unwrap();
+        if let Some(p) = q.into_iter().find(|p| p.user == bob_id && p.attempt > 0) {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second push was not put off"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        held.due >= sent_at - 5_000 + 55_000,
+        "put off until {}",
+        held.due
+    );
+    assert_eq!(svc.count(), 1);
+}
