@@ -19,6 +19,7 @@ pub mod natsctl;
 pub mod perms;
 pub mod protocol;
 pub mod server;
+pub mod sio;
 pub mod store;
 pub mod term;
 pub mod tls;
