@@ -1,0 +1,345 @@
+// /socket.io/ judged by the official client: socket.io-client (Node) against
+// the debug binary, with /ws clients (the `ws` package) in the same rooms.
+// Both transports alone and with the upgrade, acknowledgements, errors,
+// namespaces, the replaced servers' event names, reconnection and
+// connection state recovery, across a server restart too.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
+const WAIT = 10_000;
+const PASSWORD = 'correct horse battery';
+
+const SERVER_ENV = {
+  ...process.env,
+  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
+  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
+  CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN: '10000',
+  CONFAB_LIMITS_ROOM_CREATIONS_PER_HOUR: '10000',
+  RUST_LOG: process.env.RUST_LOG || 'warn',
+};
+
+let dataDir;
+let server;
+let base;
+
+function startServer(bind) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ['serve', '--bind', bind, '--data-dir', dataDir], {
+      env: SERVER_ENV,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`no start: ${err}`)); }, WAIT);
+    child.stdout.on('data', (b) => {
+      out += b;
+      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
+      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
+    });
+    child.stderr.on('data', (b) => { err = (err + b).slice(-4000); });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`confab exited (${code}): ${err}`)); });
+  });
+}
+
+async function stopServer(s) {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await exited;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `check()` is truthy, polling, with a deadline. */
+async function until(check, what) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const v = check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+async function http(method, urlPath, token, body) {
+  const resp = await fetch(new URL(urlPath, base), {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await resp.json().catch(() => null);
+  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+let n = 0;
+async function user(prefix) {
+  n += 1;
+  const name = `${prefix}${n}`;
+  const r = await http('POST', '/api/auth/register', '', { username: name, password: PASSWORD });
+  return { name, token: r.token, id: r.user.id };
+}
+
+async function room(owner) {
+  n += 1;
+  const r = await http('POST', '/api/rooms', owner.token, { name: `room${n}` });
+  return r.room.id;
+}
+
+/** A /ws client that keeps every event it is sent. */
+async function wsClient(u) {
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/ws?token=${u.token}`);
+  const events = [];
+  ws.on('message', (b) => events.push(JSON.parse(b.toString())));
+  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  let id = 0;
+  const send = async (type, data) => {
+    id += 1;
+    const cid = `c${id}`;
+    ws.send(JSON.stringify({ type, id: cid, data }));
+    const answer = await until(() => events.find((e) => e.id === cid), `${type} answer`);
+    assert.equal(answer.type, 'ack', JSON.stringify(answer));
+    return answer.data;
+  };
+  return { ws, events, send, close: () => ws.close() };
+}
+
+/** A socket.io-client socket that keeps every event it is sent. */
+function sioClient(u, opts = {}) {
+  const socket = io(base, { auth: { token: u.token }, reconnectionDelay: 100, reconnectionDelayMax: 200, ...opts });
+  const events = [];
+  socket.onAny((name, ...args) => events.push({ name, args }));
+  return { socket, events };
+}
+
+function connected(socket) {
+  return new Promise((res, rej) => {
+    socket.once('connect', res);
+    socket.once('connect_error', rej);
+  });
+}
+
+const messagesOf = (events) => events.filter((e) => e.name === 'message').map((e) => e.args[0].message);
+
+before(async () => {
+  dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-sio-'));
+  server = await startServer('127.0.0.1:0');
+  base = server.url;
+});
+
+after(async () => {
+  if (server) await stopServer(server);
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('socket.io-client against /socket.io/', () => {
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`chats over ${transports[0]} alone: events, acks, the same seqs as /ws`, async () => {
+      const alice = await user('alice');
+      const bob = await user('bob');
+      const r = await room(alice);
+      const { socket, events } = sioClient(alice, { transports });
+      await connected(socket);
+      assert.equal(socket.io.engine.transport.name, transports[0]);
+      const hello = await until(() => events.find((e) => e.name === 'authenticated'), 'authenticated');
+      assert.equal(hello.args[0].user.username, alice.name);
+      const bobWs = await wsClient(bob);
+      await bobWs.send('join_room', { room: r });
+      const joined = await socket.emitWithAck('join_room', { room: r });
+      assert.equal(joined.ok, true);
+      assert.equal(joined.data.room.id, r);
+      const sent = await socket.emitWithAck('send_message', { room: r, text: 'hello from socket.io' });
+      assert.equal(sent.ok, true);
+      await bobWs.send('send_message', { room: r, text: 'hello from /ws' });
+      const theirs = await until(() => {
+        const m = bobWs.events.filter((e) => e.type === 'message').map((e) => e.data.message);
+        return m.length === 2 && m;
+      }, 'both messages on /ws');
+      const ours = await until(() => {
+        const m = messagesOf(events);
+        return m.length === 2 && m;
+      }, 'both messages on socket.io');
+      assert.deepEqual(ours.map((m) => [m.seq, m.text, m.sender.username]), theirs.map((m) => [m.seq, m.text, m.sender.username]));
+      assert.deepEqual(ours.map((m) => m.seq), [1, 2]);
+      assert.equal(sent.data.message.seq, 1);
+      socket.disconnect();
+      bobWs.close();
+    });
+  }
+
+  it('upgrades from polling to websocket and keeps chatting', async () => {
+    const alice = await user('alice');
+    const r = await room(alice);
+    const { socket, events } = sioClient(alice);
+    await connected(socket);
+    assert.equal(socket.io.engine.transport.name, 'polling');
+    await until(() => socket.io.engine.transport.name === 'websocket', 'the upgrade');
+    const sent = await socket.emitWithAck('send_message', { room: r, text: 'after the upgrade' });
+    assert.equal(sent.ok, true);
+    await until(() => messagesOf(events).length === 1, 'the message');
+    socket.disconnect();
+  });
+
+  it('answers failures with {ok:false, error:{code, message}} and refuses bad sign-ins', async () => {
+    const alice = await user('alice');
+    const { socket, events } = sioClient(alice, { transports: ['websocket'] });
+    await connected(socket);
+    const unknown = await socket.emitWithAck('no_such_event', {});
+    assert.deepEqual(Object.keys(unknown).sort(), ['error', 'ok']);
+    assert.equal(unknown.ok, false);
+    assert.equal(unknown.error.code, 'bad_request');
+    const missing = await socket.emitWithAck('join_room', { room: '01JZZZZZZZZZZZZZZZZZZZZZZZ' });
+    assert.equal(missing.ok, false);
+    assert.equal(missing.error.code, 'not_found');
+    assert.ok(missing.error.message);
+    // Without an ack the failure comes back as an `error` event.
+    socket.emit('join_room', {});
+    const err = await until(() => events.find((e) => e.name === 'error'), 'the error event');
+    assert.equal(err.args[0].code, 'bad_request');
+    socket.disconnect();
+
+    const bad = io(base, { auth: { token: 'nope' }, transports: ['websocket'], reconnection: false });
+    const refusal = await new Promise((res) => bad.once('connect_error', res));
+    assert.equal(refusal.data.code, 'unauthorized');
+    bad.close();
+    const none = io(base, { transports: ['polling'], reconnection: false });
+    const refusal2 = await new Promise((res) => none.once('connect_error', res));
+    assert.equal(refusal2.data.code, 'unauthorized');
+    none.close();
+  });
+
+  it('serves the main namespace only: another is refused as Invalid namespace', async () => {
+    const alice = await user('alice');
+    const main = io(base, { auth: { token: alice.token }, transports: ['websocket'] });
+    await connected(main);
+    const admin = io(`${base}/admin`, { auth: { token: alice.token }, transports: ['websocket'], reconnection: false });
+    const refusal = await new Promise((res) => admin.once('connect_error', res));
+    assert.equal(refusal.message, 'Invalid namespace');
+    // The main namespace is not disturbed (they share one connection).
+    const pong = await main.emitWithAck('ping', {});
+    assert.equal(pong.ok, true);
+    admin.close();
+    main.disconnect();
+  });
+
+  it('speaks the replaced servers\' events; the sender is always the signed-in user', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const r = await room(bob);
+    const bobWs = await wsClient(bob);
+    await bobWs.send('join_room', { room: r });
+    const { socket, events } = sioClient(alice, { transports: ['websocket'] });
+    await connected(socket);
+    const setup = await socket.emitWithAck('initialSetup', {});
+    assert.equal(setup.ok, true);
+    assert.equal(setup.data.user.username, alice.name);
+    socket.emit('joinRoom', r);
+    const joined = await until(() => events.find((e) => e.name === 'join'), 'join');
+    assert.equal(joined.args[0].roomId, r);
+    assert.equal(joined.args[0].username, alice.name);
+    socket.emit('message', { roomId: r, message: 'legacy hello', sender: bob.name, username: bob.name });
+    const got = await until(() => bobWs.events.find((e) => e.type === 'message'), 'the message on /ws');
+    assert.equal(got.data.message.sender.username, alice.name);
+    assert.equal(got.data.message.text, 'legacy hello');
+    const legacy = await until(() => events.find((e) => e.name === 'message'), 'the legacy message event');
+    assert.equal(legacy.args[0].roomId, r);
+    assert.equal(legacy.args[0].message, 'legacy hello');
+    assert.equal(legacy.args[0].username, alice.name);
+    assert.equal(legacy.args[0].seq, got.data.message.seq);
+    socket.emit('typing', { roomId: r, message: '' });
+    const typing = await until(() => bobWs.events.find((e) => e.type === 'typing'), 'typing on /ws');
+    assert.equal(typing.data.user.username, alice.name);
+    socket.emit('leaveRoom', { roomId: r });
+    await until(() => bobWs.events.find((e) => e.type === 'member_left'), 'member_left on /ws');
+    socket.disconnect();
+    bobWs.close();
+  });
+
+  it('recovers a dropped connection: same id, the missed messages, recovered === true', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const r = await room(bob);
+    const bobWs = await wsClient(bob);
+    const { socket, events } = sioClient(alice, { transports: ['websocket'] });
+    await connected(socket);
+    assert.equal(socket.recovered, false);
+    await socket.emitWithAck('join_room', { room: r });
+    await bobWs.send('send_message', { room: r, text: 'one' });
+    await until(() => messagesOf(events).length === 1, 'the first message');
+    const id = socket.id;
+    const dropped = new Promise((res) => socket.once('disconnect', res));
+    socket.io.engine.close();
+    await dropped;
+    await bobWs.send('send_message', { room: r, text: 'two' });
+    await bobWs.send('send_message', { room: r, text: 'three' });
+    await new Promise((res) => socket.once('connect', res));
+    assert.equal(socket.recovered, true);
+    assert.equal(socket.id, id);
+    const texts = await until(() => {
+      const m = messagesOf(events);
+      return m.length >= 3 && m.map((x) => x.text);
+    }, 'the missed messages');
+    assert.deepEqual(texts, ['one', 'two', 'three']);
+    socket.disconnect();
+    bobWs.close();
+  });
+
+  it('recovers across a server restart, from the durable history', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const r = await room(bob);
+    const { socket, events } = sioClient(alice, { transports: ['websocket'] });
+    await connected(socket);
+    await socket.emitWithAck('join_room', { room: r });
+    await http('POST', `/api/rooms/${r}/messages`, bob.token, { text: 'before' });
+    await until(() => messagesOf(events).length === 1, 'the first message');
+    const id = socket.id;
+    socket.io.reconnection(false);
+    const dropped = new Promise((res) => socket.once('disconnect', res));
+    const bind = new URL(base).host;
+    await stopServer(server);
+    await dropped;
+    server = await startServer(bind);
+    await http('POST', `/api/rooms/${r}/messages`, bob.token, { text: 'during' });
+    await http('POST', `/api/rooms/${r}/messages`, bob.token, { text: 'after' });
+    socket.connect();
+    await connected(socket);
+    assert.equal(socket.recovered, true);
+    assert.equal(socket.id, id);
+    const texts = await until(() => {
+      const m = messagesOf(events);
+      return m.length >= 3 && m.map((x) => x.text);
+    }, 'the missed messages');
+    assert.deepEqual(texts, ['before', 'during', 'after']);
+    socket.disconnect();
+  });
+
+  it('reconnects on its own after a drop; a fresh client is never recovered', async () => {
+    const alice = await user('alice');
+    const { socket } = sioClient(alice, { transports: ['websocket'] });
+    await connected(socket);
+    const reconnected = new Promise((res) => socket.io.once('reconnect', res));
+    socket.io.engine.close();
+    await reconnected;
+    await until(() => socket.connected, 'the socket back on the new connection');
+    const pong = await socket.emitWithAck('ping', {});
+    assert.equal(pong.ok, true);
+    // A fresh client (no pid) is never "recovered".
+    const other = io(base, { auth: { token: alice.token }, transports: ['websocket'] });
+    await connected(other);
+    assert.equal(other.recovered, false);
+    other.disconnect();
+    socket.disconnect();
+  });
+});
