@@ -182,9 +182,17 @@ describe('socket.io-client against /socket.io/', () => {
     const alice = await user('alice');
     const r = await room(alice);
     const { socket, events } = sioClient(alice);
+    let first;
+    let upgraded;
+    socket.io.once('open', () => {
+      first = socket.io.engine.transport.name;
+      socket.io.engine.once('upgrade', (t) => { upgraded = t.name; });
+    });
     await connected(socket);
-    assert.equal(socket.io.engine.transport.name, 'polling');
-    await until(() => socket.io.engine.transport.name === 'websocket', 'the upgrade');
+    assert.equal(first, 'polling');
+    await until(() => upgraded, 'the upgrade');
+    assert.equal(upgraded, 'websocket');
+    assert.equal(socket.io.engine.transport.name, 'websocket');
     const sent = await socket.emitWithAck('send_message', { room: r, text: 'after the upgrade' });
     assert.equal(sent.ok, true);
     await until(() => messagesOf(events).length === 1, 'the message');
