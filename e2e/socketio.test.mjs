@@ -6,10 +6,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 
@@ -18,6 +20,7 @@ const ROOT = path.resolve(HERE, '..');
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
 const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
 const WAIT = 10_000;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PASSWORD = 'correct horse battery';
 
 const SERVER_ENV = {
@@ -32,6 +35,36 @@ const SERVER_ENV = {
 let dataDir;
 let server;
 let base;
+let pages;
+let pagesOrigin;
+
+/** A front-end on another origin, as a Socket.IO app's would be: a page
+ * that loads the official browser bundle from the npm package. */
+const PAGE = `<!doctype html><meta charset="utf-8"><title>socket.io front-end</title>
+<script src="/socket.io.min.js"></script>
+<script>
+  const q = new URLSearchParams(location.search);
+  window.texts = [];
+  const socket = io(q.get('server'), { auth: { token: q.get('token') } });
+  window.socket = socket;
+  socket.on('message', (m) => window.texts.push(m.message.sender.username + ': ' + m.message.text));
+</script>`;
+
+async function startPages() {
+  const bundle = await readFile(path.join(HERE, 'node_modules/socket.io-client/dist/socket.io.min.js'));
+  pages = createServer((req, res) => {
+    if (req.url.startsWith('/socket.io.min.js')) {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(bundle);
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(PAGE);
+    }
+  });
+  await new Promise((r) => pages.listen(0, '127.0.0.1', r));
+  pagesOrigin = `http://127.0.0.1:${pages.address().port}`;
+  SERVER_ENV.CONFAB_SERVER_CORS_ORIGINS = pagesOrigin;
+}
 
 function startServer(bind) {
   return new Promise((resolve, reject) => {
@@ -133,6 +166,7 @@ function connected(socket) {
 const messagesOf = (events) => events.filter((e) => e.name === 'message').map((e) => e.args[0].message);
 
 before(async () => {
+  await startPages();
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-sio-'));
   server = await startServer('127.0.0.1:0');
   base = server.url;
@@ -140,6 +174,7 @@ before(async () => {
 
 after(async () => {
   if (server) await stopServer(server);
+  pages?.close();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -349,5 +384,38 @@ describe('socket.io-client against /socket.io/', () => {
     assert.equal(other.recovered, false);
     other.disconnect();
     socket.disconnect();
+  });
+});
+
+describe('the official browser bundle in Chromium', () => {
+  it('a page on another origin chats with a /ws user', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const r = await room(bob);
+    const bobWs = await wsClient(bob);
+    await bobWs.send('join_room', { room: r });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+    try {
+      const page = await browser.newPage();
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${pagesOrigin}/?server=${encodeURIComponent(base)}&token=${encodeURIComponent(alice.token)}`);
+      await page.waitForFunction(() => window.socket && window.socket.connected, null, { timeout: WAIT });
+      const joined = await page.evaluate((room) => window.socket.emitWithAck('join_room', { room }), r);
+      assert.equal(joined.ok, true);
+      const sent = await page.evaluate((room) => window.socket.emitWithAck('send_message', { room, text: 'hi from the browser' }), r);
+      assert.equal(sent.ok, true);
+      const got = await until(() => bobWs.events.find((e) => e.type === 'message'), 'the browser\'s message on /ws');
+      assert.equal(got.data.message.sender.username, alice.name);
+      assert.equal(got.data.message.text, 'hi from the browser');
+      await bobWs.send('send_message', { room: r, text: 'hi from /ws' });
+      await page.waitForFunction((who) => window.texts.includes(`${who}: hi from /ws`), bob.name, { timeout: WAIT });
+      // The browser moved from long-polling to WebSocket on its own.
+      await page.waitForFunction(() => window.socket.io.engine.transport.name === 'websocket', null, { timeout: WAIT });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      bobWs.close();
+    }
   });
 });
