@@ -137,7 +137,7 @@ fn missed(app: &App, user: &User, offset: &Offset) -> Result<Option<Vec<Message>
             }
         }
     }
-    out.sort_by(|a, b| (a.created_at, a.room.0, a.seq).cmp(&(b.created_at, b.room.0, b.seq)));
+    out.sort_by_key(|a| (a.created_at, a.room.0, a.seq));
     Ok(Some(out))
 }
 
