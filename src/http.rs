@@ -30,6 +30,11 @@ pub fn routes(
     app: Arc<App>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let ws = crate::ws::route(app.clone());
+    let socketio = crate::sio::route(
+        "socket.io",
+        crate::sio::engine_for(&app),
+        crate::sio::Gate::App(app.clone()),
+    );
     let app_for_uploads = app.clone();
     let with_app = warp::any().map(move || app.clone());
     let api = warp::method()
@@ -78,7 +83,12 @@ pub fn routes(
                 resp
             },
         );
-    ws.or(uploads(app_for_uploads)).unify().or(api).unify()
+    ws.or(socketio)
+        .unify()
+        .or(uploads(app_for_uploads))
+        .unify()
+        .or(api)
+        .unify()
 }
 
 /// `POST /api/uploads`: multipart, streamed, refused with 413 as soon as it

@@ -138,22 +138,24 @@ impl SessionControl {
     /// Everything queued (taken whole), or a close request, which comes
     /// first.
     pub async fn next(&self) -> Wake {
-        std::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            let mut o = self.outbox();
-            if let Some(req) = o.close.take() {
-                return std::task::Poll::Ready(Wake::Close(req));
-            }
-            if !o.frames.is_empty() || o.ping {
-                return std::task::Poll::Ready(Wake::Out(Out {
-                    frames: std::mem::take(&mut o.frames),
-                    since: o.since.take(),
-                    ping: std::mem::take(&mut o.ping),
-                }));
-            }
-            std::task::Poll::Pending
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// `next` for a connection that polls by hand.
+    pub fn poll_next(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Wake> {
+        self.waker.register(cx.waker());
+        let mut o = self.outbox();
+        if let Some(req) = o.close.take() {
+            return std::task::Poll::Ready(Wake::Close(req));
+        }
+        if !o.frames.is_empty() || o.ping {
+            return std::task::Poll::Ready(Wake::Out(Out {
+                frames: std::mem::take(&mut o.frames),
+                since: o.since.take(),
+                ping: std::mem::take(&mut o.ping),
+            }));
+        }
+        std::task::Poll::Pending
     }
 
     /// A close request, ignoring queued frames (while a write is blocked).

@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod perms;
 pub mod protocol;
 pub mod server;
+pub mod sio;
 pub mod store;
 pub mod term;
 pub mod tls;

@@ -110,12 +110,12 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
 /// slot its connection took at accept and, behind a trusted proxy (whose
 /// connections count toward the total only), one for the forwarded
 /// client's address.
-struct Held {
+pub(crate) struct Held {
     _accepted: Option<Arc<ConnSlot>>,
     _forwarded: Option<ConnSlot>,
 }
 
-fn hold(
+pub(crate) fn hold(
     app: &App,
     accepted: Option<Arc<ConnSlot>>,
     addr: Option<SocketAddr>,
@@ -150,7 +150,7 @@ fn accept_key(headers: &HeaderMap) -> Option<header::HeaderValue> {
 
 /// A browser's Origin must be this server's own or a configured one;
 /// requests without Origin (native clients) pass.
-fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -391,10 +391,10 @@ async fn authenticate(
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
 
 /// A frame's answer: ready now, or after the store has done its part.
-enum Answer {
+pub(crate) enum Answer {
     Now(Option<Frame>),
     Later(Pending),
 }
@@ -402,19 +402,19 @@ enum Answer {
 /// Per-connection token bucket against floods. Refusals are counted over a
 /// window: a client that keeps pushing past its allowance is flooding,
 /// even if a frame slips through now and then.
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     rate: f64,
     burst: f64,
     last: Instant,
-    refused: u32,
+    pub(crate) refused: u32,
     window_start: Instant,
 }
 
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 
 impl Bucket {
-    fn new(rate: u32, burst: u32) -> Bucket {
+    pub(crate) fn new(rate: u32, burst: u32) -> Bucket {
         let now = Instant::now();
         Bucket {
             tokens: f64::from(burst),
@@ -426,7 +426,7 @@ impl Bucket {
         }
     }
 
-    fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
@@ -576,7 +576,7 @@ async fn flush(
 }
 
 /// `ack` for an `auth` frame (when it had an id), then `authenticated`.
-fn hello(
+pub(crate) fn hello(
     app: &App,
     user: &User,
     session: SessionId,
@@ -618,10 +618,10 @@ fn hello(
     Ok(out)
 }
 
-struct Ctx {
-    app: Arc<App>,
-    user: User,
-    ctl: Arc<crate::hub::SessionControl>,
+pub(crate) struct Ctx {
+    pub(crate) app: Arc<App>,
+    pub(crate) user: User,
+    pub(crate) ctl: Arc<crate::hub::SessionControl>,
 }
 
 #[derive(Deserialize)]
@@ -695,16 +695,19 @@ fn answer(id: Option<&str>, r: Result<serde_json::Value, AppError>) -> Option<Fr
 }
 
 fn handle(ctx: &Ctx, text: &str) -> Answer {
-    let f = match ClientFrame::parse(text) {
-        Ok(f) => f,
-        Err(e) => {
-            return Answer::Now(Some(error_frame(
-                e.id.as_deref(),
-                ErrorCode::BadRequest,
-                &e.message,
-            )));
-        }
-    };
+    match ClientFrame::parse(text) {
+        Ok(f) => handle_frame(ctx, f),
+        Err(e) => Answer::Now(Some(error_frame(
+            e.id.as_deref(),
+            ErrorCode::BadRequest,
+            &e.message,
+        ))),
+    }
+}
+
+/// A client frame's effect and answer, whatever carried it (`/ws`, or a
+/// Socket.IO event).
+pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
     let id = f.id.clone();
     macro_rules! data {
         ($t:ty) => {

@@ -106,6 +106,10 @@ pub struct Common {
     /// Also write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Connect over Socket.IO (`/socket.io/?EIO=4&transport=websocket`,
+    /// confab's frames as events) instead of `/ws`.
+    #[arg(long)]
+    pub socketio: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -559,6 +563,7 @@ fn plans(common: &Common, layout: &Layout, s: &Setup, connect_concurrency: usize
             connect_concurrency,
             rooms: Vec::new(),
             conns: Vec::new(),
+            socketio: common.socketio,
         })
         .collect();
     let mut sender_no = 0u64;

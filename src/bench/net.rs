@@ -10,9 +10,128 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Ws = WebSocketStream<TcpStream>;
+/// A connection to the server: confab's `/ws`, or Socket.IO's
+/// `/socket.io/` (`--socketio`) seen through the same frames (see
+/// [`Ws::next`] and [`Ws::send`]), so the scenarios are written once.
+pub struct Ws {
+    inner: WebSocketStream<TcpStream>,
+    sio: bool,
+}
+
+/// Speak Socket.IO (`--socketio`, set once per worker process).
+pub static SOCKETIO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+type WsResult<T> = Result<T, tokio_tungstenite::tungstenite::Error>;
+
+/// Socket.IO ack ids for the frame ids the scenarios use (`j`, `c`,
+/// `s<seq>`), and back.
+fn ack_id(id: &str) -> Option<u64> {
+    match id {
+        "j" => Some(1),
+        "c" => Some(2),
+        _ => id.strip_prefix('s')?.parse::<u64>().ok().map(|n| n + 10),
+    }
+}
+
+fn frame_id(ack: u64) -> String {
+    match ack {
+        1 => "j".into(),
+        2 => "c".into(),
+        n => format!("s{}", n.saturating_sub(10)),
+    }
+}
+
+impl Ws {
+    /// The next message, as a `/ws` frame. Socket.IO: pings are answered
+    /// here, `42["type",data,…]` becomes `{"type":…,"args":[…]}` (which
+    /// the scenarios read like an event) and an ack
+    /// `43<id>[{"ok":…,"data"|"error":…}]` becomes an `ack` or `error`
+    /// frame with its id.
+    pub async fn next(&mut self) -> Option<WsResult<Message>> {
+        use futures_util::{SinkExt, StreamExt};
+        if !self.sio {
+            return self.inner.next().await;
+        }
+        loop {
+            let msg = match self.inner.next().await? {
+                Ok(Message::Text(t)) => t,
+                other => return Some(other),
+            };
+            let t = msg.as_str();
+            if t == "2" {
+                if let Err(e) = self.inner.send(Message::text("3")).await {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if let Some(ev) = t.strip_prefix("42[\"") {
+                let Some(end) = ev.find('"') else { continue };
+                return Some(Ok(Message::text(format!(
+                    r#"{{"type":"{}","args":{}}}"#,
+                    &ev[..end],
+                    &t[2..]
+                ))));
+            }
+            if let Some(rest) = t.strip_prefix("43") {
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let Ok(id) = rest[..digits].parse::<u64>() else {
+                    continue;
+                };
+                let Ok(Value::Array(mut args)) = serde_json::from_str::<Value>(&rest[digits..])
+                else {
+                    continue;
+                };
+                let a = args.pop().unwrap_or_default();
+                let f = if a["ok"] == Value::Bool(true) {
+                    serde_json::json!({"type": "ack", "id": frame_id(id), "data": a["data"]})
+                } else {
+                    serde_json::json!({"type": "error", "id": frame_id(id), "data": a["error"]})
+                };
+                return Some(Ok(Message::text(f.to_string())));
+            }
+            if let Some(e) = t.strip_prefix("44") {
+                return Some(Ok(Message::text(format!(
+                    r#"{{"type":"error","data":{{"code":"refused","message":{}}}}}"#,
+                    serde_json::to_string(e).unwrap_or_default()
+                ))));
+            }
+            if t.starts_with("41") || t == "1" {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a `/ws` frame (`{"type","id","data"}`); over Socket.IO as
+    /// the event of that type, with the frame's id as its ack id.
+    pub async fn send(&mut self, m: Message) -> WsResult<()> {
+        use futures_util::SinkExt;
+        if !self.sio {
+            return self.inner.send(m).await;
+        }
+        let Message::Text(t) = &m else {
+            return self.inner.send(m).await;
+        };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+        let kind = v["type"].as_str().unwrap_or("");
+        let ack = v["id"].as_str().and_then(ack_id);
+        let packet = format!(
+            "42{}{}",
+            ack.map(|a| a.to_string()).unwrap_or_default(),
+            serde_json::json!([kind, v["data"]])
+        );
+        self.inner.send(Message::text(packet)).await
+    }
+
+    pub async fn close(
+        &mut self,
+        msg: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+    ) -> WsResult<()> {
+        self.inner.close(msg).await
+    }
+}
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -270,12 +389,32 @@ pub async fn connect_ws(
     recv_buffer: Option<u32>,
 ) -> Result<Ws, String> {
     let stream = tcp(server, source, recv_buffer).await?;
-    let url = format!("ws://{server}/ws?token={token}");
+    let sio = SOCKETIO.load(std::sync::atomic::Ordering::Relaxed);
+    let url = if sio {
+        format!("ws://{server}/socket.io/?EIO=4&transport=websocket")
+    } else {
+        format!("ws://{server}/ws?token={token}")
+    };
     let handshake =
         tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config()));
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Err(_) => Err("WebSocket handshake timed out".into()),
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok((inner, _))) if !sio => Ok(Ws { inner, sio }),
+        Ok(Ok((mut inner, _))) => {
+            use futures_util::{SinkExt, StreamExt};
+            // Engine.IO's open packet, then the Socket.IO CONNECT with
+            // the token; the server's events follow as on `/ws`.
+            match tokio::time::timeout(CONNECT_TIMEOUT, inner.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.starts_with('0') => {}
+                _ => return Err("no Engine.IO handshake".into()),
+            }
+            let connect = format!("40{}", serde_json::json!({ "token": token }));
+            inner
+                .send(Message::text(connect))
+                .await
+                .map_err(|e| format!("Socket.IO CONNECT: {e}"))?;
+            Ok(Ws { inner, sio })
+        }
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
             let body = resp
                 .body()

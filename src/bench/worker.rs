@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -34,6 +33,9 @@ pub struct Plan {
     pub connect_concurrency: usize,
     pub rooms: Vec<RoomSpec>,
     pub conns: Vec<ConnSpec>,
+    /// Speak Socket.IO over `/socket.io/` instead of `/ws`.
+    #[serde(default)]
+    pub socketio: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +262,7 @@ pub async fn main() -> Result<(), String> {
         .map_err(|e| format!("reading the plan: {e}"))?
         .ok_or("no plan on standard input")?;
     let plan: Plan = serde_json::from_str(&first).map_err(|e| format!("bad plan: {e}"))?;
+    net::SOCKETIO.store(plan.socketio, std::sync::atomic::Ordering::Relaxed);
     let mut out = tokio::io::stdout();
     let w = Worker::new(plan);
     // Commands are few (a connect step, a run per rate); the bound only
