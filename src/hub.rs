@@ -789,9 +789,10 @@ impl Hub {
             }
             Change::TokensRevoked { user, why } => {
                 let (code, reason, last) = match why {
-                    Revocation::Banned { reason } => {
-                        let reason = reason.as_deref().unwrap_or("banned");
-                        let f = frame("kicked", None, &json!({ "reason": reason }));
+                    Revocation::Banned { reason: why, until } => {
+                        let reason = why.as_deref().unwrap_or("banned");
+                        let ban = crate::domain::BanInfo::new(*until, why.clone());
+                        let f = frame("kicked", None, &json!({ "reason": reason, "ban": ban }));
                         (close::KICKED, reason, Some(f))
                     }
                     Revocation::PasswordChanged => (close::UNAUTHORIZED, "password changed", None),
@@ -886,6 +887,18 @@ impl Hub {
                     Some(r) => self.send_to_room(*r, &f, None),
                     None => self.broadcast(&f),
                 }
+            }
+            Change::Muted { user, room, mute } => {
+                let f = frame(
+                    "muted",
+                    None,
+                    &crate::domain::MuteInfo::new(*room, mute.until, mute.reason.clone()),
+                );
+                self.send_to_user(*user, &f);
+            }
+            Change::Unmuted { user, room } => {
+                let f = frame("unmuted", None, &json!({ "room": room }));
+                self.send_to_user(*user, &f);
             }
         }
     }

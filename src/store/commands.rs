@@ -76,6 +76,9 @@ pub enum Command {
         room: Id,
         topic: Option<String>,
         visibility: Option<Visibility>,
+        /// A new name, checked against the names taken when it applies.
+        #[serde(default)]
+        name: Option<String>,
     },
     DeleteRoom {
         room: Id,

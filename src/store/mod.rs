@@ -313,6 +313,17 @@ pub enum Change {
         text: String,
         room: Option<Id>,
     },
+    /// The user may not send in `room` (everywhere for `None`) until the
+    /// mute ends; their own connections are told.
+    Muted {
+        user: Id,
+        room: Option<Id>,
+        mute: MuteRecord,
+    },
+    Unmuted {
+        user: Id,
+        room: Option<Id>,
+    },
 }
 
 /// Why a user's tokens were ended.
@@ -320,7 +331,12 @@ pub enum Change {
 pub enum Revocation {
     PasswordChanged,
     RoleChanged,
-    Banned { reason: Option<String> },
+    Banned {
+        reason: Option<String>,
+        /// The ban's end (ms); `i64::MAX` is until unbanned.
+        #[serde(default)]
+        until: i64,
+    },
     LoggedOutEverywhere,
 }
 

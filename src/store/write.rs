@@ -243,6 +243,23 @@ impl Tx {
         Ok(room)
     }
 
+    /// Moves an ordinary room's entry in the name index; the caller stores
+    /// the room under its new name.
+    pub fn rename_room(&mut self, room: &Room, name: &str) -> Result<()> {
+        if room.kind != RoomKind::Room {
+            return Err(StoreError::Forbidden(
+                "direct messages cannot be renamed".into(),
+            ));
+        }
+        let mut names = self.txn.open_table(ROOMNAME_TO_ROOM)?;
+        if names.get(name)?.is_some() {
+            return Err(StoreError::Conflict("a room with that name exists".into()));
+        }
+        names.remove(room.name.as_str())?;
+        names.insert(name, room.id.0)?;
+        Ok(())
+    }
+
     pub fn put_room(&mut self, room: &Room) -> Result<()> {
         self.txn
             .open_table(ROOM_TO_RECORD)?
