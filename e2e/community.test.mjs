@@ -14,7 +14,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   ARTIFACTS, CHROMIUM, LAUNCH_ARGS, PASSWORD, WAIT, accessible, accessibleEverywhere, cli, connState, ctx,
-  http, message, openConversation, send, shot, startServer, stopServer, waitFor, watch,
+  http, message, openConversation, openNav, send, shot, startServer, stopServer, waitFor, watch,
 } from './harness.mjs';
 
 /** An account made over HTTP, so a role can be given before it signs in. */
@@ -284,6 +284,66 @@ describe('the web client for a community', { timeout: 180_000 }, () => {
     await carol.locator('#room-list button.conv', { hasText: 'den' }).waitFor({ state: 'detached', timeout: WAIT });
     const gone = await fetch(new URL(`/api/rooms/${made.room.id}`, base), { headers: { authorization: `Bearer ${await token(carol)}` } });
     assert.equal(gone.status, 404);
+  });
+
+  step('friends: requests in and out, presence, blocks and the DM policy', async () => {
+    // dave asks carol from his Friends dialog (on a phone, in the drawer).
+    await openNav(dave);
+    await dave.locator('#open-friends').click();
+    await waitFor(dave.locator('#friends-dialog'));
+    await waitFor(dave.locator('#friend-list', { hasText: 'No friends yet' }));
+    await accessible(dave, 'friends dialog, phone, empty');
+    await dave.locator('#friend-add-name').fill('carol');
+    await dave.getByRole('button', { name: 'Send request' }).click();
+    await waitFor(dave.locator('#outgoing-list', { hasText: 'carol' }));
+
+    // carol sees a request waiting, and accepts it.
+    await waitFor(carol.locator('#friends-badge', { hasText: '1' }));
+    await carol.locator('#open-friends').click();
+    await waitFor(carol.locator('#incoming-list', { hasText: 'dave' }));
+    await accessibleEverywhere(carol, 'friends dialog, a request in');
+    await carol.getByRole('button', { name: 'Accept dave' }).click();
+    await waitFor(carol.locator('#friend-list .friend-row', { hasText: 'dave' }).locator('.state', { hasText: 'online' }));
+    await waitFor(dave.locator('#friend-list .friend-row', { hasText: 'carol' }).locator('.state', { hasText: 'online' }));
+    assert.equal(await carol.locator('#friends-badge').isVisible(), false);
+    assert.equal(await dave.locator('#outgoing-list', { hasText: 'carol' }).count(), 0);
+    await shot(dave, 'phone-friends.png');
+
+    // dave takes direct messages from friends only.
+    await dave.getByLabel('Only friends').check();
+    await waitFor(dave.locator('#dm-policy-state', { hasText: 'Only friends may send you direct messages.' }));
+    const me = await http(base, 'GET', '/api/me', await token(dave));
+    assert.equal(me.dm_policy, 'friends');
+    await dave.keyboard.press('Escape');
+
+    // From a member's profile: end the friendship, block and unblock.
+    await carol.keyboard.press('Escape');
+    await openConversation(carol, 'room-list', 'town');
+    await carol.locator('#room-info').click();
+    await carol.locator('#member-list .member', { hasText: 'dave' }).click();
+    await waitFor(carol.getByRole('button', { name: 'Remove friend' }));
+    await carol.getByRole('button', { name: 'Remove friend' }).click();
+    await confirm(carol, 'Remove dave from your friends?');
+    await waitFor(carol.getByRole('button', { name: 'Add friend' }));
+
+    // Block and unblock from a profile; the block shows in the Friends dialog.
+    await carol.getByRole('button', { name: 'Block dave' }).click();
+    await confirm(carol, 'Block dave?', 'They are not told');
+    await waitFor(carol.getByRole('button', { name: 'Unblock dave' }));
+    const blocks = await http(base, 'GET', '/api/blocks', await token(carol));
+    assert.deepEqual(blocks.users.map((u) => u.username), ['dave']);
+    await accessibleEverywhere(carol, 'profile, blocked');
+    await carol.getByRole('button', { name: 'Unblock dave' }).click();
+    await waitFor(carol.getByRole('button', { name: 'Block dave' }));
+    await carol.getByRole('button', { name: 'Block dave' }).click();
+    await confirm(carol, 'Block dave?');
+    await carol.keyboard.press('Escape');
+    await carol.keyboard.press('Escape');
+    await carol.locator('#open-friends').click();
+    await waitFor(carol.locator('#blocked-list', { hasText: 'dave' }));
+    await carol.getByRole('button', { name: 'Unblock dave' }).click();
+    await waitFor(carol.locator('#blocked-list', { hasText: 'Nobody.' }));
+    await carol.keyboard.press('Escape');
   });
 
   step('ran without a script error or a policy violation', () => {
