@@ -14,7 +14,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   ARTIFACTS, CHROMIUM, LAUNCH_ARGS, PASSWORD, WAIT, accessible, accessibleEverywhere, cli, connState, ctx,
-  http, message, openConversation, openNav, send, shot, startServer, stopServer, waitFor, watch,
+  http, makePng, message, openConversation, openNav, send, shot, startServer, stopServer, waitFor, watch,
 } from './harness.mjs';
 
 /** An account made over HTTP, so a role can be given before it signs in. */
@@ -344,6 +344,71 @@ describe('the web client for a community', { timeout: 180_000 }, () => {
     await carol.getByRole('button', { name: 'Unblock dave' }).click();
     await waitFor(carol.locator('#blocked-list', { hasText: 'Nobody.' }));
     await carol.keyboard.press('Escape');
+  });
+
+  step('a picture of one\'s own, beside one\'s messages, initials without one', async () => {
+    // Without a picture, a message shows its sender's initials.
+    const before = message(carol, 'hello from dave');
+    await waitFor(before.locator('.avatar', { hasText: 'DA' }));
+
+    await openNav(dave);
+    await dave.locator('#me-name').click();
+    await waitFor(dave.locator('#account-dialog'));
+    await waitFor(dave.locator('#account-avatar', { hasText: 'DA' }));
+    assert.equal(await dave.locator('#avatar-remove').isVisible(), false);
+    await dave.locator('#avatar-file').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: makePng(120, 90) });
+    await waitFor(dave.locator('#account-avatar img'));
+    await waitFor(dave.locator('#avatar-remove'));
+    await accessible(dave, 'account dialog with a picture, phone');
+    await dave.keyboard.press('Escape');
+
+    // Others see it beside every message of his, at once.
+    const img = message(carol, 'hello from dave').locator('.avatar img');
+    await waitFor(img);
+    await carol.waitForFunction(() => {
+      const el = [...document.querySelectorAll('#messages > li')].find((li) => li.textContent.includes('hello from dave'));
+      const pic = el && el.querySelector('.avatar img');
+      return pic && pic.complete && pic.naturalWidth > 0 && /^\/uploads\/[0-9a-f]+\/thumb$/.test(new URL(pic.src).pathname);
+    }, null, { timeout: WAIT });
+    const box = await img.boundingBox();
+    const text = await message(carol, 'hello from dave').locator('.body').boundingBox();
+    assert.ok(box.x + box.width <= text.x, 'the picture is beside the text, not over it');
+    await accessibleEverywhere(carol, 'chat with pictures');
+    await shot(carol, 'desktop-avatars.png');
+  });
+
+  step('lays out image tiles: each as tall as its image, several as a grid that fits a phone', async () => {
+    const t = await token(carol);
+    async function up(w, hgt) {
+      const form = new FormData();
+      form.append('file', new Blob([makePng(w, hgt)], { type: 'image/png' }), 'tile.png');
+      const r = await fetch(new URL('/api/uploads', base), { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: form });
+      assert.equal(r.status, 201);
+      return (await r.json()).id;
+    }
+    const one = [await up(900, 300)];
+    const many = [await up(400, 300), await up(200, 600), await up(50, 40), await up(640, 480)];
+    await http(base, 'POST', `/api/rooms/${room}/messages`, t, { text: 'a wide one', attachments: one });
+    await http(base, 'POST', `/api/rooms/${room}/messages`, t, { text: 'four shapes', attachments: many });
+    for (const [page, who] of [[carol, 'desktop'], [dave, 'phone']]) {
+      const msg = message(page, 'four shapes');
+      await waitFor(msg);
+      await page.waitForFunction(() => [...document.querySelectorAll('.thumb img')].every((i) => i.complete && i.naturalWidth > 0), null, { timeout: WAIT });
+      const tiles = await msg.locator('.thumb').evaluateAll((els) => els.map((b) => {
+        const r = b.getBoundingClientRect();
+        const i = b.querySelector('img').getBoundingClientRect();
+        return { tile: [r.left, r.right, r.height], img: i.height };
+      }));
+      assert.equal(tiles.length, 4);
+      const body = await msg.evaluate((li) => li.getBoundingClientRect().right);
+      for (const { tile: [left, right, height], img } of tiles) {
+        assert.ok(Math.abs(height - img - 2) < 1.5, `${who}: a tile ${height}px tall holds an image ${img}px tall`);
+        assert.ok(right <= body && left >= 0, `${who}: a tile from ${left} to ${right} fits the message (to ${body})`);
+        assert.ok(height <= 170, `${who}: a tile among several stays small (${height}px)`);
+      }
+      await msg.scrollIntoViewIfNeeded();
+      await shot(page, `${who}-tiles.png`);
+    }
   });
 
   step('ran without a script error or a policy violation', () => {

@@ -535,6 +535,10 @@ pub struct User {
     pub id: Id,
     pub username: String,
     pub role: Role,
+    /// The user's picture (a thumbnail of one of their uploads); left out
+    /// of the JSON when they have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -393,6 +393,15 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             };
             ok(json!({ "user": user, "dm_policy": dm_policy }))
         }
+        (&Method::POST, ["api", "me", "avatar"]) => {
+            let user = authed(app, req)?;
+            let input: AvatarBody = parse(&body)?;
+            ok(json!({ "user": app.set_avatar(&user, Some(input.upload)).await? }))
+        }
+        (&Method::DELETE, ["api", "me", "avatar"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "user": app.set_avatar(&user, None).await? }))
+        }
         (&Method::GET, ["api", "users", "online"]) => {
             let user = authed(app, req)?;
             ok(json!({ "users": app.online_users_for(user.id)? }))
@@ -738,6 +747,11 @@ async fn create_room(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Res
     let (name, vis, topic) = validate_new_room(app, &input)?;
     let room = app.create_room(&actor, name, vis, topic).await?;
     created(json!({ "room": room }))
+}
+
+#[derive(Deserialize)]
+struct AvatarBody {
+    upload: String,
 }
 
 #[derive(Deserialize)]

@@ -780,9 +780,19 @@ impl Hub {
             }
             Change::UserUpdated(user) => {
                 let mut st = self.write();
-                if let Some(o) = st.users.get_mut(&user.id) {
-                    o.user = user.clone();
+                let Some(o) = st.users.get_mut(&user.id) else {
+                    return;
+                };
+                if o.user == *user {
+                    return;
                 }
+                o.user = user.clone();
+                // A new picture (or name or role) reaches whoever sees the
+                // user online, and the user's own other tabs.
+                let f = frame("user_updated", None, &json!({ "user": user }));
+                let mut audience = audience_of(&st, user.id);
+                audience.insert(user.id);
+                send_to_users(&st, audience.iter(), &f, None);
             }
             Change::UserDeleted(id) => {
                 self.close_user(*id, close::UNAUTHORIZED, "account deleted", None);
@@ -1149,6 +1159,7 @@ mod tests {
             id: Id::new(),
             username: name.into(),
             role: Role::User,
+            avatar_url: None,
         }
     }
 

@@ -913,6 +913,7 @@ mod tests {
             id: crate::domain::Id::new(),
             username: "crash".into(),
             role: crate::domain::Role::User,
+            avatar_url: None,
         };
         let conn = hub
             .connect(user.clone(), None, None, || {

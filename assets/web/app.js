@@ -426,6 +426,7 @@
         if (d.ban && typeof d.ban === 'object') S.ban = d.ban;
         break;
       case 'muted': onMuted(d); break;
+      case 'user_updated': if (d.user) onUserUpdated(d.user); break;
       case 'friend_request':
       case 'friend_accepted':
       case 'friend_declined':
@@ -1121,7 +1122,7 @@
     const continued = prev && !prev.deleted && prev.sender.id === m.sender.id
       && m.created_at - prev.created_at < 5 * 60 * 1000;
     const li = h('li', {
-      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}`,
+      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}${m.sender ? ' with-avatar' : ''}`,
       dataset: { id: m.id, seq: String(m.seq) },
       // The timeline is one Tab stop with a roving focus (see wireTimeline):
       // one message takes Tab, the rest are reached with the arrow keys. A
@@ -1137,6 +1138,7 @@
       m.sender && m.sender.role !== 'user' ? h('span', { class: 'role muted' }, m.sender.role) : null,
       h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)));
     li.append(head);
+    if (m.sender && !continued) li.append(avatar(m.sender));
 
     if (m.deleted) {
       li.append(h('p', { class: 'body muted' }, 'message deleted'));
@@ -1153,7 +1155,7 @@
         m.edited_at ? h('span', { class: 'edited muted', title: `edited ${fullFmt.format(new Date(m.edited_at))}` }, ' (edited)') : null));
     }
     if (Array.isArray(m.attachments) && m.attachments.length) {
-      li.append(h('div', { class: 'attachments' }, m.attachments.map(renderAttachment)));
+      li.append(h('div', { class: `attachments${m.attachments.length > 1 ? ' many' : ''}` }, m.attachments.map(renderAttachment)));
     }
     if (mine || staff) {
       // Out of the Tab order: two stops per message made the timeline a long
@@ -1520,7 +1522,11 @@
     el.style.setProperty('--hue', String(hue));
     const src = user.avatar_url ? safeUrl(user.avatar_url) : null;
     if (src) {
-      el.append(h('img', { src, alt: '', width: big ? 72 : 32, height: big ? 72 : 32, loading: 'lazy', decoding: 'async' }));
+      const img = h('img', { src, alt: '', width: big ? 72 : 32, height: big ? 72 : 32, loading: 'lazy', decoding: 'async' });
+      // A picture that cannot be fetched (removed by the operator) falls
+      // back to the initials.
+      img.addEventListener('error', () => { el.textContent = initials(user.username); }, { once: true });
+      el.append(img);
     } else {
       el.textContent = initials(user.username);
     }
@@ -1983,6 +1989,84 @@
     }
   }
 
+  // ------------------------------------------------------------- pictures
+
+  /** A user's name, role or picture changed: every copy of them follows. */
+  function onUserUpdated(user) {
+    if (S.online.has(user.id)) S.online.set(user.id, user);
+    if (S.me && user.id === S.me.id) {
+      S.me = { ...S.me, ...user };
+      if (!('avatar_url' in user)) delete S.me.avatar_url;
+      storage.set(USER_KEY, JSON.stringify(S.me));
+      if ($('account-dialog').open) renderAccountAvatar();
+    }
+    let shown = false;
+    for (const rs of S.rooms.values()) {
+      for (const m of rs.msgs) {
+        if (m.sender && m.sender.id === user.id) {
+          m.sender = user;
+          if (rs === currentRoom()) shown = true;
+        }
+      }
+    }
+    if (shown) renderTimeline(false);
+    if (S.roomDialog) {
+      S.roomMembers = S.roomMembers.map((u) => (u.id === user.id ? user : u));
+      if ($('room-dialog').open) renderMembers();
+    }
+    if (S.profile && S.profile.user.id === user.id) {
+      S.profile.user = user;
+      renderProfile();
+    }
+  }
+
+  function renderAccountAvatar() {
+    if (!S.me) return;
+    $('account-avatar').replaceWith(Object.assign(avatar(S.me, true), { id: 'account-avatar' }));
+    $('avatar-remove').hidden = !S.me.avatar_url;
+  }
+
+  /** Uploads a picture like any image (checked here first, cleaned by the
+   *  server), then makes it the account's picture. */
+  async function chooseAvatar(file) {
+    const err = $('avatar-error');
+    const problem = uploadProblem(file);
+    if (problem) { err.textContent = problem; return; }
+    err.textContent = 'Uploading…';
+    try {
+      const form = new FormData();
+      form.append('file', file, file.name || 'picture');
+      const up = await api('POST', '/api/uploads', form);
+      const r = await api('POST', '/api/me/avatar', { upload: up.id });
+      onUserUpdated(r.user);
+      err.textContent = '';
+    } catch (e) {
+      err.textContent = e.code === 'too_large' || e.code === 'unsupported_media_type' ? uploadError(e) : `The picture was not set: ${e.message || e.code}.`;
+    }
+  }
+
+  async function removeAvatar() {
+    const err = $('avatar-error');
+    try {
+      const r = await api('DELETE', '/api/me/avatar');
+      onUserUpdated(r.user);
+      err.textContent = '';
+    } catch (e) {
+      err.textContent = `The picture was not removed: ${e.message || e.code}.`;
+    }
+  }
+
+  function wirePictures() {
+    $('avatar-choose').addEventListener('click', () => $('avatar-file').click());
+    $('avatar-file').addEventListener('change', (ev) => {
+      const file = ev.target.files[0];
+      ev.target.value = '';
+      if (file) chooseAvatar(file);
+    });
+    $('avatar-remove').addEventListener('click', removeAvatar);
+    $('me-name').addEventListener('click', () => { $('avatar-error').textContent = ''; renderAccountAvatar(); });
+  }
+
   function renderHeaderTools() {
     const rs = currentRoom();
     $('announce-open').hidden = !isStaff() || !S.current;
@@ -2241,6 +2325,7 @@
     wireModeration();
     wireRooms();
     wireFriends();
+    wirePictures();
     $('login-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const kind = ev.submitter && ev.submitter.value === 'register' ? 'register' : 'login';

@@ -27,6 +27,7 @@ mod accounts;
 mod messages;
 mod moderation;
 mod operations;
+mod profile;
 mod rooms;
 mod social;
 mod uploads;

@@ -310,6 +310,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             max,
         } => Count(tx.prune_room(room, before, up_to, max)?),
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
+        Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
     })
 }
 

@@ -185,6 +185,11 @@ pub enum Command {
     PruneRevokedTokens {
         now_secs: u64,
     },
+    /// One of the user's own uploads as their picture, or none.
+    SetAvatar {
+        user: Id,
+        upload: Option<String>,
+    },
 }
 
 impl Command {
@@ -222,6 +227,7 @@ impl Command {
             Command::SetRetention { .. } => "set_retention",
             Command::PruneRoom { .. } => "prune_room",
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
+            Command::SetAvatar { .. } => "set_avatar",
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct UserRecord {
     /// current generation are accepted.
     #[serde(default)]
     pub token_gen: u64,
+    /// The upload shown as the user's picture.
+    #[serde(default)]
+    pub avatar: Option<String>,
 }
 
 impl UserRecord {
@@ -139,6 +142,10 @@ impl UserRecord {
             id: self.id,
             username: self.username.clone(),
             role: self.role,
+            avatar_url: self
+                .avatar
+                .as_ref()
+                .map(|id| format!("/uploads/{id}/thumb")),
         }
     }
 }

@@ -107,6 +107,7 @@ impl Tx {
             banned_until: None,
             ban_reason: None,
             token_gen: 0,
+            avatar: None,
         };
         names.insert(rec.username.as_str(), rec.id.0)?;
         self.txn
@@ -611,6 +612,31 @@ impl Tx {
             }
         }
         self.count_attachments(&attached, -1)
+    }
+
+    /// Makes one of the user's own uploads their picture, or none. The
+    /// picture counts as a use of its upload, like a message carrying it,
+    /// so unused-upload collection leaves it alone.
+    pub fn set_avatar(&mut self, user: Id, upload: Option<String>) -> Result<UserRecord> {
+        let mut rec = self.user(user)?.ok_or(StoreError::NotFound("user"))?;
+        if rec.avatar == upload {
+            return Ok(rec);
+        }
+        let new = match &upload {
+            Some(id) => self.resolve_attachments(user, std::slice::from_ref(id))?,
+            None => Vec::new(),
+        };
+        let old = match &rec.avatar {
+            Some(id) => q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)?
+                .map(|u| vec![u.attachment()])
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.count_attachments(&old, -1)?;
+        self.count_attachments(&new, 1)?;
+        rec.avatar = upload;
+        self.put_user(&rec)?;
+        Ok(rec)
     }
 
     /// Adds `delta` to the message count of each attached upload.

@@ -259,3 +259,99 @@ async fn a_room_is_renamed_by_its_owner_and_names_stay_unique() {
         .await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test]
+async fn a_picture_of_ones_own_goes_beside_ones_messages() {
+    use crate::uploads::{picture, upload};
+    use image::ImageFormat;
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let (bob, _) = t.register("bob").await;
+    let room = t.create_room(&alice, "porch", "public").await;
+    let room = room["id"].as_str().unwrap().to_string();
+    t.post(
+        &format!("/api/rooms/{room}/members"),
+        &bob,
+        json!({"username": "bob"}),
+    )
+    .await;
+    let (status, _) = t
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &alice,
+            json!({"text": "before"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // Both online: those who see her online hear of a new picture.
+    let mut seen_by_bob = t.ws(&bob).await;
+    let mut her_own = t.ws(&alice).await;
+    // No picture: the user object is as it always was.
+    let (_, me) = t.get("/api/me", &alice).await;
+    assert!(me["user"].get("avatar_url").is_none(), "{me}");
+
+    let (_, mine) = upload(
+        &t,
+        &alice,
+        "me.png",
+        "image/png",
+        picture(ImageFormat::Png, 64, 48),
+    )
+    .await;
+    let (_, theirs) = upload(
+        &t,
+        &bob,
+        "b.png",
+        "image/png",
+        picture(ImageFormat::Png, 20, 20),
+    )
+    .await;
+    // Someone else's upload, or none, is no picture.
+    for id in [
+        theirs["id"].clone(),
+        json!("0123456789abcdef0123456789abcdef"),
+    ] {
+        let (status, body) = t
+            .post("/api/me/avatar", &alice, json!({"upload": id}))
+            .await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (status, body) = t
+        .post("/api/me/avatar", &alice, json!({"upload": mine["id"]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!("/uploads/{}/thumb", mine["id"].as_str().unwrap());
+    assert_eq!(body["user"]["avatar_url"], url.as_str());
+
+    // Others hear of it, and every message of hers carries it, old ones too.
+    let ev = seen_by_bob
+        .next_where(|f| f["type"] == "user_updated" && f["data"]["user"]["username"] == "alice")
+        .await;
+    assert_eq!(ev["data"]["user"]["avatar_url"], url.as_str());
+    let ev = her_own.next_of("user_updated").await;
+    assert_eq!(ev["data"]["user"]["avatar_url"], url.as_str());
+    let history = t.history_all(&bob, &room).await;
+    assert_eq!(history[0]["sender"]["avatar_url"], url.as_str());
+    let (_, me) = t.get("/api/me", &alice).await;
+    assert_eq!(me["user"]["avatar_url"], url.as_str());
+    let (_, found) = t.get("/api/users/alice", &bob).await;
+    assert_eq!(found["user"]["avatar_url"], url.as_str());
+
+    // The picture is a use of its upload: collection keeps it.
+    t.sync().await;
+    let (removed, _) = t.app().gc_uploads(0).await.unwrap();
+    let ids: Vec<&str> = removed.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, vec![theirs["id"].as_str().unwrap()]);
+
+    // Taken away, it is gone from her messages, and its upload is free again.
+    let (status, body) = t
+        .call(Method::DELETE, "/api/me/avatar", Some(&alice), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["user"].get("avatar_url").is_none());
+    let history = t.history_all(&bob, &room).await;
+    assert!(history[0]["sender"].get("avatar_url").is_none());
+    t.sync().await;
+    let (removed, _) = t.app().gc_uploads(0).await.unwrap();
+    assert_eq!(removed.len(), 1);
+}
