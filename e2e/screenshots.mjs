@@ -57,6 +57,7 @@ try {
   for (const [name, opts] of [
     ['alice', { viewport: { width: 1280, height: 800 } }],
     ['bob', { viewport: { width: 390, height: 780 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 }],
+    ['carol', { viewport: { width: 800, height: 600 } }],
   ]) {
     const page = await (await browser.newContext({ ...opts, colorScheme: 'light' })).newPage();
     await page.goto(base);
@@ -73,10 +74,8 @@ try {
     await waitFor(message(page, 'Adding it to the list'));
     await page.waitForFunction(() => [...document.querySelectorAll('#messages img')].every((i) => i.complete && i.naturalWidth > 0));
   }
-  // carol is typing, from a socket of her own.
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/ws?token=${tokens.carol}`);
-  await new Promise((r) => ws.addEventListener('open', r, { once: true }));
-  ws.send(JSON.stringify({ type: 'typing_start', data: { room } }));
+  // carol is typing.
+  await pages.carol.locator('#input').pressSequentially('Was it cold up');
   await waitFor(pages.alice.locator('#typing', { hasText: 'carol is typing' }));
   await pages.bob.locator('#input').fill('On my way back now');
   for (const page of Object.values(pages)) {
@@ -84,7 +83,6 @@ try {
   }
   await pages.alice.screenshot({ path: path.join(ROOT, 'docs', 'web-client.png'), animations: 'disabled' });
   await pages.bob.screenshot({ path: path.join(ROOT, 'docs', 'web-client-phone.png'), animations: 'disabled' });
-  ws.close();
   console.log('wrote docs/web-client.png and docs/web-client-phone.png');
 } finally {
   await browser.close().catch(() => {});
