@@ -426,6 +426,43 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A ban as its user is told it: `until` is `None` for a ban with no end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BanInfo {
+    pub until: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl BanInfo {
+    /// From the stored end, where `i64::MAX` means until lifted.
+    pub fn new(until: i64, reason: Option<String>) -> BanInfo {
+        BanInfo {
+            until: (until != i64::MAX).then_some(until),
+            reason,
+        }
+    }
+}
+
+/// A mute in force as its user is told it: `room` is `None` for a mute
+/// everywhere, `until` `None` for one with no end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MuteInfo {
+    pub room: Option<Id>,
+    pub until: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl MuteInfo {
+    /// From the stored end, where `i64::MAX` means until lifted.
+    pub fn new(room: Option<Id>, until: i64, reason: Option<String>) -> MuteInfo {
+        MuteInfo {
+            room,
+            until: (until != i64::MAX).then_some(until),
+            reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +537,10 @@ pub struct User {
     pub id: Id,
     pub username: String,
     pub role: Role,
+    /// The user's picture (a thumbnail of one of their uploads); left out
+    /// of the JSON when they have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,7 +44,11 @@ pub fn error_body(code: ErrorCode, message: &str) -> Value {
 pub fn error_response(e: &AppError) -> Response {
     let code = e.code();
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json_response(status, &error_body(code, &e.client_message()));
+    let mut body = error_body(code, &e.client_message());
+    if let AppError::Banned { ban, .. } = e {
+        body["error"]["ban"] = json!(ban);
+    }
+    let mut resp = json_response(status, &body);
     if let AppError::Throttled { retry_after, .. } = e
         && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
     {

@@ -19,7 +19,7 @@ use warp::reply::Response;
 use warp::{Buf, Filter};
 
 use crate::app::{Actor, App, AppError, Target, page};
-use crate::domain::{DmPolicy, Id, Password, Topic, User, Username, Visibility};
+use crate::domain::{DmPolicy, Id, Password, RoomName, Topic, User, Username, Visibility};
 use crate::edge::{CreateRoomBody, MessageBody, error_response, json_response, validate_new_room};
 
 type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -397,7 +397,8 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::GET, ["api", "me"]) => {
             let user = authed(app, req)?;
             let dm_policy = app.dm_policy(user.id)?;
-            ok(json!({ "user": user, "dm_policy": dm_policy }))
+            let mutes = app.own_mutes(user.id)?;
+            ok(json!({ "user": user, "dm_policy": dm_policy, "mutes": mutes }))
         }
         (&Method::PATCH, ["api", "me"]) => {
             let user = authed(app, req)?;
@@ -415,6 +416,15 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::GET, ["api", "rooms", id, "read"]) => {
             let user = authed(app, req)?;
             ok(json!({ "seq": app.read_marker(&user, room_id(id)?)? }))
+        }
+        (&Method::POST, ["api", "me", "avatar"]) => {
+            let user = authed(app, req)?;
+            let input: AvatarBody = parse(&body)?;
+            ok(json!({ "user": app.set_avatar(&user, Some(input.upload)).await? }))
+        }
+        (&Method::DELETE, ["api", "me", "avatar"]) => {
+            let user = authed(app, req)?;
+            ok(json!({ "user": app.set_avatar(&user, None).await? }))
         }
         (&Method::GET, ["api", "users", "online"]) => {
             let user = authed(app, req)?;
@@ -767,9 +777,15 @@ async fn create_room(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Res
 }
 
 #[derive(Deserialize)]
+struct AvatarBody {
+    upload: String,
+}
+
+#[derive(Deserialize)]
 struct PatchRoomBody {
     topic: Option<String>,
     visibility: Option<String>,
+    name: Option<String>,
 }
 
 async fn patch_room(app: &Arc<App>, req: &Request, id: &str, body: Vec<u8>) -> Result<Response> {
@@ -785,7 +801,10 @@ async fn patch_room(app: &Arc<App>, req: &Request, id: &str, body: Vec<u8>) -> R
         .as_deref()
         .map(Visibility::parse)
         .transpose()?;
-    let room = app.update_room(&actor, room_id(id)?, topic, vis).await?;
+    let name = input.name.as_deref().map(RoomName::parse).transpose()?;
+    let room = app
+        .update_room(&actor, room_id(id)?, topic, vis, name)
+        .await?;
     ok(json!({ "room": room }))
 }
 

@@ -823,18 +823,29 @@ impl Hub {
             }
             Change::UserUpdated(user) => {
                 let mut st = self.write();
-                if let Some(o) = st.users.get_mut(&user.id) {
-                    o.user = user.clone();
+                let Some(o) = st.users.get_mut(&user.id) else {
+                    return;
+                };
+                if o.user == *user {
+                    return;
                 }
+                o.user = user.clone();
+                // A new picture (or name or role) reaches whoever sees the
+                // user online, and the user's own other tabs.
+                let f = frame("user_updated", None, &json!({ "user": user }));
+                let mut audience = audience_of(&st, user.id);
+                audience.insert(user.id);
+                send_to_users(&st, audience.iter(), &f, None);
             }
             Change::UserDeleted(id) => {
                 self.close_user(*id, close::UNAUTHORIZED, "account deleted", None);
             }
             Change::TokensRevoked { user, why } => {
                 let (code, reason, last) = match why {
-                    Revocation::Banned { reason } => {
-                        let reason = reason.as_deref().unwrap_or("banned");
-                        let f = frame("kicked", None, &json!({ "reason": reason }));
+                    Revocation::Banned { reason: why, until } => {
+                        let reason = why.as_deref().unwrap_or("banned");
+                        let ban = crate::domain::BanInfo::new(*until, why.clone());
+                        let f = frame("kicked", None, &json!({ "reason": reason, "ban": ban }));
                         (close::KICKED, reason, Some(f))
                     }
                     Revocation::PasswordChanged => (close::UNAUTHORIZED, "password changed", None),
@@ -934,6 +945,18 @@ impl Hub {
             // clears on the others at once.
             Change::Unread { user, state } => {
                 let f = frame("unread", None, state);
+                self.send_to_user(*user, &f);
+            }
+            Change::Muted { user, room, mute } => {
+                let f = frame(
+                    "muted",
+                    None,
+                    &crate::domain::MuteInfo::new(*room, mute.until, mute.reason.clone()),
+                );
+                self.send_to_user(*user, &f);
+            }
+            Change::Unmuted { user, room } => {
+                let f = frame("unmuted", None, &json!({ "room": room }));
                 self.send_to_user(*user, &f);
             }
         }
@@ -1185,6 +1208,7 @@ mod tests {
             id: Id::new(),
             username: name.into(),
             role: Role::User,
+            avatar_url: None,
         }
     }
 

@@ -300,13 +300,26 @@ impl Drop for Registered<'_> {
 /// with 4003; anything else wrong with the token is 4001.
 fn refusal(e: &AppError) -> CloseRequest {
     let (code, reason) = match e {
-        AppError::Banned(_) => (close::KICKED, "banned"),
+        AppError::Banned { .. } => (close::KICKED, "banned"),
         _ => (close::UNAUTHORIZED, "unauthorized"),
     };
     CloseRequest {
         code,
         reason: reason.into(),
-        last_frame: Some(error_frame(None, e.code(), &e.client_message())),
+        last_frame: Some(refusal_frame(None, e)),
+    }
+}
+
+/// The `error` that refuses a sign-in; a ban's carries the ban itself, so
+/// the client can say until when and why instead of offering a reconnect.
+fn refusal_frame(id: Option<&str>, e: &AppError) -> Frame {
+    match e {
+        AppError::Banned { message, ban } => frame(
+            "error",
+            id,
+            &json!({"code": e.code().as_str(), "message": message, "ban": ban}),
+        ),
+        _ => error_frame(id, e.code(), &e.client_message()),
     }
 }
 
@@ -357,11 +370,7 @@ async fn authenticate(
                             Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
                             Err(e) => {
                                 let mut req = refusal(&e);
-                                req.last_frame = Some(error_frame(
-                                    f.id.as_deref(),
-                                    e.code(),
-                                    &e.client_message(),
-                                ));
+                                req.last_frame = Some(refusal_frame(f.id.as_deref(), &e));
                                 return Err(Exit::Close(req));
                             }
                         },
@@ -594,6 +603,7 @@ pub(crate) fn hello(
         friend_requests: &'a [User],
         /// Unread counts for every room in `rooms`.
         unread: Vec<crate::store::Unread>,
+        mutes: Vec<crate::domain::MuteInfo>,
     }
     let mut out = Vec::new();
     if let Some(id) = auth_id {
@@ -613,6 +623,7 @@ pub(crate) fn hello(
             friends: lists.friends.iter().map(|f| &f.user).collect(),
             friend_requests: &lists.incoming,
             unread: app.unread(user.id)?,
+            mutes: app.own_mutes(user.id)?,
         },
     ));
     Ok(out)
@@ -921,6 +932,7 @@ mod tests {
             id: crate::domain::Id::new(),
             username: "crash".into(),
             role: crate::domain::Role::User,
+            avatar_url: None,
         };
         let conn = hub
             .connect(user.clone(), None, None, || {

@@ -127,6 +127,12 @@
     pingTimer: 0,
     signingOut: false,
     kicked: null,
+    ban: null, // the ban that ended this session: {until, reason}
+    mutes: [], // the user's own mutes in force: [{room, until, reason}]
+    muteTimer: 0,
+    profile: null, // the profile dialog's {user, room}
+    roomDialog: null, // the room whose settings are open
+    roomMembers: [],
     rooms: new Map(),
     current: null, // a room id, or "dm:<username>" for a conversation not started yet
     online: new Map(),
@@ -566,7 +572,8 @@
     }
     if (ev.code === 4003) {
       setConn('offline');
-      if (S.kicked) showKicked(`Reason: ${S.kicked}`);
+      if (S.ban) showBanned(S.ban);
+      else if (S.kicked) showKicked(`Reason: ${S.kicked}`);
       else if (ev.reason === 'banned') showKicked('This account is banned.');
       else showKicked(`Reason: ${ev.reason || 'no reason given'}`);
       return;
@@ -653,17 +660,32 @@
       case 'message_deleted': onDeleted(d); break;
       case 'typing': onTyping(d); break;
       case 'read': onRead(d); break;
-      case 'user_online': if (d.user) { S.online.set(d.user.id, d.user); renderPeople(); refreshPresence(); } break;
-      case 'user_offline': if (d.user) { S.online.delete(d.user.id); renderPeople(); refreshPresence(); } break;
+      case 'user_online': if (d.user) { S.online.set(d.user.id, d.user); renderPeople(); refreshPresence(); peopleChanged(); } break;
+      case 'user_offline': if (d.user) { S.online.delete(d.user.id); renderPeople(); refreshPresence(); peopleChanged(); } break;
       case 'member_joined': onMemberJoined(d); break;
       case 'member_left': onMemberLeft(d); break;
       case 'room_created': onRoomCreated(d.room); break;
       case 'room_updated': onRoomUpdated(d.room); break;
       case 'room_deleted': removeRoom(d.room_id, 'was deleted'); break;
       case 'announcement': onAnnouncement(d); break;
-      case 'kicked': S.kicked = typeof d.reason === 'string' && d.reason ? d.reason : 'no reason given'; break;
+      case 'kicked':
+        S.kicked = typeof d.reason === 'string' && d.reason ? d.reason : 'no reason given';
+        if (d.ban && typeof d.ban === 'object') S.ban = d.ban;
+        break;
+      case 'muted': onMuted(d); break;
+      case 'user_updated': if (d.user) onUserUpdated(d.user); break;
+      case 'friend_request':
+      case 'friend_accepted':
+      case 'friend_declined':
+      case 'friend_request_cancelled':
+      case 'friend_removed':
+        onFriendEvent(f.type, d);
+        break;
+      case 'unmuted': onUnmuted(d); break;
       case 'error':
-        if (d.code !== 'unauthorized') toast(d.message || d.code || 'error', 'bad');
+        // A banned token's sign-in is refused with the ban; the close follows.
+        if (d.ban && typeof d.ban === 'object') S.ban = d.ban;
+        else if (d.code !== 'unauthorized') toast(d.message || d.code || 'error', 'bad');
         break;
       default: break; // later servers may add events; they are ignored
     }
@@ -675,9 +697,14 @@
     S.me = d.user;
     storage.set(USER_KEY, JSON.stringify(d.user));
     if (first) S.reads = storage.json(readsKey(), {});
+    S.social = null;
     S.everConnected = true;
     S.attempt = 0;
     S.kicked = null;
+    S.ban = null;
+    S.mutes = Array.isArray(d.mutes) ? d.mutes : [];
+    S.incoming = Array.isArray(d.friend_requests) ? d.friend_requests.length : 0;
+    renderFriendsBadge();
     setConn('connected');
     startPinging();
     $('me-name').textContent = S.me.username;
@@ -904,6 +931,7 @@
   function onMemberJoined(d) {
     if (!d.user) return;
     S.members.delete(d.room);
+    if (d.room === S.roomDialog) loadMembers();
     if (d.user.id === S.me.id) {
       // A join of our own is added by its ack, which carries last_seq.
       if (!S.rooms.has(d.room) && !S.joining.has(d.room)) adoptRoom(d.room);
@@ -915,6 +943,7 @@
   function onMemberLeft(d) {
     if (!d.user) return;
     S.members.delete(d.room);
+    if (d.room === S.roomDialog) loadMembers();
     if (d.user.id === S.me.id) removeRoom(d.room);
     else if (d.room === S.current) refreshPresence();
   }
@@ -935,12 +964,14 @@
       renderSidebar();
       if (rs === currentRoom()) renderHeader();
     }
+    if (room.id === S.roomDialog) $('room-dialog-title').textContent = `#${room.name}`;
     if ($('directory-dialog').open) loadDirectory();
   }
 
   function removeRoom(id, why) {
     const rs = S.rooms.get(id);
     if (!rs) return;
+    if (id === S.roomDialog) $('room-dialog').close();
     S.rooms.delete(id);
     if (why) toast(`${roomLabel(rs.room)} ${why}`);
     if (S.current === id) {
@@ -1184,7 +1215,7 @@
           },
         }, '×'));
     }));
-    $('send').disabled = S.tray.some((t) => t.state === 'uploading');
+    $('send').disabled = S.tray.some((t) => t.state === 'uploading') || !$('mute-notice').hidden;
   }
 
   // ------------------------------------------------------------ rendering
@@ -1292,6 +1323,7 @@
     const has = !!S.current;
     $('composer').hidden = !has;
     $('empty').hidden = has;
+    renderHeaderTools();
   }
 
   function renderHistoryState() {
@@ -1329,6 +1361,7 @@
     list.replaceChildren(...nodes);
     if (rs) renderSeen(rs);
     renderHistoryState();
+    renderMute();
     if (toBottom) {
       scrollToBottom();
       requestAnimationFrame(checkLoadOlder);
@@ -1348,7 +1381,7 @@
       && m.created_at - prev.created_at < 5 * 60 * 1000;
     const forMe = !m.deleted && Array.isArray(m.mentions) && m.mentions.includes(S.me.id);
     const li = h('li', {
-      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}${forMe ? ' mentions-me' : ''}`,
+      class: `msg${mine ? ' mine' : ''}${continued ? ' cont' : ''}${m.deleted ? ' deleted' : ''}${forMe ? ' mentions-me' : ''}${m.sender ? ' with-avatar' : ''}`,
       dataset: { id: m.id, seq: String(m.seq) },
       // The timeline is one Tab stop with a roving focus (see wireTimeline):
       // one message takes Tab, the rest are reached with the arrow keys. A
@@ -1356,10 +1389,15 @@
       tabindex: m.id === S.rovingId ? '0' : '-1',
     });
     const head = h('div', { class: 'msg-head' },
-      h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
+      // Out of the Tab order like the actions: P on the focused message
+      // opens the same profile.
+      m.sender && m.sender.username !== '[deleted]'
+        ? h('button', { type: 'button', class: 'sender', tabindex: '-1', 'aria-keyshortcuts': 'P', onclick: () => openProfile(m.sender.username, { room: m.room }) }, m.sender.username)
+        : h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
       m.sender && m.sender.role !== 'user' ? h('span', { class: 'role muted' }, m.sender.role) : null,
       h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)));
     li.append(head);
+    if (m.sender && !continued) li.append(avatar(m.sender));
 
     if (m.deleted) {
       li.append(h('p', { class: 'body muted' }, 'message deleted'));
@@ -1376,13 +1414,14 @@
         m.edited_at ? h('span', { class: 'edited muted', title: `edited ${fullFmt.format(new Date(m.edited_at))}` }, ' (edited)') : null));
     }
     if (Array.isArray(m.attachments) && m.attachments.length) {
-      li.append(h('div', { class: 'attachments' }, m.attachments.map(renderAttachment)));
+      li.append(h('div', { class: `attachments${m.attachments.length > 1 ? ' many' : ''}` }, m.attachments.map(renderAttachment)));
     }
     if (mine || staff) {
       // Out of the Tab order: two stops per message made the timeline a long
       // walk. The keys on a focused message do the same (see wireTimeline).
       li.append(h('div', { class: 'msg-actions' },
         mine ? h('button', { type: 'button', class: 'link msg-edit', tabindex: '-1', 'aria-keyshortcuts': 'E Enter', onclick: () => startEdit(m) }, 'Edit') : null,
+        !mine && staff ? h('button', { type: 'button', class: 'link msg-moderate', tabindex: '-1', 'aria-keyshortcuts': 'M', onclick: () => openProfile(m.sender.username, { room: m.room, moderate: true }) }, 'Moderate') : null,
         h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete')));
     }
     return li;
@@ -1571,6 +1610,11 @@
   }
 
   async function confirmDelete(m) {
+    const mine = m.sender && S.me && m.sender.id === S.me.id;
+    if (!mine) {
+      confirmModeratorDelete(m);
+      return;
+    }
     if (!(await confirmDialog('Delete this message? Everyone will see that it was deleted.', 'Delete'))) return;
     try {
       await request('delete_message', { message_id: m.id });
@@ -1586,6 +1630,8 @@
   }
 
   function showKicked(text) {
+    $('kicked-title').textContent = 'Disconnected by a moderator';
+    $('kicked-reconnect').hidden = false;
     $('kicked-text').textContent = text;
     const dlg = $('kicked-dialog');
     if (!dlg.open) dlg.showModal();
@@ -1638,6 +1684,665 @@
     }
   }
 
+  // ---------------------------------------------------- being moderated
+
+  const ROLE_RANK = { user: 0, moderator: 1, admin: 2 };
+  const isStaff = () => !!S.me && (S.me.role === 'moderator' || S.me.role === 'admin');
+  const outranks = (user) => !!S.me && (ROLE_RANK[S.me.role] || 0) > (ROLE_RANK[user.role] || 0);
+
+  /** "until Wed, 2 December 2026 at 14:10:00", or "until it is lifted". */
+  function untilText(until) {
+    return typeof until === 'number' ? `until ${fullFmt.format(new Date(until))}` : 'until it is lifted';
+  }
+
+  function banText(ban) {
+    return `banned ${untilText(ban.until)}${ban.reason ? `: ${ban.reason}` : '.'}`;
+  }
+
+  /** A ban ends the session with no way back until it is over: the dialog
+   *  says until when and why, and offers no Reconnect that cannot work. */
+  function showBanned(ban) {
+    $('kicked-title').textContent = 'This account is banned';
+    $('kicked-text').textContent = `You are ${banText(ban)}`;
+    const again = $('kicked-reconnect');
+    again.hidden = true;
+    clearTimeout(S.banTimer);
+    if (typeof ban.until === 'number') {
+      // setTimeout's longest wait is about 24.8 days.
+      const wait = ban.until - Date.now() + 1000;
+      if (wait < 2 ** 31) S.banTimer = setTimeout(() => { again.hidden = false; }, Math.max(0, wait));
+    }
+    const dlg = $('kicked-dialog');
+    if (!dlg.open) dlg.showModal();
+  }
+
+  function activeMutes() {
+    const now = Date.now();
+    S.mutes = S.mutes.filter((m) => m.until == null || m.until > now);
+    return S.mutes;
+  }
+
+  function onMuted(d) {
+    if (!('room' in d)) return;
+    S.mutes = S.mutes.filter((m) => m.room !== d.room);
+    S.mutes.push({ room: d.room ?? null, until: d.until ?? null, reason: d.reason ?? null });
+    renderMute();
+  }
+
+  function onUnmuted(d) {
+    if (!('room' in d)) return;
+    S.mutes = S.mutes.filter((m) => m.room !== (d.room ?? null));
+    renderMute();
+  }
+
+  /** The mute that stops sending in the open conversation, if any: one
+   *  for this room, or one everywhere (DMs included); the later-ending wins. */
+  function muteHere() {
+    if (!S.current) return null;
+    const roomId = isDraft(S.current) ? null : S.current;
+    const ends = (m) => (m.until == null ? Infinity : m.until);
+    return activeMutes()
+      .filter((m) => m.room == null || m.room === roomId)
+      .sort((a, b) => ends(b) - ends(a))[0] || null;
+  }
+
+  /** Shown above the composer before anything is typed, and the composer
+   *  is disabled while it lasts; it lifts itself when the mute ends. */
+  function renderMute() {
+    const m = muteHere();
+    const note = $('mute-notice');
+    clearTimeout(S.muteTimer);
+    if (m) {
+      const rs = m.room ? S.rooms.get(m.room) : null;
+      const where = m.room ? `in ${rs ? `#${rs.room.name}` : 'this room'}` : 'everywhere';
+      note.textContent = `You are muted ${where} ${untilText(m.until)}${m.reason ? `: ${m.reason}` : '.'} You can read, but not send.`;
+      if (typeof m.until === 'number') {
+        const wait = m.until - Date.now() + 250;
+        if (wait < 2 ** 31) S.muteTimer = setTimeout(renderMute, Math.max(0, wait));
+      }
+    }
+    note.hidden = !m;
+    for (const id of ['input', 'send', 'attach']) $(id).disabled = !!m;
+    if (!m) $('send').disabled = S.tray.some((t) => t.state === 'uploading');
+  }
+
+  // ------------------------------------------------------------ profiles
+
+  /** The initials shown when a user has no picture. */
+  function initials(name) {
+    const parts = String(name || '?').split(/[._-]+/).filter(Boolean);
+    const letters = parts.length > 1 ? parts[0][0] + parts[1][0] : String(name || '?').slice(0, 2);
+    return letters.toUpperCase();
+  }
+
+  /** A user's picture, or their initials on a colour of their own. */
+  function avatar(user, big) {
+    const el = h('span', { class: `avatar${big ? ' big' : ''}`, 'aria-hidden': 'true' });
+    let hue = 0;
+    for (const c of String(user.username || '')) hue = (hue * 31 + c.charCodeAt(0)) % 360;
+    el.style.setProperty('--hue', String(hue));
+    const src = user.avatar_url ? safeUrl(user.avatar_url) : null;
+    if (src) {
+      const img = h('img', { src, alt: '', width: big ? 72 : 32, height: big ? 72 : 32, loading: 'lazy', decoding: 'async' });
+      // A picture that cannot be fetched (removed by the operator) falls
+      // back to the initials.
+      img.addEventListener('error', () => { el.textContent = initials(user.username); }, { once: true });
+      el.append(img);
+    } else {
+      el.textContent = initials(user.username);
+    }
+    return el;
+  }
+
+  /** One place for everything about a person: message them, friends and
+   *  blocks, and, for staff who outrank them, moderation. `room` is the
+   *  room the profile was opened from (a mute there), `moderate` jumps to
+   *  the moderation form. */
+  async function openProfile(username, opts = {}) {
+    const dlg = $('profile-dialog');
+    $('profile-name').textContent = username;
+    $('profile-status').textContent = 'Loading…';
+    $('profile-actions').replaceChildren();
+    $('profile-error').textContent = '';
+    $('moderate-form').hidden = true;
+    $('profile-avatar').replaceWith(Object.assign(avatar({ username }, true), { id: 'profile-avatar' }));
+    if (!dlg.open) dlg.showModal();
+    let user;
+    try {
+      user = (await api('GET', `/api/users/${encodeURIComponent(username)}`)).user;
+    } catch (e) {
+      $('profile-status').textContent = e.code === 'not_found' ? `There is no user named ${username}.` : `Cannot load this profile: ${e.message || e.code}.`;
+      return;
+    }
+    S.profile = { user, room: opts.room || null };
+    renderProfile();
+    friendsChanged(true);
+    if (opts.moderate && !$('moderate-form').hidden) $('mod-reason').focus();
+  }
+
+  async function renderProfile() {
+    const p = S.profile;
+    if (!p) return;
+    const { user } = p;
+    const self = S.me && user.id === S.me.id;
+    $('profile-avatar').replaceWith(Object.assign(avatar(user, true), { id: 'profile-avatar' }));
+    const online = self || [...S.online.values()].some((u) => u.id === user.id);
+    const role = user.role !== 'user' ? `${user.role} · ` : '';
+    $('profile-status').textContent = `${role}${online ? 'online' : 'offline'}${self ? ' · you' : ''}`;
+    const actions = [];
+    if (!self) {
+      actions.push(h('button', {
+        type: 'button',
+        class: 'primary',
+        onclick: () => {
+          for (const d of document.querySelectorAll('dialog[open]')) d.close();
+          openDm(user.username);
+        },
+      }, `Message ${user.username}`));
+    }
+    actions.push(...profileSocialActions(user));
+    $('profile-actions').replaceChildren(...actions);
+    const form = $('moderate-form');
+    form.hidden = self || !isStaff() || !outranks(user);
+    if (!form.hidden) {
+      const rs = p.room ? S.rooms.get(p.room) : null;
+      const scopes = [];
+      if (rs && rs.room.kind === 'room') scopes.push(h('option', { value: rs.room.id }, `In #${rs.room.name}`));
+      scopes.push(h('option', { value: '' }, 'Everywhere'));
+      $('mod-scope').replaceChildren(...scopes);
+      $('mod-kick').textContent = `Kick ${user.username}`;
+      $('mod-mute').textContent = `Mute ${user.username}`;
+      $('mod-ban').textContent = `Ban ${user.username}`;
+    }
+  }
+
+
+  function durationText(secs) {
+    if (!secs) return 'until it is lifted';
+    const opt = [...$('mod-duration').options].find((o) => o.value === String(secs));
+    return `for ${opt ? opt.textContent.toLowerCase() : `${secs} seconds`}`;
+  }
+
+  const reasonText = (reason) => (reason ? ` Reason: “${reason}”.` : ' No reason given.');
+
+  /** Every action on a user is confirmed, naming them, as the console does. */
+  async function moderate(action) {
+    const p = S.profile;
+    if (!p) return;
+    const name = p.user.username;
+    const reason = $('mod-reason').value.trim();
+    const secs = Number($('mod-duration').value) || 0;
+    const scope = $('mod-scope').value;
+    const scopeRoom = scope ? S.rooms.get(scope) : null;
+    let text;
+    let body = { username: name };
+    if (reason) body.reason = reason;
+    if (action === 'kick') {
+      text = `Kick ${name}? Their open connections close now; they may come back at once.${reasonText(reason)}`;
+    } else if (action === 'mute') {
+      const where = scopeRoom ? `in #${scopeRoom.room.name}` : 'everywhere, DMs included';
+      text = `Mute ${name} ${where} ${durationText(secs)}? They can read but not send.${reasonText(reason)}`;
+      if (scope) body.room = scope;
+      if (secs) body.duration_secs = secs;
+    } else {
+      text = `Ban ${name} ${durationText(secs)}? They are disconnected and cannot sign in until it ends.${reasonText(reason)}`;
+      if (secs) body.duration_secs = secs;
+    }
+    const label = { kick: 'Kick', mute: 'Mute', ban: 'Ban' }[action];
+    if (!(await confirmDialog(text, `${label} ${name}`))) return;
+    try {
+      await api('POST', `/api/moderation/${action}`, body);
+      toast({ kick: `${name} is kicked.`, mute: `${name} is muted.`, ban: `${name} is banned.` }[action]);
+      $('mod-reason').value = '';
+    } catch (e) {
+      $('profile-error').textContent = `Could not ${action} ${name}: ${e.message || e.code}.`;
+    }
+  }
+
+  /** Someone else's message, deleted by staff: the confirmation names its
+   *  author and shows its text, and the deletion goes to the audit log. */
+  async function confirmModeratorDelete(m) {
+    const who = m.sender ? m.sender.username : 'someone';
+    const text = m.text ? ` “${m.text.length > 120 ? `${m.text.slice(0, 120)}…` : m.text}”` : ' (images only)';
+    if (!(await confirmDialog(`Delete ${who}’s message${text}? Everyone will see that it was deleted.`, 'Delete'))) return;
+    try {
+      await api('DELETE', `/api/messages/${encodeURIComponent(m.id)}`);
+    } catch (e) {
+      toast(`Not deleted: ${e.message || e.code}`, 'bad');
+    }
+  }
+
+  function openAnnounce() {
+    const rs = currentRoom();
+    const opts = [];
+    if (rs && rs.room.kind === 'room') opts.push(h('option', { value: rs.room.id }, `Members of #${rs.room.name}`));
+    opts.push(h('option', { value: '' }, 'Everyone on the server'));
+    $('announce-scope').replaceChildren(...opts);
+    $('announce-error').textContent = '';
+    $('announce-dialog').showModal();
+    $('announce-text').focus();
+  }
+
+  async function announce() {
+    const text = $('announce-text').value.trim();
+    const err = $('announce-error');
+    if (!text) { err.textContent = 'Write the announcement first.'; return; }
+    const scope = $('announce-scope').value;
+    const rs = scope ? S.rooms.get(scope) : null;
+    const to = rs ? `the members of #${rs.room.name}` : 'everyone on the server';
+    const dlg = $('announce-dialog');
+    dlg.close();
+    if (!(await confirmDialog(`Announce to ${to}: “${text}”?`, 'Announce'))) { dlg.showModal(); return; }
+    try {
+      await api('POST', '/api/moderation/announce', scope ? { text, room: scope } : { text });
+      $('announce-text').value = '';
+    } catch (e) {
+      dlg.showModal();
+      err.textContent = `Not announced: ${e.message || e.code}.`;
+    }
+  }
+
+  // --------------------------------------------------------- room settings
+
+  const mayManage = (room) => !!S.me && (isStaff() || room.owner === S.me.id);
+  const mayDelete = (room) => !!S.me && (S.me.role === 'admin' || room.owner === S.me.id);
+  const mayAdd = (room) => room.visibility === 'public' || mayManage(room);
+  const isOnline = (u) => (S.me && u.id === S.me.id) || S.online.has(u.id);
+
+  /** Members (online first, each a way to their profile), adding members,
+   *  name and topic, leaving and deleting, for the open room. */
+  function openRoomDialog() {
+    const rs = currentRoom();
+    if (!rs || rs.room.kind !== 'room') return;
+    const room = rs.room;
+    S.roomDialog = room.id;
+    $('room-dialog-title').textContent = `#${room.name}`;
+    $('room-edit-form').hidden = !mayManage(room);
+    $('room-edit-name').value = room.name;
+    $('room-edit-topic').value = room.topic || '';
+    $('add-member-form').hidden = !mayAdd(room);
+    $('add-member-name').value = '';
+    $('room-delete').hidden = !mayDelete(room);
+    for (const id of ['room-edit-error', 'add-member-error']) $(id).textContent = '';
+    $('member-list').replaceChildren();
+    $('room-dialog').showModal();
+    loadMembers();
+  }
+
+  async function loadMembers() {
+    const id = S.roomDialog;
+    if (!id) return;
+    const state = $('members-state');
+    if (!$('member-list').children.length) state.textContent = 'Loading members…';
+    let r;
+    try {
+      r = await api('GET', `/api/rooms/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (S.roomDialog === id) state.textContent = `Cannot list the members: ${e.message || e.code}.`;
+      return;
+    }
+    if (S.roomDialog !== id) return;
+    S.roomMembers = Array.isArray(r.members) ? r.members : [];
+    renderMembers();
+  }
+
+  function renderMembers() {
+    const id = S.roomDialog;
+    const members = S.roomMembers.slice().sort((a, b) => (isOnline(b) - isOnline(a)) || a.username.localeCompare(b.username));
+    const online = members.filter(isOnline).length;
+    $('members-state').textContent = `${members.length} ${members.length === 1 ? 'member' : 'members'}, ${online} online`;
+    $('member-list').replaceChildren(...members.map((u) => h('li', null, h('button', {
+      type: 'button',
+      class: 'member',
+      'aria-label': `${u.username}${u.role !== 'user' ? `, ${u.role}` : ''}, ${isOnline(u) ? 'online' : 'offline'}: profile`,
+      onclick: () => openProfile(u.username, { room: id }),
+    }, avatar(u),
+    h('span', { class: 'name' }, u.username, S.me && u.id === S.me.id ? ' (you)' : ''),
+    u.role !== 'user' ? h('span', { class: 'role muted' }, u.role) : null,
+    h('span', { class: `state muted${isOnline(u) ? ' on' : ''}` }, isOnline(u) ? 'online' : 'offline')))));
+  }
+
+  /** Someone came or went: lists of people that are open follow. */
+  function peopleChanged() {
+    if (S.roomDialog && $('room-dialog').open) renderMembers();
+    if (S.profile && $('profile-dialog').open) renderProfile();
+    friendsChanged(false);
+  }
+
+  async function saveRoom() {
+    const rs = S.rooms.get(S.roomDialog);
+    if (!rs) return;
+    const err = $('room-edit-error');
+    const name = $('room-edit-name').value.trim().toLowerCase();
+    const topic = $('room-edit-topic').value.trim();
+    if (!ROOM_NAME.test(name)) { err.textContent = 'Room names are 1–64 characters of a–z, 0–9, _ and -.'; return; }
+    const body = {};
+    if (name !== rs.room.name) body.name = name;
+    if (topic !== (rs.room.topic || '')) body.topic = topic;
+    if (!Object.keys(body).length) { err.textContent = 'Nothing has changed.'; return; }
+    err.textContent = '';
+    try {
+      const r = await api('PATCH', `/api/rooms/${encodeURIComponent(rs.room.id)}`, body);
+      if (r && r.room) onRoomUpdated(r.room);
+      toast(`#${r.room.name} is saved.`);
+    } catch (e) {
+      err.textContent = e.code === 'conflict' ? `There is already a room named ${name}.` : `Not saved: ${e.message || e.code}.`;
+    }
+  }
+
+  async function addMember() {
+    const id = S.roomDialog;
+    const err = $('add-member-error');
+    const name = $('add-member-name').value.trim().toLowerCase();
+    if (!USERNAME.test(name)) { err.textContent = 'Enter a username (3–32 of a–z, 0–9, _ . -).'; return; }
+    err.textContent = '';
+    try {
+      await api('POST', `/api/rooms/${encodeURIComponent(id)}/members`, { username: name });
+      $('add-member-name').value = '';
+      toast(`${name} is a member now.`);
+      loadMembers();
+    } catch (e) {
+      err.textContent = e.code === 'not_found' ? `There is no user named ${name}.` : `Cannot add ${name}: ${e.message || e.code}.`;
+    }
+  }
+
+  async function leaveRoom(rs) {
+    if (!(await confirmDialog(`Leave #${rs.room.name}? ${rs.room.visibility === 'private' ? 'It is private: someone must add you again to come back.' : 'You can join it again from the room list.'}`, 'Leave'))) return false;
+    try {
+      await request('leave_room', { room: rs.room.id });
+      removeRoom(rs.room.id);
+      return true;
+    } catch (e) {
+      toast(`Cannot leave: ${e.message || e.code}`, 'bad');
+      return false;
+    }
+  }
+
+  async function deleteRoom() {
+    const rs = S.rooms.get(S.roomDialog);
+    if (!rs) return;
+    const n = S.roomMembers.length;
+    if (!(await confirmDialog(`Delete #${rs.room.name} for its ${n} ${n === 1 ? 'member' : 'members'}, with its whole history? This cannot be undone.`, `Delete #${rs.room.name}`))) return;
+    try {
+      await api('DELETE', `/api/rooms/${encodeURIComponent(rs.room.id)}`);
+      removeRoom(rs.room.id);
+    } catch (e) {
+      toast(`Not deleted: ${e.message || e.code}`, 'bad');
+    }
+  }
+
+  function wireRooms() {
+    $('room-info').addEventListener('click', openRoomDialog);
+    $('room-dialog').addEventListener('close', () => { S.roomDialog = null; S.roomMembers = []; });
+    $('room-edit-form').addEventListener('submit', (ev) => { ev.preventDefault(); saveRoom(); });
+    $('add-member-form').addEventListener('submit', (ev) => { ev.preventDefault(); addMember(); });
+    $('room-leave').addEventListener('click', () => {
+      const rs = S.rooms.get(S.roomDialog);
+      if (rs) leaveRoom(rs);
+    });
+    $('room-delete').addEventListener('click', deleteRoom);
+  }
+
+  // ---------------------------------------------------- friends and blocks
+
+  /** Loads friends, requests, blocks and the DM policy; null until then. */
+  async function loadSocial() {
+    const [friends, blocks, me] = await Promise.all([
+      api('GET', '/api/friends'), api('GET', '/api/blocks'), api('GET', '/api/me'),
+    ]);
+    S.social = {
+      friends: friends.friends || [],
+      incoming: friends.incoming || [],
+      outgoing: friends.outgoing || [],
+      blocked: blocks.users || [],
+      dmPolicy: me.dm_policy,
+    };
+    S.incoming = S.social.incoming.length;
+    renderFriendsBadge();
+    return S.social;
+  }
+
+  function renderFriendsBadge() {
+    const b = $('friends-badge');
+    b.hidden = !S.incoming;
+    b.textContent = String(S.incoming || '');
+    $('open-friends').setAttribute('aria-label', S.incoming ? `Friends, ${S.incoming} ${S.incoming === 1 ? 'request' : 'requests'}` : 'Friends');
+  }
+
+  function onFriendEvent(type, d) {
+    if (type === 'friend_request' && d.user) toast(`${d.user.username} asks to be friends.`);
+    if (type === 'friend_accepted' && d.user) toast(`You and ${d.user.username} are friends.`);
+    renderFriendsBadge();
+    friendsChanged(true);
+  }
+
+  /** Lists of people shown now follow a change; `reload` reads them again. */
+  async function friendsChanged(reload) {
+    const shown = $('friends-dialog').open || (S.profile && $('profile-dialog').open);
+    if (!shown && !reload) return;
+    if (reload || !S.social) {
+      try { await loadSocial(); } catch { return; }
+    }
+    if ($('friends-dialog').open) renderFriends();
+    if (S.profile && $('profile-dialog').open) renderProfile();
+  }
+
+  function personButton(u, extra) {
+    return h('button', {
+      type: 'button',
+      class: 'member',
+      'aria-label': `${u.username}${extra ? `, ${extra}` : ''}: profile`,
+      onclick: () => openProfile(u.username),
+    }, avatar(u), h('span', { class: 'name' }, u.username),
+    extra ? h('span', { class: `state muted${extra === 'online' ? ' on' : ''}` }, extra) : null);
+  }
+
+  function renderFriends() {
+    const so = S.social;
+    if (!so) return;
+    const none = (text) => h('li', { class: 'muted small' }, text);
+    const row = (u, extra, ...buttons) => h('li', { class: 'friend-row' }, personButton(u, extra), ...buttons);
+    const btn = (label, onclick, cls) => h('button', { type: 'button', class: cls || '', onclick }, label);
+    $('incoming-list').replaceChildren(...(so.incoming.length ? so.incoming.map((u) => row(u, null,
+      btn(`Accept ${u.username}`, () => social('friend_accept', { from: u.username }, `You and ${u.username} are friends.`), 'primary'),
+      btn(`Decline ${u.username}`, () => social('friend_decline', { from: u.username })))) : [none('No requests.')]));
+    $('outgoing-list').replaceChildren(...(so.outgoing.length ? so.outgoing.map((u) => row(u, 'waiting',
+      btn(`Cancel request to ${u.username}`, () => social('friend_remove', { username: u.username })))) : [none('None waiting.')]));
+    const friends = so.friends.slice().sort((a, b) => (isOnline(b.user) - isOnline(a.user)) || a.user.username.localeCompare(b.user.username));
+    $('friend-list').replaceChildren(...(friends.length ? friends.map((f) => row(f.user, isOnline(f.user) ? 'online' : 'offline',
+      btn(`Message ${f.user.username}`, () => {
+        for (const d of document.querySelectorAll('dialog[open]')) d.close();
+        openDm(f.user.username);
+      }))) : [none('No friends yet: send a request above, or from a profile.')]));
+    $('blocked-list').replaceChildren(...(so.blocked.length ? so.blocked.map((u) => row(u, null,
+      btn(`Unblock ${u.username}`, () => social('unblock_user', { username: u.username }, `${u.username} is unblocked.`)))) : [none('Nobody.')]));
+    for (const r of document.querySelectorAll('input[name="dm-policy"]')) r.checked = r.value === so.dmPolicy;
+  }
+
+  function socialError(e, name) {
+    switch (e.code) {
+      case 'not_found': return name ? `There is no user named ${name}, or nothing to undo.` : 'That is no longer there.';
+      case 'conflict': return `${e.message || 'Already done'}.`;
+      default: return `That did not work: ${e.message || e.code}.`;
+    }
+  }
+
+  /** A friend or block frame; the lists are read again after it. */
+  async function social(type, data, done) {
+    const err = $('friends-dialog').open ? $('friends-error') : $('profile-error');
+    err.textContent = '';
+    try {
+      await request(type, data);
+      if (done) toast(done);
+    } catch (e) {
+      err.textContent = socialError(e, data.username || data.to || data.from);
+    }
+    await friendsChanged(true);
+  }
+
+  async function openFriends() {
+    $('friends-error').textContent = '';
+    $('dm-policy-state').textContent = '';
+    $('friends-dialog').showModal();
+    try {
+      await loadSocial();
+      renderFriends();
+    } catch (e) {
+      $('friends-error').textContent = `Cannot load your friends: ${e.message || e.code}.`;
+    }
+  }
+
+  /** The profile's friend and block buttons, once the lists are known. */
+  function profileSocialActions(user) {
+    const so = S.social;
+    if (!so || !S.me || user.id === S.me.id) return [];
+    const name = user.username;
+    const has = (list) => list.some((u) => u.id === user.id);
+    const out = [];
+    const btn = (label, onclick, cls) => h('button', { type: 'button', class: cls || '', onclick }, label);
+    if (so.friends.some((f) => f.user.id === user.id)) {
+      out.push(btn('Remove friend', async () => {
+        if (await confirmDialog(`Remove ${name} from your friends?`, 'Remove')) social('friend_remove', { username: name });
+      }));
+    } else if (has(so.incoming)) {
+      out.push(btn('Accept friend request', () => social('friend_accept', { from: name }, `You and ${name} are friends.`)));
+      out.push(btn('Decline', () => social('friend_decline', { from: name })));
+    } else if (has(so.outgoing)) {
+      out.push(btn('Cancel friend request', () => social('friend_remove', { username: name })));
+    } else if (!has(so.blocked)) {
+      out.push(btn('Add friend', () => social('friend_request', { to: name }, `Friend request sent to ${name}.`)));
+    }
+    if (has(so.blocked)) {
+      out.push(btn(`Unblock ${name}`, () => social('unblock_user', { username: name }, `${name} is unblocked.`)));
+    } else {
+      out.push(btn(`Block ${name}`, async () => {
+        const ok = await confirmDialog(`Block ${name}? They cannot send you direct messages or see you online, and any friendship between you ends. They are not told.`, `Block ${name}`);
+        if (ok) social('block_user', { username: name }, `${name} is blocked.`);
+      }, 'danger'));
+    }
+    return out;
+  }
+
+  async function setDmPolicy(value) {
+    const state = $('dm-policy-state');
+    state.textContent = 'Saving…';
+    try {
+      const r = await api('PATCH', '/api/me', { dm_policy: value });
+      if (S.social) S.social.dmPolicy = r.dm_policy;
+      state.textContent = r.dm_policy === 'friends' ? 'Only friends may send you direct messages.' : 'Anyone may send you direct messages.';
+    } catch (e) {
+      state.textContent = `Not saved: ${e.message || e.code}.`;
+      if (S.social) renderFriends();
+    }
+  }
+
+  function wireFriends() {
+    $('open-friends').addEventListener('click', openFriends);
+    $('friend-add-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = $('friend-add-name').value.trim().toLowerCase();
+      if (!USERNAME.test(name)) { $('friends-error').textContent = 'Enter a username (3–32 of a–z, 0–9, _ . -).'; return; }
+      await social('friend_request', { to: name }, `Friend request sent to ${name}.`);
+      if (!$('friends-error').textContent) $('friend-add-name').value = '';
+    });
+    for (const r of document.querySelectorAll('input[name="dm-policy"]')) {
+      r.addEventListener('change', () => { if (r.checked) setDmPolicy(r.value); });
+    }
+  }
+
+  // ------------------------------------------------------------- pictures
+
+  /** A user's name, role or picture changed: every copy of them follows. */
+  function onUserUpdated(user) {
+    if (S.online.has(user.id)) S.online.set(user.id, user);
+    if (S.me && user.id === S.me.id) {
+      S.me = { ...S.me, ...user };
+      if (!('avatar_url' in user)) delete S.me.avatar_url;
+      storage.set(USER_KEY, JSON.stringify(S.me));
+      if ($('account-dialog').open) renderAccountAvatar();
+    }
+    let shown = false;
+    for (const rs of S.rooms.values()) {
+      for (const m of rs.msgs) {
+        if (m.sender && m.sender.id === user.id) {
+          m.sender = user;
+          if (rs === currentRoom()) shown = true;
+        }
+      }
+    }
+    if (shown) renderTimeline(false);
+    if (S.roomDialog) {
+      S.roomMembers = S.roomMembers.map((u) => (u.id === user.id ? user : u));
+      if ($('room-dialog').open) renderMembers();
+    }
+    if (S.profile && S.profile.user.id === user.id) {
+      S.profile.user = user;
+      renderProfile();
+    }
+  }
+
+  function renderAccountAvatar() {
+    if (!S.me) return;
+    $('account-avatar').replaceWith(Object.assign(avatar(S.me, true), { id: 'account-avatar' }));
+    $('avatar-remove').hidden = !S.me.avatar_url;
+  }
+
+  /** Uploads a picture like any image (checked here first, cleaned by the
+   *  server), then makes it the account's picture. */
+  async function chooseAvatar(file) {
+    const err = $('avatar-error');
+    const problem = uploadProblem(file);
+    if (problem) { err.textContent = problem; return; }
+    err.textContent = 'Uploading…';
+    try {
+      const form = new FormData();
+      form.append('file', file, file.name || 'picture');
+      const up = await api('POST', '/api/uploads', form);
+      const r = await api('POST', '/api/me/avatar', { upload: up.id });
+      onUserUpdated(r.user);
+      err.textContent = '';
+    } catch (e) {
+      err.textContent = e.code === 'too_large' || e.code === 'unsupported_media_type' ? uploadError(e) : `The picture was not set: ${e.message || e.code}.`;
+    }
+  }
+
+  async function removeAvatar() {
+    const err = $('avatar-error');
+    try {
+      const r = await api('DELETE', '/api/me/avatar');
+      onUserUpdated(r.user);
+      err.textContent = '';
+    } catch (e) {
+      err.textContent = `The picture was not removed: ${e.message || e.code}.`;
+    }
+  }
+
+  function wirePictures() {
+    $('avatar-choose').addEventListener('click', () => $('avatar-file').click());
+    $('avatar-file').addEventListener('change', (ev) => {
+      const file = ev.target.files[0];
+      ev.target.value = '';
+      if (file) chooseAvatar(file);
+    });
+    $('avatar-remove').addEventListener('click', removeAvatar);
+    $('me-name').addEventListener('click', () => { $('avatar-error').textContent = ''; renderAccountAvatar(); });
+  }
+
+  function renderHeaderTools() {
+    const rs = currentRoom();
+    $('announce-open').hidden = !isStaff() || !S.current;
+    $('room-info').hidden = !rs || rs.room.kind === 'dm';
+  }
+
+  function wireModeration() {
+    $('mod-kick').addEventListener('click', () => moderate('kick'));
+    $('mod-mute').addEventListener('click', () => moderate('mute'));
+    $('mod-ban').addEventListener('click', () => moderate('ban'));
+    $('profile-dialog').addEventListener('close', () => { S.profile = null; });
+    $('announce-open').addEventListener('click', openAnnounce);
+    $('announce-form').addEventListener('submit', (ev) => { ev.preventDefault(); announce(); });
+  }
+
   // ---------------------------------------------------------- sign in/out
 
   function showLogin(message) {
@@ -1668,7 +2373,9 @@
       });
       const body = await resp.json().catch(() => null);
       if (!resp.ok || !body || !body.token) {
-        err.textContent = (body && body.error && body.error.message) || `failed (${resp.status})`;
+        const ban = body && body.error && body.error.ban;
+        err.textContent = ban ? `This account is ${banText(ban)}`
+          : (body && body.error && body.error.message) || `failed (${resp.status})`;
         return;
       }
       $('login-password').value = '';
@@ -1707,7 +2414,7 @@
     storage.set(USER_KEY, null);
     for (const d of document.querySelectorAll('dialog[open]')) d.close();
     Object.assign(S, {
-      token: null, me: null, everConnected: false, attempt: 0, kicked: null,
+      token: null, me: null, everConnected: false, attempt: 0, kicked: null, ban: null, mutes: [],
       current: null, outbox: [], editing: null, typingRoom: null, presence: [],
     });
     S.rooms.clear();
@@ -1864,6 +2571,8 @@
         case 'Enter': handled = press('.msg-edit') || press('.thumb'); break;
         case 'e': case 'E': handled = press('.msg-edit'); break;
         case 'Delete': case 'd': case 'D': handled = press('.msg-delete'); break;
+        case 'p': case 'P': handled = press('button.sender'); break;
+        case 'm': case 'M': handled = press('.msg-moderate'); break;
         default: handled = false;
       }
       if (!handled) return;
@@ -1874,6 +2583,10 @@
 
   function wire() {
     wireTimeline();
+    wireModeration();
+    wireRooms();
+    wireFriends();
+    wirePictures();
     $('login-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const kind = ev.submitter && ev.submitter.value === 'register' ? 'register' : 'login';
@@ -2003,16 +2716,9 @@
       }
     });
 
-    $('leave-room').addEventListener('click', async () => {
+    $('leave-room').addEventListener('click', () => {
       const rs = currentRoom();
-      if (!rs) return;
-      if (!(await confirmDialog(`Leave #${rs.room.name}?`, 'Leave'))) return;
-      try {
-        await request('leave_room', { room: rs.room.id });
-        removeRoom(rs.room.id);
-      } catch (e) {
-        toast(`Cannot leave: ${e.message || e.code}`, 'bad');
-      }
+      if (rs) leaveRoom(rs);
     });
 
     $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });

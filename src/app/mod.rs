@@ -29,11 +29,14 @@ mod messages;
 mod moderation;
 mod operations;
 pub mod push;
+mod profile;
 mod rooms;
 mod social;
 mod uploads;
 
 use uploads::kib;
+
+pub use crate::domain::{BanInfo, MuteInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -46,8 +49,9 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     /// The account is banned: 403 over HTTP, close 4003 on a WebSocket.
-    #[error("{0}")]
-    Banned(String),
+    /// The ban goes with the refusal so a client can say until when and why.
+    #[error("{message}")]
+    Banned { message: String, ban: BanInfo },
     #[error("{0} not found")]
     NotFound(&'static str),
     /// What was asked to be lifted is not in force ("bob is not banned").
@@ -83,7 +87,7 @@ impl AppError {
         match self {
             AppError::Invalid(_) | AppError::BadRequest(_) => ErrorCode::BadRequest,
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
-            AppError::Forbidden(_) | AppError::Banned(_) => ErrorCode::Forbidden,
+            AppError::Forbidden(_) | AppError::Banned { .. } => ErrorCode::Forbidden,
             AppError::NotFound(_) | AppError::Absent(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) | AppError::Throttled { .. } => ErrorCode::RateLimited,
@@ -349,7 +353,10 @@ fn ban_check(rec: &UserRecord) -> Result<()> {
         msg.push_str(": ");
         msg.push_str(r);
     }
-    Err(AppError::Banned(msg))
+    Err(AppError::Banned {
+        message: msg,
+        ban: BanInfo::new(until, rec.ban_reason.clone()),
+    })
 }
 
 /// The longest ban or mute with an end: anything longer is a mistake (or

@@ -298,6 +298,19 @@ impl App {
         Ok(msg)
     }
 
+    /// The caller's own mutes in force now, so a client can say so before
+    /// anything is typed.
+    pub fn own_mutes(&self, user: Id) -> Result<Vec<MuteInfo>> {
+        let now = crate::domain::now_ms();
+        Ok(self
+            .store
+            .read()?
+            .mutes_of(user, now)?
+            .iter()
+            .map(|(room, rec)| MuteInfo::new(*room, rec.until, rec.reason.clone()))
+            .collect())
+    }
+
     pub fn audit_log(&self, since: Option<i64>, limit: Option<usize>) -> Result<Vec<AuditEntry>> {
         Ok(self
             .store

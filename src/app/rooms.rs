@@ -121,6 +121,7 @@ impl App {
         id: Id,
         topic: Option<Topic>,
         visibility: Option<Visibility>,
+        name: Option<RoomName>,
     ) -> Result<Room> {
         let actor = &self.current(actor)?;
         let room = self.room_seen_by(actor, id)?;
@@ -140,6 +141,7 @@ impl App {
                 room: id,
                 topic: topic.map(Topic::into_string),
                 visibility,
+                name: name.map(|n| n.as_str().to_string()),
             })
             .await?;
         Ok(room)

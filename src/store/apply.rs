@@ -76,8 +76,15 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             room,
             topic,
             visibility,
+            name,
         } => {
             let mut room = tx.room(room)?.ok_or(StoreError::NotFound("room"))?;
+            if let Some(n) = name
+                && n != room.name
+            {
+                tx.rename_room(&room, &n)?;
+                room.name = n;
+            }
             if let Some(t) = topic {
                 room.topic = t;
             }
@@ -237,7 +244,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             rec.ban_reason = reason.clone();
             // Connections end with `kicked` and 4003 when the hub applies
             // this, in commit order.
-            tx.revoke_tokens(&mut rec, Revocation::Banned { reason });
+            tx.revoke_tokens(&mut rec, Revocation::Banned { reason, until });
             tx.put_user(&rec)?;
             tx.audit(entry)?;
             User(rec)
@@ -265,6 +272,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             still_outranks(tx, by, user)?;
             tx.set_mute(user, room, &mute)?;
             tx.audit(entry)?;
+            tx.emit(Change::Muted { user, room, mute });
             Done
         }
         Command::Unmute {
@@ -279,6 +287,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
                 return Err(StoreError::NotFound("mute"));
             }
             tx.audit(entry)?;
+            tx.emit(Change::Unmuted { user, room });
             Done
         }
         Command::Kick {
@@ -307,6 +316,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         } => Count(tx.prune_room(room, before, up_to, max)?),
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
         Command::Push(c) => super::push::apply(tx, c)?,
+        Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
     })
 }
 

@@ -76,6 +76,9 @@ pub enum Command {
         room: Id,
         topic: Option<String>,
         visibility: Option<Visibility>,
+        /// A new name, checked against the names taken when it applies.
+        #[serde(default)]
+        name: Option<String>,
     },
     DeleteRoom {
         room: Id,
@@ -190,6 +193,11 @@ pub enum Command {
     },
     /// Push notifications: keys, subscriptions, preferences, the queue.
     Push(super::push::PushCommand),
+    /// One of the user's own uploads as their picture, or none.
+    SetAvatar {
+        user: Id,
+        upload: Option<String>,
+    },
 }
 
 impl Command {
@@ -228,6 +236,7 @@ impl Command {
             Command::PruneRoom { .. } => "prune_room",
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
+            Command::SetAvatar { .. } => "set_avatar",
         }
     }
 }

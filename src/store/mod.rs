@@ -130,6 +130,9 @@ pub struct UserRecord {
     /// current generation are accepted.
     #[serde(default)]
     pub token_gen: u64,
+    /// The upload shown as the user's picture.
+    #[serde(default)]
+    pub avatar: Option<String>,
 }
 
 impl UserRecord {
@@ -142,6 +145,10 @@ impl UserRecord {
             id: self.id,
             username: self.username.clone(),
             role: self.role,
+            avatar_url: self
+                .avatar
+                .as_ref()
+                .map(|id| format!("/uploads/{id}/thumb")),
         }
     }
 }
@@ -327,6 +334,17 @@ pub enum Change {
     },
     /// A push was queued: a node's delivery task looks at the queue.
     PushQueued,
+    /// The user may not send in `room` (everywhere for `None`) until the
+    /// mute ends; their own connections are told.
+    Muted {
+        user: Id,
+        room: Option<Id>,
+        mute: MuteRecord,
+    },
+    Unmuted {
+        user: Id,
+        room: Option<Id>,
+    },
 }
 
 /// Why a user's tokens were ended.
@@ -334,7 +352,12 @@ pub enum Change {
 pub enum Revocation {
     PasswordChanged,
     RoleChanged,
-    Banned { reason: Option<String> },
+    Banned {
+        reason: Option<String>,
+        /// The ban's end (ms); `i64::MAX` is until unbanned.
+        #[serde(default)]
+        until: i64,
+    },
     LoggedOutEverywhere,
 }
 

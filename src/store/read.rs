@@ -161,6 +161,7 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
                 id,
                 username: "[deleted]".into(),
                 role: Role::User,
+                avatar_url: None,
             },
         };
         self.seen.insert(id, user.clone());

@@ -110,6 +110,7 @@ impl Tx {
             banned_until: None,
             ban_reason: None,
             token_gen: 0,
+            avatar: None,
         };
         names.insert(rec.username.as_str(), rec.id.0)?;
         self.txn
@@ -246,6 +247,23 @@ impl Tx {
         });
         self.emit_unread(room.id, &ids)?;
         Ok(room)
+    }
+
+    /// Moves an ordinary room's entry in the name index; the caller stores
+    /// the room under its new name.
+    pub fn rename_room(&mut self, room: &Room, name: &str) -> Result<()> {
+        if room.kind != RoomKind::Room {
+            return Err(StoreError::Forbidden(
+                "direct messages cannot be renamed".into(),
+            ));
+        }
+        let mut names = self.txn.open_table(ROOMNAME_TO_ROOM)?;
+        if names.get(name)?.is_some() {
+            return Err(StoreError::Conflict("a room with that name exists".into()));
+        }
+        names.remove(room.name.as_str())?;
+        names.insert(name, room.id.0)?;
+        Ok(())
     }
 
     pub fn put_room(&mut self, room: &Room) -> Result<()> {
@@ -644,6 +662,31 @@ impl Tx {
             }
         }
         self.count_attachments(&attached, -1)
+    }
+
+    /// Makes one of the user's own uploads their picture, or none. The
+    /// picture counts as a use of its upload, like a message carrying it,
+    /// so unused-upload collection leaves it alone.
+    pub fn set_avatar(&mut self, user: Id, upload: Option<String>) -> Result<UserRecord> {
+        let mut rec = self.user(user)?.ok_or(StoreError::NotFound("user"))?;
+        if rec.avatar == upload {
+            return Ok(rec);
+        }
+        let new = match &upload {
+            Some(id) => self.resolve_attachments(user, std::slice::from_ref(id))?,
+            None => Vec::new(),
+        };
+        let old = match &rec.avatar {
+            Some(id) => q::upload(&self.txn.open_table(UPLOAD_TO_RECORD)?, id)?
+                .map(|u| vec![u.attachment()])
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.count_attachments(&old, -1)?;
+        self.count_attachments(&new, 1)?;
+        rec.avatar = upload;
+        self.put_user(&rec)?;
+        Ok(rec)
     }
 
     /// Adds `delta` to the message count of each attached upload.

@@ -9,6 +9,7 @@ mod closing;
 mod cluster_cli;
 mod cluster_faults;
 mod common;
+mod community;
 mod console;
 mod durability;
 mod engine;

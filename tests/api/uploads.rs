@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::TestApp;
 
-fn picture(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn picture(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
     // A gradient, so encoders have something real to encode.
     let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
     let img = DynamicImage::ImageRgb8(img);
@@ -75,7 +75,13 @@ fn jpeg_with_gps() -> Vec<u8> {
     out
 }
 
-async fn upload(t: &TestApp, token: &str, name: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn upload(
+    t: &TestApp,
+    token: &str,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
     let part = Part::bytes(bytes)
         .file_name(name.to_string())
         .mime_str(mime)
