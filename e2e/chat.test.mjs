@@ -289,7 +289,7 @@ function step(name, fn) {
   });
 }
 
-describe('the built-in web client', { timeout: 180_000 }, () => {
+describe('the built-in web client', { timeout: 600_000 }, () => {
   let server;
   let base;
   let browser;

@@ -65,7 +65,7 @@ function step(name, fn) {
   });
 }
 
-describe('the web client for a community', { timeout: 180_000 }, () => {
+describe('the web client for a community', { timeout: 600_000 }, () => {
   let server;
   let base;
   let browser;
@@ -236,6 +236,7 @@ describe('the web client for a community', { timeout: 180_000 }, () => {
     await waitFor(carol.locator('#add-member-error', { hasText: 'There is no user named nobody-here.' }));
     await carol.locator('#add-member-name').fill('erin');
     await carol.getByRole('button', { name: 'Add', exact: true }).click();
+    await waitFor(carol.locator('#members-state', { hasText: '2 members, 1 online' }));
     await carol.locator('#add-member-name').fill('dave');
     await carol.getByRole('button', { name: 'Add', exact: true }).click();
     await waitFor(carol.locator('#members-state', { hasText: '3 members, 2 online' }));
@@ -409,6 +410,7 @@ describe('the web client for a community', { timeout: 180_000 }, () => {
       await msg.scrollIntoViewIfNeeded();
       await shot(page, `${who}-tiles.png`);
     }
+    await accessibleEverywhere(carol, 'image tiles');
   });
 
   step('ran without a script error or a policy violation', () => {

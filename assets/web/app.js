@@ -2038,7 +2038,8 @@
     err.textContent = '';
     try {
       await api('POST', `/api/rooms/${encodeURIComponent(id)}/members`, { username: name });
-      $('add-member-name').value = '';
+      // Only what was added is cleared: a name typed meanwhile stays.
+      if ($('add-member-name').value.trim().toLowerCase() === name) $('add-member-name').value = '';
       toast(`${name} is a member now.`);
       loadMembers();
     } catch (e) {
