@@ -750,3 +750,30 @@ async fn pushes_past_the_rate_cap_wait_for_the_next_minute() {
     );
     assert_eq!(svc.count(), 1);
 }
+
+#[tokio::test]
+async fn a_deleted_account_leaves_no_subscription_behind() {
+    let app = spawn().await;
+    let svc = PushService::start().await;
+    let (bob, bob_user) = app.register("bob").await;
+    let browser = Browser::new(svc.endpoint("bob")).await;
+    browser.subscribe(&app, &bob).await;
+    app.call(
+        reqwest::Method::PUT,
+        "/api/me/notifications",
+        Some(&bob),
+        Some(json!({"dnd": {"start_min": 60, "end_min": 120}})),
+    )
+    .await;
+    app.app().delete_user("bob").await.expect("deleted");
+    app.sync().await;
+    let bob_id = confab::domain::Id::parse("id", bob_user["id"].as_str().unwrap()).unwrap();
+    for node in nodes(&app) {
+        let rx = node.store.read().unwrap();
+        assert!(rx.push_subscriptions(bob_id).unwrap().is_empty());
+        assert_eq!(rx.user_notify(bob_id).unwrap().dnd, None);
+    }
+    // The endpoint is free for whoever subscribes with it next.
+    let (carol, _) = app.register("carol").await;
+    browser.subscribe(&app, &carol).await;
+}
