@@ -430,6 +430,17 @@ async fn a_direct_message_is_pushed_encrypted_signed_and_padded() {
     assert_eq!(got[0].body.len(), got[1].body.len());
     queue_drained(&app).await;
     assert_eq!(svc.count(), 2, "one push per burst");
+    let sent: u64 = nodes(&app)
+        .iter()
+        .map(|a| {
+            let text = a.metrics.render();
+            text.lines()
+                .find(|l| l.starts_with("confab_pushes_total{outcome=\"sent\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(sent, 2);
 }
 
 #[tokio::test]
