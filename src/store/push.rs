@@ -473,6 +473,26 @@ pub(super) fn on_message(tx: &mut Tx, msg: &Message, room: &Room) -> Result<()> 
             }
         }
     }
+    queue(tx, msg, room, who)
+}
+
+/// Queues pushes for users an edit newly mentions (and only them): for the
+/// edit's apply to call with the ids its new text added.
+#[allow(dead_code)]
+pub(super) fn on_mentions_added(
+    tx: &mut Tx,
+    msg: &Message,
+    room: &Room,
+    added: &[Id],
+) -> Result<()> {
+    if room.kind == RoomKind::Dm {
+        return Ok(());
+    }
+    let who = added.iter().map(|u| (*u, PushReason::Mention)).collect();
+    queue(tx, msg, room, who)
+}
+
+fn queue(tx: &mut Tx, msg: &Message, room: &Room, who: Vec<(Id, PushReason)>) -> Result<()> {
     if who.is_empty() {
         return Ok(());
     }
