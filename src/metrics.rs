@@ -64,6 +64,8 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     pub uploads: Counter,
     pub upload_bytes: Counter,
+    /// Push requests by outcome (app::push).
+    pub pushes: Family<Labels, Counter>,
     pub memory_bytes: Gauge,
     started: Instant,
     events: Mutex<VecDeque<Event>>,
@@ -101,6 +103,7 @@ impl Metrics {
             delivery_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             uploads: Counter::default(),
             upload_bytes: Counter::default(),
+            pushes: Family::default(),
             memory_bytes: Gauge::default(),
             started: Instant::now(),
             events: Mutex::new(VecDeque::with_capacity(EVENTS_KEPT)),
@@ -173,12 +176,19 @@ impl Metrics {
             "Bytes of images stored",
             m.upload_bytes.clone(),
         );
+        registry.register("pushes", "Push notifications, by outcome", m.pushes.clone());
         registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the server",
             m.memory_bytes.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// A push request's outcome: `sent`, `gone`, `retry` or `failed`;
+    /// `dropped` for a queued push not sent (read, active, unwanted).
+    pub fn push(&self, outcome: &'static str) {
+        self.pushes.get_or_create(&vec![("outcome", outcome)]).inc();
     }
 
     pub fn reject(&self, reason: &'static str) {

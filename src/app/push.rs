@@ -539,6 +539,7 @@ async fn deliver(app: &Arc<App>, queued: PushPending) -> Result<()> {
         Ok(!app.active_anywhere(user))
     })()?;
     if !wanted {
+        app.metrics.push("dropped");
         app.store
             .run::<()>(settle(p.count, vec![], None, false, true))
             .await?;
@@ -582,13 +583,20 @@ async fn deliver(app: &Arc<App>, queued: PushPending) -> Result<()> {
     let mut sent = false;
     for (s, r) in subs.iter().zip(results) {
         match r {
-            Sent::Ok => sent = true,
-            Sent::Gone => gone.push(s.id),
+            Sent::Ok => {
+                app.metrics.push("sent");
+                sent = true;
+            }
+            Sent::Gone => {
+                app.metrics.push("gone");
+                gone.push(s.id);
+            }
             Sent::Later(ms) => {
+                app.metrics.push("retry");
                 again.push(s.id);
                 delay = delay.max(ms);
             }
-            Sent::Failed => {}
+            Sent::Failed => app.metrics.push("failed"),
         }
     }
     let cfg = &app.config.push;

@@ -54,7 +54,11 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             }
             User(rec)
         }
-        Command::DeleteUser { user } => User(tx.delete_user(user)?),
+        Command::DeleteUser { user } => {
+            let rec = tx.delete_user(user)?;
+            super::push::forget_user(tx, user)?;
+            User(rec)
+        }
         Command::SetDmPolicy { user, policy } => {
             tx.user(user)?.ok_or(StoreError::NotFound("user"))?;
             let mut settings = tx.settings(user)?;

@@ -473,6 +473,26 @@ pub(super) fn on_message(tx: &mut Tx, msg: &Message, room: &Room) -> Result<()> 
             }
         }
     }
+    queue(tx, msg, room, who)
+}
+
+/// Queues pushes for users an edit newly mentions (and only them): for the
+/// edit's apply to call with the ids its new text added.
+#[allow(dead_code)]
+pub(super) fn on_mentions_added(
+    tx: &mut Tx,
+    msg: &Message,
+    room: &Room,
+    added: &[Id],
+) -> Result<()> {
+    if room.kind == RoomKind::Dm {
+        return Ok(());
+    }
+    let who = added.iter().map(|u| (*u, PushReason::Mention)).collect();
+    queue(tx, msg, room, who)
+}
+
+fn queue(tx: &mut Tx, msg: &Message, room: &Room, who: Vec<(Id, PushReason)>) -> Result<()> {
     if who.is_empty() {
         return Ok(());
     }
@@ -523,6 +543,44 @@ pub(super) fn on_message(tx: &mut Tx, msg: &Message, room: &Room) -> Result<()> 
     }
     if queued {
         tx.emit(Change::PushQueued);
+    }
+    Ok(())
+}
+
+/// Everything push keeps about a deleted account: its subscriptions
+/// (endpoints are personal data), settings, queued pushes and rate.
+pub(super) fn forget_user(tx: &mut Tx, user: Id) -> Result<()> {
+    let subs = subscription_ids(&tx.txn.open_table(USER_SUB_TO_CREATED)?, user)?;
+    for id in subs {
+        remove_sub(tx, id)?;
+    }
+    tx.txn.open_table(USER_TO_NOTIFY)?.remove(user.0)?;
+    tx.txn.open_table(USER_TO_PUSH_RATE)?.remove(user.0)?;
+    let mut rooms = Vec::new();
+    {
+        let prefs = tx.txn.open_table(USER_ROOM_TO_NOTIFY)?;
+        for row in prefs.range((user.0, 0)..=(user.0, u128::MAX))? {
+            rooms.push(row?.0.value().1);
+        }
+    }
+    for room in rooms {
+        tx.txn
+            .open_table(USER_ROOM_TO_NOTIFY)?
+            .remove((user.0, room))?;
+        tx.txn
+            .open_table(ROOM_USER_TO_NOTIFY_ALL)?
+            .remove((room, user.0))?;
+    }
+    let mut queued = Vec::new();
+    {
+        let q = tx.txn.open_table(USER_ROOM_TO_PUSH)?;
+        for row in q.range((user.0, 0)..=(user.0, u128::MAX))? {
+            let (_, v) = row?;
+            queued.push(decode::<PushPending>("user_room_to_push", v.value())?);
+        }
+    }
+    for p in queued {
+        remove_pending(tx, &p)?;
     }
     Ok(())
 }

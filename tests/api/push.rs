@@ -430,6 +430,17 @@ async fn a_direct_message_is_pushed_encrypted_signed_and_padded() {
     assert_eq!(got[0].body.len(), got[1].body.len());
     queue_drained(&app).await;
     assert_eq!(svc.count(), 2, "one push per burst");
+    let sent: u64 = nodes(&app)
+        .iter()
+        .map(|a| {
+            let text = a.metrics.render();
+            text.lines()
+                .find(|l| l.starts_with("confab_pushes_total{outcome=\"sent\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(sent, 2);
 }
 
 #[tokio::test]
@@ -749,4 +760,31 @@ async fn pushes_past_the_rate_cap_wait_for_the_next_minute() {
         held.due
     );
     assert_eq!(svc.count(), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_account_leaves_no_subscription_behind() {
+    let app = spawn().await;
+    let svc = PushService::start().await;
+    let (bob, bob_user) = app.register("bob").await;
+    let browser = Browser::new(svc.endpoint("bob")).await;
+    browser.subscribe(&app, &bob).await;
+    app.call(
+        reqwest::Method::PUT,
+        "/api/me/notifications",
+        Some(&bob),
+        Some(json!({"dnd": {"start_min": 60, "end_min": 120}})),
+    )
+    .await;
+    app.app().delete_user("bob").await.expect("deleted");
+    app.sync().await;
+    let bob_id = confab::domain::Id::parse("id", bob_user["id"].as_str().unwrap()).unwrap();
+    for node in nodes(&app) {
+        let rx = node.store.read().unwrap();
+        assert!(rx.push_subscriptions(bob_id).unwrap().is_empty());
+        assert_eq!(rx.user_notify(bob_id).unwrap().dnd, None);
+    }
+    // The endpoint is free for whoever subscribes with it next.
+    let (carol, _) = app.register("carol").await;
+    browser.subscribe(&app, &carol).await;
 }
