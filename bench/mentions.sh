@@ -18,7 +18,7 @@ source bench/lib.sh
 ROOMS=${ROOMS:-10}
 MEMBERS=${MEMBERS:-100}
 RATE=${RATE:-200}
-PAIRS=${PAIRS:-3}
+PAIRS=${PAIRS:-4}
 DURATION=${DURATION:-10s}
 OUT=${OUT:-target/bench-results/mentions.json}
 mkdir -p "$(dirname "$OUT")"

@@ -165,8 +165,9 @@ pub struct FanoutArgs {
     /// --server-pid). Not with --find-max.
     #[arg(long)]
     pub mentions: bool,
-    /// With --mentions: how many pairs of steps.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    /// With --mentions: how many pairs of steps (in the order plain,
+    /// mentions, mentions, plain, …).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub pairs: u16,
 }
 
@@ -1257,8 +1258,15 @@ async fn mentions_steps(
 ) -> Result<(), String> {
     let c = &a.common;
     let (mut plain, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..a.pairs {
-        for mentions in [false, true] {
+    // ABBA: a drift over the run (the store growing, a neighbour's load)
+    // falls on both kinds alike.
+    for pair in 0..a.pairs {
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for mentions in order {
             let label = if mentions { "mentions" } else { "plain" };
             let mut cmd = run_cmd(c, rate_per_sender, false, false);
             cmd.mentions = mentions;
