@@ -176,7 +176,16 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             may_post(tx, user, msg.room, dm_policy)?;
             let room = tx.room(msg.room)?.ok_or(StoreError::NotFound("room"))?;
             let mentions = tx.mentions_in(user, &room, &text, &here)?;
-            Message(tx.edit_message(msg, text, mentions)?)
+            // Only those the new text adds are told again: the others
+            // were told when the message was sent, or chose to be left out.
+            let added: Vec<Id> = mentions
+                .iter()
+                .filter(|u| !msg.mentions.contains(u))
+                .copied()
+                .collect();
+            let edited = tx.edit_message(msg, text, mentions)?;
+            super::push::on_mentions_added(tx, &edited, &room, &added)?;
+            Message(edited)
         }
         Command::DeleteMessage {
             by,

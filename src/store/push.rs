@@ -476,9 +476,7 @@ pub(super) fn on_message(tx: &mut Tx, msg: &Message, room: &Room) -> Result<()> 
     queue(tx, msg, room, who)
 }
 
-/// Queues pushes for users an edit newly mentions (and only them): for the
-/// edit's apply to call with the ids its new text added.
-#[allow(dead_code)]
+/// Queues pushes for users an edit newly mentions, and only them.
 pub(super) fn on_mentions_added(
     tx: &mut Tx,
     msg: &Message,

@@ -788,3 +788,76 @@ async fn a_deleted_account_leaves_no_subscription_behind() {
     let (carol, _) = app.register("carol").await;
     browser.subscribe(&app, &carol).await;
 }
+
+#[tokio::test]
+async fn a_mention_is_pushed_and_an_edit_tells_only_the_newly_mentioned() {
+    let app = spawn().await;
+    let svc = PushService::start().await;
+    let (alice, alice_user) = app.register("alice").await;
+    let (bob, bob_user) = app.register("bob").await;
+    let (carol, _) = app.register("carol").await;
+    let room = app.create_room(&alice, "plans", "public").await;
+    let room = room["id"].as_str().unwrap().to_string();
+    for token in [&bob, &carol] {
+        let mut ws = app.ws(token).await;
+        ws.ok("join_room", json!({ "room": room })).await;
+    }
+    let bob_browser = Browser::new(svc.endpoint("bob")).await;
+    bob_browser.subscribe(&app, &bob).await;
+    let carol_browser = Browser::new(svc.endpoint("carol")).await;
+    carol_browser.subscribe(&app, &carol).await;
+    app.sync().await;
+
+    // A room's default level is mentions: a plain message tells nobody,
+    // a mention tells the one named.
+    let (status, _) = app
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &alice,
+            json!({"text": "morning all"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, sent) = app
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &alice,
+            json!({"text": "@bob can you look?"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["message"]["mentions"], json!([bob_user["id"]]));
+    let got = svc.wait_for(1).await;
+    assert_eq!(got[0].path, "/push/bob");
+    let p = bob_browser.payload(&got[0], svc.port).await;
+    assert_eq!(p["reason"], "mention", "{p}");
+    assert_eq!(p["count"], 1, "{p}");
+    queue_drained(&app).await;
+    assert_eq!(
+        svc.count(),
+        1,
+        "a plain message in a mentions-level room is not pushed"
+    );
+
+    // The edit adds carol: she is told, bob (already told) is not again.
+    let id = sent["message"]["id"].as_str().unwrap();
+    let mut ws = app.ws(&alice).await;
+    let edited = ws
+        .ok(
+            "edit_message",
+            json!({"message_id": id, "text": "@bob and @carol can you look?"}),
+        )
+        .await;
+    assert_eq!(
+        edited["message"]["mentions"].as_array().map(Vec::len),
+        Some(2),
+        "{edited}"
+    );
+    let got = svc.wait_for(2).await;
+    assert_eq!(got[1].path, "/push/carol");
+    let p = carol_browser.payload(&got[1], svc.port).await;
+    assert_eq!(p["reason"], "mention", "{p}");
+    assert_eq!(p["sender"]["id"], alice_user["id"]);
+    queue_drained(&app).await;
+    assert_eq!(svc.count(), 2, "bob is not told twice");
+}
