@@ -21,6 +21,7 @@ mod properties;
 mod realtime;
 mod rooms;
 mod soak;
+mod socketio;
 mod tls;
 mod uploads;
 mod web;
