@@ -24,6 +24,7 @@ mod push;
 mod realtime;
 mod rooms;
 mod soak;
+mod socketio;
 mod tls;
 mod uploads;
 mod web;
