@@ -40,6 +40,27 @@ pub struct Config {
     pub store: StoreConfig,
     pub uploads: UploadsConfig,
     pub cluster: ClusterConfig,
+    pub search: SearchConfig,
+}
+
+/// The message search index (`<data_dir>/search/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// New messages become findable within about this long: the index is
+    /// committed at most this often.
+    pub commit_interval_ms: u64,
+    /// The indexer's buffer in MiB (at least 15).
+    pub writer_mib: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            commit_interval_ms: 500,
+            writer_mib: 32,
+        }
+    }
 }
 
 /// Cluster mode: several nodes on one NATS JetStream cluster. No

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod natsctl;
 pub mod perms;
 pub mod protocol;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod term;

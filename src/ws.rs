@@ -881,6 +881,10 @@ fn handle(ctx: &Ctx, text: &str) -> Answer {
                 Ok(json!({}))
             })
         }
+        "search" => {
+            let d = data!(crate::app::SearchInput);
+            later!(async move { Ok(json!(app.search(&user, d).await?)) })
+        }
         other => Answer::Now(Some(error_frame(
             id.as_deref(),
             ErrorCode::BadRequest,

@@ -25,6 +25,7 @@ mod apply;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+mod journal;
 mod read;
 mod tables;
 mod write;
@@ -32,6 +33,7 @@ mod writer;
 
 pub use apply::{Local, rank};
 pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
+pub use journal::{JOURNAL_KEEP, Reader};
 pub use read::Rx;
 pub use tables::{Migration, SCHEMA_VERSION, new_secret};
 pub use write::{NewMessage, NewRoom, NewUser, Tx};

@@ -71,6 +71,13 @@ pub(super) const ROOM_TO_RETENTION: TableDefinition<u128, &[u8]> =
 /// expired anyway.
 pub(super) const TOKEN_TO_EXPIRY: TableDefinition<u128, u64> =
     TableDefinition::new("token_to_expiry");
+/// The message journal: every message written, edited, blanked or removed
+/// gets the next revision here (`meta.message_rev`), so a follower of the
+/// store (the search index) can resume from the last revision it saw
+/// instead of rescanning history. Only the newest `JOURNAL_KEEP` rows are
+/// kept; a follower further behind rebuilds from the messages themselves.
+pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
+    TableDefinition::new("rev_to_message");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -209,7 +216,8 @@ macro_rules! all_tables {
             USER_BLOCKER_TO_SINCE,
             USER_TO_SETTINGS,
             ROOM_TO_RETENTION,
-            TOKEN_TO_EXPIRY
+            TOKEN_TO_EXPIRY,
+            REV_TO_MESSAGE
         )
     };
 }

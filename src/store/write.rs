@@ -442,6 +442,7 @@ impl Tx {
             deleted: false,
             client_msg_id: rec.client_msg_id,
         };
+        self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
         Ok((msg, true))
     }
@@ -469,7 +470,7 @@ impl Tx {
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
             .insert((msg.room.0, msg.seq), encode(&rec).as_slice())?;
-        Ok(())
+        self.journal([msg.id])
     }
 
     pub fn edit_message(&mut self, mut msg: Message, text: String) -> Result<Message> {
@@ -593,6 +594,7 @@ impl Tx {
                 attached.extend(rec.attachments.iter().cloned());
             }
         }
+        self.journal(records.iter().map(|r| r.id))?;
         self.count_attachments(&attached, -1)
     }
 

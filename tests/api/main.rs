@@ -20,6 +20,7 @@ mod ops;
 mod properties;
 mod realtime;
 mod rooms;
+mod search;
 mod soak;
 mod tls;
 mod uploads;
