@@ -111,7 +111,7 @@ pub async fn run(a: SearchArgs) -> Result<Value, String> {
         let rec: crate::store::UserRecord = store
             .run(Command::CreateUser(NewUser {
                 id: Id::new(),
-                username: format!("u{i}"),
+                username: format!("user{i:04}"),
                 role: Role::User,
                 password_hash: String::new(),
             }))
@@ -157,7 +157,7 @@ pub async fn run(a: SearchArgs) -> Result<Value, String> {
     let words = Arc::new(words);
     let users = Arc::new(users);
     let rooms = Arc::new(rooms);
-    let tasks = 256;
+    let tasks = 1024;
     let per = a.messages.div_ceil(tasks);
     let mut joins = Vec::new();
     for t in 0..tasks {
