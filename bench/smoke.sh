@@ -29,6 +29,8 @@ run fanout "${common[@]}" --rooms 2 --members 10 --rate 40 --mentions --pairs 1
 run durable "${common[@]}" -n 20 --members 5
 run churn "${common[@]}" -n 5 --members 5
 run slow "${common[@]}" --rooms 2 --members 20 --rate 40 --stalled 0.05 --rounds 1
+run search --messages 3000 --rooms 6 --users 5 --rooms-per-user 3 --queries 140 --writer-mib 16 --out "$WORK/search.json"
+grep -q '"p99_ms"' "$WORK/search.json"
 run chart --kind latency --out "$WORK/latency.svg" --title smoke "confab=$WORK/findmax.json"
 run chart --kind memory --out "$WORK/memory.svg" --title smoke "confab=$WORK/idle.json"
 grep -q '<polyline' "$WORK/latency.svg"

@@ -105,6 +105,10 @@ pub enum Command {
     },
     /// Check the config file and the data directory before a (re)start.
     Check,
+    /// Rebuild the message search index from the store (the server must
+    /// be stopped; a running server rebuilds a missing or stale index on
+    /// its own).
+    Reindex,
     /// Load-test a server (confab or another speaking the same protocol)
     /// on this machine: `confab bench fanout --url http://127.0.0.1:8080`.
     #[command(subcommand)]
@@ -571,6 +575,7 @@ async fn command(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Check => check(&cli.global).await,
+        Command::Reindex => reindex(&cli.global).await,
         Command::Message(MessageCmd::Delete { id, reason }) => {
             operator(&cli.global, Request::DeleteMessage { id, reason }).await
         }
@@ -889,6 +894,11 @@ async fn restore(
         .and_then(|f| f.sync_all())
         .map_err(io)?;
     std::fs::rename(&tmp, &db).map_err(io)?;
+    // The index described the old store; the next start builds it anew.
+    let index = crate::search::dir_in(&config.server.data_dir);
+    if index.exists() {
+        std::fs::remove_dir_all(&index).map_err(io)?;
+    }
     let mut files = 0;
     if let Some(dir) = uploads {
         let from = crate::uploads::FileStore::new_at(dir);
@@ -918,6 +928,58 @@ async fn restore(
 /// Validates the config and the data directory; fails on the first problem.
 /// With a server running, reports where it actually listens (the
 /// configured port may be 0, or overridden by `serve --bind`).
+async fn reindex(global: &Global) -> Result<(), CliError> {
+    let config = load_config(global, None)?;
+    if admin::Client::connect(&config.socket_path())
+        .await
+        .is_some()
+    {
+        return Err(CliError::Input(format!(
+            "a server is running on {}: stop it before reindexing",
+            config.server.data_dir.display()
+        )));
+    }
+    if !config.db_path().is_file() {
+        return Err(CliError::Input(format!(
+            "no store in {}",
+            config.server.data_dir.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let dir = config.server.data_dir.clone();
+    let writer_bytes = config.search.writer_mib.saturating_mul(1 << 20);
+    let store = crate::store::Store::open(
+        &config.db_path(),
+        config.store.cache_mib,
+        config.store.max_batch,
+        std::sync::Arc::new(|_: &[crate::store::Change]| {}),
+        None,
+        crate::store::Local::default(),
+    )
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let reader = store.reader();
+    let messages =
+        tokio::task::spawn_blocking(move || crate::search::rebuild(&dir, reader, writer_bytes))
+            .await
+            .map_err(|e| CliError::Input(e.to_string()))?
+            .map_err(|e| CliError::Input(e.to_string()))?;
+    drop(store);
+    let bytes = crate::search::Search::disk_bytes(&crate::search::dir_in(&config.server.data_dir));
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        say!(
+            "{}",
+            serde_json::json!({ "messages": messages, "index_bytes": bytes, "seconds": secs })
+        )?;
+    } else {
+        say!(
+            "reindexed {messages} messages in {secs:.1} s (index: {:.1} MiB)",
+            bytes as f64 / 1048576.0
+        )?;
+    }
+    Ok(())
+}
+
 async fn check(global: &Global) -> Result<(), CliError> {
     let json = global.json;
     let config = load_config(global, None)?;

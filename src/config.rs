@@ -42,6 +42,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub push: PushConfig,
     pub outbound: OutboundConfig,
+    pub search: SearchConfig,
 }
 
 /// Web Push notifications (docs/protocol.md, "Push notifications").
@@ -115,6 +116,26 @@ impl Default for OutboundConfig {
             connect_timeout_ms: 3000,
             timeout_ms: 10_000,
             max_response_bytes: 8192,
+        }
+    }
+}
+
+/// The message search index (`<data_dir>/search/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// New messages become findable within about this long: the index is
+    /// committed at most this often.
+    pub commit_interval_ms: u64,
+    /// The indexer's buffer in MiB (at least 15).
+    pub writer_mib: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            commit_interval_ms: 500,
+            writer_mib: 32,
         }
     }
 }

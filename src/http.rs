@@ -522,6 +522,11 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let target = Target::Room(room_id(id)?);
             post_message(app, req, target, body).await
         }
+        (&Method::GET, ["api", "search"]) => {
+            let user = authed(app, req)?;
+            let input = search_input(&req.query)?;
+            ok(json!(app.search(&user, input).await?))
+        }
         (&Method::GET, ["uploads", id]) => serve_upload(app, req, id, false).await,
         (&Method::GET, ["uploads", id, "thumb"]) => serve_upload(app, req, id, true).await,
         (&Method::POST, ["api", "dm", username, "messages"]) => {
@@ -703,6 +708,26 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         return Err(AppError::BadRequest("body: expected a JSON object".into()));
     }
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("body: {e}")))
+}
+
+/// `GET /api/search`'s parameters; the app validates each.
+fn search_input(query: &HashMap<String, String>) -> Result<crate::app::SearchInput> {
+    let get = |k: &str| query.get(k).filter(|v| !v.is_empty()).cloned();
+    let limit = get("limit")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| AppError::BadRequest("limit: must be a number".into()))
+        })
+        .transpose()?;
+    Ok(crate::app::SearchInput {
+        q: get("q").unwrap_or_default(),
+        room: get("room"),
+        from: get("from"),
+        before: get("before").map(Value::String),
+        after: get("after").map(Value::String),
+        limit,
+        cursor: get("cursor"),
+    })
 }
 
 fn room_id(s: &str) -> Result<Id> {

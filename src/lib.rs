@@ -19,6 +19,7 @@ pub mod natsctl;
 pub mod outbound;
 pub mod perms;
 pub mod protocol;
+pub mod search;
 pub mod server;
 pub mod sio;
 pub mod store;

@@ -82,6 +82,14 @@ impl Running {
         if let Some(link) = app.store.link() {
             link.stop();
         }
+        // The indexer commits what it holds and lets go of the store file.
+        let indexer = app.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(s) = indexer.search_index() {
+                s.stop();
+            }
+        })
+        .await;
         drop(app);
         let _ = tokio::task::spawn_blocking(move || closed.wait(Duration::from_secs(5))).await;
     }
@@ -147,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     } else {
         (App::open(config)?, None)
     };
+    app.start_search()?;
     let listener = listen(addr).map_err(|source| ServeError::Bind {
         addr: addr.to_string(),
         source,

@@ -911,6 +911,10 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
             }
             Answer::Now(answer(id.as_deref(), Ok(json!({}))))
         }
+        "search" => {
+            let d = data!(crate::app::SearchInput);
+            later!(async move { Ok(json!(app.search(&user, d).await?)) })
+        }
         other => Answer::Now(Some(error_frame(
             id.as_deref(),
             ErrorCode::BadRequest,

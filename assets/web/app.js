@@ -1598,6 +1598,148 @@
         h('button', { type: 'button', class: 'primary', onclick: save }, 'Save')));
   }
 
+  // ---------------------------------------------------------------- search
+
+  // GET /api/search as the `search` frame: results newest first, each with
+  // a snippet whose matches are [start, end) offsets in UTF-16 units, the
+  // unit of JavaScript strings, so they slice the snippet directly.
+  const SEARCH_PAGE = 20;
+  const searchState = { q: '', cursor: null, busy: false };
+
+  function openSearch() {
+    const dlg = $('search-dialog');
+    if (!dlg.open) dlg.showModal();
+    const input = $('search-input');
+    input.focus();
+    input.select();
+  }
+
+  // The snippet as text nodes and <mark>s: never markup from the server.
+  function markedSnippet(sn) {
+    const text = (sn && typeof sn.text === 'string') ? sn.text : '';
+    const out = [];
+    let at = 0;
+    for (const r of (sn && Array.isArray(sn.highlights)) ? sn.highlights : []) {
+      const a = Math.max(at, Number(r[0]) || 0);
+      const b = Math.min(text.length, Number(r[1]) || 0);
+      if (b <= a) continue;
+      if (a > at) out.push(text.slice(at, a));
+      out.push(h('mark', null, text.slice(a, b)));
+      at = b;
+    }
+    if (at < text.length) out.push(text.slice(at));
+    return out;
+  }
+
+  function renderHit(r) {
+    const m = r.message;
+    const known = S.rooms.get(r.room.id);
+    const room = known ? known.room : r.room;
+    const where = room.kind === 'dm' ? roomLabel(room) : `#${room.name}`;
+    const sender = m.sender ? m.sender.username : '?';
+    return h('li', null, h('button', {
+      type: 'button',
+      class: 'search-hit',
+      onclick: () => jumpTo(m),
+    },
+    h('span', { class: 'search-meta' },
+      h('span', { class: 'search-room' }, where), ' · ',
+      h('span', { class: 'sender' }, sender), ' · ',
+      h('time', { datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at))),
+    h('span', { class: 'search-snippet' }, h('bdi', {}, markedSnippet(r.snippet)))));
+  }
+
+  async function runSearch(more) {
+    if (searchState.busy) return;
+    const state = $('search-state');
+    const list = $('search-results');
+    if (!more) {
+      searchState.q = $('search-input').value.trim();
+      searchState.cursor = null;
+      list.replaceChildren();
+      $('search-more').hidden = true;
+    }
+    if (!searchState.q) {
+      state.textContent = '';
+      return;
+    }
+    const data = { q: searchState.q, limit: SEARCH_PAGE };
+    if (more && searchState.cursor) data.cursor = searchState.cursor;
+    searchState.busy = true;
+    state.textContent = 'Searching…';
+    try {
+      const page = S.conn === 'connected'
+        ? await request('search', data)
+        : await api('GET', `/api/search?${new URLSearchParams(data)}`);
+      const results = Array.isArray(page.results) ? page.results : [];
+      list.append(...results.map(renderHit));
+      searchState.cursor = page.next_cursor || null;
+      $('search-more').hidden = !searchState.cursor;
+      const n = list.children.length;
+      state.textContent = n === 0
+        ? 'No messages match.'
+        : `${n} message${n === 1 ? '' : 's'}${searchState.cursor ? ' so far' : ''}. Enter a result to see it in its conversation.`;
+    } catch (e) {
+      state.textContent = `Search failed: ${e.message || e.code}`;
+    } finally {
+      searchState.busy = false;
+    }
+  }
+
+  // Shows a message in its conversation: older history is read back until
+  // it is loaded, then it is scrolled to, marked and focused.
+  async function jumpTo(m) {
+    const rs = S.rooms.get(m.room);
+    if (!rs) {
+      toast('That conversation is no longer in your list.', 'bad');
+      return;
+    }
+    $('search-dialog').close();
+    selectRoom(rs.room.id);
+    try {
+      for (let i = 0; i < 100 && !rs.loaded; i++) {
+        if (!rs.loading) await loadLatest(rs);
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      for (let i = 0; i < 50 && rs.hasMoreBefore && rs.msgs.length && rs.msgs[0].seq > m.seq; i++) {
+        const page = await request('history', { room: rs.room.id, before: rs.msgs[0].seq, limit: 200 });
+        rs.hasMoreBefore = !!page.has_more;
+        addMessages(rs.room.id, page.messages || [], false, true);
+      }
+    } catch (e) {
+      toast(`Could not load that message: ${e.message || e.code}`, 'bad');
+      return;
+    }
+    if (rs !== currentRoom()) return;
+    S.rovingId = m.id;
+    renderTimeline(false);
+    const li = $('messages').querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    if (!li) {
+      toast('That message is too far back to show here.', 'bad');
+      return;
+    }
+    for (const old of $('messages').querySelectorAll('li.hit')) old.classList.remove('hit');
+    li.classList.add('hit');
+    li.scrollIntoView({ block: 'center' });
+    li.focus({ preventScroll: true });
+  }
+
+  function wireSearch() {
+    $('open-search').addEventListener('click', openSearch);
+    $('search-form').addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(false); });
+    $('search-more').addEventListener('click', () => runSearch(true));
+    document.addEventListener('keydown', (ev) => {
+      if ($('chat').hidden || document.querySelector('dialog[open]')) return;
+      const t = ev.target;
+      const typing = t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+      const ctrlK = (ev.ctrlKey || ev.metaKey) && !ev.altKey && ev.key.toLowerCase() === 'k';
+      if (ctrlK || (ev.key === '/' && !typing && !ev.ctrlKey && !ev.metaKey && !ev.altKey)) {
+        ev.preventDefault();
+        openSearch();
+      }
+    });
+  }
+
   function confirmDialog(text, okLabel) {
     const dlg = $('confirm-dialog');
     $('confirm-text').textContent = text;
@@ -2789,6 +2931,7 @@
       roomName: (room) => `${room.kind === 'dm' ? '@' : '#'}${roomLabel(room)}`,
     };
     wire();
+    wireSearch();
     setConn('offline');
     S.token = storage.get(TOKEN_KEY);
     const user = storage.json(USER_KEY, null);

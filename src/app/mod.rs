@@ -31,9 +31,11 @@ mod operations;
 mod profile;
 pub mod push;
 mod rooms;
+mod search;
 mod social;
 mod uploads;
 
+pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
 use uploads::kib;
 
 pub use crate::domain::{BanInfo, MuteInfo};
@@ -214,6 +216,11 @@ pub struct App {
     peers: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
     /// Push notifications: the VAPID key, who is active, delivery.
     pub notifier: push::Notifier,
+    /// The message index, once `start_search` opened it (servers only: the
+    /// offline CLI has no use for it).
+    search: std::sync::OnceLock<crate::search::Search>,
+    /// Wakes the indexer after commits that change messages.
+    search_poke: crate::search::Poke,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -272,6 +279,8 @@ impl App {
         let listener_hub = hub.clone();
         let push_wake = Arc::new(tokio::sync::Notify::new());
         let listener_wake = push_wake.clone();
+        let search_poke = crate::search::Poke::default();
+        let poke = search_poke.clone();
         let observed = metrics.clone();
         let files = FileStore::new(&config.server.data_dir);
         let present = files.clone();
@@ -290,6 +299,9 @@ impl App {
                 listener_hub.apply(changes);
                 if changes.iter().any(|c| matches!(c, Change::PushQueued)) {
                     listener_wake.notify_one();
+                }
+                if changes.iter().any(changes_messages) {
+                    poke.poke();
                 }
             }),
             Some(Arc::new(move |size, took| {
@@ -324,8 +336,47 @@ impl App {
             limits,
             peers,
             notifier,
+            search: std::sync::OnceLock::new(),
+            search_poke,
         }))
     }
+
+    /// Opens the search index and starts its indexer, which catches up
+    /// with the store in the background.
+    pub fn start_search(&self) -> Result<()> {
+        if self.search.get().is_some() {
+            return Ok(());
+        }
+        let cfg = &self.config.search;
+        let search = crate::search::Search::open(
+            &crate::search::dir_in(&self.config.server.data_dir),
+            self.store.reader(),
+            crate::search::Settings {
+                commit_interval: Duration::from_millis(cfg.commit_interval_ms),
+                writer_bytes: cfg.writer_mib.saturating_mul(1 << 20),
+            },
+            self.search_poke.clone(),
+        )
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let _ = self.search.set(search);
+        Ok(())
+    }
+
+    /// The search index, if this process runs one.
+    pub fn search_index(&self) -> Option<&crate::search::Search> {
+        self.search.get()
+    }
+}
+
+/// Whether a change may change what search finds (the indexer is woken).
+fn changes_messages(c: &Change) -> bool {
+    matches!(
+        c,
+        Change::MessageCreated(_)
+            | Change::MessageUpdated(_)
+            | Change::MessageDeleted { .. }
+            | Change::RoomDeleted { .. }
+    )
 }
 
 fn throttled(message: &str, retry_after: u64) -> AppError {

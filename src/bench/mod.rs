@@ -12,6 +12,7 @@
 
 pub mod chart;
 pub mod net;
+pub mod search;
 pub mod stats;
 pub mod worker;
 
@@ -65,6 +66,9 @@ pub enum BenchCmd {
     /// Fan-out with a share of members that stop reading: the others'
     /// latency and the server's memory.
     Slow(SlowArgs),
+    /// Search over a store loaded directly (not over the protocol): query
+    /// latency, index size and indexer throughput.
+    Search(search::SearchArgs),
     /// Draws an SVG chart from saved results (--out of earlier runs).
     Chart(chart::ChartArgs),
 }
@@ -325,6 +329,19 @@ pub struct Outcome {
 pub async fn run(cmd: BenchCmd, json_out: bool) -> Result<(), String> {
     let (outcome, out) = match cmd {
         BenchCmd::Chart(a) => return chart::run(&a),
+        BenchCmd::Search(a) => {
+            let out = a.out.clone();
+            let v = search::run(a).await?;
+            let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+            if let Some(path) = out {
+                std::fs::write(&path, &text)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            if json_out {
+                say!("{text}");
+            }
+            return Ok(());
+        }
         BenchCmd::Idle(a) => {
             let out = a.common.out.clone();
             (idle(a).await?, out)

@@ -100,6 +100,13 @@ pub(super) const USER_TO_PUSH_RATE: TableDefinition<u128, &[u8]> =
 /// writes nothing per member.
 pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()> =
     TableDefinition::new("user_room_seq_to_mention");
+/// The message journal: every message written, edited, blanked or removed
+/// gets the next revision here (`meta.message_rev`), so a follower of the
+/// store (the search index) can resume from the last revision it saw
+/// instead of rescanning history. Only the newest `JOURNAL_KEEP` rows are
+/// kept; a follower further behind rebuilds from the messages themselves.
+pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
+    TableDefinition::new("rev_to_message");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -248,7 +255,8 @@ macro_rules! all_tables {
             ROOM_USER_TO_NOTIFY_ALL,
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
-            USER_TO_PUSH_RATE
+            USER_TO_PUSH_RATE,
+            REV_TO_MESSAGE
         )
     };
 }

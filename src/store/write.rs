@@ -478,6 +478,7 @@ impl Tx {
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
         };
+        self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
         Ok((msg, true))
     }
@@ -506,7 +507,7 @@ impl Tx {
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
             .insert((msg.room.0, msg.seq), encode(&rec).as_slice())?;
-        Ok(())
+        self.journal([msg.id])
     }
 
     /// `mentions`: who the new text mentions. Those it stops or starts
@@ -661,6 +662,7 @@ impl Tx {
                 attached.extend(rec.attachments.iter().cloned());
             }
         }
+        self.journal(records.iter().map(|r| r.id))?;
         self.count_attachments(&attached, -1)
     }
 

@@ -23,6 +23,7 @@ mod properties;
 mod push;
 mod realtime;
 mod rooms;
+mod search;
 mod soak;
 mod socketio;
 mod tls;
