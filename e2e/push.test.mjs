@@ -254,4 +254,32 @@ describe('notifications in the web client', { timeout: 120_000 }, () => {
     assert.equal(s.dnd.end_min, 6 * 60 + 45);
     assert.deepEqual(errors, []);
   });
+
+  step("a muted room's unread count shows quietly and stays out of the title", async () => {
+    await page.keyboard.press('Escape');
+    const side = (await http(base, 'POST', '/api/rooms', token, { name: 'side', visibility: 'public' })).room;
+    const sideButton = page.locator(`#room-list button[data-room="${side.id}"]`);
+    await sideButton.waitFor({ state: 'visible', timeout: WAIT });
+    await sideButton.click();
+    await page.waitForFunction(() => document.getElementById('room-name').textContent === '#side', null, { timeout: WAIT });
+    const bob = await http(base, 'POST', '/api/auth/register', null, { username: 'bob', password: PASSWORD });
+    await http(base, 'POST', `/api/rooms/${lobby.id}/messages`, bob.token, { text: 'anyone here?' });
+    const quietBadge = page.locator(`#room-list button[data-room="${lobby.id}"] .badge.quiet`);
+    await quietBadge.waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await quietBadge.textContent(), '1');
+    assert.equal(await page.title(), 'confab', 'a muted room adds nothing to the title');
+    await accessible(page, 'muted room badge');
+    // The same after a reload, from the settings the server keeps.
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById('conn')?.dataset.state === 'connected', null, { timeout: WAIT });
+    await quietBadge.waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await page.title(), 'confab');
+    // Unmuted, it counts again.
+    await http(base, 'PUT', `/api/rooms/${lobby.id}/notifications`, token, { level: 'all', muted: false });
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById('conn')?.dataset.state === 'connected', null, { timeout: WAIT });
+    await page.locator(`#room-list button[data-room="${lobby.id}"] .badge:not(.quiet):not(.mention-badge)`).waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await page.title(), '(1) confab');
+    assert.deepEqual(errors, []);
+  });
 });

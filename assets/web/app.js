@@ -118,6 +118,9 @@
 
   const S = {
     token: null,
+    // Rooms whose notification setting is muted or "nothing": their unread
+    // count shows quietly and stays out of the title's.
+    quiet: new Set(),
     me: null,
     ws: null,
     conn: 'offline',
@@ -732,6 +735,7 @@
     setUnreadAll(d.unread);
     if (!S.divider) placeDivider(currentRoom());
     renderAll();
+    loadQuiet();
 
     // Recovery (the protocol's guarantee 3): from each room's last seen seq
     // as it was when this connection opened; live messages that arrive
@@ -1254,8 +1258,23 @@
     h('span', { class: 'conv-name' }, label),
     rs.room.visibility === 'private' && rs.room.kind === 'room' ? h('span', { class: 'lock muted', title: 'private' }, 'private') : null,
     mentionBadge(rs),
-    n ? h('span', { class: 'badge', 'aria-label': `${n} unread` }, n > 99 ? '99+' : String(n)) : null));
+    n ? unreadBadge(n, S.quiet.has(rs.room.id)) : null));
   }
+
+  function unreadBadge(n, quiet) {
+    const label = `${n} unread${quiet ? ', muted' : ''}`;
+    return h('span', { class: `badge${quiet ? ' quiet' : ''}`, 'aria-label': label, title: label }, n > 99 ? '99+' : String(n));
+  }
+
+  // What the notification settings say of each room, for the badges.
+  async function loadQuiet() {
+    try {
+      const s = await api('GET', '/api/me/notifications');
+      S.quiet = new Set((s.rooms || []).filter(quietSetting).map((r) => r.room));
+      renderSidebar();
+    } catch { /* badges stay as they are: the settings are not essential */ }
+  }
+  const quietSetting = (r) => !!r.muted || r.level === 'nothing';
 
   function renderSidebar() {
     if (!S.me) return;
@@ -1272,7 +1291,7 @@
     $('dm-list').replaceChildren(...items);
     if (items.length === 0) $('dm-list').append(h('li', { class: 'muted small none' }, 'No conversations yet'));
     let total = 0;
-    for (const rs of S.rooms.values()) total += unread(rs);
+    for (const rs of S.rooms.values()) if (!S.quiet.has(rs.room.id)) total += unread(rs);
     document.title = total ? `(${total}) confab` : 'confab';
     showCountInIcon(total, totalMentions());
     const badge = $('menu-badge');
@@ -2929,6 +2948,12 @@
       currentRoom: () => (S.current && !isDraft(S.current) ? currentRoom()?.room || null : null),
       openRoom: (id) => { if (S.rooms.has(id)) selectRoom(id); },
       roomName: (room) => `${room.kind === 'dm' ? '@' : '#'}${roomLabel(room)}`,
+      // A room's notification setting changed: its badge follows.
+      setRoomNotify: (setting) => {
+        if (quietSetting(setting)) S.quiet.add(setting.room);
+        else S.quiet.delete(setting.room);
+        renderSidebar();
+      },
     };
     wire();
     wireSearch();

@@ -177,10 +177,11 @@
     ev.preventDefault();
     const level = document.querySelector('#room-notify-form input[name="level"]:checked');
     try {
-      await C().api('PUT', `/api/rooms/${roomInDialog}/notifications`, {
+      const saved = await C().api('PUT', `/api/rooms/${roomInDialog}/notifications`, {
         level: level ? level.value : null,
         muted: $('room-mute').checked,
       });
+      C().setRoomNotify(saved);
       $('room-notify-dialog').close();
     } catch (e) {
       $('room-notify-error').textContent = `Not saved: ${e.message || e.code}.`;
