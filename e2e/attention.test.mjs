@@ -6,114 +6,22 @@
 //
 //   cargo build && (cd e2e && npm ci && npm test)
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
+import {
+  ARTIFACTS, CHROMIUM, PASSWORD, WAIT, accessible, ctx, http, shot, signIn, startServer, step, waitFor,
+} from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.join(HERE, 'artifacts');
-const WAIT = 15_000;
-const PASSWORD = 'correct horse battery';
-
-const SERVER_ENV = {
-  ...process.env,
-  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
-  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
-  CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN: '10000',
-  CONFAB_LIMITS_ROOM_CREATIONS_PER_HOUR: '10000',
-  RUST_LOG: process.env.RUST_LOG || 'warn',
-};
-
-let dataDir;
-let serverLog;
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--bind', '127.0.0.1:0', '--data-dir', dataDir], {
-      env: SERVER_ENV,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`confab did not start within ${WAIT} ms: ${err}`));
-    }, WAIT);
-    child.stdout.on('data', (b) => {
-      out += b;
-      serverLog.write(b);
-      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    });
-    child.stderr.on('data', (b) => { err = (err + b).slice(-4000); serverLog.write(b); });
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-  });
-}
-
-async function http(base, method, urlPath, token, body) {
-  const resp = await fetch(new URL(urlPath, base), {
-    method,
-    headers: { authorization: `Bearer ${token || ''}`, 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await resp.json().catch(() => null);
-  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-const waitFor = (locator) => locator.waitFor({ state: 'visible', timeout: WAIT });
-const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, name), animations: 'disabled' });
 const conv = (page, name) => page.locator('#room-list button.conv', { hasText: name });
-
-async function signIn(page, base, name) {
-  await page.goto(base);
-  await waitFor(page.locator('#login-form'));
-  await page.locator('#login-username').fill(name);
-  await page.locator('#login-password').fill(PASSWORD);
-  await page.locator('#login-submit').click();
-  await page.waitForFunction(() => document.getElementById('conn')?.dataset.state === 'connected', null, { timeout: WAIT });
-}
 
 async function openRoom(page, name) {
   await conv(page, name).click();
   await waitFor(page.locator('#room-name', { hasText: `#${name}` }));
-}
-
-/** axe on what the page shows, light and dark: no serious or critical issue. */
-async function accessible(page, screen) {
-  const problems = [];
-  for (const colorScheme of ['light', 'dark']) {
-    await page.emulateMedia({ colorScheme });
-    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
-    const { violations } = await new AxeBuilder({ page }).analyze();
-    for (const v of violations) {
-      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
-      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
-      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
-    }
-  }
-  await page.emulateMedia({ colorScheme: 'light' });
-  assert.deepEqual(problems, [], problems.join('\n'));
-}
-
-let broken = false;
-function step(name, fn) {
-  it(name, async (t) => {
-    if (broken) { t.skip('an earlier step failed'); return; }
-    try { await fn(); } catch (e) { broken = true; throw e; }
-  });
 }
 
 describe('mentions and unread counts in the web client', { timeout: 180_000 }, () => {
@@ -127,9 +35,9 @@ describe('mentions and unread counts in the web client', { timeout: 180_000 }, (
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-attention-'));
-    serverLog = createWriteStream(path.join(ARTIFACTS, 'server-attention.log'));
-    server = await startServer();
+    ctx.dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-attention-'));
+    ctx.serverLog = createWriteStream(path.join(ARTIFACTS, 'server-attention.log'));
+    server = await startServer('127.0.0.1:0');
     base = server.url;
     const tokens = {};
     for (const name of ['alice', 'bob', 'carol']) {
@@ -163,8 +71,8 @@ describe('mentions and unread counts in the web client', { timeout: 180_000 }, (
     }
     await browser?.close().catch(() => {});
     if (server) server.child.kill('SIGTERM');
-    serverLog?.end();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    ctx.serverLog?.end();
+    if (ctx.dataDir) await rm(ctx.dataDir, { recursive: true, force: true });
   });
 
   step('signs in alice, and bob in two browsers, looking at another room', async () => {

@@ -7,287 +7,17 @@
 //
 // CONFAB_BIN and CHROMIUM override the binary and the browser.
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import zlib from 'node:zlib';
-import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.join(HERE, 'artifacts');
-const WAIT = 15_000;
-const PASSWORD = 'correct horse battery';
-const XSS = '<img src=x onerror=alert(1)>';
-
-// Cheap password hashing: these servers hold throwaway accounts.
-const SERVER_ENV = {
-  ...process.env,
-  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
-  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
-  // The test seeds history quickly from one address; the limits have
-  // tests of their own.
-  CONFAB_LIMITS_MESSAGES_PER_SEC: '10000',
-  CONFAB_LIMITS_MESSAGES_BURST: '10000',
-  CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN: '10000',
-  CONFAB_LIMITS_ROOM_CREATIONS_PER_HOUR: '10000',
-  RUST_LOG: process.env.RUST_LOG || 'warn',
-};
-
-// ------------------------------------------------------------------ server
-
-let dataDir;
-let serverLog;
-
-/** Starts `confab serve` and resolves once it prints its address. */
-function startServer(bind) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--bind', bind, '--data-dir', dataDir], {
-      env: SERVER_ENV,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    let done = false;
-    const finish = (f) => { if (!done) { done = true; clearTimeout(timer); f(); } };
-    const timer = setTimeout(() => finish(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`confab did not start within ${WAIT} ms: ${err}`));
-    }), WAIT);
-    child.stdout.on('data', (b) => {
-      out += b;
-      serverLog.write(b);
-      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
-      if (m) finish(() => resolve({ child, url: m[1] }));
-    });
-    child.stderr.on('data', (b) => {
-      err = (err + b).slice(-4000);
-      serverLog.write(b);
-    });
-    child.on('error', (e) => finish(() => reject(e)));
-    child.on('exit', (code, signal) => finish(() => reject(new Error(`confab exited (${code ?? signal}): ${err}`))));
-  });
-}
-
-async function stopServer(server, signal) {
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise((r) => server.child.once('exit', r));
-  server.child.kill(signal);
-  await exited;
-}
-
-/** The same port again: the address a browser tab already has open. */
-async function restartOnSamePort(url) {
-  const bind = new URL(url).host;
-  let lastError;
-  for (let i = 0; i < 20; i++) {
-    try {
-      return await startServer(bind);
-    } catch (e) {
-      lastError = e;
-      await sleep(250);
-    }
-  }
-  throw lastError;
-}
-
-const run = promisify(execFile);
-/** The operator's command line, through the running server's admin socket. */
-const cli = (...args) => run(BIN, ['--data-dir', dataDir, ...args], { env: SERVER_ENV });
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function http(base, method, urlPath, token, body) {
-  const resp = await fetch(new URL(urlPath, base), {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await resp.json().catch(() => null);
-  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-// --------------------------------------------------------------- a png
-
-const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-function crc32(buf) {
-  let c = 0xffffffff;
-  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function chunk(type, data) {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([len, body, crc]);
-}
-
-/** A small RGB gradient PNG, made here so the test ships no binary file. */
-function makePng(width, height) {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB, no interlace
-  const rows = [];
-  for (let y = 0; y < height; y++) {
-    const row = Buffer.alloc(1 + width * 3);
-    for (let x = 0; x < width; x++) {
-      row[1 + x * 3] = Math.round((x / width) * 255);
-      row[2 + x * 3] = Math.round((y / height) * 255);
-      row[3 + x * 3] = 180;
-    }
-    rows.push(row);
-  }
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
-    chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
-    chunk('IEND', Buffer.alloc(0)),
-  ]);
-}
-
-// ------------------------------------------------------------- browser
-
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
-
-/** What a page did that a test must see: dialogs, errors, frames. */
-function watch(page) {
-  const seen = { dialogs: [], errors: [], csp: [], sent: [] };
-  page.on('dialog', (d) => {
-    seen.dialogs.push(d.message());
-    d.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (e) => seen.errors.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && /Content.Security.Policy/i.test(m.text())) seen.csp.push(m.text());
-  });
-  page.on('websocket', (ws) => {
-    ws.on('framesent', (f) => {
-      try { seen.sent.push(JSON.parse(f.payload)); } catch { /* not JSON */ }
-    });
-  });
-  return seen;
-}
-
-/** A screenshot in e2e/artifacts/, with transitions run to their end. */
-const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, name), animations: 'disabled' });
-
-const waitFor = (locator) => locator.waitFor({ state: 'visible', timeout: WAIT });
-
-async function connState(page, state) {
-  await page.waitForFunction(
-    (s) => document.getElementById('conn')?.dataset.state === s,
-    state,
-    { timeout: WAIT },
-  );
-}
-
-function message(page, text) {
-  return page.locator('#messages > li', { hasText: text });
-}
-
-async function send(page, text) {
-  const input = page.locator('#input');
-  await input.fill(text);
-  await input.press('Enter');
-}
-
-/** On a phone the conversation list is a drawer behind the menu button. */
-async function openNav(page) {
-  if (await page.locator('#menu').isVisible()) {
-    await page.locator('#menu').click();
-    await page.waitForFunction(() => document.body.classList.contains('nav-open'));
-  }
-}
-
-async function openConversation(page, list, name) {
-  await openNav(page);
-  await page.locator(`#${list} button.conv`, { hasText: name }).click();
-  await page.waitForFunction(() => !document.body.classList.contains('nav-open'));
-}
-
-async function register(page, base, name) {
-  await page.goto(base);
-  await waitFor(page.locator('#login-form'));
-  await shot(page, `login-${name}.png`);
-  await accessible(page, 'sign-in');
-  await page.locator('#login-username').fill(name);
-  await page.locator('#login-password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await connState(page, 'connected');
-  assert.equal(await page.locator('#me-name').textContent(), name);
-}
-
-
-/**
- * Runs axe on what the page shows now, in light and in dark mode, and fails
- * on any serious or critical violation, naming the rule and the elements.
- */
-async function accessible(page, screen) {
-  const problems = [];
-  for (const colorScheme of ['light', 'dark']) {
-    await page.emulateMedia({ colorScheme });
-    // Colours change with a transition; axe must see the settled ones.
-    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
-    const { violations } = await new AxeBuilder({ page }).analyze();
-    for (const v of violations) {
-      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
-      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
-      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
-    }
-  }
-  await page.emulateMedia({ colorScheme: 'light' });
-  assert.deepEqual(problems, [], problems.join('\n'));
-}
-
-// ----------------------------------------------------------------- tests
-
-// The steps build on each other: after the first failure the rest are
-// skipped rather than failing for the same reason.
-let broken = false;
-function step(name, fn) {
-  it(name, async (t) => {
-    if (broken) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn();
-    } catch (e) {
-      broken = true;
-      throw e;
-    }
-  });
-}
+import {
+  ARTIFACTS, CHROMIUM, LAUNCH_ARGS, PASSWORD, WAIT, XSS, accessible, cli, connState, ctx, http, makePng, message,
+  openNav, register, restartOnSamePort, send, shot, sleep, startServer, step, stopServer, waitFor, watch,
+} from './harness.mjs';
 
 describe('the built-in web client', { timeout: 600_000 }, () => {
   let server;
@@ -300,8 +30,8 @@ describe('the built-in web client', { timeout: 600_000 }, () => {
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-'));
-    serverLog = createWriteStream(path.join(ARTIFACTS, 'server.log'));
+    ctx.dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-'));
+    ctx.serverLog = createWriteStream(path.join(ARTIFACTS, 'server.log'));
     server = await startServer('127.0.0.1:0');
     base = server.url;
     // launch() gives every run a fresh, temporary user-data directory.
@@ -325,8 +55,8 @@ describe('the built-in web client', { timeout: 600_000 }, () => {
     }
     await browser?.close().catch(() => {});
     if (server) await stopServer(server, 'SIGTERM').catch(() => {});
-    serverLog?.end();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    ctx.serverLog?.end();
+    if (ctx.dataDir) await rm(ctx.dataDir, { recursive: true, force: true });
   });
 
   step('serves the client, and two people register from it', async () => {

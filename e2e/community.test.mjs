@@ -5,7 +5,7 @@
 //
 //   cargo build && (cd e2e && npm ci && npm test)
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -14,7 +14,8 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   ARTIFACTS, CHROMIUM, LAUNCH_ARGS, PASSWORD, WAIT, accessible, accessibleEverywhere, cli, connState, ctx,
-  http, makePng, message, openConversation, openNav, send, shot, startServer, stopServer, waitFor, watch,
+  http, makePng, message, openConversation, openNav, send, shot, signIn, startServer, step, stopServer, waitFor,
+  watch,
 } from './harness.mjs';
 
 /** An account made over HTTP, so a role can be given before it signs in. */
@@ -25,15 +26,6 @@ async function account(base, name) {
     body: JSON.stringify({ username: name, password: PASSWORD }),
   });
   assert.equal(resp.status, 201, `register ${name}`);
-}
-
-async function signIn(page, base, name) {
-  await page.goto(base);
-  await waitFor(page.locator('#login-form'));
-  await page.locator('#login-username').fill(name);
-  await page.locator('#login-password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await connState(page, 'connected');
 }
 
 const token = (page) => page.evaluate(() => localStorage.getItem('confab.token'));
@@ -47,22 +39,6 @@ async function confirm(page, ...phrases) {
   await page.locator('#confirm-ok').click();
   await page.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: WAIT });
   return said;
-}
-
-let broken = false;
-function step(name, fn) {
-  it(name, async (t) => {
-    if (broken) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn();
-    } catch (e) {
-      broken = true;
-      throw e;
-    }
-  });
 }
 
 describe('the web client for a community', { timeout: 600_000 }, () => {

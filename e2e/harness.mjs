@@ -6,6 +6,7 @@ import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { it } from 'node:test';
 import zlib from 'node:zlib';
 import AxeBuilder from '@axe-core/playwright';
 
@@ -35,14 +36,14 @@ export const SERVER_ENV = {
 
 // ------------------------------------------------------------------ server
 
-/** Where the server keeps its data, and where its output goes: set by each test file. */
+/** Where the server keeps its data, and where its output goes (if anywhere): set by each test file. */
 export const ctx = { dataDir: null, serverLog: null };
 
 /** Starts `confab serve` and resolves once it prints its address. */
-export function startServer(bind) {
+export function startServer(bind, env = SERVER_ENV) {
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, ['serve', '--bind', bind, '--data-dir', ctx.dataDir], {
-      env: SERVER_ENV,
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -55,13 +56,13 @@ export function startServer(bind) {
     }), WAIT);
     child.stdout.on('data', (b) => {
       out += b;
-      ctx.serverLog.write(b);
+      ctx.serverLog?.write(b);
       const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
       if (m) finish(() => resolve({ child, url: m[1] }));
     });
     child.stderr.on('data', (b) => {
       err = (err + b).slice(-4000);
-      ctx.serverLog.write(b);
+      ctx.serverLog?.write(b);
     });
     child.on('error', (e) => finish(() => reject(e)));
     child.on('exit', (code, signal) => finish(() => reject(new Error(`confab exited (${code ?? signal}): ${err}`))));
@@ -99,12 +100,30 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function http(base, method, urlPath, token, body) {
   const resp = await fetch(new URL(urlPath, base), {
     method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
     body: body ? JSON.stringify(body) : undefined,
   });
   const json = await resp.json().catch(() => null);
   assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
   return json;
+}
+
+// The steps of a test file build on each other: after the first failure
+// the rest are skipped rather than failing for the same reason.
+let broken = false;
+export function step(name, fn) {
+  it(name, async (t) => {
+    if (broken) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      throw e;
+    }
+  });
 }
 
 // --------------------------------------------------------------- a png
@@ -235,6 +254,15 @@ export async function register(page, base, name) {
   assert.equal(await page.locator('#me-name').textContent(), name);
 }
 
+/** Signs in an account that already exists. */
+export async function signIn(page, base, name) {
+  await page.goto(base);
+  await waitFor(page.locator('#login-form'));
+  await page.locator('#login-username').fill(name);
+  await page.locator('#login-password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await connState(page, 'connected');
+}
 
 /**
  * Runs axe on what the page shows now, in light and in dark mode, and fails

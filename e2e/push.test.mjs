@@ -6,76 +6,13 @@
 //
 //   cargo build && (cd e2e && npm ci && npm test)
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const WAIT = 15_000;
-const PASSWORD = 'correct horse battery';
-
-function startServer(dataDir) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--bind', '127.0.0.1:0', '--data-dir', dataDir], {
-      env: {
-        ...process.env,
-        CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
-        CONFAB_AUTH_ARGON2_ITERATIONS: '1',
-        RUST_LOG: process.env.RUST_LOG || 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`confab did not start: ${err}`)), WAIT);
-    child.stdout.on('data', (b) => {
-      out += b;
-      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    });
-    child.stderr.on('data', (b) => { err = (err + b).slice(-4000); });
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`confab exited (${code}): ${err}`)); });
-  });
-}
-
-async function http(base, method, urlPath, token, body) {
-  const resp = await fetch(new URL(urlPath, base), {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await resp.json().catch(() => null);
-  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-async function accessible(page, screen) {
-  const problems = [];
-  for (const colorScheme of ['light', 'dark']) {
-    await page.emulateMedia({ colorScheme });
-    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
-    const { violations } = await new AxeBuilder({ page }).analyze();
-    for (const v of violations) {
-      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
-      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
-      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
-    }
-  }
-  await page.emulateMedia({ colorScheme: 'light' });
-  assert.deepEqual(problems, [], problems.join('\n'));
-}
+import { CHROMIUM, PASSWORD, WAIT, accessible, ctx, http, startServer, step } from './harness.mjs';
 
 /** Evaluates `fn` (which may be async) in the page until it gives a truthy value. */
 async function poll(page, fn, arg) {
@@ -88,20 +25,9 @@ async function poll(page, fn, arg) {
   }
 }
 
-// The steps build on each other: after the first failure the rest are
-// skipped rather than failing for the same reason.
-let broken = false;
-function step(name, fn) {
-  it(name, async (t) => {
-    if (broken) { t.skip('an earlier step failed'); return; }
-    try { await fn(); } catch (e) { broken = true; throw e; }
-  });
-}
-
 describe('notifications in the web client', { timeout: 120_000 }, () => {
   let server;
   let base;
-  let dataDir;
   let browser;
   let context;
   let page;
@@ -110,8 +36,8 @@ describe('notifications in the web client', { timeout: 120_000 }, () => {
   let errors = [];
 
   before(async () => {
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-push-'));
-    server = await startServer(dataDir);
+    ctx.dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-push-'));
+    server = await startServer('127.0.0.1:0');
     base = server.url;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -129,7 +55,7 @@ describe('notifications in the web client', { timeout: 120_000 }, () => {
       server.child.removeAllListeners('exit');
       server.child.kill('SIGTERM');
     }
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    if (ctx.dataDir) await rm(ctx.dataDir, { recursive: true, force: true });
   });
 
   step('the service worker is served at the root with its headers', async () => {

@@ -8,101 +8,25 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
+import { ARTIFACTS, CHROMIUM, PASSWORD, SERVER_ENV, WAIT, accessible, ctx, http, startServer } from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.join(HERE, 'artifacts');
-const WAIT = 15_000;
-const PASSWORD = 'correct horse battery';
-
-const SERVER_ENV = {
-  ...process.env,
-  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
-  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
-  CONFAB_LIMITS_MESSAGES_PER_SEC: '10000',
-  CONFAB_LIMITS_MESSAGES_BURST: '10000',
-  CONFAB_SEARCH_COMMIT_INTERVAL_MS: '50',
-  RUST_LOG: process.env.RUST_LOG || 'warn',
-};
-
-function startServer(dataDir) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--bind', '127.0.0.1:0', '--data-dir', dataDir], {
-      env: SERVER_ENV,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`confab did not start within ${WAIT} ms: ${err}`));
-    }, WAIT);
-    child.stdout.on('data', (b) => {
-      out += b;
-      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] });
-      }
-    });
-    child.stderr.on('data', (b) => { err = (err + b).slice(-4000); });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`confab exited (${code ?? signal}): ${err}`));
-    });
-  });
-}
-
-async function http(base, method, urlPath, token, body) {
-  const resp = await fetch(new URL(urlPath, base), {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await resp.json().catch(() => null);
-  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-/** axe on what the page shows now, light and dark: no serious or critical violation. */
-async function accessible(page, screen) {
-  const problems = [];
-  for (const colorScheme of ['light', 'dark']) {
-    await page.emulateMedia({ colorScheme });
-    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-    await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
-    const { violations } = await new AxeBuilder({ page }).analyze();
-    for (const v of violations) {
-      if (v.impact !== 'serious' && v.impact !== 'critical') continue;
-      const where = v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`);
-      problems.push(`${screen} (${colorScheme}): ${v.id} [${v.impact}] ${v.help}\n    ${where.join('\n    ')}`);
-    }
-  }
-  await page.emulateMedia({ colorScheme: 'light' });
-  assert.deepEqual(problems, [], problems.join('\n'));
-}
+// Results must show up within a test's patience: the index commits often.
+const ENV = { ...SERVER_ENV, CONFAB_SEARCH_COMMIT_INTERVAL_MS: '50' };
 
 describe('message search in the web client', { timeout: 300_000 }, () => {
   let server;
-  let dataDir;
   let browser;
   let page;
   const errors = [];
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-search-'));
-    server = await startServer(dataDir);
+    ctx.dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-e2e-search-'));
+    server = await startServer('127.0.0.1:0', ENV);
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -116,7 +40,7 @@ describe('message search in the web client', { timeout: 300_000 }, () => {
     if (page) await page.screenshot({ path: path.join(ARTIFACTS, 'search-final.png') }).catch(() => {});
     await browser?.close().catch(() => {});
     if (server) server.child.kill('SIGTERM');
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    if (ctx.dataDir) await rm(ctx.dataDir, { recursive: true, force: true });
   });
 
   it('finds a message far back in history and shows it in its conversation', async () => {

@@ -5,34 +5,23 @@
 // connection state recovery, across a server restart too.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
+import {
+  CHROMIUM, HERE, PASSWORD, SERVER_ENV, ctx, http as request, sleep, startServer as start, stopServer as stop,
+} from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN = process.env.CONFAB_BIN || path.join(TARGET, 'debug', 'confab');
+// Shorter than the browser tests' patience: these exchanges are quick.
 const WAIT = 10_000;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const PASSWORD = 'correct horse battery';
 
-const SERVER_ENV = {
-  ...process.env,
-  CONFAB_AUTH_ARGON2_MEMORY_KIB: '64',
-  CONFAB_AUTH_ARGON2_ITERATIONS: '1',
-  CONFAB_LIMITS_AUTH_ATTEMPTS_PER_IP_PER_MIN: '10000',
-  CONFAB_LIMITS_ROOM_CREATIONS_PER_HOUR: '10000',
-  RUST_LOG: process.env.RUST_LOG || 'warn',
-};
+/** The server's settings: startPages adds the front-end's origin. */
+const ENV = { ...SERVER_ENV };
 
-let dataDir;
 let server;
 let base;
 let pages;
@@ -63,36 +52,11 @@ async function startPages() {
   });
   await new Promise((r) => pages.listen(0, '127.0.0.1', r));
   pagesOrigin = `http://127.0.0.1:${pages.address().port}`;
-  SERVER_ENV.CONFAB_SERVER_CORS_ORIGINS = pagesOrigin;
+  ENV.CONFAB_SERVER_CORS_ORIGINS = pagesOrigin;
 }
 
-function startServer(bind) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--bind', bind, '--data-dir', dataDir], {
-      env: SERVER_ENV,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`no start: ${err}`)); }, WAIT);
-    child.stdout.on('data', (b) => {
-      out += b;
-      const m = out.match(/confab listening on (http:\/\/[^\s]+)/);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    });
-    child.stderr.on('data', (b) => { err = (err + b).slice(-4000); });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`confab exited (${code}): ${err}`)); });
-  });
-}
-
-async function stopServer(s) {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const exited = new Promise((r) => s.child.once('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const startServer = (bind) => start(bind, ENV);
+const stopServer = (s) => stop(s, 'SIGTERM');
 
 /** Waits until `check()` is truthy, polling, with a deadline. */
 async function until(check, what) {
@@ -105,16 +69,7 @@ async function until(check, what) {
   }
 }
 
-async function http(method, urlPath, token, body) {
-  const resp = await fetch(new URL(urlPath, base), {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await resp.json().catch(() => null);
-  assert.ok(resp.ok, `${method} ${urlPath}: ${resp.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const http = (method, urlPath, token, body) => request(base, method, urlPath, token, body);
 
 let n = 0;
 async function user(prefix) {
@@ -167,7 +122,7 @@ const messagesOf = (events) => events.filter((e) => e.name === 'message').map((e
 
 before(async () => {
   await startPages();
-  dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-sio-'));
+  ctx.dataDir = await mkdtemp(path.join(os.tmpdir(), 'confab-sio-'));
   server = await startServer('127.0.0.1:0');
   base = server.url;
 });
@@ -175,7 +130,7 @@ before(async () => {
 after(async () => {
   if (server) await stopServer(server);
   pages?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await rm(ctx.dataDir, { recursive: true, force: true });
 });
 
 describe('socket.io-client against /socket.io/', () => {

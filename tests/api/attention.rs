@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, Ws};
+use crate::common::{TestApp, Ws, send_message};
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
@@ -21,18 +21,6 @@ fn ids(v: &Value) -> Vec<String> {
         .iter()
         .map(|x| x.as_str().expect("an id").to_string())
         .collect()
-}
-
-async fn send(t: &TestApp, token: &str, room: &str, text: &str) -> Value {
-    let (status, body) = t
-        .post(
-            &format!("/api/rooms/{room}/messages"),
-            token,
-            json!({ "text": text }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["message"].clone()
 }
 
 async fn join(t: &TestApp, token: &str, room: &str) {
@@ -96,7 +84,7 @@ async fn a_mention_names_members_only_and_leaks_nobody_else() {
         .post("/api/blocks", &carol, json!({"username": "alice"}))
         .await;
     assert_eq!(status, 204);
-    let msg = send(
+    let msg = send_message(
         &t,
         &alice,
         &room,
@@ -112,7 +100,7 @@ async fn a_mention_names_members_only_and_leaks_nobody_else() {
         assert!(!text.contains(&dave_id), "{text}");
     }
     // History carries them too; a plain message has an empty list.
-    let plain = send(&t, &alice, &room, "no one in particular").await;
+    let plain = send_message(&t, &alice, &room, "no one in particular").await;
     assert_eq!(plain["mentions"], json!([]));
     let all = t.history_all(&bob, &room).await;
     assert_eq!(all[0]["mentions"], msg["mentions"]);
@@ -121,7 +109,7 @@ async fn a_mention_names_members_only_and_leaks_nobody_else() {
     assert_eq!(counts(&unread(&t, &bob, &room).await), (2, 1));
     assert_eq!(counts(&unread(&t, &carol, &room).await), (2, 0));
     // A mention of oneself is no mention.
-    let own = send(&t, &alice, &room, "note to @alice").await;
+    let own = send_message(&t, &alice, &room, "note to @alice").await;
     assert_eq!(own["mentions"], json!([]));
 }
 
@@ -151,10 +139,10 @@ async fn at_room_is_for_the_creator_and_staff() {
     let t = TestApp::spawn().await;
     let ([(alice, alice_id), (bob, bob_id), (_, carol_id), _], room) = room_of_three(&t).await;
     // bob neither created the room nor is staff: plain text.
-    let m = send(&t, &bob, &room, "@room hello").await;
+    let m = send_message(&t, &bob, &room, "@room hello").await;
     assert_eq!(m["mentions"], json!([]));
     // The creator mentions every member but herself.
-    let m = send(&t, &alice, &room, "@room hello").await;
+    let m = send_message(&t, &alice, &room, "@room hello").await;
     let mut got = ids(&m["mentions"]);
     got.sort();
     let mut want = vec![bob_id.clone(), carol_id.clone()];
@@ -162,7 +150,7 @@ async fn at_room_is_for_the_creator_and_staff() {
     assert_eq!(got, want);
     // A moderator may too.
     let carol = t.set_role("carol", confab::domain::Role::Moderator).await;
-    let m = send(&t, &carol, &room, "@ROOM.").await;
+    let m = send_message(&t, &carol, &room, "@ROOM.").await;
     let mut got = ids(&m["mentions"]);
     got.sort();
     let mut want = vec![alice_id, bob_id];
@@ -176,7 +164,7 @@ async fn at_here_is_the_members_online() {
     let ([(alice, _), (bob, bob_id), _, _], room) = room_of_three(&t).await;
     // bob is online, carol is not.
     let _b = t.ws(&bob).await;
-    let m = send(&t, &alice, &room, "@here quick question").await;
+    let m = send_message(&t, &alice, &room, "@here quick question").await;
     assert_eq!(ids(&m["mentions"]), vec![bob_id]);
 }
 
@@ -191,10 +179,10 @@ async fn unread_counts_markers_and_every_device() {
     // Two devices of bob's, on two nodes in a cluster.
     let mut b1 = t.ws(&bob).await;
     let mut b2 = t.ws(&bob).await;
-    send(&t, &alice, &room, "one").await;
-    send(&t, &alice, &room, "two @bob").await;
-    send(&t, &bob, &room, "mine").await;
-    send(&t, &alice, &room, "three").await;
+    send_message(&t, &alice, &room, "one").await;
+    send_message(&t, &alice, &room, "two @bob").await;
+    send_message(&t, &bob, &room, "mine").await;
+    send_message(&t, &alice, &room, "three").await;
     let entry = unread(&t, &bob, &room).await;
     assert_eq!(counts(&entry), (3, 1));
     assert_eq!(entry["last_read_seq"], 0);
@@ -236,7 +224,7 @@ async fn edits_and_deletions_move_the_counts() {
     let mut a = t.ws(&alice).await;
     let mut b = t.ws(&bob).await;
     let mut c = t.ws(&carol).await;
-    let m = send(&t, &alice, &room, "hi @bob").await;
+    let m = send_message(&t, &alice, &room, "hi @bob").await;
     let mid = id(&m);
     assert_eq!(counts(&unread(&t, &bob, &room).await), (1, 1));
     // Moving the mention from bob to carol: each is told, only carol is

@@ -490,3 +490,65 @@ impl Ws {
         }
     }
 }
+
+/// A moderator, a member, and a public room both are in.
+pub async fn moderated_room(t: &TestApp) -> (String, String, String) {
+    t.register("mod").await;
+    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
+    let (member, _) = t.register("troll").await;
+    let room = t.create_room(&moderator, "town", "public").await;
+    let room = room["id"].as_str().unwrap().to_string();
+    let (status, _) = t
+        .post(
+            &format!("/api/rooms/{room}/members"),
+            &member,
+            json!({"username": "troll"}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    (moderator, member, room)
+}
+
+/// Posts a message over HTTP and gives it back as the server stored it.
+pub async fn send_message(t: &TestApp, token: &str, room: &str, text: &str) -> Value {
+    let (status, body) = t
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            token,
+            json!({ "text": text }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["message"].clone()
+}
+
+/// The built binary serving `dir` as a child process (so a test can kill it
+/// outright), with cheap hashing, no message rate limit and `env` on top;
+/// gives the child and the address it printed.
+pub fn spawn_child(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("CONFAB_AUTH_ARGON2_MEMORY_KIB", "64")
+        .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
+        .env("CONFAB_LIMITS_MESSAGES_PER_SEC", "100000")
+        .env("CONFAB_LIMITS_MESSAGES_BURST", "100000")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server says where it listens");
+    let url = line
+        .trim()
+        .strip_prefix("confab listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    (child, url)
+}

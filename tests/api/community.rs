@@ -4,25 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Closed, TestApp, Ws};
-
-/// A moderator, a member, and a public room both are in.
-async fn setup(t: &TestApp) -> (String, String, String) {
-    t.register("mod").await;
-    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
-    let (member, _) = t.register("troll").await;
-    let room = t.create_room(&moderator, "town", "public").await;
-    let room = room["id"].as_str().unwrap().to_string();
-    let (status, _) = t
-        .post(
-            &format!("/api/rooms/{room}/members"),
-            &member,
-            json!({"username": "troll"}),
-        )
-        .await;
-    assert_eq!(status, 204);
-    (moderator, member, room)
-}
+use crate::common::{Closed, TestApp, Ws, moderated_room};
 
 fn kicked(ws: &Ws) -> Value {
     ws.buffered
@@ -35,7 +17,7 @@ fn kicked(ws: &Ws) -> Value {
 #[tokio::test]
 async fn a_ban_says_until_when_and_why_to_the_banned() {
     let t = TestApp::spawn().await;
-    let (moderator, member, _) = setup(&t).await;
+    let (moderator, member, _) = moderated_room(&t).await;
     let mut ws = t.ws(&member).await;
     let before = confab::domain::now_ms();
     let (status, body) = t
@@ -83,7 +65,7 @@ async fn a_ban_says_until_when_and_why_to_the_banned() {
 #[tokio::test]
 async fn a_ban_without_end_or_reason_says_so() {
     let t = TestApp::spawn().await;
-    let (moderator, member, _) = setup(&t).await;
+    let (moderator, member, _) = moderated_room(&t).await;
     let mut ws = t.ws(&member).await;
     let (status, _) = t
         .post(
@@ -120,7 +102,7 @@ async fn a_ban_without_end_or_reason_says_so() {
 #[tokio::test]
 async fn the_muted_are_told_at_once_and_when_they_connect() {
     let t = TestApp::spawn().await;
-    let (moderator, member, room) = setup(&t).await;
+    let (moderator, member, room) = moderated_room(&t).await;
     let mut ws = t.ws(&member).await;
     assert_eq!(ws.hello["data"]["mutes"], json!([]));
 

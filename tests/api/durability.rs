@@ -1,13 +1,12 @@
 //! What an ack promises: the message is on disk. The server runs as a child
 //! process and is killed with SIGKILL right after the acks.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::Ws;
+use crate::common::{Ws, spawn_child};
 
 struct Server {
     child: Child,
@@ -15,30 +14,13 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("CONFAB_AUTH_ARGON2_MEMORY_KIB", "64")
-        .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
-        .env("CONFAB_LIMITS_FRAMES_PER_SEC", "100000")
-        .env("CONFAB_LIMITS_FRAMES_BURST", "100000")
-        .env("CONFAB_LIMITS_MESSAGES_PER_SEC", "100000")
-        .env("CONFAB_LIMITS_MESSAGES_BURST", "100000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server says where it listens");
-    let url = line
-        .trim()
-        .strip_prefix("confab listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
+    let (child, url) = spawn_child(
+        dir,
+        &[
+            ("CONFAB_LIMITS_FRAMES_PER_SEC", "100000"),
+            ("CONFAB_LIMITS_FRAMES_BURST", "100000"),
+        ],
+    );
     Server { child, url }
 }
 

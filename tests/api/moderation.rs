@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Closed, TestApp, Ws};
+use crate::common::{Closed, TestApp, Ws, moderated_room};
 
 async fn login(t: &TestApp, name: &str) -> (u16, Value) {
     t.call(
@@ -15,28 +15,10 @@ async fn login(t: &TestApp, name: &str) -> (u16, Value) {
     .await
 }
 
-/// A moderator, a member, and a public room both are in.
-async fn setup(t: &TestApp) -> (String, String, String) {
-    t.register("mod").await;
-    let moderator = t.set_role("mod", confab::domain::Role::Moderator).await;
-    let (member, _) = t.register("troll").await;
-    let room = t.create_room(&moderator, "town", "public").await;
-    let room = room["id"].as_str().unwrap().to_string();
-    let (status, _) = t
-        .post(
-            &format!("/api/rooms/{room}/members"),
-            &member,
-            json!({"username": "troll"}),
-        )
-        .await;
-    assert_eq!(status, 204);
-    (moderator, member, room)
-}
-
 #[tokio::test]
 async fn kick_sends_kicked_then_4003_and_is_audited() {
     let t = TestApp::spawn().await;
-    let (moderator, member, _) = setup(&t).await;
+    let (moderator, member, _) = moderated_room(&t).await;
     let mut one = t.ws(&member).await;
     let mut two = t.ws(&member).await;
     let (status, body) = t
@@ -86,7 +68,7 @@ async fn kick_sends_kicked_then_4003_and_is_audited() {
 #[tokio::test]
 async fn a_ban_stops_login_tokens_and_connections_at_once() {
     let t = TestApp::spawn().await;
-    let (moderator, member, _) = setup(&t).await;
+    let (moderator, member, _) = moderated_room(&t).await;
     let mut ws = t.ws(&member).await;
     let (status, body) = t
         .post(
@@ -137,7 +119,7 @@ async fn a_ban_stops_login_tokens_and_connections_at_once() {
 #[tokio::test]
 async fn only_staff_moderate_and_only_those_below_them() {
     let t = TestApp::spawn().await;
-    let (moderator, member, _) = setup(&t).await;
+    let (moderator, member, _) = moderated_room(&t).await;
     let (status, _) = t
         .post("/api/moderation/kick", &member, json!({"username": "mod"}))
         .await;
@@ -170,7 +152,7 @@ async fn only_staff_moderate_and_only_those_below_them() {
 #[tokio::test]
 async fn muted_users_cannot_send() {
     let t = TestApp::spawn().await;
-    let (moderator, member, room) = setup(&t).await;
+    let (moderator, member, room) = moderated_room(&t).await;
     let other = t.create_room(&moderator, "elsewhere", "public").await;
     let other = other["id"].as_str().unwrap().to_string();
     let mut ws = t.ws(&member).await;
@@ -241,7 +223,7 @@ async fn muted_users_cannot_send() {
 #[tokio::test]
 async fn staff_delete_and_announcements_reach_clients() {
     let t = TestApp::spawn().await;
-    let (moderator, member, room) = setup(&t).await;
+    let (moderator, member, room) = moderated_room(&t).await;
     let mut m = t.ws(&moderator).await;
     let mut ws = t.ws(&member).await;
     let sent = ws
@@ -334,7 +316,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 #[tokio::test]
 async fn metrics_parse_and_move_when_messages_flow() {
     let t = TestApp::spawn().await;
-    let (moderator, member, room) = setup(&t).await;
+    let (moderator, member, room) = moderated_room(&t).await;
     let get = || async {
         let resp = t
             .http

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, WAIT, cluster_nodes};
+use crate::common::{TestApp, WAIT, cluster_nodes, send_message, spawn_child};
 
 fn fast(c: &mut confab::config::Config) {
     c.search.commit_interval_ms = 20;
@@ -62,18 +62,6 @@ async fn texts(t: &TestApp, token: &str, q: &str) -> Vec<String> {
         .collect()
 }
 
-async fn post(t: &TestApp, token: &str, room: &str, text: &str) -> Value {
-    let (status, body) = t
-        .post(
-            &format!("/api/rooms/{room}/messages"),
-            token,
-            json!({ "text": text }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["message"].clone()
-}
-
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
@@ -113,7 +101,7 @@ async fn words_phrases_prefixes_accents_and_any_script() {
         "Привет, мир",
         "naïve cafe\u{301} décor",
     ] {
-        post(&t, &token, &room, text).await;
+        send_message(&t, &token, &room, text).await;
     }
     indexed(&t).await;
 
@@ -177,7 +165,7 @@ async fn search_never_shows_what_the_caller_may_not_read() {
     let (carol, _) = t.register("carol").await;
 
     let secret = id(&t.create_room(&alice, "secret", "private").await);
-    post(&t, &alice, &secret, "zebra secret plan").await;
+    send_message(&t, &alice, &secret, "zebra secret plan").await;
 
     let (status, dm) = t
         .post(
@@ -196,10 +184,10 @@ async fn search_never_shows_what_the_caller_may_not_read() {
     for room in [&lobby, &left, &old] {
         ws.ok("join_room", json!({ "room": room })).await;
     }
-    post(&t, &alice, &lobby, "zebra in the lobby").await;
-    post(&t, &bob, &left, "zebra in a room bob left").await;
+    send_message(&t, &alice, &lobby, "zebra in the lobby").await;
+    send_message(&t, &bob, &left, "zebra in a room bob left").await;
     ws.ok("leave_room", json!({ "room": left })).await;
-    let doomed = post(&t, &bob, &lobby, "zebra deleted soon").await;
+    let doomed = send_message(&t, &bob, &lobby, "zebra deleted soon").await;
     let (status, _) = t
         .call(
             reqwest::Method::DELETE,
@@ -210,8 +198,8 @@ async fn search_never_shows_what_the_caller_may_not_read() {
         .await;
     assert_eq!(status, 204);
     // Retention keeps only the last message of "old".
-    post(&t, &alice, &old, "zebra too old").await;
-    post(&t, &alice, &old, "the newest word").await;
+    send_message(&t, &alice, &old, "zebra too old").await;
+    send_message(&t, &alice, &old, "the newest word").await;
     t.sync().await;
     t.app()
         .set_retention(
@@ -273,7 +261,7 @@ async fn an_edit_is_found_by_its_new_words_only() {
     let t = TestApp::spawn_with(fast).await;
     let (token, _) = t.register("edith").await;
     let room = id(&t.create_room(&token, "edits", "public").await);
-    let msg = post(&t, &token, &room, "alpha draft").await;
+    let msg = send_message(&t, &token, &room, "alpha draft").await;
     indexed(&t).await;
     assert_eq!(texts(&t, &token, "alpha").await, ["alpha draft"]);
     let mut ws = t.ws(&token).await;
@@ -294,7 +282,7 @@ async fn pages_walk_every_hit_newest_first_and_times_bound_them() {
     let room = id(&t.create_room(&token, "pages", "public").await);
     let mut sent = Vec::new();
     for i in 0..25 {
-        sent.push(post(&t, &token, &room, &format!("page item {i}")).await);
+        sent.push(send_message(&t, &token, &room, &format!("page item {i}")).await);
     }
     indexed(&t).await;
     let mut seen = Vec::new();
@@ -365,7 +353,7 @@ async fn hostile_queries_get_clear_errors_or_best_effort() {
     let t = TestApp::spawn_with(fast).await;
     let (token, _) = t.register("mallory").await;
     let room = id(&t.create_room(&token, "odd", "public").await);
-    post(&t, &token, &room, "unclosed quotes and parens").await;
+    send_message(&t, &token, &room, "unclosed quotes and parens").await;
     indexed(&t).await;
     // Operators and stray quotes are text.
     assert_eq!(
@@ -461,31 +449,7 @@ async fn a_message_posted_on_one_node_is_found_on_every_node() {
 /// A server as a child process that indexes but never commits its index
 /// on its own: killing it leaves the store ahead of the index.
 fn start_child(dir: &std::path::Path) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("CONFAB_AUTH_ARGON2_MEMORY_KIB", "64")
-        .env("CONFAB_AUTH_ARGON2_ITERATIONS", "1")
-        .env("CONFAB_LIMITS_MESSAGES_PER_SEC", "100000")
-        .env("CONFAB_LIMITS_MESSAGES_BURST", "100000")
-        .env("CONFAB_SEARCH_COMMIT_INTERVAL_MS", "3600000")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server says where it listens");
-    let url = line
-        .trim()
-        .strip_prefix("confab listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (child, url)
+    spawn_child(dir, &[("CONFAB_SEARCH_COMMIT_INTERVAL_MS", "3600000")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,7 +517,7 @@ async fn confab_reindex_rebuilds_and_a_broken_index_is_rebuilt_at_start() {
     let (token, _) = t.register("rebuild").await;
     let room = id(&t.create_room(&token, "again", "public").await);
     for i in 0..30 {
-        post(&t, &token, &room, &format!("rebuilt word {i}")).await;
+        send_message(&t, &token, &room, &format!("rebuilt word {i}")).await;
     }
     indexed(&t).await;
     t.stop().await;
