@@ -400,6 +400,12 @@ fn subscription_ids(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Resu
     Ok(out)
 }
 
+/// Whether `user` has any subscription: the first row answers, where a
+/// message to a large room asks it of every member.
+fn has_subscription(t: &impl ReadableTable<(u128, u128), i64>, user: Id) -> Result<bool> {
+    Ok(t.range((user.0, 0)..=(user.0, u128::MAX))?.next().is_some())
+}
+
 fn remove_sub(tx: &mut Tx, id: Id) -> Result<()> {
     let Some(s) = tx
         .txn
@@ -499,7 +505,7 @@ fn queue(tx: &mut Tx, msg: &Message, room: &Room, who: Vec<(Id, PushReason)>) ->
         if user == msg.sender.id {
             continue;
         }
-        if subscription_ids(&tx.txn.open_table(USER_SUB_TO_CREATED)?, user)?.is_empty() {
+        if !has_subscription(&tx.txn.open_table(USER_SUB_TO_CREATED)?, user)? {
             continue;
         }
         if tx.member(room.id, user)?.is_none() || tx.blocks(user, msg.sender.id)? {
