@@ -10,19 +10,18 @@ use super::*;
 /// rebuilds from the messages, which it must be able to do anyway.
 pub const JOURNAL_KEEP: u64 = 100_000;
 
-const REV_KEY: &str = "message_rev";
-
 impl Tx {
     /// Gives each of `ids` the next revision. Called by every write that
     /// changes, blanks or removes a message, after its checks.
     pub(super) fn journal(&mut self, ids: impl IntoIterator<Item = Id>) -> Result<()> {
-        let mut meta = self.txn.open_table(META)?;
-        let mut rev = match meta.get(REV_KEY)? {
-            Some(v) => decode_u64(v.value())?,
+        // The last revision given is the journal's last key: trimming
+        // keeps the newest rows, so once written it is never empty.
+        let mut log = self.txn.open_table(REV_TO_MESSAGE)?;
+        let start = match log.last()? {
+            Some((k, _)) => k.value(),
             None => 0,
         };
-        let start = rev;
-        let mut log = self.txn.open_table(REV_TO_MESSAGE)?;
+        let mut rev = start;
         for id in ids {
             rev += 1;
             log.insert(rev, id.0)?;
@@ -30,7 +29,6 @@ impl Tx {
         if rev == start {
             return Ok(());
         }
-        meta.insert(REV_KEY, rev.to_be_bytes().as_slice())?;
         // Trim what fell out of the window, oldest first: at most as many
         // rows as were added, so the table stays at JOURNAL_KEEP.
         if rev > JOURNAL_KEEP {
@@ -44,10 +42,12 @@ impl Tx {
 impl Rx {
     /// The revision of the last message change committed (0: none yet).
     pub fn message_rev(&self) -> Result<u64> {
-        match self.txn.open_table(META)?.get(REV_KEY)? {
-            Some(v) => decode_u64(v.value()),
-            None => Ok(0),
-        }
+        Ok(self
+            .txn
+            .open_table(REV_TO_MESSAGE)?
+            .last()?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
     }
 
     /// The oldest revision still in the journal, if any.

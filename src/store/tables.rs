@@ -101,9 +101,9 @@ pub(super) const USER_TO_PUSH_RATE: TableDefinition<u128, &[u8]> =
 pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()> =
     TableDefinition::new("user_room_seq_to_mention");
 /// The message journal: every message written, edited, blanked or removed
-/// gets the next revision here (`meta.message_rev`), so a follower of the
-/// store (the search index) can resume from the last revision it saw
-/// instead of rescanning history. Only the newest `JOURNAL_KEEP` rows are
+/// gets the next revision here (the last key is the current one), so a
+/// follower of the store (the search index) can resume from the last
+/// revision it saw instead of rescanning history. Only the newest `JOURNAL_KEEP` rows are
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
