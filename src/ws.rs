@@ -937,6 +937,7 @@ mod tests {
             username: "crash".into(),
             role: crate::domain::Role::User,
             avatar_url: None,
+            bot: false,
         };
         let conn = hub
             .connect(user.clone(), None, None, || {
