@@ -107,14 +107,26 @@ impl Invite {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IntegrationCommand {
     /// A bot account, made a member of `rooms`.
-    CreateBot { user: NewUser, rooms: Vec<Id> },
+    CreateBot {
+        user: NewUser,
+        rooms: Vec<Id>,
+    },
     AddBotToken(BotToken),
-    RevokeBotToken { id: Id },
+    RevokeBotToken {
+        id: Id,
+    },
     /// The bot, its tokens and its memberships.
-    RemoveBot { user: Id },
+    RemoveBot {
+        user: Id,
+    },
     /// A hook and its own account, a member of its room.
-    AddHook { hook: Hook, user: NewUser },
-    RemoveHook { id: Id },
+    AddHook {
+        hook: Hook,
+        user: NewUser,
+    },
+    RemoveHook {
+        id: Id,
+    },
     /// A message from a hook, under `display_name` if given.
     HookPost {
         hook: Id,
@@ -123,10 +135,18 @@ pub enum IntegrationCommand {
         message: Id,
     },
     CreateInvite(Invite),
-    RevokeInvite { code: String },
-    AcceptInvite { code: String, user: User },
+    RevokeInvite {
+        code: String,
+    },
+    AcceptInvite {
+        code: String,
+        user: User,
+    },
     /// A new account that joins the invite's room in the same commit.
-    RegisterWithInvite { user: NewUser, code: String },
+    RegisterWithInvite {
+        user: NewUser,
+        code: String,
+    },
 }
 
 pub(super) fn apply(tx: &mut Tx, cmd: IntegrationCommand) -> Result<Outcome> {

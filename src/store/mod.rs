@@ -22,11 +22,11 @@ use tokio::sync::oneshot;
 use crate::domain::{DmPolicy, Id, Message, Role, Room, RoomKind, User, Visibility};
 
 mod apply;
-pub mod integrations;
 mod attention;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod integrations;
 mod journal;
 pub mod push;
 mod read;
