@@ -102,13 +102,12 @@ fn hook_payload(req: &Request, body: &[u8]) -> std::result::Result<HookPayload, 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let json: &[u8] = if form {
+    if form {
         let f: HookForm = serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())?;
-        return serde_json::from_str(&f.payload).map_err(|e| e.to_string());
+        serde_json::from_str(&f.payload).map_err(|e| e.to_string())
     } else {
-        body
-    };
-    serde_json::from_slice(json).map_err(|e| e.to_string())
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response {
