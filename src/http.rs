@@ -539,9 +539,13 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await
         }
-        (_, ["api", "rooms", _, "invites", ..] | ["api", "invites", ..] | ["hooks", ..]) => {
-            integrations::route(app, req, &segs, body).await
-        }
+        (
+            _,
+            ["api", "rooms", _, "invites", ..]
+            | ["api", "invites", ..]
+            | ["hooks", ..]
+            | ["api", "admin", "bots" | "hooks", ..],
+        ) => integrations::route(app, req, &segs, body).await,
         // An invite link opens the web client, which reads the code from
         // the path.
         (&Method::GET | &Method::HEAD, ["invite", _]) if app.config.server.web_client => {

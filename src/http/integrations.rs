@@ -59,6 +59,95 @@ pub(super) async fn route(
             ok(json!({ "room": room, "last_seq": last_seq }))
         }
         (&Method::POST, ["hooks", id, secret]) => Ok(hook(app, req, id, secret, &body).await),
+        (_, ["api", "admin", ..]) => admin(app, req, segs, body).await,
+        _ => Err(AppError::NotFound("route")),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewBotBody {
+    name: String,
+    #[serde(default)]
+    rooms: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct NewTokenBody {
+    rooms: Option<Vec<String>>,
+    scopes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct NewHookBody {
+    room: String,
+    name: Option<String>,
+}
+
+/// The admin API for bots and hooks: what `confab bot` and `confab room
+/// hook` do, for an admin's token, audited under the admin's name.
+async fn admin(app: &Arc<App>, req: &Request, segs: &[&str], body: Vec<u8>) -> Result<Response> {
+    let user = authed(app, req)?;
+    if user.role != crate::domain::Role::Admin {
+        return Err(AppError::Forbidden(
+            "only admins may manage bots and hooks".into(),
+        ));
+    }
+    let actor = Actor::User(user);
+    let audit = |action: &'static str, target: String| {
+        let actor = actor.clone();
+        async move { app.audit(&actor, action, &target, None, Value::Null).await }
+    };
+    match (&req.method, segs) {
+        (&Method::GET, ["api", "admin", "bots"]) => ok(json!({ "bots": app.bots()? })),
+        (&Method::POST, ["api", "admin", "bots"]) => {
+            let input: NewBotBody = parse(&body)?;
+            let bot = app
+                .create_bot(Username::parse(&input.name)?, &input.rooms)
+                .await?;
+            audit("bot_add", bot.username.clone()).await?;
+            created(json!({ "bot": bot }))
+        }
+        (&Method::DELETE, ["api", "admin", "bots", name]) => {
+            let bot = app.remove_bot(name).await?;
+            audit("bot_remove", bot.username).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api", "admin", "bots", name, "tokens"]) => {
+            let input: NewTokenBody = if body.iter().all(u8::is_ascii_whitespace) {
+                NewTokenBody::default()
+            } else {
+                parse(&body)?
+            };
+            let actions = match input.scopes {
+                Some(list) => crate::app::bots::parse_actions(&list.join(","))?,
+                None => crate::app::bots::DEFAULT_ACTIONS.to_vec(),
+            };
+            let (token, info) = app
+                .add_bot_token(name, input.rooms.as_deref(), actions)
+                .await?;
+            audit("bot_token_add", info.bot.clone()).await?;
+            created(json!({ "token": token, "info": info }))
+        }
+        (&Method::DELETE, ["api", "admin", "bots", "tokens", id]) => {
+            app.revoke_bot_token(id).await?;
+            audit("bot_token_revoke", id.to_string()).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["api", "admin", "hooks"]) => {
+            let room = req.query.get("room").map(String::as_str);
+            ok(json!({ "hooks": app.hooks(room)? }))
+        }
+        (&Method::POST, ["api", "admin", "hooks"]) => {
+            let input: NewHookBody = parse(&body)?;
+            let hook = app.add_hook(&input.room, input.name.as_deref()).await?;
+            audit("hook_add", hook.room_name.clone()).await?;
+            created(json!({ "hook": hook }))
+        }
+        (&Method::DELETE, ["api", "admin", "hooks", id]) => {
+            app.remove_hook(id).await?;
+            audit("hook_remove", id.to_string()).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         _ => Err(AppError::NotFound("route")),
     }
 }

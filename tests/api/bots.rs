@@ -387,3 +387,94 @@ async fn a_hook_is_held_to_a_users_message_rate() {
     assert!((3..=5).contains(&ok), "{codes:?}");
     assert!(codes.contains(&429), "{codes:?}");
 }
+
+#[tokio::test]
+async fn admins_manage_bots_and_hooks_over_http() {
+    let t = TestApp::spawn().await;
+    let (alice, _) = t.register("alice").await;
+    let room = id(&t.create_room(&alice, "ops", "public").await);
+    t.register("boss").await;
+    let boss = t.set_role("boss", confab::domain::Role::Admin).await;
+
+    let (status, _) = t
+        .post("/api/admin/bots", &alice, json!({"name": "robot"}))
+        .await;
+    assert_eq!(status, 403, "only admins");
+    let (status, body) = t
+        .post(
+            "/api/admin/bots",
+            &boss,
+            json!({"name": "robot", "rooms": ["ops"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["bot"]["bot"], true);
+    let (status, body) = t
+        .post(
+            "/api/admin/bots/robot/tokens",
+            &boss,
+            json!({"scopes": ["read", "send"], "rooms": ["ops"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let token_id = body["info"]["id"].as_str().unwrap().to_string();
+    send_message(&t, &token, &room, "hello from http").await;
+    let (_, list) = t.get("/api/admin/bots", &boss).await;
+    assert_eq!(list["bots"][0]["tokens"][0]["id"], token_id.as_str());
+    let (status, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/bots/tokens/{token_id}"),
+            Some(&boss),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = t.get("/api/me", &token).await;
+    assert_eq!(status, 401);
+    // A bot token reaches no admin route, whatever its scopes.
+    let (_, body) = t
+        .post("/api/admin/bots/robot/tokens", &boss, json!({}))
+        .await;
+    let other = body["token"].as_str().unwrap().to_string();
+    let (status, _) = t.get("/api/admin/bots", &other).await;
+    assert_eq!(status, 403);
+
+    let (status, body) = t
+        .post("/api/admin/hooks", &boss, json!({"room": "ops"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let url = format!("{}{}", t.next_url(), body["hook"]["url"].as_str().unwrap());
+    let resp = t
+        .http
+        .post(&url)
+        .json(&json!({"text": "hooked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (_, hooks) = t.get(&format!("/api/admin/hooks?room={room}"), &boss).await;
+    let hook_id = id(&hooks["hooks"][0]);
+    let (status, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/hooks/{hook_id}"),
+            Some(&boss),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = t
+        .call(Method::DELETE, "/api/admin/bots/robot", Some(&boss), None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, audit) = t.get("/api/moderation/audit", &boss).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "bot_add" && e["actor"] == "boss"),
+        "{audit}"
+    );
+}
