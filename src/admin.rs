@@ -159,6 +159,41 @@ pub enum Request {
         )]
         keep_last: Option<Option<u64>>,
     },
+    /// A bot account, a member of `rooms` (names or ids).
+    BotAdd {
+        name: String,
+        #[serde(default)]
+        rooms: Vec<String>,
+    },
+    BotList,
+    /// A new API token, shown once. `rooms`: none means any room;
+    /// `scopes`: comma-separated actions (read,send,react,join,dm).
+    BotTokenAdd {
+        name: String,
+        #[serde(default)]
+        rooms: Option<Vec<String>>,
+        #[serde(default)]
+        scopes: Option<String>,
+    },
+    BotTokenRevoke {
+        id: String,
+    },
+    BotRemove {
+        name: String,
+    },
+    /// An incoming webhook for the room; its URL is shown once.
+    HookAdd {
+        room: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    HookList {
+        #[serde(default)]
+        room: Option<String>,
+    },
+    HookRemove {
+        id: String,
+    },
 }
 
 /// A field that is there, even as `null`, is `Some`; only an absent one
@@ -243,6 +278,12 @@ fn audited(req: &Request) -> Option<(&'static str, String)> {
         Request::UploadGc { .. } => ("upload_gc", "uploads".into()),
         Request::Backup { path, .. } => ("backup", path.display().to_string()),
         Request::RoomRetention { room, .. } => ("room_retention", room.clone()),
+        Request::BotAdd { name, .. } => ("bot_add", name.clone()),
+        Request::BotTokenAdd { name, .. } => ("bot_token_add", name.clone()),
+        Request::BotTokenRevoke { id } => ("bot_token_revoke", id.clone()),
+        Request::BotRemove { name } => ("bot_remove", name.clone()),
+        Request::HookAdd { room, .. } => ("hook_add", room.clone()),
+        Request::HookRemove { id } => ("hook_remove", id.clone()),
         _ => return None,
     })
 }
@@ -583,6 +624,42 @@ async fn run(
                 keep_last: keep_last.unwrap_or(current.keep_last),
             };
             json!({ "room": app.set_retention(&room, r).await?, "retention": r })
+        }
+        Request::BotAdd { name, rooms } => {
+            let name = crate::domain::Username::parse(&name)?;
+            json!({ "bot": app.create_bot(name, &rooms).await? })
+        }
+        Request::BotList => json!({ "bots": app.bots()? }),
+        Request::BotTokenAdd {
+            name,
+            rooms,
+            scopes,
+        } => {
+            let actions = match scopes.as_deref() {
+                Some(list) => crate::app::bots::parse_actions(list)?,
+                None => crate::app::bots::DEFAULT_ACTIONS.to_vec(),
+            };
+            let (token, info) = app.add_bot_token(&name, rooms.as_deref(), actions).await?;
+            json!({ "token": token, "info": info })
+        }
+        Request::BotTokenRevoke { id } => {
+            app.revoke_bot_token(&id).await?;
+            json!({ "revoked": id })
+        }
+        Request::BotRemove { name } => json!({ "bot": app.remove_bot(&name).await? }),
+        Request::HookAdd { room, name } => {
+            let mut hook = app.add_hook(&room, name.as_deref()).await?;
+            // The running server knows its own address: the URL is then
+            // whole, ready to paste.
+            if let (Some(l), Some(path)) = (listening, hook.url.as_mut()) {
+                *path = format!("{}{path}", l.url.trim_end_matches('/'));
+            }
+            json!({ "hook": hook })
+        }
+        Request::HookList { room } => json!({ "hooks": app.hooks(room.as_deref())? }),
+        Request::HookRemove { id } => {
+            app.remove_hook(&id).await?;
+            json!({ "removed": id })
         }
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);

@@ -67,6 +67,9 @@ pub enum Command {
     /// Manage rooms.
     #[command(subcommand)]
     Room(RoomCmd),
+    /// Manage bot accounts and their API tokens.
+    #[command(subcommand)]
+    Bot(BotCmd),
     /// Manage uploaded images.
     #[command(subcommand)]
     Upload(UploadCmd),
@@ -306,6 +309,59 @@ pub enum RoomCmd {
         #[arg(long, value_name = "N", value_parser = parse_keep_last)]
         keep_last: Option<Setting>,
     },
+    /// Incoming webhooks: secret URLs that post into a room.
+    #[command(subcommand)]
+    Hook(HookCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HookCmd {
+    /// Make a hook for the room (name or id) and print its secret URL (shown once).
+    Add {
+        room: String,
+        /// The hook's account name (default: hook- and random letters).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List hooks, of one room or all.
+    List { room: Option<String> },
+    /// Remove a hook by id (its URL stops working at once).
+    Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BotCmd {
+    /// Make a bot account (it cannot sign in with a password).
+    Add {
+        name: String,
+        /// Rooms (names or ids, comma-separated) to make it a member of.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Vec<String>,
+    },
+    /// List bots and their tokens.
+    List,
+    /// Remove a bot and its tokens.
+    Remove { name: String },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(BotTokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BotTokenCmd {
+    /// Make a token and print it (shown once; only its hash is kept).
+    Add {
+        name: String,
+        /// Only these rooms (names or ids, comma-separated); default: any.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Option<Vec<String>>,
+        /// Actions, comma-separated: read, send, react, join, dm
+        /// (default: read,send,react).
+        #[arg(long)]
+        scopes: Option<String>,
+    },
+    /// Revoke a token by id; its connections close.
+    Revoke { id: String },
 }
 
 /// A room's own retention value: `None` follows the server's setting.
@@ -538,6 +594,29 @@ async fn command(cli: Cli) -> Result<(), CliError> {
                         keep_last: keep_last.map(|s| s.0),
                     }
                 }
+                RoomCmd::Hook(h) => match h {
+                    HookCmd::Add { room, name } => Request::HookAdd { room, name },
+                    HookCmd::List { room } => Request::HookList { room },
+                    HookCmd::Remove { id } => Request::HookRemove { id },
+                },
+            };
+            operator(&cli.global, req).await
+        }
+        Command::Bot(cmd) => {
+            let req = match cmd {
+                BotCmd::Add { name, rooms } => Request::BotAdd { name, rooms },
+                BotCmd::List => Request::BotList,
+                BotCmd::Remove { name } => Request::BotRemove { name },
+                BotCmd::Token(BotTokenCmd::Add {
+                    name,
+                    rooms,
+                    scopes,
+                }) => Request::BotTokenAdd {
+                    name,
+                    rooms,
+                    scopes,
+                },
+                BotCmd::Token(BotTokenCmd::Revoke { id }) => Request::BotTokenRevoke { id },
             };
             operator(&cli.global, req).await
         }
@@ -804,7 +883,9 @@ fn writes(req: &Request) -> bool {
         | Request::Mutes
         | Request::Audit { .. }
         | Request::Backup { .. }
-        | Request::Export { .. } => false,
+        | Request::Export { .. }
+        | Request::BotList
+        | Request::HookList { .. } => false,
         Request::UserAdd { .. }
         | Request::UserPasswd { .. }
         | Request::UserRole { .. }
@@ -821,7 +902,13 @@ fn writes(req: &Request) -> bool {
         | Request::Unmute { .. }
         | Request::DeleteMessage { .. }
         | Request::Announce { .. }
-        | Request::RoomRetention { .. } => true,
+        | Request::RoomRetention { .. }
+        | Request::BotAdd { .. }
+        | Request::BotTokenAdd { .. }
+        | Request::BotTokenRevoke { .. }
+        | Request::BotRemove { .. }
+        | Request::HookAdd { .. }
+        | Request::HookRemove { .. } => true,
     }
 }
 
@@ -1537,6 +1624,78 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
         Request::Export { .. } | Request::Snapshot { .. } | Request::Status => {
             say!("{}", pretty(v))
         }
+        Request::BotAdd { .. } => say!("bot {} created", s(&v["bot"]["username"])),
+        Request::BotList => table(
+            &["bot", "tokens", "created", "id"],
+            v["bots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    let tokens: Vec<String> = b["tokens"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            let acts: Vec<String> = t["actions"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(s)
+                                .collect();
+                            format!("{} ({})", s(&t["id"]), acts.join(","))
+                        })
+                        .collect();
+                    vec![
+                        s(&b["user"]["username"]),
+                        if tokens.is_empty() {
+                            "-".into()
+                        } else {
+                            tokens.join(" ")
+                        },
+                        time(&b["created_at"]),
+                        s(&b["user"]["id"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::BotTokenAdd { .. } => {
+            say!(
+                "token {} (id {}); it is shown only now:",
+                s(&v["info"]["bot"]),
+                s(&v["info"]["id"])
+            )?;
+            say!("{}", s(&v["token"]))
+        }
+        Request::BotTokenRevoke { id } => say!("revoked token {}", escape(id)),
+        Request::BotRemove { name } => say!("removed bot {}", escape(name)),
+        Request::HookAdd { .. } => {
+            let h = &v["hook"];
+            say!(
+                "hook {} posts into {} as {}; its URL is shown only now:",
+                s(&h["id"]),
+                s(&h["room_name"]),
+                s(&h["user"]["username"])
+            )?;
+            say!("{}", s(&h["url"]))
+        }
+        Request::HookList { .. } => table(
+            &["id", "room", "account", "created"],
+            v["hooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    vec![
+                        s(&h["id"]),
+                        s(&h["room_name"]),
+                        s(&h["user"]["username"]),
+                        time(&h["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::HookRemove { id } => say!("removed hook {}", escape(id)),
     }
 }
 

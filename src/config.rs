@@ -28,6 +28,8 @@ pub enum Registration {
     #[default]
     Open,
     Closed,
+    /// Registering needs a valid invite, which it also accepts.
+    Invite,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

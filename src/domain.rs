@@ -541,6 +541,14 @@ pub struct User {
     /// of the JSON when they have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
+    /// A bot account or an incoming webhook's identity; left out of the
+    /// JSON for people.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bot: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -580,4 +588,11 @@ pub struct Message {
     /// Users the message mentions; always present, `[]` when none.
     #[serde(default)]
     pub mentions: Vec<Id>,
+    /// Sent by a bot or an incoming webhook; always present.
+    #[serde(default)]
+    pub bot: bool,
+    /// The name an incoming webhook's post asked to be shown under
+    /// (`username`); the sender stays the hook's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }

@@ -22,6 +22,8 @@ use crate::app::{Actor, App, AppError, Target, page};
 use crate::domain::{DmPolicy, Id, Password, RoomName, Topic, User, Username, Visibility};
 use crate::edge::{CreateRoomBody, MessageBody, error_response, json_response, validate_new_room};
 
+mod integrations;
+
 type Result<T, E = AppError> = std::result::Result<T, E>;
 
 /// All routes: the WebSocket upgrade at `/ws`, the streamed upload at
@@ -119,6 +121,9 @@ where
 {
     let token =
         bearer(headers).ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+    if App::is_bot_token(token) {
+        return Err(AppError::Forbidden("a bot token cannot do this".into()));
+    }
     let user = app.authenticate(token)?;
     let max = app.config.uploads.max_bytes;
     // Room for the multipart framing around the file.
@@ -346,6 +351,7 @@ where
 async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Response> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let m = &req.method;
+    bot_gate(app, req, &segs)?;
     match (m, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
         (&Method::GET, ["metrics"]) => metrics(app, req),
@@ -532,6 +538,18 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::POST, ["api", "dm", username, "messages"]) => {
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await
+        }
+        (
+            _,
+            ["api", "rooms", _, "invites", ..]
+            | ["api", "invites", ..]
+            | ["hooks", ..]
+            | ["api", "admin", "bots" | "hooks", ..],
+        ) => integrations::route(app, req, &segs, body).await,
+        // An invite link opens the web client, which reads the code from
+        // the path.
+        (&Method::GET | &Method::HEAD, ["invite", _]) if app.config.server.web_client => {
+            crate::web::index(&req.headers)
         }
         // The built-in web client (src/web.rs). "/" splits into [""].
         (&Method::GET | &Method::HEAD, [""]) if app.config.server.web_client => {
@@ -751,6 +769,28 @@ fn authed(app: &App, req: &Request) -> Result<User> {
 struct Credentials {
     username: String,
     password: String,
+    /// An invite code: registers into its room (required when
+    /// `auth.registration = "invite"`).
+    #[serde(default)]
+    invite: Option<String>,
+}
+
+/// A request signed with a bot's token reaches only what its scopes allow
+/// (src/gate.rs); routes that need no sign-in are left alone.
+fn bot_gate(app: &App, req: &Request, segs: &[&str]) -> Result<()> {
+    let Some(token) = bearer(&req.headers).filter(|t| App::is_bot_token(t)) else {
+        return Ok(());
+    };
+    let open = !matches!(segs.first(), Some(&"api"))
+        || matches!(segs, ["api", "auth", "login" | "register"])
+        || matches!((&req.method, segs), (&Method::GET, ["api", "invites", _]));
+    if open {
+        return Ok(());
+    }
+    let scopes = app
+        .scopes_of(token)?
+        .ok_or_else(|| AppError::Unauthorized("bad token".into()))?;
+    crate::gate::http(app, &scopes, &req.method, segs, &req.query)
 }
 
 #[derive(Deserialize)]
@@ -783,6 +823,12 @@ async fn register(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
     let c: Credentials = parse(&body)?;
     let username = Username::parse(&c.username)?;
     let password = Password::parse(&c.password)?;
+    if let Some(code) = c.invite.as_deref().filter(|c| !c.is_empty()) {
+        let (token, user, room) = app
+            .register_with_invite(username, password, code, req_ip(app, req))
+            .await?;
+        return created(json!({ "token": token, "user": user, "room": room }));
+    }
     let (token, user) = app.register(username, password, req_ip(app, req)).await?;
     created(json!({ "token": token, "user": user }))
 }

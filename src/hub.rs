@@ -1209,6 +1209,7 @@ mod tests {
             username: name.into(),
             role: Role::User,
             avatar_url: None,
+            bot: false,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod edge;
+pub mod gate;
 pub mod http;
 pub mod hub;
 pub mod limits;

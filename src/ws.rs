@@ -268,7 +268,16 @@ async fn connection(
         send_close(&mut ws, refusal(&e), grace).await;
         return;
     }
-    let exit = run(&app, &mut ws, &user, auth_id, connected).await;
+    let scopes = match app.scopes_of(&token) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(registered);
+            drop(slot);
+            send_close(&mut ws, refusal(&e), grace).await;
+            return;
+        }
+    };
+    let exit = run(&app, &mut ws, &user, auth_id, connected, scopes).await;
     drop(registered);
     drop(slot);
     finish(&mut ws, exit, grace).await;
@@ -460,6 +469,7 @@ async fn run(
     user: &User,
     auth_id: Option<String>,
     connected: crate::hub::Connected,
+    scopes: Option<crate::store::integrations::Scopes>,
 ) -> Exit {
     let crate::hub::Connected { session, ctl } = connected;
     let hello = match hello(app, user, session, auth_id) {
@@ -482,6 +492,7 @@ async fn run(
         app: app.clone(),
         user: user.clone(),
         ctl: ctl.clone(),
+        scopes,
     };
     let metrics = &app.metrics;
     let mut inflight: Option<Pending> = None;
@@ -633,6 +644,9 @@ pub(crate) struct Ctx {
     pub(crate) app: Arc<App>,
     pub(crate) user: User,
     pub(crate) ctl: Arc<crate::hub::SessionControl>,
+    /// A bot token's scopes: each frame is checked against them
+    /// (src/gate.rs). `None` for people.
+    pub(crate) scopes: Option<crate::store::integrations::Scopes>,
 }
 
 #[derive(Deserialize)]
@@ -745,6 +759,11 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
     }
     let app = ctx.app.clone();
     let user = ctx.user.clone();
+    if let Some(scopes) = &ctx.scopes
+        && let Err(e) = crate::gate::frame(&app, scopes, &f)
+    {
+        return Answer::Now(answer(id.as_deref(), Err(e)));
+    }
     match f.kind.as_str() {
         "ping" => Answer::Now(Some(frame("pong", id.as_deref(), &json!({})))),
         "auth" => {
@@ -937,6 +956,7 @@ mod tests {
             username: "crash".into(),
             role: crate::domain::Role::User,
             avatar_url: None,
+            bot: false,
         };
         let conn = hub
             .connect(user.clone(), None, None, || {

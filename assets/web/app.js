@@ -1413,6 +1413,9 @@
       m.sender && m.sender.username !== '[deleted]'
         ? h('button', { type: 'button', class: 'sender', tabindex: '-1', 'aria-keyshortcuts': 'P', onclick: () => openProfile(m.sender.username, { room: m.room }) }, m.sender.username)
         : h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
+      // A hook's post may name itself; the account stays visible beside it.
+      m.display_name ? h('span', { class: 'display-name muted' }, h('bdi', {}, m.display_name)) : null,
+      m.bot || (m.sender && m.sender.bot) ? h('span', { class: 'bot-badge muted', title: 'sent by a bot or a webhook' }, 'bot') : null,
       m.sender && m.sender.role !== 'user' ? h('span', { class: 'role muted' }, m.sender.role) : null,
       h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)));
     li.append(head);
@@ -2124,10 +2127,130 @@
     $('add-member-form').hidden = !mayAdd(room);
     $('add-member-name').value = '';
     $('room-delete').hidden = !mayDelete(room);
-    for (const id of ['room-edit-error', 'add-member-error']) $(id).textContent = '';
+    for (const id of ['room-edit-error', 'add-member-error', 'invite-error']) $(id).textContent = '';
     $('member-list').replaceChildren();
+    $('invites-section').hidden = !mayAdd(room);
+    $('invite-list').replaceChildren();
     $('room-dialog').showModal();
     loadMembers();
+    if (mayAdd(room)) loadInvites();
+  }
+
+  // ------------------------------------------------------------- invites
+
+  const inviteUrl = (inv) => new URL(inv.url, location.origin).href;
+
+  async function loadInvites() {
+    const id = S.roomDialog;
+    if (!id) return;
+    let r;
+    try {
+      r = await api('GET', `/api/rooms/${encodeURIComponent(id)}/invites`);
+    } catch (e) {
+      if (S.roomDialog === id) $('invite-error').textContent = `Cannot list the invite links: ${e.message || e.code}.`;
+      return;
+    }
+    if (S.roomDialog !== id) return;
+    renderInvites(Array.isArray(r.invites) ? r.invites : []);
+  }
+
+  function renderInvites(list) {
+    const id = S.roomDialog;
+    $('invite-list').replaceChildren(...list.map((inv) => {
+      const limits = [
+        inv.max_uses ? `${inv.uses}/${inv.max_uses} used` : `${inv.uses} used`,
+        inv.expires_at ? `until ${fullFmt.format(new Date(inv.expires_at))}` : 'no expiry',
+        inv.valid ? null : 'no longer valid',
+      ].filter(Boolean).join(', ');
+      return h('li', { class: 'invite', dataset: { code: inv.code } },
+        h('code', {}, inviteUrl(inv)),
+        h('span', { class: 'muted small' }, limits),
+        h('button', { type: 'button', class: 'link invite-copy', onclick: () => copyInvite(inv) }, 'Copy'),
+        h('button', { type: 'button', class: 'link danger invite-revoke', onclick: () => revokeInvite(id, inv) }, 'Revoke'));
+    }));
+  }
+
+  async function createInvite() {
+    const id = S.roomDialog;
+    const err = $('invite-error');
+    const body = {};
+    const exp = $('invite-expiry').value;
+    if (exp) body.expires_in_secs = Number(exp);
+    const uses = $('invite-max-uses').value.trim();
+    if (uses) {
+      const n = Number(uses);
+      if (!Number.isInteger(n) || n < 1 || n > 100000) { err.textContent = 'Uses: a whole number from 1 to 100000, or empty for any.'; return; }
+      body.max_uses = n;
+    }
+    err.textContent = '';
+    try {
+      const r = await api('POST', `/api/rooms/${encodeURIComponent(id)}/invites`, body);
+      if (r && r.invite) copyInvite(r.invite);
+      loadInvites();
+    } catch (e) {
+      err.textContent = `No link made: ${e.message || e.code}.`;
+    }
+  }
+
+  async function copyInvite(inv) {
+    try {
+      await navigator.clipboard.writeText(inviteUrl(inv));
+      toast('The invite link is copied.');
+    } catch {
+      toast(`Invite link: ${inviteUrl(inv)}`);
+    }
+  }
+
+  async function revokeInvite(roomId, inv) {
+    try {
+      await api('DELETE', `/api/rooms/${encodeURIComponent(roomId)}/invites/${encodeURIComponent(inv.code)}`);
+      toast('The invite link is revoked.');
+      loadInvites();
+    } catch (e) {
+      $('invite-error').textContent = `Not revoked: ${e.message || e.code}.`;
+    }
+  }
+
+  /** The invite in the address (`/invite/CODE`), if one was opened. */
+  function inviteInPath() {
+    const m = /^\/invite\/([A-Za-z0-9_-]{1,64})$/.exec(location.pathname);
+    return m ? m[1] : null;
+  }
+
+  /** Shows what the opened invite is to, on the sign-in page. */
+  async function previewInvite(code) {
+    const banner = $('invite-banner');
+    try {
+      const resp = await fetch(`/api/invites/${encodeURIComponent(code)}`);
+      const body = await resp.json().catch(() => null);
+      const inv = body && body.invite;
+      if (!resp.ok || !inv) throw new Error('gone');
+      banner.textContent = inv.valid
+        ? `You are invited to #${inv.room_name}. Sign in or create an account to join.`
+        : `This invite to #${inv.room_name} cannot be used: ${inv.reason || 'it is no longer valid'}.`;
+    } catch {
+      banner.textContent = 'This invite link is not valid.';
+    }
+    banner.hidden = false;
+  }
+
+  /** Signed in with an invite open: join its room, then forget the link. */
+  async function acceptPendingInvite() {
+    const code = S.invite;
+    if (!code) return;
+    S.invite = null;
+    history.replaceState(null, '', '/');
+    $('invite-banner').hidden = true;
+    try {
+      const r = await api('POST', `/api/invites/${encodeURIComponent(code)}/accept`);
+      if (r && r.room) {
+        addRoom(r.room, 0);
+        selectRoom(r.room.id);
+        toast(`You joined #${r.room.name}.`);
+      }
+    } catch (e) {
+      toast(`Cannot join with this invite: ${e.message || e.code}`, 'bad');
+    }
   }
 
   async function loadMembers() {
@@ -2238,6 +2361,7 @@
     $('room-dialog').addEventListener('close', () => { S.roomDialog = null; S.roomMembers = []; });
     $('room-edit-form').addEventListener('submit', (ev) => { ev.preventDefault(); saveRoom(); });
     $('add-member-form').addEventListener('submit', (ev) => { ev.preventDefault(); addMember(); });
+    $('invite-form').addEventListener('submit', (ev) => { ev.preventDefault(); createInvite(); });
     $('room-leave').addEventListener('click', () => {
       const rs = S.rooms.get(S.roomDialog);
       if (rs) leaveRoom(rs);
@@ -2531,7 +2655,7 @@
       const resp = await fetch(`/api/auth/${kind}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username, password }),
+        body: JSON.stringify(kind === 'register' && S.invite ? { username, password, invite: S.invite } : { username, password }),
       });
       const body = await resp.json().catch(() => null);
       if (!resp.ok || !body || !body.token) {
@@ -2545,6 +2669,12 @@
       S.token = body.token;
       storage.set(TOKEN_KEY, body.token);
       storage.set(USER_KEY, JSON.stringify(body.user));
+      // Registering with an invite already joined its room.
+      if (kind === 'register' && body.room) {
+        S.invite = null;
+        history.replaceState(null, '', '/');
+        $('invite-banner').hidden = true;
+      }
       startChat(body.user);
     } catch {
       err.textContent = 'The server cannot be reached.';
@@ -2563,6 +2693,7 @@
     renderAll();
     connect();
     $('input').focus();
+    acceptPendingInvite();
   }
 
   function signOut(message) {
@@ -2958,6 +3089,8 @@
     wire();
     wireSearch();
     setConn('offline');
+    S.invite = inviteInPath();
+    if (S.invite) previewInvite(S.invite);
     S.token = storage.get(TOKEN_KEY);
     const user = storage.json(USER_KEY, null);
     if (S.token && user && typeof user.id === 'string') startChat(user);

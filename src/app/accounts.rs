@@ -40,8 +40,16 @@ impl App {
         password: Password,
         ip: Option<IpAddr>,
     ) -> Result<(String, User)> {
-        if self.config.auth.registration == Registration::Closed {
-            return Err(AppError::Forbidden("registration is closed".into()));
+        match self.config.auth.registration {
+            Registration::Closed => {
+                return Err(AppError::Forbidden("registration is closed".into()));
+            }
+            Registration::Invite => {
+                return Err(AppError::Forbidden(
+                    "invite: registration needs an invite".into(),
+                ));
+            }
+            Registration::Open => {}
         }
         if let Some(ip) = ip {
             self.limits
@@ -79,7 +87,12 @@ impl App {
             Ok(name) => self.store.read()?.user_by_name(name.as_str())?,
             Err(_) => None,
         };
-        let hash = rec.as_ref().map(|r| r.password_hash.clone());
+        // A bot has no password: it is checked against the dummy hash
+        // like an unknown name, and refused like one.
+        let hash = rec
+            .as_ref()
+            .filter(|r| !r.bot)
+            .map(|r| r.password_hash.clone());
         let ok = self
             .try_password(
                 username.to_ascii_lowercase(),
@@ -90,7 +103,7 @@ impl App {
             )
             .await?;
         match rec {
-            Some(rec) if ok => {
+            Some(rec) if ok && !rec.bot => {
                 ban_check(&rec)?;
                 Ok((self.auth.issue(rec.id, rec.token_gen), rec.public()))
             }
@@ -107,6 +120,9 @@ impl App {
 
     /// `authenticate`, with what the token said.
     pub fn authenticate_token(&self, token: &str) -> Result<(User, Verified)> {
+        if Self::is_bot_token(token) {
+            return self.authenticate_bot(token);
+        }
         let v = self.auth.verify(token)?;
         let rx = self.store.read()?;
         let rec = rx

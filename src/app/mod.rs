@@ -25,6 +25,8 @@ use crate::uploads::{FileStore, UploadError};
 
 mod accounts;
 mod attention;
+pub mod bots;
+pub mod invites;
 mod messages;
 mod moderation;
 mod operations;

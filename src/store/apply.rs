@@ -330,6 +330,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
         Command::Push(c) => super::push::apply(tx, c)?,
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
+        Command::Integration(c) => super::integrations::apply(tx, c)?,
     })
 }
 
@@ -389,6 +390,7 @@ fn send(
         attachments,
         client_msg_id,
         mentions,
+        display_name: None,
     })?;
     super::push::on_message(tx, &msg, &room)?;
     Ok(msg)

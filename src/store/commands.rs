@@ -198,6 +198,8 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// Bots, incoming webhooks and invites.
+    Integration(super::integrations::IntegrationCommand),
 }
 
 impl Command {
@@ -237,6 +239,7 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::Integration(_) => "integration",
         }
     }
 }

@@ -26,6 +26,7 @@ mod attention;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod integrations;
 mod journal;
 pub mod push;
 mod read;
@@ -135,6 +136,10 @@ pub struct UserRecord {
     /// The upload shown as the user's picture.
     #[serde(default)]
     pub avatar: Option<String>,
+    /// A bot or an incoming webhook's identity: no password sign-in, API
+    /// tokens instead (store/integrations.rs).
+    #[serde(default)]
+    pub bot: bool,
 }
 
 impl UserRecord {
@@ -151,6 +156,7 @@ impl UserRecord {
                 .avatar
                 .as_ref()
                 .map(|id| format!("/uploads/{id}/thumb")),
+            bot: self.bot,
         }
     }
 }
@@ -237,6 +243,10 @@ struct MessageRecord {
     client_msg_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mentions: Vec<Id>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
 }
 
 /// A durable change, reported to the listener after its commit, in commit

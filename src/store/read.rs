@@ -162,6 +162,7 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
                 username: "[deleted]".into(),
                 role: Role::User,
                 avatar_url: None,
+                bot: false,
             },
         };
         self.seen.insert(id, user.clone());
@@ -182,6 +183,8 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             deleted: rec.deleted,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            bot: rec.bot,
+            display_name: rec.display_name,
         })
     }
 }

@@ -108,6 +108,16 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
 
+/// Bot API tokens by the SHA-256 of the token (hex); store/integrations.rs.
+pub(super) const BOT_TOKEN_TO_RECORD: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("bot_token_to_record");
+/// Incoming webhooks by id.
+pub(super) const HOOK_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("hook_to_record");
+/// Room invites by code.
+pub(super) const INVITE_TO_RECORD: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("invite_to_record");
+
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
     pub from: u64,
@@ -256,7 +266,10 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            BOT_TOKEN_TO_RECORD,
+            HOOK_TO_RECORD,
+            INVITE_TO_RECORD
         )
     };
 }

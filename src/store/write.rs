@@ -42,6 +42,9 @@ pub struct NewMessage {
     /// Who it mentions, as `Tx::mentions_in` found them.
     #[serde(default)]
     pub mentions: Vec<Id>,
+    /// An incoming webhook's `username` for this message.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 impl Tx {
@@ -111,6 +114,7 @@ impl Tx {
             ban_reason: None,
             token_gen: 0,
             avatar: None,
+            bot: false,
         };
         names.insert(rec.username.as_str(), rec.id.0)?;
         self.txn
@@ -452,6 +456,8 @@ impl Tx {
             deleted: false,
             client_msg_id: new.client_msg_id,
             mentions: new.mentions,
+            bot: sender.bot,
+            display_name: new.display_name,
         };
         self.index_mentions(new.room, seq, &rec.mentions, &[])?;
         self.txn
@@ -477,6 +483,8 @@ impl Tx {
             deleted: false,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            bot: rec.bot,
+            display_name: rec.display_name,
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -503,6 +511,8 @@ impl Tx {
             deleted: msg.deleted,
             client_msg_id: msg.client_msg_id.clone(),
             mentions: msg.mentions.clone(),
+            bot: msg.bot,
+            display_name: msg.display_name.clone(),
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?

@@ -832,3 +832,108 @@ async fn check_reports_a_data_directory_others_can_read() {
     assert!(table.contains("open to other users"), "{table}");
     assert!(table.contains("644"), "{table}");
 }
+
+#[tokio::test]
+async fn bot_and_hook_commands_with_and_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(confab(dir.path(), &["room", "create", "ops", "--private"], "").await);
+    ok(confab(dir.path(), &["bot", "add", "robot", "--rooms", "ops"], "").await);
+    let made = json_of(
+        confab(
+            dir.path(),
+            &[
+                "bot",
+                "token",
+                "add",
+                "robot",
+                "--scopes",
+                "read,send",
+                "--json",
+            ],
+            "",
+        )
+        .await,
+    );
+    let offline_token = made["token"].as_str().unwrap().to_string();
+    assert_eq!(made["info"]["actions"], json!(["read", "send"]));
+    let bad = confab(
+        dir.path(),
+        &["bot", "token", "add", "robot", "--scopes", "read,fly"],
+        "",
+    )
+    .await;
+    assert!(!bad.status.success());
+    assert!(err(&bad).contains("fly"), "{}", err(&bad));
+
+    let t = TestApp::spawn_in(dir, |_| {}).await;
+    let dir = t.dir.path();
+    let room = t.app().find_room("ops").unwrap().id.to_string();
+    let (status, body) = t
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &offline_token,
+            json!({"text": "made offline"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // While the server runs: a token shown once, listed by id only.
+    let out = ok(confab(dir, &["bot", "token", "add", "robot"], "").await);
+    let live_token = out
+        .lines()
+        .find(|l| l.starts_with("cfb_"))
+        .expect("the token is printed")
+        .to_string();
+    let list = ok(confab(dir, &["bot", "list"], "").await);
+    assert!(
+        list.contains("robot") && list.contains("read,send,react"),
+        "{list}"
+    );
+    assert!(!list.contains(&live_token[4..]), "{list}");
+    let bots = json_of(confab(dir, &["bot", "list", "--json"], "").await);
+    let first = bots["bots"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["actions"] == json!(["read", "send"]))
+        .expect("the offline token")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(confab(dir, &["bot", "token", "revoke", &first], "").await);
+    let (status, _) = t.get("/api/me", &offline_token).await;
+    assert_eq!(status, 401);
+    let (status, _) = t.get("/api/me", &live_token).await;
+    assert_eq!(status, 200);
+
+    // A hook's URL is whole when the server runs.
+    let hook = json_of(confab(dir, &["room", "hook", "add", "ops", "--json"], "").await);
+    let url = hook["hook"]["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&t.url), "{url}");
+    let resp = t
+        .http
+        .post(&url)
+        .json(&json!({"text": "from the hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let hooks = ok(confab(dir, &["room", "hook", "list", "ops"], "").await);
+    assert!(hooks.contains("hook-"), "{hooks}");
+    let hook_id = hook["hook"]["id"].as_str().unwrap().to_string();
+    ok(confab(dir, &["room", "hook", "remove", &hook_id], "").await);
+    ok(confab(dir, &["bot", "remove", "robot"], "").await);
+    let (status, _) = t.get("/api/me", &live_token).await;
+    assert_eq!(status, 401);
+    let actions = audit_actions(dir).await;
+    for a in [
+        "bot_add",
+        "bot_token_add",
+        "bot_token_revoke",
+        "hook_add",
+        "hook_remove",
+        "bot_remove",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} audited: {actions:?}");
+    }
+}

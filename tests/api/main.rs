@@ -4,6 +4,7 @@
 
 mod accounts;
 mod attention;
+mod bots;
 mod cli;
 mod closing;
 mod cluster_cli;
@@ -16,6 +17,7 @@ mod engine;
 mod faults;
 mod friends;
 mod hardening;
+mod invites;
 mod limits;
 mod moderation;
 mod ops;
