@@ -110,6 +110,12 @@ pub enum Command {
         /// For `@here`: the room's members online at submission.
         #[serde(default)]
         here: Vec<Id>,
+        /// The message replied to (its thread's root is found in apply).
+        #[serde(default)]
+        reply_to: Option<Id>,
+        /// A reply also shown in the room.
+        #[serde(default)]
+        also_in_room: bool,
     },
     EditMessage {
         user: Id,
@@ -198,6 +204,8 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// Following threads and their read markers.
+    Thread(super::threads::ThreadCommand),
 }
 
 impl Command {
@@ -237,6 +245,7 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::Thread(_) => "thread",
         }
     }
 }

@@ -182,6 +182,10 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             deleted: rec.deleted,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            reply_to: rec.reply_to,
+            reply_count: rec.reply_count,
+            last_reply_at: rec.last_reply_at,
+            also_in_room: rec.also_in_room,
         })
     }
 }
@@ -310,6 +314,10 @@ impl Rx {
             }
             let seq = k.value().1;
             let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+            // A reply kept to its thread is not part of the room's history.
+            if rec.reply_to.is_some() && !rec.also_in_room {
+                return Ok(true);
+            }
             out.push(senders.message(room, seq, rec)?);
             Ok(true)
         };

@@ -108,6 +108,19 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
 
+/// Threads (store/threads.rs): each reply by (room, root, room seq), so a
+/// thread lists in order with one range scan and a room's threads go with
+/// the room.
+pub(super) const ROOM_ROOT_SEQ_TO_REPLY: TableDefinition<(u128, u128, u64), u128> =
+    TableDefinition::new("room_root_seq_to_reply");
+/// Each user's stand on a thread, (room, root, user): a `Follow` record,
+/// kept after an unfollow so a new reply does not follow them again.
+pub(super) const ROOM_ROOT_USER_TO_FOLLOW: TableDefinition<(u128, u128, u128), &[u8]> =
+    TableDefinition::new("room_root_user_to_follow");
+/// The threads a user follows, (user, room, root), for listing them.
+pub(super) const USER_ROOM_ROOT_TO_FOLLOWING: TableDefinition<(u128, u128, u128), ()> =
+    TableDefinition::new("user_room_root_to_following");
+
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
     pub from: u64,
@@ -256,7 +269,10 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            ROOM_ROOT_SEQ_TO_REPLY,
+            ROOM_ROOT_USER_TO_FOLLOW,
+            USER_ROOM_ROOT_TO_FOLLOWING
         )
     };
 }

@@ -42,6 +42,11 @@ pub struct NewMessage {
     /// Who it mentions, as `Tx::mentions_in` found them.
     #[serde(default)]
     pub mentions: Vec<Id>,
+    /// The thread's root, already checked (`Tx::reply_root`).
+    #[serde(default)]
+    pub reply_to: Option<Id>,
+    #[serde(default)]
+    pub also_in_room: bool,
 }
 
 impl Tx {
@@ -299,6 +304,7 @@ impl Tx {
         for (seq, rec) in seqs.iter().zip(&removed) {
             self.index_mentions(id, *seq, &[], &rec.mentions)?;
         }
+        self.forget_room_threads(id)?;
         self.forget_messages(&removed)?;
         self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
         self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
@@ -452,8 +458,16 @@ impl Tx {
             deleted: false,
             client_msg_id: new.client_msg_id,
             mentions: new.mentions,
+            reply_to: new.reply_to,
+            reply_count: 0,
+            last_reply_at: None,
+            also_in_room: new.reply_to.is_some() && new.also_in_room,
         };
-        self.index_mentions(new.room, seq, &rec.mentions, &[])?;
+        // A reply kept to its thread counts in the thread, not the room.
+        let thread_only = rec.reply_to.is_some() && !rec.also_in_room;
+        if !thread_only {
+            self.index_mentions(new.room, seq, &rec.mentions, &[])?;
+        }
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
             .insert((new.room.0, seq), encode(&rec).as_slice())?;
@@ -477,6 +491,10 @@ impl Tx {
             deleted: false,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            reply_to: rec.reply_to,
+            reply_count: 0,
+            last_reply_at: None,
+            also_in_room: rec.also_in_room,
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -492,7 +510,7 @@ impl Tx {
         )
     }
 
-    fn put_message(&mut self, msg: &Message) -> Result<()> {
+    pub(super) fn put_message(&mut self, msg: &Message) -> Result<()> {
         let rec = MessageRecord {
             id: msg.id,
             sender: msg.sender.id,
@@ -503,6 +521,10 @@ impl Tx {
             deleted: msg.deleted,
             client_msg_id: msg.client_msg_id.clone(),
             mentions: msg.mentions.clone(),
+            reply_to: msg.reply_to,
+            reply_count: msg.reply_count,
+            last_reply_at: msg.last_reply_at,
+            also_in_room: msg.also_in_room,
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
@@ -529,7 +551,11 @@ impl Tx {
             .filter(|u| !msg.mentions.contains(u))
             .copied()
             .collect();
-        self.index_mentions(msg.room, msg.seq, &new, &gone)?;
+        if msg.thread_only() {
+            self.index_mentions(msg.room, msg.seq, &[], &gone)?;
+        } else {
+            self.index_mentions(msg.room, msg.seq, &new, &gone)?;
+        }
         msg.text = text;
         msg.edited_at = Some(self.now);
         msg.mentions = mentions;
@@ -561,6 +587,7 @@ impl Tx {
         let mut behind = self.behind(msg.room, msg.seq)?;
         behind.retain(|u| *u != msg.sender.id);
         self.emit_unread(msg.room, &behind)?;
+        self.on_reply_deleted(&msg)?;
         Ok(msg)
     }
 
@@ -787,16 +814,19 @@ impl Tx {
                 doomed.push((seq, rec));
             }
         }
+        // A thread goes with its root.
+        self.add_threads_of(room, &mut doomed)?;
         {
             let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
             for (seq, _) in &doomed {
                 msgs.remove((room.0, *seq))?;
             }
         }
+        self.forget_threads_of(room, &doomed)?;
         for (seq, rec) in &doomed {
             self.index_mentions(room, *seq, &[], &rec.mentions)?;
         }
-        let last_gone = doomed.last().map(|(seq, _)| *seq);
+        let last_gone = doomed.iter().map(|(seq, _)| *seq).max();
         let records: Vec<MessageRecord> = doomed.into_iter().map(|(_, rec)| rec).collect();
         self.forget_messages(&records)?;
         // Messages someone had not read may have gone with them.
