@@ -20,9 +20,12 @@ pub struct ThreadPage {
 /// One followed thread, as `GET /api/me/threads` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FollowedThread {
+    pub room: Id,
     pub root: Message,
-    #[serde(flatten)]
-    pub state: ThreadUnread,
+    pub unread: u64,
+    pub mentions: u64,
+    pub last_read_seq: u64,
+    pub last_reply_seq: u64,
 }
 
 impl App {
@@ -97,7 +100,14 @@ impl App {
         let mut out = Vec::new();
         for state in rx.threads_of(user.id)? {
             if let Some(root) = rx.message(state.root)? {
-                out.push(FollowedThread { root, state });
+                out.push(FollowedThread {
+                    room: state.room,
+                    root,
+                    unread: state.unread,
+                    mentions: state.mentions,
+                    last_read_seq: state.last_read_seq,
+                    last_reply_seq: state.last_reply_seq,
+                });
             }
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.root.last_reply_at.unwrap_or(t.root.created_at)));
