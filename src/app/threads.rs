@@ -3,7 +3,7 @@
 //! `send_message` (`reply_to`).
 
 use super::*;
-use crate::store::{ThreadCommand, ThreadUnread};
+use crate::store::ThreadCommand;
 
 /// `GET /api/messages/{id}/thread`: the root, a page of replies, and the
 /// caller's stand on the thread.
