@@ -1481,7 +1481,12 @@
   function replaceMessageNode(rs, m) {
     const node = $('messages').querySelector(`li[data-seq="${Number(m.seq)}"]`);
     if (!node) return;
-    node.replaceWith(renderMessage(rs, m, prevOf(rs, m.seq)));
+    // A message updated while focused (a new reply count, an edit) keeps
+    // the focus, so keys pressed on it still reach it.
+    const focused = node === document.activeElement;
+    const fresh = renderMessage(rs, m, prevOf(rs, m.seq));
+    node.replaceWith(fresh);
+    if (focused) fresh.focus();
     renderSeen(rs);
   }
 
@@ -2743,7 +2748,10 @@
       for (const t of Array.isArray(d.threads) ? d.threads : []) {
         if (t && t.root) T.unread.set(t.root.id, { ...t, root: t.root.id, following: true });
       }
-      renderTimeline(false);
+      const rs = currentRoom();
+      for (const m of rs ? rs.msgs : []) {
+        if (Number(m.reply_count) > 0) replaceMessageNode(rs, m);
+      }
     } catch { /* an older server: no thread counts */ }
   }
 
@@ -2755,8 +2763,8 @@
     if (m && rs === currentRoom()) replaceMessageNode(rs, m);
   }
 
-  function renderThreadMessage(m) {
-    const li = h('li', { class: `thread-msg${m.deleted ? ' deleted' : ''}`, dataset: { id: m.id, seq: String(m.seq) } },
+  function renderThreadMessage(m, tag = 'li') {
+    const li = h(tag, { class: `thread-msg${m.deleted ? ' deleted' : ''}`, dataset: { id: m.id, seq: String(m.seq) } },
       h('div', { class: 'msg-head' },
         h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
         h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)),
@@ -2771,9 +2779,9 @@
 
   function renderThread() {
     if (!T.root) return;
-    $('thread-root').replaceChildren(renderThreadMessage(T.root),
+    $('thread-root').replaceChildren(renderThreadMessage(T.root, 'article'),
       h('p', { class: 'muted small' }, plural(Number(T.root.reply_count) || 0, 'reply', 'replies')));
-    $('thread-replies').replaceChildren(...T.replies.map(renderThreadMessage));
+    $('thread-replies').replaceChildren(...T.replies.map((m) => renderThreadMessage(m)));
     $('thread-more').hidden = !T.hasMore;
     const follow = $('thread-follow');
     follow.textContent = T.following ? 'Following' : 'Follow';
