@@ -37,9 +37,7 @@ describe('replies and threads in the web client', { timeout: 300_000 }, () => {
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
     });
     page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    page.on('pageerror', (e) => { errors.push(String(e)); if (process.env.DEBUG_THREADS) console.log('pageerror', String(e), e.stack); });
-    page.on('console', (m) => { if (process.env.DEBUG_THREADS) console.log('console:', m.text()); });
-    page.on('websocket', (ws) => { if (process.env.DEBUG_THREADS) { ws.on('framesent', (f) => console.log('sent', String(f.payload).slice(0, 200))); ws.on('framereceived', (f) => console.log('got', String(f.payload).slice(0, 300))); } });
+    page.on('pageerror', (e) => errors.push(`${e}\n${e.stack}`));
   });
 
   after(async () => {
