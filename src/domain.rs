@@ -595,4 +595,25 @@ pub struct Message {
     /// (`username`); the sender stays the hook's own account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The thread's root when this is a reply (docs/protocol.md,
+    /// "Replies and threads"); `null` otherwise.
+    #[serde(default)]
+    pub reply_to: Option<Id>,
+    /// Replies not deleted, on a thread's root; 0 elsewhere.
+    #[serde(default)]
+    pub reply_count: u64,
+    /// When the root's latest reply was sent.
+    #[serde(default)]
+    pub last_reply_at: Option<i64>,
+    /// A reply that is also shown in the room, as a room message.
+    #[serde(default)]
+    pub also_in_room: bool,
+}
+
+impl Message {
+    /// A reply that lives in its thread alone: not part of room history
+    /// or room unread counts.
+    pub fn thread_only(&self) -> bool {
+        self.reply_to.is_some() && !self.also_in_room
+    }
 }

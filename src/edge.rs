@@ -11,7 +11,7 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use crate::app::{App, AppError, Result, SendInput, Target};
-use crate::domain::{ClientMsgId, RoomName, Topic, Visibility};
+use crate::domain::{ClientMsgId, Id, RoomName, Topic, Visibility};
 use crate::protocol::ErrorCode;
 
 /// The peer's address, put in each request's extensions by the server's
@@ -106,6 +106,9 @@ pub struct MessageBody {
     #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<String>,
     pub client_msg_id: Option<String>,
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub also_in_room: bool,
 }
 
 impl MessageBody {
@@ -119,6 +122,16 @@ impl MessageBody {
                 .as_deref()
                 .map(ClientMsgId::parse)
                 .transpose()?,
+            // An id that cannot be one is no message of the room.
+            reply_to: self
+                .reply_to
+                .map(|r| {
+                    Id::parse("reply_to", &r).map_err(|_| {
+                        AppError::BadRequest("reply_to: no such message in this room".into())
+                    })
+                })
+                .transpose()?,
+            also_in_room: self.also_in_room,
         })
     }
 }

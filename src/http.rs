@@ -23,6 +23,7 @@ use crate::domain::{DmPolicy, Id, Password, RoomName, Topic, User, Username, Vis
 use crate::edge::{CreateRoomBody, MessageBody, error_response, json_response, validate_new_room};
 
 mod integrations;
+mod threads;
 
 type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -533,6 +534,7 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             let input = search_input(&req.query)?;
             ok(json!(app.search(&user, input).await?))
         }
+        _ if threads::owns(&segs) => threads::route(app, req, &segs, body).await,
         (&Method::GET, ["uploads", id]) => serve_upload(app, req, id, false).await,
         (&Method::GET, ["uploads", id, "thumb"]) => serve_upload(app, req, id, true).await,
         (&Method::POST, ["api", "dm", username, "messages"]) => {

@@ -738,7 +738,14 @@ impl Hub {
             Change::PushQueued => {}
             Change::MessageCreated(m) => {
                 self.metrics.room_message(m.room);
-                let f = frame("message", None, &json!({ "message": m }));
+                // A reply kept to its thread is not a room message: clients
+                // that know threads place it; others pass over the type.
+                let kind = if m.thread_only() {
+                    "thread_reply"
+                } else {
+                    "message"
+                };
+                let f = frame(kind, None, &json!({ "message": m }));
                 self.send_to_room(m.room, &f, None);
             }
             Change::MessageUpdated(m) => {
@@ -957,6 +964,10 @@ impl Hub {
             }
             Change::Unmuted { user, room } => {
                 let f = frame("unmuted", None, &json!({ "room": room }));
+                self.send_to_user(*user, &f);
+            }
+            Change::ThreadUnread { user, state } => {
+                let f = frame("thread_unread", None, state);
                 self.send_to_user(*user, &f);
             }
         }

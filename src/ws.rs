@@ -28,6 +28,8 @@ use crate::limits::ConnSlot;
 use crate::protocol::{ClientFrame, ErrorCode, close, error_frame, frame};
 use crate::wsio::{Msg, WsConn, WsError};
 
+mod threads;
+
 /// A WebSocket over the upgraded HTTP connection.
 type WebSocket = WsConn<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
 
@@ -934,11 +936,14 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
             let d = data!(crate::app::SearchInput);
             later!(async move { Ok(json!(app.search(&user, d).await?)) })
         }
-        other => Answer::Now(Some(error_frame(
-            id.as_deref(),
-            ErrorCode::BadRequest,
-            &format!("type: unknown frame type {other:?}"),
-        ))),
+        other => match threads::handle(ctx, &f) {
+            Some(a) => a,
+            None => Answer::Now(Some(error_frame(
+                id.as_deref(),
+                ErrorCode::BadRequest,
+                &format!("type: unknown frame type {other:?}"),
+            ))),
+        },
     }
 }
 

@@ -657,10 +657,12 @@
     }
     switch (f.type) {
       case 'authenticated': onAuthenticated(d); break;
-      case 'message': if (d.message) { countLive(d.message); addMessages(d.message.room, [d.message], true); } break;
+      case 'message': if (d.message) { countLive(d.message); addMessages(d.message.room, [d.message], true); onThreadReply(d.message); } break;
+      case 'thread_reply': if (d.message) onThreadReply(d.message); break;
+      case 'thread_unread': onThreadUnread(d); break;
       case 'unread': onUnread(d); break;
-      case 'message_updated': if (d.message) updateMessage(d.message); break;
-      case 'message_deleted': onDeleted(d); break;
+      case 'message_updated': if (d.message) { updateMessage(d.message); threadUpdated(d.message); } break;
+      case 'message_deleted': onDeleted(d); threadDeleted(d); break;
       case 'typing': onTyping(d); break;
       case 'read': onRead(d); break;
       case 'user_online': if (d.user) { S.online.set(d.user.id, d.user); renderPeople(); refreshPresence(); peopleChanged(); } break;
@@ -710,6 +712,7 @@
     renderFriendsBadge();
     setConn('connected');
     startPinging();
+    loadThreadUnread();
     $('me-name').textContent = S.me.username;
 
     S.online.clear();
@@ -1423,6 +1426,8 @@
 
     if (m.deleted) {
       li.append(h('p', { class: 'body muted' }, 'message deleted'));
+      const link = threadLink(m);
+      if (link) li.append(link);
       return li;
     }
     if (S.editing && S.editing.id === m.id) {
@@ -1438,13 +1443,16 @@
     if (Array.isArray(m.attachments) && m.attachments.length) {
       li.append(h('div', { class: `attachments${m.attachments.length > 1 ? ' many' : ''}` }, m.attachments.map(renderAttachment)));
     }
-    if (mine || staff) {
+    const link = threadLink(m);
+    if (link) li.append(link);
+    {
       // Out of the Tab order: two stops per message made the timeline a long
       // walk. The keys on a focused message do the same (see wireTimeline).
       li.append(h('div', { class: 'msg-actions' },
+        h('button', { type: 'button', class: 'link msg-reply', tabindex: '-1', 'aria-keyshortcuts': 'R', onclick: () => openThread(m.reply_to || m.id) }, 'Reply'),
         mine ? h('button', { type: 'button', class: 'link msg-edit', tabindex: '-1', 'aria-keyshortcuts': 'E Enter', onclick: () => startEdit(m) }, 'Edit') : null,
         !mine && staff ? h('button', { type: 'button', class: 'link msg-moderate', tabindex: '-1', 'aria-keyshortcuts': 'M', onclick: () => openProfile(m.sender.username, { room: m.room, moderate: true }) }, 'Moderate') : null,
-        h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete')));
+        mine || staff ? h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete') : null));
     }
     return li;
   }
@@ -1476,7 +1484,12 @@
   function replaceMessageNode(rs, m) {
     const node = $('messages').querySelector(`li[data-seq="${Number(m.seq)}"]`);
     if (!node) return;
-    node.replaceWith(renderMessage(rs, m, prevOf(rs, m.seq)));
+    // A message updated while focused (a new reply count, an edit) keeps
+    // the focus, so keys pressed on it still reach it.
+    const focused = node === document.activeElement;
+    const fresh = renderMessage(rs, m, prevOf(rs, m.seq));
+    node.replaceWith(fresh);
+    if (focused) fresh.focus();
     renderSeen(rs);
   }
 
@@ -2833,6 +2846,205 @@
     cur.tabIndex = 0;
   }
 
+  // ---------------------------------------------------------------- threads
+  // A thread opens in a dialog: its root, its replies oldest first, and a
+  // reply box with "also send to the room". Thread-only replies never enter
+  // the room's timeline; the root shows its reply count and, for a thread
+  // the user follows, how many replies are new (docs/protocol.md, section
+  // "Replies and threads").
+
+  const T = { root: null, replies: [], hasMore: false, following: false, unread: new Map() };
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
+  // The line under a root (its replies) or a reply shown in the room.
+  function threadLink(m) {
+    if (m.reply_to) {
+      return h('button', { type: 'button', class: 'link thread-link', tabindex: '-1', onclick: () => openThread(m.reply_to) }, 'replied in a thread');
+    }
+    const n = Number(m.reply_count) || 0;
+    if (n === 0) return null;
+    const st = T.unread.get(m.id);
+    const fresh = st && st.following ? Number(st.unread) || 0 : 0;
+    return h('button', { type: 'button', class: `link thread-link${fresh ? ' has-new' : ''}`, tabindex: '-1', onclick: () => openThread(m.id) },
+      plural(n, 'reply', 'replies'), fresh ? ` · ${fresh} new` : null);
+  }
+
+  async function loadThreadUnread() {
+    try {
+      const d = await request('threads', {});
+      T.unread.clear();
+      for (const t of Array.isArray(d.threads) ? d.threads : []) {
+        if (t && t.root) T.unread.set(t.root.id, { ...t, root: t.root.id, following: true });
+      }
+      const rs = currentRoom();
+      for (const m of rs ? rs.msgs : []) {
+        if (Number(m.reply_count) > 0) replaceMessageNode(rs, m);
+      }
+    } catch { /* an older server: no thread counts */ }
+  }
+
+  function onThreadUnread(d) {
+    if (!d || !d.root) return;
+    T.unread.set(d.root, d);
+    const rs = S.rooms.get(d.room);
+    const m = rs && rs.msgs.find((x) => x.id === d.root);
+    if (m && rs === currentRoom()) replaceMessageNode(rs, m);
+  }
+
+  function renderThreadMessage(m, tag = 'li') {
+    const li = h(tag, { class: `thread-msg${m.deleted ? ' deleted' : ''}`, dataset: { id: m.id, seq: String(m.seq) } },
+      h('div', { class: 'msg-head' },
+        h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'),
+        h('time', { class: 'muted', datetime: new Date(m.created_at).toISOString(), title: fullFmt.format(new Date(m.created_at)) }, when(m.created_at)),
+        m.also_in_room ? h('span', { class: 'muted small' }, ' · also in the room') : null));
+    if (m.deleted) li.append(h('p', { class: 'body muted' }, 'message deleted'));
+    else if (m.text) li.append(h('p', { class: 'body' }, h('bdi', {}, richText(m.text))));
+    if (!m.deleted && Array.isArray(m.attachments) && m.attachments.length) {
+      li.append(h('div', { class: 'attachments' }, m.attachments.map(renderAttachment)));
+    }
+    return li;
+  }
+
+  function renderThread() {
+    if (!T.root) return;
+    $('thread-root').replaceChildren(renderThreadMessage(T.root, 'article'),
+      h('p', { class: 'muted small' }, plural(Number(T.root.reply_count) || 0, 'reply', 'replies')));
+    $('thread-replies').replaceChildren(...T.replies.map((m) => renderThreadMessage(m)));
+    $('thread-more').hidden = !T.hasMore;
+    const follow = $('thread-follow');
+    follow.textContent = T.following ? 'Following' : 'Follow';
+    follow.setAttribute('aria-pressed', String(T.following));
+    $('thread-form').hidden = Boolean(T.root.deleted);
+  }
+
+  function addThreadReplies(msgs) {
+    for (const m of msgs) {
+      const i = T.replies.findIndex((x) => x.id === m.id);
+      if (i >= 0) T.replies[i] = m;
+      else T.replies.push(m);
+    }
+    T.replies.sort((a, b) => a.seq - b.seq);
+  }
+
+  async function openThread(id) {
+    let page;
+    try {
+      page = await request('thread', { message_id: id, limit: 100 });
+    } catch (e) {
+      toast(`The thread cannot be opened: ${e.message || e.code}`, 'error');
+      return;
+    }
+    T.root = page.root;
+    T.replies = [];
+    addThreadReplies(page.messages || []);
+    T.hasMore = Boolean(page.has_more);
+    T.following = Boolean(page.following);
+    $('thread-error').textContent = '';
+    renderThread();
+    const dlg = $('thread-dialog');
+    if (!dlg.open) dlg.showModal();
+    $('thread-input').focus();
+    markThreadRead();
+  }
+
+  async function moreThread() {
+    if (!T.root) return;
+    const last = T.replies[T.replies.length - 1];
+    try {
+      const page = await request('thread', { message_id: T.root.id, after: last ? last.seq : 0, limit: 100 });
+      addThreadReplies(page.messages || []);
+      T.hasMore = Boolean(page.has_more);
+      renderThread();
+      markThreadRead();
+    } catch (e) {
+      $('thread-error').textContent = e.message || 'the replies could not be loaded';
+    }
+  }
+
+  function threadOpen() {
+    return T.root && $('thread-dialog').open;
+  }
+
+  function markThreadRead() {
+    if (!threadOpen() || !T.following) return;
+    const last = T.replies[T.replies.length - 1];
+    if (!last) return;
+    const st = T.unread.get(T.root.id);
+    if (st && st.last_read_seq >= last.seq) return;
+    request('mark_thread_read', { message_id: T.root.id, seq: last.seq }).catch(() => {});
+  }
+
+  function onThreadReply(m) {
+    if (!m.reply_to || !threadOpen() || m.reply_to !== T.root.id) return;
+    // Replies beyond a page not loaded yet come with "Later replies".
+    if (T.hasMore) return;
+    addThreadReplies([m]);
+    renderThread();
+    markThreadRead();
+  }
+
+  function threadUpdated(m) {
+    if (!T.root) return;
+    if (m.id === T.root.id) T.root = m;
+    else if (T.replies.some((x) => x.id === m.id)) addThreadReplies([m]);
+    else return;
+    if (threadOpen()) renderThread();
+  }
+
+  function threadDeleted(d) {
+    if (!T.root) return;
+    if (d.message_id === T.root.id) T.root = { ...T.root, text: '', attachments: [], deleted: true };
+    const r = T.replies.find((x) => x.id === d.message_id);
+    if (r) addThreadReplies([{ ...r, text: '', attachments: [], deleted: true }]);
+    if (threadOpen()) renderThread();
+  }
+
+  async function sendThreadReply() {
+    const input = $('thread-input');
+    const text = input.value.trim();
+    if (!text || !T.root) return;
+    $('thread-error').textContent = '';
+    try {
+      const d = await request('send_message', {
+        room: T.root.room,
+        text,
+        reply_to: T.root.id,
+        also_in_room: $('thread-also').checked,
+        client_msg_id: randomId(),
+      });
+      input.value = '';
+      $('thread-also').checked = false;
+      if (d.message) { addThreadReplies([d.message]); T.following = true; renderThread(); }
+    } catch (e) {
+      $('thread-error').textContent = e.message || 'the reply was not sent';
+    }
+  }
+
+  function wireThreads() {
+    $('thread-form').addEventListener('submit', (ev) => { ev.preventDefault(); sendThreadReply(); });
+    $('thread-input').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        sendThreadReply();
+      }
+    });
+    $('thread-more').addEventListener('click', moreThread);
+    $('thread-follow').addEventListener('click', async () => {
+      if (!T.root) return;
+      const on = !T.following;
+      try {
+        await request(on ? 'follow_thread' : 'unfollow_thread', { message_id: T.root.id });
+        T.following = on;
+        renderThread();
+      } catch (e) {
+        $('thread-error').textContent = e.message || 'not changed';
+      }
+    });
+  }
+
   function wireTimeline() {
     const list = $('messages');
     new MutationObserver(ensureRoving).observe(list, { childList: true });
@@ -2866,6 +3078,7 @@
         case 'Delete': case 'd': case 'D': handled = press('.msg-delete'); break;
         case 'p': case 'P': handled = press('button.sender'); break;
         case 'm': case 'M': handled = press('.msg-moderate'); break;
+        case 'r': case 'R': handled = press('.msg-reply'); break;
         default: handled = false;
       }
       if (!handled) return;
@@ -2876,6 +3089,7 @@
 
   function wire() {
     wireTimeline();
+    wireThreads();
     wireModeration();
     wireRooms();
     wireFriends();

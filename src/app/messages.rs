@@ -45,6 +45,8 @@ impl App {
                 dm_room: Id::new(),
                 dm_policy: self.config.server.dm_policy,
                 here,
+                reply_to: input.reply_to,
+                also_in_room: input.also_in_room,
             })
             .await?;
         Ok(msg)

@@ -35,9 +35,11 @@ pub mod push;
 mod rooms;
 mod search;
 mod social;
+mod threads;
 mod uploads;
 
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
+pub use threads::{FollowedThread, ThreadPage};
 use uploads::kib;
 
 pub use crate::domain::{BanInfo, MuteInfo};
@@ -180,6 +182,9 @@ pub struct SendInput {
     pub text: String,
     pub attachments: Vec<String>,
     pub client_msg_id: Option<ClientMsgId>,
+    /// The message replied to, and whether the reply also shows in the room.
+    pub reply_to: Option<Id>,
+    pub also_in_room: bool,
 }
 
 /// A friend as listed to the user and the operator.

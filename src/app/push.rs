@@ -578,7 +578,10 @@ async fn deliver(app: &Arc<App>, queued: PushPending) -> Result<()> {
         .outbound
         .clone()
         .ok_or_else(|| unavailable("outbound HTTP is unavailable"))?;
-    let urgent = matches!(p.reason, PushReason::Dm | PushReason::Mention);
+    let urgent = matches!(
+        p.reason,
+        PushReason::Dm | PushReason::Mention | PushReason::Thread
+    );
     let results = futures_util::future::join_all(
         subs.iter()
             .map(|s| send_one(app, &outbound, &vapid, s, payload.as_deref(), urgent, room)),

@@ -183,6 +183,8 @@ pub async fn run(a: SearchArgs) -> Result<Value, String> {
                         dm_room: Id::new(),
                         dm_policy: DmPolicy::Anyone,
                         here: vec![],
+                        reply_to: None,
+                        also_in_room: false,
                     })
                     .await
                     .map_err(|e| e.to_string())?;

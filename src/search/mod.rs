@@ -485,6 +485,8 @@ mod tests {
                     dm_room: Id::new(),
                     dm_policy: DmPolicy::Anyone,
                     here: vec![],
+                    reply_to: None,
+                    also_in_room: false,
                 })
                 .await
                 .unwrap()

@@ -144,6 +144,8 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             dm_room,
             dm_policy,
             here,
+            reply_to,
+            also_in_room,
         } => Message(send(
             tx,
             sender,
@@ -154,6 +156,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             (message, dm_room),
             dm_policy,
             &here,
+            (reply_to, also_in_room),
         )?),
         Command::EditMessage {
             user,
@@ -331,6 +334,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::Push(c) => super::push::apply(tx, c)?,
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
         Command::Integration(c) => super::integrations::apply(tx, c)?,
+        Command::Thread(c) => super::threads::apply(tx, c)?,
     })
 }
 
@@ -345,6 +349,7 @@ fn send(
     (message, dm_room): (Id, Id),
     dm_policy: DmPolicy,
     here: &[Id],
+    (reply_to, also_in_room): (Option<Id>, bool),
 ) -> Result<crate::domain::Message> {
     let attachments = tx.resolve_attachments(sender.id, uploads)?;
     // Checked before anything below writes. A DM has no room yet, so only
@@ -356,6 +361,17 @@ fn send(
     if tx.muted(sender.id, mute_scope, tx.now())? {
         return Err(StoreError::Forbidden("you are muted".into()));
     }
+    // Before anything is written (speaking in a public room joins it).
+    let root = match reply_to {
+        None => None,
+        Some(id) => {
+            let room = match &to {
+                SendTo::Room(r) => Some(*r),
+                SendTo::User(peer) => tx.existing_dm(sender.id, peer.id)?,
+            };
+            Some(tx.reply_root(room, id)?.id)
+        }
+    };
     let room = match &to {
         SendTo::User(peer) => {
             // The account may have gone since the name was looked up.
@@ -382,7 +398,7 @@ fn send(
         }
     };
     let mentions = tx.mentions_in(sender.id, &room, &text, here)?;
-    let (msg, _) = tx.append_message(NewMessage {
+    let (msg, created) = tx.append_message(NewMessage {
         id: message,
         room: room.id,
         sender: sender.id,
@@ -391,8 +407,14 @@ fn send(
         client_msg_id,
         mentions,
         display_name: None,
+        reply_to: root,
+        also_in_room,
     })?;
     super::push::on_message(tx, &msg, &room)?;
+    if created && msg.reply_to.is_some() {
+        let followers = tx.on_reply(&msg)?;
+        super::push::on_thread_reply(tx, &msg, &room, &followers)?;
+    }
     Ok(msg)
 }
 

@@ -30,6 +30,10 @@ pub struct Unread {
 struct Counted {
     sender: Id,
     deleted: bool,
+    #[serde(default)]
+    reply_to: Option<Id>,
+    #[serde(default)]
+    also_in_room: bool,
 }
 
 /// Counting shared by read and write transactions.
@@ -46,7 +50,9 @@ pub(super) fn count(
     for row in msgs.range((room.0, from)..=(room.0, u64::MAX))? {
         let (_, v) = row?;
         let m: Counted = decode("room_seq_to_message", v.value())?;
-        if !m.deleted && m.sender != user {
+        // A reply kept to its thread counts in the thread (store/threads.rs).
+        let thread_only = m.reply_to.is_some() && !m.also_in_room;
+        if !m.deleted && m.sender != user && !thread_only {
             unread += 1;
         }
     }

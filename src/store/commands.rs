@@ -110,6 +110,12 @@ pub enum Command {
         /// For `@here`: the room's members online at submission.
         #[serde(default)]
         here: Vec<Id>,
+        /// The message replied to (its thread's root is found in apply).
+        #[serde(default)]
+        reply_to: Option<Id>,
+        /// A reply also shown in the room.
+        #[serde(default)]
+        also_in_room: bool,
     },
     EditMessage {
         user: Id,
@@ -200,6 +206,8 @@ pub enum Command {
     },
     /// Bots, incoming webhooks and invites.
     Integration(super::integrations::IntegrationCommand),
+    /// Following threads and their read markers.
+    Thread(super::threads::ThreadCommand),
 }
 
 impl Command {
@@ -240,6 +248,7 @@ impl Command {
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
             Command::Integration(_) => "integration",
+            Command::Thread(_) => "thread",
         }
     }
 }

@@ -254,6 +254,8 @@ pub(super) fn apply(tx: &mut Tx, cmd: IntegrationCommand) -> Result<Outcome> {
                 client_msg_id: None,
                 mentions,
                 display_name,
+                reply_to: None,
+                also_in_room: false,
             })?;
             super::push::on_message(tx, &msg, &room)?;
             Outcome::Message(msg)

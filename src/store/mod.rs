@@ -31,6 +31,7 @@ mod journal;
 pub mod push;
 mod read;
 mod tables;
+mod threads;
 mod write;
 mod writer;
 
@@ -40,6 +41,7 @@ pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
 pub use journal::{JOURNAL_KEEP, Reader};
 pub use read::Rx;
 pub use tables::{Migration, SCHEMA_VERSION, new_secret};
+pub use threads::{ThreadCommand, ThreadUnread};
 pub use write::{NewMessage, NewRoom, NewUser, Tx};
 
 use read::{SenderCache, q};
@@ -247,6 +249,18 @@ struct MessageRecord {
     bot: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<Id>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    reply_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_reply_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    also_in_room: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A durable change, reported to the listener after its commit, in commit
@@ -356,6 +370,11 @@ pub enum Change {
     Unmuted {
         user: Id,
         room: Option<Id>,
+    },
+    /// A follower's unread state in one thread changed.
+    ThreadUnread {
+        user: Id,
+        state: ThreadUnread,
     },
 }
 

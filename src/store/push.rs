@@ -71,7 +71,10 @@ impl RoomNotify {
         }
         match self.level_in(kind) {
             NotifyLevel::All => true,
-            NotifyLevel::Mentions => matches!(why, PushReason::Dm | PushReason::Mention),
+            NotifyLevel::Mentions => matches!(
+                why,
+                PushReason::Dm | PushReason::Mention | PushReason::Thread
+            ),
             NotifyLevel::Nothing => false,
         }
     }
@@ -116,6 +119,8 @@ pub struct UserNotify {
 #[serde(rename_all = "lowercase")]
 pub enum PushReason {
     All,
+    /// A reply in a thread the user follows.
+    Thread,
     Mention,
     Dm,
 }
@@ -471,12 +476,42 @@ pub(super) fn on_message(tx: &mut Tx, msg: &Message, room: &Room) -> Result<()> 
         for m in &msg.mentions {
             who.push((*m, PushReason::Mention));
         }
+        // A reply kept to its thread reaches its followers
+        // (`on_thread_reply`), not everyone who wants the room's messages.
         let all = tx.txn.open_table(ROOM_USER_TO_NOTIFY_ALL)?;
         for row in all.range((room.id.0, 0)..=(room.id.0, u128::MAX))? {
             let u = Id(row?.0.value().1);
-            if !msg.mentions.contains(&u) {
+            if !msg.mentions.contains(&u) && !msg.thread_only() {
                 who.push((u, PushReason::All));
             }
+        }
+    }
+    queue(tx, msg, room, who)
+}
+
+/// Queues pushes of a reply for the thread's `followers` that
+/// `on_message` did not already queue it for (the mentioned, the other
+/// side of a DM, those who want every message of the room when the reply
+/// is also in the room).
+pub(super) fn on_thread_reply(
+    tx: &mut Tx,
+    msg: &Message,
+    room: &Room,
+    followers: &[Id],
+) -> Result<()> {
+    if room.kind == RoomKind::Dm {
+        return Ok(());
+    }
+    let mut who = Vec::new();
+    {
+        let all = tx.txn.open_table(ROOM_USER_TO_NOTIFY_ALL)?;
+        for u in followers {
+            if msg.mentions.contains(u)
+                || (!msg.thread_only() && all.get((room.id.0, u.0))?.is_some())
+            {
+                continue;
+            }
+            who.push((*u, PushReason::Thread));
         }
     }
     queue(tx, msg, room, who)

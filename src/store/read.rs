@@ -185,6 +185,10 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             mentions: rec.mentions,
             bot: rec.bot,
             display_name: rec.display_name,
+            reply_to: rec.reply_to,
+            reply_count: rec.reply_count,
+            last_reply_at: rec.last_reply_at,
+            also_in_room: rec.also_in_room,
         })
     }
 }
@@ -313,6 +317,10 @@ impl Rx {
             }
             let seq = k.value().1;
             let rec: MessageRecord = decode("room_seq_to_message", v.value())?;
+            // A reply kept to its thread is not part of the room's history.
+            if rec.reply_to.is_some() && !rec.also_in_room {
+                return Ok(true);
+            }
             out.push(senders.message(room, seq, rec)?);
             Ok(true)
         };

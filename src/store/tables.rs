@@ -117,6 +117,18 @@ pub(super) const HOOK_TO_RECORD: TableDefinition<u128, &[u8]> =
 /// Room invites by code.
 pub(super) const INVITE_TO_RECORD: TableDefinition<&str, &[u8]> =
     TableDefinition::new("invite_to_record");
+/// Threads (store/threads.rs): each reply by (room, root, room seq), so a
+/// thread lists in order with one range scan and a room's threads go with
+/// the room.
+pub(super) const ROOM_ROOT_SEQ_TO_REPLY: TableDefinition<(u128, u128, u64), u128> =
+    TableDefinition::new("room_root_seq_to_reply");
+/// Each user's stand on a thread, (room, root, user): a `Follow` record,
+/// kept after an unfollow so a new reply does not follow them again.
+pub(super) const ROOM_ROOT_USER_TO_FOLLOW: TableDefinition<(u128, u128, u128), &[u8]> =
+    TableDefinition::new("room_root_user_to_follow");
+/// The threads a user follows, (user, room, root), for listing them.
+pub(super) const USER_ROOM_ROOT_TO_FOLLOWING: TableDefinition<(u128, u128, u128), ()> =
+    TableDefinition::new("user_room_root_to_following");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -269,7 +281,10 @@ macro_rules! all_tables {
             REV_TO_MESSAGE,
             BOT_TOKEN_TO_RECORD,
             HOOK_TO_RECORD,
-            INVITE_TO_RECORD
+            INVITE_TO_RECORD,
+            ROOM_ROOT_SEQ_TO_REPLY,
+            ROOM_ROOT_USER_TO_FOLLOW,
+            USER_ROOM_ROOT_TO_FOLLOWING
         )
     };
 }

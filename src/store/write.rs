@@ -45,6 +45,11 @@ pub struct NewMessage {
     /// An incoming webhook's `username` for this message.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// The thread's root, already checked (`Tx::reply_root`).
+    #[serde(default)]
+    pub reply_to: Option<Id>,
+    #[serde(default)]
+    pub also_in_room: bool,
 }
 
 impl Tx {
@@ -303,6 +308,7 @@ impl Tx {
         for (seq, rec) in seqs.iter().zip(&removed) {
             self.index_mentions(id, *seq, &[], &rec.mentions)?;
         }
+        self.forget_room_threads(id)?;
         self.forget_messages(&removed)?;
         self.txn.open_table(ROOM_TO_LAST_SEQ)?.remove(id.0)?;
         self.txn.open_table(ROOM_TO_RECORD)?.remove(id.0)?;
@@ -458,8 +464,16 @@ impl Tx {
             mentions: new.mentions,
             bot: sender.bot,
             display_name: new.display_name,
+            reply_to: new.reply_to,
+            reply_count: 0,
+            last_reply_at: None,
+            also_in_room: new.reply_to.is_some() && new.also_in_room,
         };
-        self.index_mentions(new.room, seq, &rec.mentions, &[])?;
+        // A reply kept to its thread counts in the thread, not the room.
+        let thread_only = rec.reply_to.is_some() && !rec.also_in_room;
+        if !thread_only {
+            self.index_mentions(new.room, seq, &rec.mentions, &[])?;
+        }
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
             .insert((new.room.0, seq), encode(&rec).as_slice())?;
@@ -485,6 +499,10 @@ impl Tx {
             mentions: rec.mentions,
             bot: rec.bot,
             display_name: rec.display_name,
+            reply_to: rec.reply_to,
+            reply_count: 0,
+            last_reply_at: None,
+            also_in_room: rec.also_in_room,
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -500,7 +518,7 @@ impl Tx {
         )
     }
 
-    fn put_message(&mut self, msg: &Message) -> Result<()> {
+    pub(super) fn put_message(&mut self, msg: &Message) -> Result<()> {
         let rec = MessageRecord {
             id: msg.id,
             sender: msg.sender.id,
@@ -513,6 +531,10 @@ impl Tx {
             mentions: msg.mentions.clone(),
             bot: msg.bot,
             display_name: msg.display_name.clone(),
+            reply_to: msg.reply_to,
+            reply_count: msg.reply_count,
+            last_reply_at: msg.last_reply_at,
+            also_in_room: msg.also_in_room,
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
@@ -539,7 +561,11 @@ impl Tx {
             .filter(|u| !msg.mentions.contains(u))
             .copied()
             .collect();
-        self.index_mentions(msg.room, msg.seq, &new, &gone)?;
+        if msg.thread_only() {
+            self.index_mentions(msg.room, msg.seq, &[], &gone)?;
+        } else {
+            self.index_mentions(msg.room, msg.seq, &new, &gone)?;
+        }
         msg.text = text;
         msg.edited_at = Some(self.now);
         msg.mentions = mentions;
@@ -571,6 +597,7 @@ impl Tx {
         let mut behind = self.behind(msg.room, msg.seq)?;
         behind.retain(|u| *u != msg.sender.id);
         self.emit_unread(msg.room, &behind)?;
+        self.on_reply_deleted(&msg)?;
         Ok(msg)
     }
 
@@ -797,16 +824,19 @@ impl Tx {
                 doomed.push((seq, rec));
             }
         }
+        // A thread goes with its root.
+        self.add_threads_of(room, &mut doomed)?;
         {
             let mut msgs = self.txn.open_table(ROOM_SEQ_TO_MESSAGE)?;
             for (seq, _) in &doomed {
                 msgs.remove((room.0, *seq))?;
             }
         }
+        self.forget_threads_of(room, &doomed)?;
         for (seq, rec) in &doomed {
             self.index_mentions(room, *seq, &[], &rec.mentions)?;
         }
-        let last_gone = doomed.last().map(|(seq, _)| *seq);
+        let last_gone = doomed.iter().map(|(seq, _)| *seq).max();
         let records: Vec<MessageRecord> = doomed.into_iter().map(|(_, rec)| rec).collect();
         self.forget_messages(&records)?;
         // Messages someone had not read may have gone with them.

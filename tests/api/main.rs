@@ -28,6 +28,7 @@ mod rooms;
 mod search;
 mod soak;
 mod socketio;
+mod threads;
 mod tls;
 mod uploads;
 mod web;

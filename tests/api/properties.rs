@@ -115,6 +115,8 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             text: "hi".into(),
                             attachments: vec![],
                             client_msg_id: None,
+                            reply_to: None,
+                            also_in_room: false,
                         },
                     )
                     .await

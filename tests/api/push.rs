@@ -43,8 +43,8 @@ type Answer = (u16, Option<&'static str>);
 
 /// One request the push service received.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
+pub(crate) struct Received {
+    pub(crate) path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
@@ -52,15 +52,15 @@ struct Received {
 /// A push service: records every request and answers from a script of
 /// (status, Retry-After), 201 once the script is used up.
 #[derive(Clone)]
-struct PushService {
-    port: u16,
+pub(crate) struct PushService {
+    pub(crate) port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Answer>>>,
     arrived: Arc<tokio::sync::Notify>,
 }
 
 impl PushService {
-    async fn start() -> PushService {
+    pub(crate) async fn start() -> PushService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -135,16 +135,16 @@ impl PushService {
         self.arrived.notify_waiters();
     }
 
-    fn endpoint(&self, name: &str) -> String {
+    pub(crate) fn endpoint(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/push/{name}", self.port)
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.got.lock().unwrap().len()
     }
 
     /// Waits until at least `n` requests arrived; returns them all.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let arrived = self.arrived.notified();
@@ -162,13 +162,13 @@ impl PushService {
 
 /// A browser's subscription: the keys push_check.py made, registered with
 /// confab for `endpoint`.
-struct Browser {
+pub(crate) struct Browser {
     keys: Value,
     endpoint: String,
 }
 
 impl Browser {
-    async fn new(endpoint: String) -> Browser {
+    pub(crate) async fn new(endpoint: String) -> Browser {
         Browser {
             keys: python(&["keygen"], None).await,
             endpoint,
@@ -183,7 +183,7 @@ impl Browser {
         })
     }
 
-    async fn subscribe(&self, app: &TestApp, token: &str) -> Value {
+    pub(crate) async fn subscribe(&self, app: &TestApp, token: &str) -> Value {
         let (status, body) = app
             .post("/api/push/subscriptions", token, self.subscription())
             .await;
@@ -214,7 +214,7 @@ impl Browser {
         .await
     }
 
-    async fn payload(&self, r: &Received, port: u16) -> Value {
+    pub(crate) async fn payload(&self, r: &Received, port: u16) -> Value {
         let opened = self.open(r, port).await;
         serde_json::from_str(opened["plaintext"].as_str().expect("a payload"))
             .expect("JSON payload")
@@ -241,7 +241,7 @@ fn allow_local(c: &mut confab::config::Config) {
     c.push.retry_base_ms = 200;
 }
 
-async fn spawn() -> TestApp {
+pub(crate) async fn spawn() -> TestApp {
     TestApp::spawn_with(allow_local).await
 }
 
