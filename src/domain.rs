@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod emoji;
 pub mod mention;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -580,4 +581,21 @@ pub struct Message {
     /// Users the message mentions; always present, `[]` when none.
     #[serde(default)]
     pub mentions: Vec<Id>,
+    /// Reactions, one entry per emoji, in the order of each emoji's first
+    /// reaction. `me` is the reader's own; broadcasts carry `false`.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// One emoji's reactions to a message, as a reader sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    /// Whether the reader is among those who reacted.
+    pub me: bool,
+    /// The names of the first few who reacted, in order.
+    pub users: Vec<String>,
 }

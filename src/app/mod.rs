@@ -30,11 +30,13 @@ mod moderation;
 mod operations;
 mod profile;
 pub mod push;
+mod reactions;
 mod rooms;
 mod search;
 mod social;
 mod uploads;
 
+pub use reactions::PinInfo;
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
 use uploads::kib;
 
@@ -104,6 +106,7 @@ impl AppError {
             AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
             AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
             AppError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            AppError::Store(StoreError::Limit(_)) => ErrorCode::LimitReached,
             AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
                 ErrorCode::UnsupportedMediaType
             }

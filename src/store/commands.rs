@@ -198,6 +198,30 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// `emoji`: already checked to be one emoji, in its qualified form.
+    React {
+        user: Id,
+        message: Id,
+        emoji: String,
+        dm_policy: DmPolicy,
+    },
+    Unreact {
+        user: Id,
+        message: Id,
+        emoji: String,
+    },
+    /// `by`: `None` is the operator. `entry`: the audit line, when staff
+    /// pin in a room that is not theirs.
+    Pin {
+        by: Option<Id>,
+        message: Id,
+        entry: Option<AuditEntry>,
+    },
+    Unpin {
+        by: Option<Id>,
+        message: Id,
+        entry: Option<AuditEntry>,
+    },
 }
 
 impl Command {
@@ -237,6 +261,10 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::React { .. } => "react",
+            Command::Unreact { .. } => "unreact",
+            Command::Pin { .. } => "pin",
+            Command::Unpin { .. } => "unpin",
         }
     }
 }

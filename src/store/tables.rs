@@ -107,6 +107,15 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
+/// Reactions, (message, emoji, user) -> when: one row per person and
+/// emoji, so a message's reactions are one range scan and a repeated
+/// reaction finds its row.
+pub(super) const MESSAGE_EMOJI_USER_TO_AT: TableDefinition<(u128, &str, u128), i64> =
+    TableDefinition::new("message_emoji_user_to_at");
+/// Pinned messages, (room, message) -> who pinned and when (`PinRecord`):
+/// a room's pins are one range scan, a message's flag one lookup.
+pub(super) const ROOM_MESSAGE_TO_PIN: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("room_message_to_pin");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -256,7 +265,9 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            MESSAGE_EMOJI_USER_TO_AT,
+            ROOM_MESSAGE_TO_PIN
         )
     };
 }

@@ -477,6 +477,8 @@ impl Tx {
             deleted: false,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            reactions: Vec::new(),
+            pinned: false,
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -534,6 +536,7 @@ impl Tx {
         msg.edited_at = Some(self.now);
         msg.mentions = mentions;
         self.put_message(&msg)?;
+        self.decorate(&mut msg)?;
         self.emit(Change::MessageUpdated(msg.clone()));
         let mut moved = gone;
         moved.extend(new);
@@ -552,6 +555,7 @@ impl Tx {
         msg.attachments.clear();
         msg.deleted = true;
         self.put_message(&msg)?;
+        self.strip_message(&msg)?;
         self.emit(Change::MessageDeleted {
             room: msg.room,
             id: msg.id,
@@ -650,6 +654,7 @@ impl Tx {
     /// Clears what points at messages whose rows are gone (room deletion,
     /// retention): the id index, client ids, and their uploads' counts.
     fn forget_messages(&mut self, records: &[MessageRecord]) -> Result<()> {
+        self.forget_reactions_and_pins(records.iter().map(|r| r.id))?;
         let mut attached = Vec::new();
         {
             let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;
