@@ -226,10 +226,13 @@ pub(super) fn react(
     }
     let count = existing.iter().filter(|(e, _, _)| *e == emoji).count() as u32 + 1;
     let reactor = tx.user(user)?.ok_or(StoreError::NotFound("user"))?.public();
-    let now = tx.now();
+    // Its time, made later than every reaction already on the message, so
+    // two in the same millisecond still keep the order they came in.
+    let latest = existing.iter().map(|(_, _, at)| *at).max();
+    let stamp = latest.map_or(tx.now(), |l| tx.now().max(l.saturating_add(1)));
     tx.txn
         .open_table(MESSAGE_EMOJI_USER_TO_AT)?
-        .insert((message.0, emoji.as_str(), user.0), now)?;
+        .insert((message.0, emoji.as_str(), user.0), stamp)?;
     let hidden_from = q::ids_of(&tx.txn.open_table(USER_BLOCKER_TO_SINCE)?, user)?;
     tx.emit(Change::ReactionAdded {
         room: msg.room,

@@ -107,8 +107,9 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
-/// Reactions, (message, emoji, user) -> when: one row per person and
-/// emoji, so a message's reactions are one range scan and a repeated
+/// Reactions, (message, emoji, user) -> when (ms; later than every earlier
+/// reaction on the message, so it also orders them): one row per person
+/// and emoji, so a message's reactions are one range scan and a repeated
 /// reaction finds its row.
 pub(super) const MESSAGE_EMOJI_USER_TO_AT: TableDefinition<(u128, &str, u128), i64> =
     TableDefinition::new("message_emoji_user_to_at");

@@ -64,7 +64,7 @@ async fn a_reaction_is_exactly_one_emoji() {
     let room = room_with(&t, &alice, "lobby", &[]).await;
     let msg = send_message(&t, &alice, &room, "hello").await;
     let id = msg["id"].as_str().unwrap();
-    for bad in ["", "a", "ok", "7", "👍👍", "👍 ", "🙂x", "🇫"] {
+    for bad in ["a", "ok", "7", "#", "👍👍", "👍 ", "🙂x", "🇫", "é"] {
         let (status, body) = react(&t, &alice, id, bad).await;
         assert_eq!(status, 400, "{bad:?}: {body}");
     }
