@@ -101,7 +101,7 @@ impl Rx {
             found.push((Id(k.value().1), rec));
         }
         drop(pins);
-        found.sort_by(|a, b| (b.1.at, b.0).cmp(&(a.1.at, a.0)));
+        found.sort_by_key(|p| std::cmp::Reverse((p.1.at, p.0)));
         let mut out = Vec::with_capacity(found.len());
         for (id, rec) in found {
             if let Some(m) = self.message(id)? {
