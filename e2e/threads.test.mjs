@@ -72,7 +72,7 @@ describe('replies and threads in the web client', { timeout: 300_000 }, () => {
   });
 
   step('opens the thread from the keyboard and replies in it only', async () => {
-    await timeline('Where shall we eat?').press('r');
+    await timeline('Where shall we eat?').press('t');
     await page.locator('#thread-dialog[open]').waitFor({ timeout: WAIT });
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'thread-input');
     await page.locator('#thread-root', { hasText: 'Where shall we eat?' }).waitFor({ timeout: WAIT });

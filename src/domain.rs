@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod emoji;
 pub mod mention;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -608,6 +609,12 @@ pub struct Message {
     /// A reply that is also shown in the room, as a room message.
     #[serde(default)]
     pub also_in_room: bool,
+    /// Reactions, one entry per emoji, in the order of each emoji's first
+    /// reaction. `me` is the reader's own; broadcasts carry `false`.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 impl Message {
@@ -616,4 +623,15 @@ impl Message {
     pub fn thread_only(&self) -> bool {
         self.reply_to.is_some() && !self.also_in_room
     }
+}
+
+/// One emoji's reactions to a message, as a reader sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    /// Whether the reader is among those who reacted.
+    pub me: bool,
+    /// The names of the first few who reacted, in order.
+    pub users: Vec<String>,
 }

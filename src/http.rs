@@ -535,6 +535,12 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
             ok(json!(app.search(&user, input).await?))
         }
         _ if threads::owns(&segs) => threads::route(app, req, &segs, body).await,
+        (
+            _,
+            ["api", "messages", _, "reactions", ..]
+            | ["api", "messages", _, "pin"]
+            | ["api", "rooms", _, "pins"],
+        ) => reactions_api(app, req, &segs, body).await,
         (&Method::GET, ["uploads", id]) => serve_upload(app, req, id, false).await,
         (&Method::GET, ["uploads", id, "thumb"]) => serve_upload(app, req, id, true).await,
         (&Method::POST, ["api", "dm", username, "messages"]) => {
@@ -954,6 +960,53 @@ async fn push_api(app: &Arc<App>, req: &Request, segs: &[&str], body: Vec<u8>) -
             let room = Id::parse("room", id).map_err(|_| AppError::NotFound("room"))?;
             let input: RoomNotifyBody = parse(&body)?;
             ok(app.set_room_notify(&user, room, input).await?)
+        }
+        _ => Err(AppError::NotFound("route")),
+    }
+}
+
+/// Reactions and pins (docs/protocol.md, "Reactions and pins"). An emoji
+/// in a path is percent-encoded UTF-8.
+async fn reactions_api(
+    app: &Arc<App>,
+    req: &Request,
+    segs: &[&str],
+    body: Vec<u8>,
+) -> Result<Response> {
+    #[derive(Deserialize)]
+    struct EmojiBody {
+        emoji: String,
+    }
+    let user = authed(app, req)?;
+    let message = |id: &str| Id::parse("message", id).map_err(|_| AppError::NotFound("message"));
+    let emoji = |raw: &str| -> Result<String> {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| AppError::BadRequest("emoji: must be UTF-8".into()))
+    };
+    match (&req.method, segs) {
+        (&Method::PUT, ["api", "messages", id, "reactions", e]) => {
+            app.react(&user, message(id)?, &emoji(e)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api", "messages", id, "reactions"]) => {
+            let input: EmojiBody = parse(&body)?;
+            app.react(&user, message(id)?, &input.emoji).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::DELETE, ["api", "messages", id, "reactions", e]) => {
+            app.unreact(&user, message(id)?, &emoji(e)?).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST | &Method::DELETE, ["api", "messages", id, "pin"]) => {
+            let on = req.method == Method::POST;
+            app.set_pinned(&Actor::User(user), message(id)?, on).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["api", "rooms", id, "pins"]) => {
+            let (messages, pins) = app.pins(&Actor::User(user), room_id(id)?)?;
+            ok(json!({ "messages": messages, "pins": pins }))
         }
         _ => Err(AppError::NotFound("route")),
     }

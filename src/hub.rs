@@ -970,6 +970,53 @@ impl Hub {
                 let f = frame("thread_unread", None, state);
                 self.send_to_user(*user, &f);
             }
+            // Hidden from those who block the reactor, like their typing.
+            Change::ReactionAdded {
+                room,
+                message,
+                emoji,
+                user,
+                count,
+                hidden_from,
+            }
+            | Change::ReactionRemoved {
+                room,
+                message,
+                emoji,
+                user,
+                count,
+                hidden_from,
+            } => {
+                let kind = match change {
+                    Change::ReactionAdded { .. } => "reaction_added",
+                    _ => "reaction_removed",
+                };
+                let f = frame(
+                    kind,
+                    None,
+                    &json!({"room": room, "message_id": message, "emoji": emoji,
+                            "user": user, "count": count}),
+                );
+                let st = self.read();
+                send_to_room_unless(&st, *room, &f, |u| hidden_from.contains(&u));
+            }
+            Change::MessagePinned { message, by } => {
+                let f = frame(
+                    "message_pinned",
+                    None,
+                    &json!({"room": message.room, "message_id": message.id, "by": by,
+                            "message": message}),
+                );
+                self.send_to_room(message.room, &f, None);
+            }
+            Change::MessageUnpinned { room, message, by } => {
+                let f = frame(
+                    "message_unpinned",
+                    None,
+                    &json!({"room": room, "message_id": message, "by": by}),
+                );
+                self.send_to_room(*room, &f, None);
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     /// Cluster mode: the write could not be committed in time (no quorum,
     /// the engine out of reach). Never an acknowledgement.
     Unavailable,
+    /// A count limit was reached (reactions on a message, pins in a room).
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 408,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
+            ErrorCode::LimitReached => 409,
         }
     }
 }

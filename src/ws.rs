@@ -936,6 +936,40 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
             let d = data!(crate::app::SearchInput);
             later!(async move { Ok(json!(app.search(&user, d).await?)) })
         }
+        kind @ ("react" | "unreact") => {
+            #[derive(Deserialize)]
+            struct ReactData {
+                message_id: String,
+                emoji: String,
+            }
+            let d = data!(ReactData);
+            let on = kind == "react";
+            later!(async move {
+                let message = message_id(&d.message_id)?;
+                if on {
+                    app.react(&user, message, &d.emoji).await?;
+                } else {
+                    app.unreact(&user, message, &d.emoji).await?;
+                }
+                Ok(json!({}))
+            })
+        }
+        kind @ ("pin" | "unpin") => {
+            let d = data!(MessageRef);
+            let on = kind == "pin";
+            later!(async move {
+                app.set_pinned(&Actor::User(user), message_id(&d.message_id)?, on)
+                    .await?;
+                Ok(json!({}))
+            })
+        }
+        "pins" => {
+            let d = data!(RoomRef);
+            let r = room_id(&d.room)
+                .and_then(|room| app.pins(&Actor::User(user), room))
+                .map(|(messages, pins)| json!({ "messages": messages, "pins": pins }));
+            Answer::Now(answer(id.as_deref(), r))
+        }
         other => match threads::handle(ctx, &f) {
             Some(a) => a,
             None => Answer::Now(Some(error_frame(

@@ -687,6 +687,10 @@
         onFriendEvent(f.type, d);
         break;
       case 'unmuted': onUnmuted(d); break;
+      case 'reaction_added': onReaction(d, true); break;
+      case 'reaction_removed': onReaction(d, false); break;
+      case 'message_pinned': onPinned(d, true); break;
+      case 'message_unpinned': onPinned(d, false); break;
       case 'error':
         // A banned token's sign-in is refused with the ban; the close follows.
         if (d.ban && typeof d.ban === 'object') S.ban = d.ban;
@@ -872,6 +876,7 @@
     if (!rs) return;
     const i = indexOfSeq(rs.msgs, m.seq);
     if (i >= rs.msgs.length || rs.msgs[i].seq !== m.seq) return; // not loaded here: history will show it
+    keepMine(rs.msgs[i], m);
     rs.msgs[i] = m;
     if (S.editing && S.editing.id === m.id && m.deleted) S.editing = null;
     if (rs === currentRoom()) replaceMessageNode(rs, m);
@@ -1445,15 +1450,18 @@
     }
     const link = threadLink(m);
     if (link) li.append(link);
-    {
-      // Out of the Tab order: two stops per message made the timeline a long
-      // walk. The keys on a focused message do the same (see wireTimeline).
-      li.append(h('div', { class: 'msg-actions' },
-        h('button', { type: 'button', class: 'link msg-reply', tabindex: '-1', 'aria-keyshortcuts': 'R', onclick: () => openThread(m.reply_to || m.id) }, 'Reply'),
-        mine ? h('button', { type: 'button', class: 'link msg-edit', tabindex: '-1', 'aria-keyshortcuts': 'E Enter', onclick: () => startEdit(m) }, 'Edit') : null,
-        !mine && staff ? h('button', { type: 'button', class: 'link msg-moderate', tabindex: '-1', 'aria-keyshortcuts': 'M', onclick: () => openProfile(m.sender.username, { room: m.room, moderate: true }) }, 'Moderate') : null,
-        mine || staff ? h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete') : null));
-    }
+    if (Array.isArray(m.reactions) && m.reactions.length) li.append(renderReactions(m));
+    // Out of the Tab order: two stops per message made the timeline a long
+    // walk. The keys on a focused message do the same (see wireTimeline).
+    const pinner = mayPin(rs);
+    li.append(h('div', { class: 'msg-actions' },
+      h('button', { type: 'button', class: 'link msg-reply', tabindex: '-1', 'aria-keyshortcuts': 'T', onclick: () => openThread(m.reply_to || m.id) }, 'Reply'),
+      h('button', { type: 'button', class: 'link msg-react', tabindex: '-1', 'aria-keyshortcuts': 'R', 'aria-haspopup': 'dialog', onclick: () => openPicker(m) }, 'React'),
+      pinner ? h('button', { type: 'button', class: 'link msg-pin', tabindex: '-1', 'aria-keyshortcuts': 'I', onclick: () => togglePin(m) }, m.pinned ? 'Unpin' : 'Pin') : null,
+      mine ? h('button', { type: 'button', class: 'link msg-edit', tabindex: '-1', 'aria-keyshortcuts': 'E Enter', onclick: () => startEdit(m) }, 'Edit') : null,
+      !mine && staff ? h('button', { type: 'button', class: 'link msg-moderate', tabindex: '-1', 'aria-keyshortcuts': 'M', onclick: () => openProfile(m.sender.username, { room: m.room, moderate: true }) }, 'Moderate') : null,
+      mine || staff ? h('button', { type: 'button', class: 'link danger msg-delete', tabindex: '-1', 'aria-keyshortcuts': 'D Delete', onclick: () => confirmDelete(m) }, 'Delete') : null));
+    if (m.pinned) head.append(h('span', { class: 'pinned-mark muted', title: 'Pinned' }, ' · pinned'));
     return li;
   }
 
@@ -2631,6 +2639,7 @@
     const rs = currentRoom();
     $('announce-open').hidden = !isStaff() || !S.current;
     $('room-info').hidden = !rs || rs.room.kind === 'dm';
+    $('room-pins').hidden = !rs || isDraft(S.current);
   }
 
   function wireModeration() {
@@ -3078,7 +3087,9 @@
         case 'Delete': case 'd': case 'D': handled = press('.msg-delete'); break;
         case 'p': case 'P': handled = press('button.sender'); break;
         case 'm': case 'M': handled = press('.msg-moderate'); break;
-        case 'r': case 'R': handled = press('.msg-reply'); break;
+        case 't': case 'T': handled = press('.msg-reply'); break;
+        case 'r': case 'R': handled = press('.msg-react'); break;
+        case 'i': case 'I': handled = press('.msg-pin'); break;
         default: handled = false;
       }
       if (!handled) return;
@@ -3087,7 +3098,198 @@
     });
   }
 
+  // ------------------------------------------------------ reactions, pins
+
+  const RECENT_KEY = 'confab.recentEmoji';
+  const PALETTE = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀', '🔥', '✅', '👎', '🚀',
+    '😀', '🤔', '👏', '💯', '🙌', '😍', '🤝', '⭐'];
+
+  function recentEmoji() {
+    const list = storage.json(RECENT_KEY, []);
+    return Array.isArray(list) ? list.filter((e) => typeof e === 'string').slice(0, 12) : [];
+  }
+
+  function rememberEmoji(e) {
+    storage.set(RECENT_KEY, JSON.stringify([e, ...recentEmoji().filter((x) => x !== e)].slice(0, 12)));
+  }
+
+  // The staff and the room's creator pin; in a DM both people do.
+  function mayPin(rs) {
+    if (!rs || !S.me) return false;
+    return isStaff() || rs.room.kind === 'dm' || rs.room.owner === S.me.id;
+  }
+
+  function reactionTitle(r) {
+    const names = Array.isArray(r.users) ? r.users.slice() : [];
+    const others = Math.max(0, (r.count || 0) - names.length);
+    if (others) names.push(`${others} other${others === 1 ? '' : 's'}`);
+    return names.join(', ');
+  }
+
+  function renderReactions(m) {
+    return h('div', { class: 'reactions', role: 'group', 'aria-label': 'Reactions' },
+      m.reactions.map((r) => h('button', {
+        type: 'button',
+        class: `chip${r.me ? ' me' : ''}`,
+        tabindex: '-1',
+        title: reactionTitle(r),
+        'aria-pressed': r.me ? 'true' : 'false',
+        'aria-label': `${r.emoji} ${r.count}: ${reactionTitle(r)}`,
+        onclick: () => toggleReaction(m, r.emoji),
+      }, h('span', { class: 'chip-emoji' }, r.emoji), h('span', { class: 'chip-count' }, String(r.count)))));
+  }
+
+  async function toggleReaction(m, emoji) {
+    const mine = (m.reactions || []).some((r) => r.emoji === emoji && r.me);
+    try {
+      await request(mine ? 'unreact' : 'react', { message_id: m.id, emoji });
+      if (!mine) rememberEmoji(emoji);
+    } catch (e) {
+      toast(`Reaction not ${mine ? 'removed' : 'added'}: ${e.message || e.code}`, 'bad');
+    }
+  }
+
+  // Broadcasts carry `me: false`: a client keeps its own from what it had
+  // and from the events that name it.
+  function keepMine(old, m) {
+    if (!old || !Array.isArray(m.reactions)) return;
+    for (const r of m.reactions) {
+      const before = (old.reactions || []).find((x) => x.emoji === r.emoji);
+      if (before && before.me) r.me = true;
+    }
+  }
+
+  function findMessage(roomId, id) {
+    const rs = S.rooms.get(roomId);
+    if (!rs) return [null, null];
+    return [rs, rs.msgs.find((x) => x.id === id) || null];
+  }
+
+  function onReaction(d, added) {
+    const [rs, m] = findMessage(d.room, d.message_id);
+    if (!m) return;
+    const list = Array.isArray(m.reactions) ? m.reactions.map((r) => ({ ...r, users: [...(r.users || [])] })) : [];
+    let r = list.find((x) => x.emoji === d.emoji);
+    if (!r) {
+      if (!added) return;
+      r = { emoji: d.emoji, count: 0, me: false, users: [] };
+      list.push(r);
+    }
+    r.count = Number(d.count) || 0;
+    const name = d.user && d.user.username;
+    const self = d.user && S.me && d.user.id === S.me.id;
+    if (added) {
+      if (self) r.me = true;
+      if (name && !r.users.includes(name) && r.users.length < 3) r.users.push(name);
+    } else {
+      if (self) r.me = false;
+      r.users = r.users.filter((u) => u !== name);
+    }
+    const next = { ...m, reactions: list.filter((x) => x.count > 0) };
+    const i = rs.msgs.indexOf(m);
+    rs.msgs[i] = next;
+    if (rs === currentRoom()) replaceMessageNode(rs, next);
+  }
+
+  function onPinned(d, on) {
+    const [rs, m] = findMessage(d.room, d.message_id);
+    if (m) {
+      const next = { ...m, pinned: on };
+      rs.msgs[rs.msgs.indexOf(m)] = next;
+      if (rs === currentRoom()) replaceMessageNode(rs, next);
+    }
+    if ($('pins-dialog').open && S.pinsRoom === d.room) loadPins();
+  }
+
+  async function togglePin(m) {
+    try {
+      await request(m.pinned ? 'unpin' : 'pin', { message_id: m.id });
+    } catch (e) {
+      toast(`Not ${m.pinned ? 'unpinned' : 'pinned'}: ${e.message || e.code}`, 'bad');
+    }
+  }
+
+  function openPicker(m) {
+    S.picking = m;
+    const grid = (list) => list.map((e) => h('button', {
+      type: 'button',
+      class: 'emoji',
+      'aria-label': e,
+      onclick: () => pick(e),
+    }, e));
+    const recent = recentEmoji();
+    $('react-recent').replaceChildren(...grid(recent));
+    $('react-recent-label').hidden = recent.length === 0;
+    $('react-palette').replaceChildren(...grid(PALETTE.filter((e) => !recent.includes(e))));
+    $('react-error').textContent = '';
+    $('react-input').value = '';
+    const dlg = $('react-dialog');
+    if (!dlg.open) dlg.showModal();
+    const first = dlg.querySelector('button.emoji');
+    if (first) first.focus();
+  }
+
+  async function pick(emoji) {
+    const m = S.picking;
+    const dlg = $('react-dialog');
+    if (!m || !emoji) return;
+    // The message as it is now, not as it was when the picker opened.
+    const [, now] = findMessage(m.room, m.id);
+    const mine = ((now || m).reactions || []).some((r) => r.emoji === emoji && r.me);
+    try {
+      await request(mine ? 'unreact' : 'react', { message_id: m.id, emoji });
+      rememberEmoji(emoji);
+      dlg.close();
+      const li = $('messages').querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+      if (li) li.focus({ preventScroll: true });
+    } catch (e) {
+      $('react-error').textContent = e.message || e.code;
+    }
+  }
+
+  async function loadPins() {
+    const room = S.pinsRoom;
+    const list = $('pins-list');
+    try {
+      const page = await request('pins', { room });
+      if (S.pinsRoom !== room) return;
+      const msgs = page.messages || [];
+      $('pins-state').textContent = msgs.length ? `${msgs.length} pinned` : 'Nothing is pinned here yet.';
+      const rs = S.rooms.get(room);
+      list.replaceChildren(...msgs.map((m) => h('li', { class: 'pin' },
+        h('button', { type: 'button', class: 'search-hit', onclick: () => { $('pins-dialog').close(); jumpTo(m); } },
+          h('span', { class: 'search-meta' },
+            h('span', { class: 'sender' }, m.sender ? m.sender.username : '?'), ' · ',
+            h('time', { datetime: new Date(m.created_at).toISOString() }, when(m.created_at))),
+          h('span', { class: 'search-snippet' }, h('bdi', {}, m.text || (m.attachments && m.attachments.length ? '[attachment]' : '')))),
+        mayPin(rs) ? h('button', { type: 'button', class: 'link pin-remove', onclick: () => togglePin(m) }, 'Unpin') : null)));
+    } catch (e) {
+      $('pins-state').textContent = `Could not load the pins: ${e.message || e.code}`;
+    }
+  }
+
+  function openPins() {
+    const rs = currentRoom();
+    if (!rs) return;
+    S.pinsRoom = rs.room.id;
+    $('pins-list').replaceChildren();
+    $('pins-state').textContent = 'Loading…';
+    $('pins-dialog').showModal();
+    loadPins();
+  }
+
+  function wireReactions() {
+    $('room-pins').addEventListener('click', openPins);
+    $('pins-dialog').addEventListener('close', () => { S.pinsRoom = null; });
+    $('react-dialog').addEventListener('close', () => { S.picking = null; });
+    $('react-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      pick($('react-input').value.trim());
+    });
+  }
+
   function wire() {
+    wireReactions();
     wireTimeline();
     wireThreads();
     wireModeration();

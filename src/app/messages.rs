@@ -63,7 +63,7 @@ impl App {
             Some(m) => self.here_in_text(m.room, &text),
             None => Vec::new(),
         };
-        let msg = self
+        let mut msg = self
             .store
             .run(Command::EditMessage {
                 user: user.id,
@@ -73,6 +73,7 @@ impl App {
                 here,
             })
             .await?;
+        self.decorate(std::slice::from_mut(&mut msg), Some(user.id))?;
         Ok(msg)
     }
 
@@ -93,7 +94,11 @@ impl App {
 
     pub fn history(&self, actor: &Actor, room: Id, page: Page) -> Result<(Vec<Message>, bool)> {
         self.room_for(actor, room)?;
-        Ok(self.store.read()?.history(room, page)?)
+        let rx = self.store.read()?;
+        let (mut messages, has_more) = rx.history(room, page)?;
+        // Each reader sees their own `me` on reactions.
+        rx.decorate(&mut messages, actor.user().map(|u| u.id))?;
+        Ok((messages, has_more))
     }
 
     pub async fn mark_read(&self, user: &User, room: Id, seq: u64) -> Result<()> {

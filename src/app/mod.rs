@@ -32,12 +32,14 @@ mod moderation;
 mod operations;
 mod profile;
 pub mod push;
+mod reactions;
 mod rooms;
 mod search;
 mod social;
 mod threads;
 mod uploads;
 
+pub use reactions::PinInfo;
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
 pub use threads::{FollowedThread, ThreadPage};
 use uploads::kib;
@@ -110,6 +112,7 @@ impl AppError {
             AppError::Store(StoreError::Unavailable(_) | StoreError::WriterGone) => {
                 ErrorCode::Unavailable
             }
+            AppError::Store(StoreError::Limit(_)) => ErrorCode::LimitReached,
             AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
                 ErrorCode::UnsupportedMediaType
             }

@@ -320,7 +320,7 @@ impl App {
 }
 
 /// An audit line by `actor`, timed now.
-fn entry(
+pub(super) fn entry(
     actor: &Actor,
     action: &str,
     target: &str,

@@ -335,6 +335,27 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
         Command::Integration(c) => super::integrations::apply(tx, c)?,
         Command::Thread(c) => super::threads::apply(tx, c)?,
+        Command::React {
+            user,
+            message,
+            emoji,
+            dm_policy,
+        } => {
+            super::reactions::react(tx, user, message, emoji, dm_policy)?;
+            Done
+        }
+        Command::Unreact {
+            user,
+            message,
+            emoji,
+        } => {
+            super::reactions::unreact(tx, user, message, emoji)?;
+            Done
+        }
+        Command::Pin { by, message, entry } => Flag(super::reactions::pin(tx, by, message, entry)?),
+        Command::Unpin { by, message, entry } => {
+            Flag(super::reactions::unpin(tx, by, message, entry)?)
+        }
     })
 }
 
@@ -500,7 +521,7 @@ fn pair(tx: &mut Tx, op: PairOp, me: &User, other: &User) -> Result<()> {
 
 /// Whether `user` may change what they said in `room` (edit, delete): the
 /// rules of sending to a room they are in.
-fn may_post(tx: &Tx, user: Id, room: Id, default: DmPolicy) -> Result<()> {
+pub(super) fn may_post(tx: &Tx, user: Id, room: Id, default: DmPolicy) -> Result<()> {
     let room = tx.room(room)?.ok_or(StoreError::NotFound("room"))?;
     if tx.member(room.id, user)?.is_none() {
         return Err(StoreError::Forbidden("not a member of this room".into()));

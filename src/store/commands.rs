@@ -208,6 +208,30 @@ pub enum Command {
     Integration(super::integrations::IntegrationCommand),
     /// Following threads and their read markers.
     Thread(super::threads::ThreadCommand),
+    /// `emoji`: already checked to be one emoji, in its qualified form.
+    React {
+        user: Id,
+        message: Id,
+        emoji: String,
+        dm_policy: DmPolicy,
+    },
+    Unreact {
+        user: Id,
+        message: Id,
+        emoji: String,
+    },
+    /// `by`: `None` is the operator. `entry`: the audit line, when staff
+    /// pin in a room that is not theirs.
+    Pin {
+        by: Option<Id>,
+        message: Id,
+        entry: Option<AuditEntry>,
+    },
+    Unpin {
+        by: Option<Id>,
+        message: Id,
+        entry: Option<AuditEntry>,
+    },
 }
 
 impl Command {
@@ -249,6 +273,10 @@ impl Command {
             Command::SetAvatar { .. } => "set_avatar",
             Command::Integration(_) => "integration",
             Command::Thread(_) => "thread",
+            Command::React { .. } => "react",
+            Command::Unreact { .. } => "unreact",
+            Command::Pin { .. } => "pin",
+            Command::Unpin { .. } => "unpin",
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod engine;
 pub mod integrations;
 mod journal;
 pub mod push;
+mod reactions;
 mod read;
 mod tables;
 mod threads;
@@ -39,6 +40,7 @@ pub use apply::{Local, rank};
 pub use attention::Unread;
 pub use commands::{Command, Envelope, FromOutcome, Outcome, PairOp, SendTo};
 pub use journal::{JOURNAL_KEEP, Reader};
+pub use reactions::{MAX_PINS_PER_ROOM, MAX_REACTIONS_PER_MESSAGE, PinRecord};
 pub use read::Rx;
 pub use tables::{Migration, SCHEMA_VERSION, new_secret};
 pub use threads::{ThreadCommand, ThreadUnread};
@@ -86,6 +88,9 @@ pub enum StoreError {
     Forbidden(String),
     #[error("{0}")]
     Invalid(String),
+    /// A count limit reached (reactions on a message, pins in a room).
+    #[error("{0}")]
+    Limit(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -375,6 +380,35 @@ pub enum Change {
     ThreadUnread {
         user: Id,
         state: ThreadUnread,
+    },
+    /// `count`: the emoji's count on the message after the change.
+    /// `hidden_from`: users who block the reactor.
+    ReactionAdded {
+        room: Id,
+        message: Id,
+        emoji: String,
+        user: User,
+        count: u32,
+        hidden_from: Vec<Id>,
+    },
+    ReactionRemoved {
+        room: Id,
+        message: Id,
+        emoji: String,
+        user: User,
+        count: u32,
+        hidden_from: Vec<Id>,
+    },
+    /// `by`: `None` is the operator.
+    MessagePinned {
+        message: Message,
+        by: Option<User>,
+    },
+    /// `by`: `None` is the operator, or the message's deletion.
+    MessageUnpinned {
+        room: Id,
+        message: Id,
+        by: Option<User>,
     },
 }
 

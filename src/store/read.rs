@@ -189,6 +189,8 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             reply_count: rec.reply_count,
             last_reply_at: rec.last_reply_at,
             also_in_room: rec.also_in_room,
+            reactions: Vec::new(),
+            pinned: false,
         })
     }
 }

@@ -107,6 +107,16 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
+/// Reactions, (message, emoji, user) -> when (ms; later than every earlier
+/// reaction on the message, so it also orders them): one row per person
+/// and emoji, so a message's reactions are one range scan and a repeated
+/// reaction finds its row.
+pub(super) const MESSAGE_EMOJI_USER_TO_AT: TableDefinition<(u128, &str, u128), i64> =
+    TableDefinition::new("message_emoji_user_to_at");
+/// Pinned messages, (room, message) -> who pinned and when (`PinRecord`):
+/// a room's pins are one range scan, a message's flag one lookup.
+pub(super) const ROOM_MESSAGE_TO_PIN: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("room_message_to_pin");
 
 /// Bot API tokens by the SHA-256 of the token (hex); store/integrations.rs.
 pub(super) const BOT_TOKEN_TO_RECORD: TableDefinition<&str, &[u8]> =
@@ -284,7 +294,9 @@ macro_rules! all_tables {
             INVITE_TO_RECORD,
             ROOM_ROOT_SEQ_TO_REPLY,
             ROOM_ROOT_USER_TO_FOLLOW,
-            USER_ROOM_ROOT_TO_FOLLOWING
+            USER_ROOM_ROOT_TO_FOLLOWING,
+            MESSAGE_EMOJI_USER_TO_AT,
+            ROOM_MESSAGE_TO_PIN
         )
     };
 }

@@ -503,6 +503,8 @@ impl Tx {
             reply_count: 0,
             last_reply_at: None,
             also_in_room: rec.also_in_room,
+            reactions: Vec::new(),
+            pinned: false,
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -570,6 +572,7 @@ impl Tx {
         msg.edited_at = Some(self.now);
         msg.mentions = mentions;
         self.put_message(&msg)?;
+        self.decorate(&mut msg)?;
         self.emit(Change::MessageUpdated(msg.clone()));
         let mut moved = gone;
         moved.extend(new);
@@ -588,6 +591,7 @@ impl Tx {
         msg.attachments.clear();
         msg.deleted = true;
         self.put_message(&msg)?;
+        self.strip_message(&msg)?;
         self.emit(Change::MessageDeleted {
             room: msg.room,
             id: msg.id,
@@ -687,6 +691,7 @@ impl Tx {
     /// Clears what points at messages whose rows are gone (room deletion,
     /// retention): the id index, client ids, and their uploads' counts.
     fn forget_messages(&mut self, records: &[MessageRecord]) -> Result<()> {
+        self.forget_reactions_and_pins(records.iter().map(|r| r.id))?;
         let mut attached = Vec::new();
         {
             let mut index = self.txn.open_table(MESSAGE_TO_ROOM_SEQ)?;

@@ -23,6 +23,7 @@ mod moderation;
 mod ops;
 mod properties;
 mod push;
+mod reactions;
 mod realtime;
 mod rooms;
 mod search;
