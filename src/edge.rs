@@ -48,6 +48,9 @@ pub fn error_response(e: &AppError) -> Response {
     if let AppError::Banned { ban, .. } = e {
         body["error"]["ban"] = json!(ban);
     }
+    if let AppError::QuotaExceeded(_) = e {
+        body["error"]["reason"] = json!("quota_exceeded");
+    }
     let mut resp = json_response(status, &body);
     if let AppError::Throttled { retry_after, .. } = e
         && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
@@ -97,6 +100,10 @@ pub struct MessageBody {
     #[serde(default)]
     pub attachments: Vec<String>,
     pub client_msg_id: Option<String>,
+    /// `false` (or `no_previews: true`): no link previews.
+    pub previews: Option<bool>,
+    #[serde(default)]
+    pub no_previews: bool,
 }
 
 impl MessageBody {
@@ -110,6 +117,7 @@ impl MessageBody {
                 .as_deref()
                 .map(ClientMsgId::parse)
                 .transpose()?,
+            previews: self.previews.unwrap_or(true) && !self.no_previews,
         })
     }
 }

@@ -25,9 +25,11 @@ use crate::uploads::{FileStore, UploadError};
 
 mod accounts;
 mod attention;
+mod files;
 mod messages;
 mod moderation;
 mod operations;
+pub mod previews;
 mod profile;
 pub mod push;
 mod rooms;
@@ -73,6 +75,10 @@ pub enum AppError {
     /// The client was too slow sending its request.
     #[error("{0}")]
     Timeout(String),
+    /// The uploader's storage quota would be passed: `forbidden`, with
+    /// `reason: "quota_exceeded"` beside the code.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -96,6 +102,7 @@ impl AppError {
             AppError::TooLarge(_) => ErrorCode::TooLarge,
             AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             AppError::Timeout(_) => ErrorCode::Timeout,
+            AppError::QuotaExceeded(_) => ErrorCode::Forbidden,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
                 ErrorCode::Unauthorized
             }
@@ -176,6 +183,8 @@ pub struct SendInput {
     pub text: String,
     pub attachments: Vec<String>,
     pub client_msg_id: Option<ClientMsgId>,
+    /// `false`: no link previews for this message.
+    pub previews: bool,
 }
 
 /// A friend as listed to the user and the operator.
@@ -221,6 +230,10 @@ pub struct App {
     search: std::sync::OnceLock<crate::search::Search>,
     /// Wakes the indexer after commits that change messages.
     search_poke: crate::search::Poke,
+    /// Uploads being received (`uploads.max_concurrent_files`).
+    file_slots: tokio::sync::Semaphore,
+    /// Link previews: the queue of messages waiting for theirs.
+    pub previews: previews::Previews,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -320,6 +333,8 @@ impl App {
         let auth = Auth::new(&config.auth, &secret)?;
         let limits = crate::limits::Limiters::new(&config);
         let notifier = push::Notifier::new(&config, push_wake);
+        let config_files = config.uploads.max_concurrent_files.max(1);
+        let previews_queue = previews::Previews::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -338,6 +353,8 @@ impl App {
             notifier,
             search: std::sync::OnceLock::new(),
             search_poke,
+            file_slots: tokio::sync::Semaphore::new(config_files),
+            previews: previews_queue,
         }))
     }
 

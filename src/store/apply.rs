@@ -228,7 +228,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         }
         Command::InsertUpload(rec) => {
             if let Some(present) = &local.file_present
-                && !(present(&rec.file) && present(&rec.thumb))
+                && !(present(&rec.file) && (rec.thumb.is_empty() || present(&rec.thumb)))
             {
                 return Ok(Flag(false));
             }
@@ -330,6 +330,12 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
         Command::Push(c) => super::push::apply(tx, c)?,
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
+        Command::SetPreviews {
+            message,
+            previews,
+            cache,
+            images,
+        } => Flag(tx.set_previews(message, previews, &cache, &images)?),
     })
 }
 

@@ -198,6 +198,14 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// Link previews fetched for a message, the pages' cache rows and the
+    /// preview images stored meanwhile.
+    SetPreviews {
+        message: Id,
+        previews: Vec<crate::domain::LinkPreview>,
+        cache: Vec<super::previews::PreviewCache>,
+        images: Vec<super::previews::PreviewImage>,
+    },
 }
 
 impl Command {
@@ -237,6 +245,7 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::SetPreviews { .. } => "set_previews",
         }
     }
 }

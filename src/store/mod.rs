@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod commands;
 pub mod engine;
 mod journal;
+pub mod previews;
 pub mod push;
 mod read;
 mod tables;
@@ -171,18 +172,44 @@ pub struct UploadRecord {
     pub created_at: i64,
     #[serde(default)]
     pub refs: u64,
+    /// The sanitised file name; `""` for older images.
+    #[serde(default)]
+    pub name: String,
+    /// `""` (an image, as before kinds existed), `image`, `audio`, `video`
+    /// or `file`.
+    #[serde(default)]
+    pub kind: String,
 }
 
 impl UploadRecord {
+    pub fn kind(&self) -> &str {
+        if self.kind.is_empty() {
+            "image"
+        } else {
+            &self.kind
+        }
+    }
+
+    pub fn is_image(&self) -> bool {
+        self.kind() == "image"
+    }
+
     pub fn attachment(&self) -> crate::domain::Attachment {
         crate::domain::Attachment {
             id: self.id.clone(),
             url: format!("/uploads/{}", self.id),
-            thumb_url: format!("/uploads/{}/thumb", self.id),
+            // Only images have thumbnails.
+            thumb_url: if self.is_image() {
+                format!("/uploads/{}/thumb", self.id)
+            } else {
+                String::new()
+            },
             mime: self.mime.clone(),
             width: self.width,
             height: self.height,
             size: self.size,
+            name: self.name.clone(),
+            kind: self.kind().to_string(),
         }
     }
 }
@@ -237,6 +264,8 @@ struct MessageRecord {
     client_msg_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mentions: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    previews: Vec<crate::domain::LinkPreview>,
 }
 
 /// A durable change, reported to the listener after its commit, in commit

@@ -182,6 +182,7 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             deleted: rec.deleted,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            previews: rec.previews,
         })
     }
 }

@@ -107,6 +107,12 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
+/// Link previews by page URL: what the page said, until it expires.
+pub(super) const PREVIEW_URL_TO_CACHE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("preview_url_to_cache");
+/// Preview images confab serves (`/previews/{hash}`), with their type.
+pub(super) const PREVIEW_IMAGE_TO_MIME: TableDefinition<&str, &str> =
+    TableDefinition::new("preview_image_to_mime");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -256,7 +262,9 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            PREVIEW_URL_TO_CACHE,
+            PREVIEW_IMAGE_TO_MIME
         )
     };
 }

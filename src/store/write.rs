@@ -452,6 +452,7 @@ impl Tx {
             deleted: false,
             client_msg_id: new.client_msg_id,
             mentions: new.mentions,
+            previews: Vec::new(),
         };
         self.index_mentions(new.room, seq, &rec.mentions, &[])?;
         self.txn
@@ -477,6 +478,7 @@ impl Tx {
             deleted: false,
             client_msg_id: rec.client_msg_id,
             mentions: rec.mentions,
+            previews: Vec::new(),
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -492,7 +494,7 @@ impl Tx {
         )
     }
 
-    fn put_message(&mut self, msg: &Message) -> Result<()> {
+    pub(super) fn put_message(&mut self, msg: &Message) -> Result<()> {
         let rec = MessageRecord {
             id: msg.id,
             sender: msg.sender.id,
@@ -503,6 +505,7 @@ impl Tx {
             deleted: msg.deleted,
             client_msg_id: msg.client_msg_id.clone(),
             mentions: msg.mentions.clone(),
+            previews: msg.previews.clone(),
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
@@ -550,6 +553,7 @@ impl Tx {
         self.index_mentions(msg.room, msg.seq, &[], &mentioned)?;
         msg.text = String::new();
         msg.attachments.clear();
+        msg.previews.clear();
         msg.deleted = true;
         self.put_message(&msg)?;
         self.emit(Change::MessageDeleted {
@@ -576,7 +580,10 @@ impl Tx {
             .open_table(UPLOADER_UPLOAD_TO_SIZE)?
             .insert((rec.uploader.0, rec.id.as_str()), rec.size)?;
         let mut refs = self.txn.open_table(FILE_TO_REFS)?;
-        for hash in [&rec.file, &rec.thumb] {
+        for hash in [&rec.file, &rec.thumb]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
             refs.insert(hash.as_str(), n + 1)?;
         }
@@ -609,7 +616,10 @@ impl Tx {
             .remove((rec.uploader.0, id))?;
         let mut refs = self.txn.open_table(FILE_TO_REFS)?;
         let mut orphaned = Vec::new();
-        for hash in [&rec.file, &rec.thumb] {
+        for hash in [&rec.file, &rec.thumb]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
             if n <= 1 {
                 refs.remove(hash.as_str())?;

@@ -115,6 +115,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             text: "hi".into(),
                             attachments: vec![],
                             client_msg_id: None,
+                            previews: true,
                         },
                     )
                     .await

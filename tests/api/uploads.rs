@@ -701,6 +701,7 @@ async fn collection_never_removes_a_file_an_upload_was_told_is_stored() {
                         text: String::new(),
                         attachments: vec![rec.id.clone()],
                         client_msg_id: None,
+                        previews: true,
                     },
                 )
                 .await;
