@@ -1443,7 +1443,7 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
         }
         Request::UploadList { .. } => table(
             &[
-                "id", "uploader", "type", "size", "pixels", "messages", "created",
+                "id", "uploader", "kind", "name", "type", "size", "pixels", "messages", "created",
             ],
             v["uploads"]
                 .as_array()
@@ -1453,6 +1453,8 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
                     vec![
                         s(&u["upload"]["id"]),
                         s(&u["uploader"]),
+                        s(&u["upload"]["kind"]),
+                        s(&u["upload"]["name"]),
                         s(&u["upload"]["mime"]),
                         s(&u["upload"]["size"]),
                         format!("{}x{}", s(&u["upload"]["width"]), s(&u["upload"]["height"])),
