@@ -41,7 +41,7 @@ pub struct Previews {
 impl Previews {
     pub fn new(config: &Config) -> Previews {
         let (queue, waiting) = tokio::sync::mpsc::channel(config.previews.queue.max(1));
-        let outbound = match Outbound::new(&config.outbound) {
+        let outbound = match Outbound::from_config(config) {
             Ok(o) => Some(o),
             Err(e) => {
                 tracing::warn!(error = %e, "link previews are off: no outbound client");
@@ -324,7 +324,16 @@ impl App {
     ) -> std::result::Result<(String, crate::outbound::Response), FetchError> {
         let mut url = url.to_string();
         for _ in 0..=self.config.previews.max_redirects {
-            let (resp, truncated) = self.send_get(outbound, &url, accept, cap).await?;
+            let resp = outbound
+                .send_capped(
+                    hyper::Method::GET,
+                    &url,
+                    true,
+                    vec![("accept", accept.to_string())],
+                    bytes::Bytes::new(),
+                    cap,
+                )
+                .await?;
             if (300..400).contains(&resp.status) {
                 let next = resp
                     .headers
@@ -344,37 +353,12 @@ impl App {
                 .get(hyper::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if truncated || declared.is_some_and(|n| n > cap as u64) {
+            if resp.truncated || declared.is_some_and(|n| n > cap as u64) {
                 return Err(FetchError::Refused(format!("larger than {cap} bytes")));
             }
             return Ok((url, resp));
         }
         Err(FetchError::Refused("too many redirects".into()))
-    }
-}
-
-impl App {
-    /// One GET through the outbound client, and whether the body was cut
-    /// at `cap`.
-    async fn send_get(
-        &self,
-        outbound: &Outbound,
-        url: &str,
-        accept: &str,
-        cap: usize,
-    ) -> std::result::Result<(crate::outbound::Response, bool), OutboundError> {
-        let resp = outbound
-            .send(
-                hyper::Method::GET,
-                url,
-                true,
-                vec![("accept", accept.to_string())],
-                bytes::Bytes::new(),
-            )
-            .await?;
-        let read = self.config.outbound.max_response_bytes.min(cap);
-        let truncated = resp.body.len() >= read;
-        Ok((resp, truncated))
     }
 }
 

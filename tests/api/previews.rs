@@ -100,9 +100,7 @@ fn page(title: &str, image: Option<&str>) -> String {
 /// message queued before another is done before it).
 async fn server() -> TestApp {
     TestApp::spawn_with(|c| {
-        c.outbound.allow = vec![SITE_IP.into()];
-        c.outbound.allow_http = true;
-        c.outbound.max_response_bytes = 1 << 20;
+        c.server.fetch_allowed_hosts = vec![SITE_IP.into()];
         c.previews.max_concurrent = 1;
         c.previews.max_html_bytes = 64 * 1024;
         c.previews.max_image_bytes = 256 * 1024;
