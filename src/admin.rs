@@ -549,7 +549,14 @@ async fn run(
                     "messages": u.refs,
                 }));
             }
-            json!({ "uploads": uploads })
+            let mut answer = json!({ "uploads": uploads });
+            // One user's: what they use of their quota.
+            if let Some(name) = username.as_deref() {
+                let user = app.user_by_name(name)?;
+                answer["used_bytes"] = json!(rx.uploaded_bytes(user.id)?);
+                answer["quota_bytes"] = json!(app.config.uploads.quota_bytes_per_user);
+            }
+            answer
         }
         Request::UploadDelete { id } => {
             json!({ "upload": app.delete_upload(&id).await?.attachment() })

@@ -1528,27 +1528,36 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
                 say!("{username} was already in {room}")
             }
         }
-        Request::UploadList { .. } => table(
-            &[
-                "id", "uploader", "type", "size", "pixels", "messages", "created",
-            ],
-            v["uploads"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|u| {
-                    vec![
-                        s(&u["upload"]["id"]),
-                        s(&u["uploader"]),
-                        s(&u["upload"]["mime"]),
-                        s(&u["upload"]["size"]),
-                        format!("{}x{}", s(&u["upload"]["width"]), s(&u["upload"]["height"])),
-                        s(&u["messages"]),
-                        time(&u["created_at"]),
-                    ]
-                })
-                .collect(),
-        ),
+        Request::UploadList { .. } => {
+            if let (Some(used), Some(quota)) = (v["used_bytes"].as_u64(), v["quota_bytes"].as_u64())
+            {
+                say!("{used} of {quota} bytes of the upload quota used")?;
+            }
+            table(
+                &[
+                    "id", "uploader", "kind", "name", "type", "size", "pixels", "messages",
+                    "created",
+                ],
+                v["uploads"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|u| {
+                        vec![
+                            s(&u["upload"]["id"]),
+                            s(&u["uploader"]),
+                            s(&u["upload"]["kind"]),
+                            s(&u["upload"]["name"]),
+                            s(&u["upload"]["mime"]),
+                            s(&u["upload"]["size"]),
+                            format!("{}x{}", s(&u["upload"]["width"]), s(&u["upload"]["height"])),
+                            s(&u["messages"]),
+                            time(&u["created_at"]),
+                        ]
+                    })
+                    .collect(),
+            )
+        }
         Request::UploadDelete { id } => say!("deleted upload {}", escape(id)),
         Request::UploadGc { .. } => say!(
             "removed {} unused upload(s) and {} orphan file(s)",

@@ -46,6 +46,45 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub search: SearchConfig,
     pub socketio: SocketIoConfig,
+    pub previews: PreviewsConfig,
+}
+
+/// Link previews (docs/protocol.md, "Link previews and files").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreviewsConfig {
+    /// Off: no page is fetched and messages carry no previews.
+    pub enabled: bool,
+    /// Links of one message that get a preview, the first ones in the text.
+    pub max_per_message: usize,
+    /// How long a page's preview (or its failure) is reused before the
+    /// page is fetched again.
+    pub cache_secs: u64,
+    /// Bytes of a page read at most; a larger page gets no preview.
+    pub max_html_bytes: usize,
+    /// Bytes of a preview image read at most; a larger image is left out.
+    pub max_image_bytes: usize,
+    /// Pages fetched at once, all messages together.
+    pub max_concurrent: usize,
+    /// Redirects followed per fetch, each hop vetted like the first.
+    pub max_redirects: usize,
+    /// Messages waiting for previews; more get none.
+    pub queue: usize,
+}
+
+impl Default for PreviewsConfig {
+    fn default() -> Self {
+        PreviewsConfig {
+            enabled: true,
+            max_per_message: 3,
+            cache_secs: 24 * 3600,
+            max_html_bytes: 512 * 1024,
+            max_image_bytes: 5 * 1024 * 1024,
+            max_concurrent: 4,
+            max_redirects: 3,
+            queue: 256,
+        }
+    }
 }
 
 /// Web Push notifications (docs/protocol.md, "Push notifications").
@@ -429,6 +468,13 @@ pub struct UploadsConfig {
     pub per_minute: u32,
     pub gc_grace_secs: u64,
     pub max_per_message: usize,
+    /// Largest file that is not a re-encoded image (25 MiB).
+    pub max_file_bytes: usize,
+    /// Types accepted besides images, each a MIME type (`application/pdf`),
+    /// a family (`audio/*`) or an extension (`.zip`). Empty: every type.
+    pub allowed_types: Vec<String>,
+    /// Files (not images) received at once, each held in memory.
+    pub max_concurrent_files: usize,
 }
 
 impl Default for UploadsConfig {
@@ -451,6 +497,9 @@ impl Default for UploadsConfig {
             per_minute: 30,
             gc_grace_secs: 24 * 3600,
             max_per_message: 10,
+            max_file_bytes: 25 * 1024 * 1024,
+            allowed_types: Vec::new(),
+            max_concurrent_files: 4,
         }
     }
 }
@@ -575,6 +624,12 @@ impl Config {
             None,
         )
         .map_err(|e| invalid("auth.argon2_*", &e.to_string()))?;
+        if self.previews.max_concurrent == 0 {
+            return Err(invalid("previews.max_concurrent", "must be positive"));
+        }
+        if self.uploads.max_concurrent_files == 0 {
+            return Err(invalid("uploads.max_concurrent_files", "must be positive"));
+        }
         if self.uploads.max_concurrent == 0 {
             return Err(invalid("uploads.max_concurrent", "must be positive"));
         }

@@ -572,6 +572,37 @@ pub struct Attachment {
     pub width: u32,
     pub height: u32,
     pub size: u64,
+    /// The file's name as uploaded (sanitised); `""` for images uploaded
+    /// before names were kept.
+    #[serde(default)]
+    pub name: String,
+    /// `image` (re-encoded, shown inline), `audio`, `video` or `file`.
+    #[serde(default = "image_kind")]
+    pub kind: String,
+}
+
+fn image_kind() -> String {
+    "image".into()
+}
+
+/// What a link in a message shows: read by the server from the page's
+/// OpenGraph, Twitter card or `<title>`. `image_url` is served by confab
+/// (`/previews/{hash}`): clients never contact the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPreview {
+    pub url: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub site_name: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub image_width: Option<u32>,
+    #[serde(default)]
+    pub image_height: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -615,6 +646,9 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     #[serde(default)]
     pub pinned: bool,
+    /// Link previews, attached after the message is stored; `[]` when none.
+    #[serde(default)]
+    pub previews: Vec<LinkPreview>,
 }
 
 impl Message {

@@ -48,6 +48,9 @@ pub fn error_response(e: &AppError) -> Response {
     if let AppError::Banned { ban, .. } = e {
         body["error"]["ban"] = json!(ban);
     }
+    if let AppError::QuotaExceeded(_) = e {
+        body["error"]["reason"] = json!("quota_exceeded");
+    }
     let mut resp = json_response(status, &body);
     if let AppError::Throttled { retry_after, .. } = e
         && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
@@ -109,6 +112,10 @@ pub struct MessageBody {
     pub reply_to: Option<String>,
     #[serde(default)]
     pub also_in_room: bool,
+    /// `false` (or `no_previews: true`): no link previews.
+    pub previews: Option<bool>,
+    #[serde(default)]
+    pub no_previews: bool,
 }
 
 impl MessageBody {
@@ -132,6 +139,7 @@ impl MessageBody {
                 })
                 .transpose()?,
             also_in_room: self.also_in_room,
+            previews: self.previews.unwrap_or(true) && !self.no_previews,
         })
     }
 }

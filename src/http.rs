@@ -126,7 +126,16 @@ where
         return Err(AppError::Forbidden("a bot token cannot do this".into()));
     }
     let user = app.authenticate(token)?;
-    let max = app.config.uploads.max_bytes;
+    // Bodies wait for a slot before they are read: each is held in memory
+    // until it is stored.
+    let _slot = app.file_slot().await?;
+    // Images are held to `max_bytes` once their type is known; any other
+    // file to `max_file_bytes`.
+    let max = app
+        .config
+        .uploads
+        .max_bytes
+        .max(app.config.uploads.max_file_bytes);
     // Room for the multipart framing around the file.
     let envelope = max + 16 * 1024;
     let too_large = || AppError::TooLarge(format!("file: larger than {max} bytes"));
@@ -163,12 +172,14 @@ where
         e => AppError::BadRequest(format!("multipart: {e}")),
     };
     let mut data = None;
+    let mut name = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() != Some("file") || data.is_some() {
             // Other fields are read and dropped, within the same limits.
             while field.chunk().await.map_err(multipart_error)?.is_some() {}
             continue;
         }
+        name = field.file_name().map(str::to_string);
         let mut buf = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             if buf.len() + chunk.len() > max {
@@ -182,7 +193,7 @@ where
     if data.is_empty() {
         return Err(AppError::BadRequest("file: empty".into()));
     }
-    let rec = app.upload(&user, data).await?;
+    let rec = app.upload_any(&user, name.as_deref(), data).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &serde_json::to_value(rec.attachment()).unwrap_or_default(),
@@ -193,6 +204,9 @@ where
 /// never sniffed, never run as a page.
 async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result<Response> {
     let rec = app.upload_record(id)?;
+    if thumb && !rec.is_image() {
+        return Err(AppError::NotFound("upload"));
+    }
     let (hash, mime) = if thumb {
         (&rec.thumb, &rec.thumb_mime)
     } else {
@@ -213,6 +227,62 @@ async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result
             .map_err(|_| AppError::NotFound("upload"))?;
         let mut r = Response::new(bytes.into());
         if let Ok(v) = HeaderValue::from_str(mime) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    // Only re-encoded images are shown inline; any other file is a
+    // download under its own (sanitised) name.
+    let disposition = if rec.is_image() {
+        HeaderValue::from_static("inline")
+    } else {
+        let name = if rec.name.is_empty() {
+            "file"
+        } else {
+            &rec.name
+        };
+        HeaderValue::from_str(&crate::files::content_disposition(name))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+    };
+    h.insert(header::CONTENT_DISPOSITION, disposition);
+    Ok(resp)
+}
+
+/// A link preview's image, re-encoded by confab: immutable and inert
+/// like an upload. Only hashes recorded as preview images are served.
+async fn serve_preview_image(app: &App, req: &Request, hash: &str) -> Result<Response> {
+    let mime = app
+        .store
+        .read()?
+        .preview_image(hash)?
+        .ok_or(AppError::NotFound("preview image"))?;
+    let etag = format!("\"{hash}\"");
+    let mut resp = if req
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        empty(StatusCode::NOT_MODIFIED)
+    } else {
+        let path = app.stored_file(hash).await?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|_| AppError::NotFound("preview image"))?;
+        let mut r = Response::new(bytes.into());
+        if let Ok(v) = HeaderValue::from_str(&mime) {
             r.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         r
@@ -543,6 +613,7 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         ) => reactions_api(app, req, &segs, body).await,
         (&Method::GET, ["uploads", id]) => serve_upload(app, req, id, false).await,
         (&Method::GET, ["uploads", id, "thumb"]) => serve_upload(app, req, id, true).await,
+        (&Method::GET, ["previews", hash]) => serve_preview_image(app, req, hash).await,
         (&Method::POST, ["api", "dm", username, "messages"]) => {
             let target = Target::User(Username::parse(username)?);
             post_message(app, req, target, body).await

@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         (App::open(config)?, None)
     };
     app.start_search()?;
+    app.start_previews();
     let listener = listen(addr).map_err(|source| ServeError::Bind {
         addr: addr.to_string(),
         source,

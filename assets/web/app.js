@@ -1057,6 +1057,7 @@
       attachments,
       state: 'queued',
       error: null,
+      noPreviews: $('no-previews').checked,
     };
     if (isDraft(S.current)) entry.to = S.current.slice(3);
     else entry.room = S.current;
@@ -1080,6 +1081,7 @@
       attachments: entry.attachments.map((a) => a.id),
       client_msg_id: entry.cid,
     };
+    if (entry.noPreviews) data.previews = false;
     if (entry.to) data.to = entry.to;
     else data.room = entry.room;
     try {
@@ -1142,6 +1144,8 @@
   // it is sent; a server set lower still answers too_large, which is shown.
   const UPLOAD_MAX_BYTES = 5 * 1024 * 1024;
   const UPLOAD_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
+  // The server's default `uploads.max_file_bytes`, for anything else.
+  const FILE_MAX_BYTES = 25 * 1024 * 1024;
 
   // Sizes in megabytes of 1024 × 1024 bytes, as the limit is set. A size is
   // rounded up so a file just over the limit never reads as equal to it.
@@ -1150,9 +1154,13 @@
     return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)} MB`;
   }
 
-  function uploadProblem(file) {
+  function uploadProblem(file, imagesOnly) {
     if (!UPLOAD_TYPES.includes(file.type)) {
-      return `${file.name || 'That file'} cannot be sent: only JPEG, PNG, GIF and WebP images can.`;
+      if (imagesOnly) return `${file.name || 'That file'} cannot be used: only JPEG, PNG, GIF and WebP images can.`;
+      if (file.size > FILE_MAX_BYTES) {
+        return `${file.name || 'This file'} is ${megabytes(file.size, true)}; the limit is ${megabytes(FILE_MAX_BYTES)}.`;
+      }
+      return null;
     }
     if (file.size > UPLOAD_MAX_BYTES) {
       return `${file.name || 'This image'} is ${megabytes(file.size, true)}; the limit is ${megabytes(UPLOAD_MAX_BYTES)}.`;
@@ -1163,7 +1171,8 @@
   function uploadError(e) {
     switch (e.code) {
       case 'too_large': return 'Too large for this server, in file size or in pixels.';
-      case 'unsupported_media_type': return 'Not a JPEG, PNG, GIF or WebP image that can be read.';
+      case 'unsupported_media_type': return e.message && !/image/.test(e.message) ? 'This server does not accept this type of file.' : 'Not a JPEG, PNG, GIF or WebP image that can be read.';
+      case 'forbidden': return /quota/.test(e.message || '') ? 'Your storage quota is used up; delete old files first.' : 'The upload was refused.';
       case 'rate_limited': return 'Too many uploads just now; try again in a minute.';
       case 'network': return 'The server cannot be reached; try again.';
       default: return 'The upload failed; try again.';
@@ -1181,7 +1190,8 @@
         toast('At most 10 images per message.', 'bad');
         break;
       }
-      const item = { file, preview: URL.createObjectURL(file), state: 'uploading', att: null, error: null };
+      const isImage = UPLOAD_TYPES.includes(file.type);
+      const item = { file, preview: isImage ? URL.createObjectURL(file) : null, state: 'uploading', att: null, error: null };
       S.tray.push(item);
       upload(item);
     }
@@ -1190,7 +1200,7 @@
 
   async function upload(item) {
     const form = new FormData();
-    form.append('file', item.file, item.file.name || 'image');
+    form.append('file', item.file, item.file.name || 'file');
     try {
       item.att = await api('POST', '/api/uploads', form);
       item.state = 'done';
@@ -1202,7 +1212,7 @@
   }
 
   function clearTray() {
-    for (const t of S.tray) URL.revokeObjectURL(t.preview);
+    for (const t of S.tray) if (t.preview) URL.revokeObjectURL(t.preview);
     S.tray = [];
     renderTray();
   }
@@ -1213,14 +1223,16 @@
     tray.replaceChildren(...S.tray.map((t) => {
       const status = t.state === 'uploading' ? 'uploading…' : t.state === 'failed' ? t.error : 'ready';
       return h('li', { class: `tray-item ${t.state}` },
-        h('img', { src: t.preview, alt: t.file.name || 'image to send' }),
+        t.preview
+          ? h('img', { src: t.preview, alt: t.file.name || 'image to send' })
+          : h('span', { class: 'tray-file' }, t.file.name || 'file'),
         h('span', { class: 'tray-status' }, status),
         h('button', {
           type: 'button',
           class: 'icon remove',
           'aria-label': `Remove ${t.file.name || 'image'}`,
           onclick: () => {
-            URL.revokeObjectURL(t.preview);
+            if (t.preview) URL.revokeObjectURL(t.preview);
             S.tray = S.tray.filter((x) => x !== t);
             renderTray();
             $('input').focus();
@@ -1448,6 +1460,9 @@
     if (Array.isArray(m.attachments) && m.attachments.length) {
       li.append(h('div', { class: `attachments${m.attachments.length > 1 ? ' many' : ''}` }, m.attachments.map(renderAttachment)));
     }
+    if (Array.isArray(m.previews) && m.previews.length) {
+      li.append(h('div', { class: 'previews' }, m.previews.map(renderPreview)));
+    }
     const link = threadLink(m);
     if (link) li.append(link);
     if (Array.isArray(m.reactions) && m.reactions.length) li.append(renderReactions(m));
@@ -1465,7 +1480,38 @@
     return li;
   }
 
+  // Sizes as people read them: bytes, then KB and MB of 1024.
+  function fileSize(bytes) {
+    const n = Number(bytes) || 0;
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${Math.round(n / 1024)} KB`;
+    return megabytes(n);
+  }
+
+  // Only confab's own paths: an attachment never points a browser elsewhere.
+  function ownUrl(u, prefix) {
+    return typeof u === 'string' && u.startsWith(prefix) ? safeUrl(u) : null;
+  }
+
+  // Audio and video play in the page's own players, fed from confab (the
+  // file itself is served as a download, sandboxed); anything else is a
+  // tile with its name, size and a download link.
   function renderAttachment(a) {
+    const kind = a.kind || 'image';
+    if (kind !== 'image') {
+      const url = ownUrl(a.url, '/uploads/');
+      if (!url) return null;
+      const name = a.name || 'file';
+      const link = h('a', { class: 'file-download', href: url, download: name, 'aria-label': `Download ${name} (${fileSize(a.size)})` },
+        h('span', { class: 'file-name' }, h('bdi', {}, name)), h('span', { class: 'file-size muted small' }, fileSize(a.size)));
+      if (kind === 'audio') {
+        return h('div', { class: 'file-tile media' }, h('audio', { controls: '', preload: 'none', src: url, 'aria-label': name }), link);
+      }
+      if (kind === 'video') {
+        return h('div', { class: 'file-tile media' }, h('video', { controls: '', preload: 'metadata', src: url, 'aria-label': name, width: 320 }), link);
+      }
+      return h('div', { class: 'file-tile' }, link);
+    }
     const thumb = safeUrl(a.thumb_url);
     const full = safeUrl(a.url);
     if (!thumb || !full) return null;
@@ -1487,6 +1533,22 @@
       loading: 'lazy',
       decoding: 'async',
     }));
+  }
+
+  // A link's card: what the page says about itself, its picture served by
+  // confab. The link is the only way out to the site.
+  function renderPreview(p) {
+    const href = safeUrl(p.url);
+    if (!href) return null;
+    let host = '';
+    try { host = new URL(href).hostname; } catch { /* safeUrl parsed it */ }
+    const img = ownUrl(p.image_url, '/previews/');
+    return h('a', { class: 'preview-card', href, target: '_blank', rel: 'noopener noreferrer nofollow ugc' },
+      img ? h('img', { src: img, alt: '', loading: 'lazy', decoding: 'async', width: Number(p.image_width) || undefined, height: Number(p.image_height) || undefined }) : null,
+      h('span', { class: 'preview-text' },
+        h('span', { class: 'preview-site muted small' }, p.site_name || host),
+        p.title ? h('strong', { class: 'preview-title' }, h('bdi', {}, p.title)) : null,
+        p.description ? h('span', { class: 'preview-description small' }, h('bdi', {}, p.description)) : null));
   }
 
   function replaceMessageNode(rs, m) {
@@ -2598,7 +2660,7 @@
    *  server), then makes it the account's picture. */
   async function chooseAvatar(file) {
     const err = $('avatar-error');
-    const problem = uploadProblem(file);
+    const problem = uploadProblem(file, true);
     if (problem) { err.textContent = problem; return; }
     err.textContent = 'Uploading…';
     try {

@@ -32,6 +32,7 @@ impl App {
             Target::Room(id) => SendTo::Room(*id),
         };
         let here = self.here_for(sender, &to, &text);
+        let wants_previews = input.previews;
         // The ids are made here, used if the command needs them.
         let msg = self
             .store
@@ -49,6 +50,9 @@ impl App {
                 also_in_room: input.also_in_room,
             })
             .await?;
+        if wants_previews {
+            self.queue_previews(&msg);
+        }
         Ok(msg)
     }
 

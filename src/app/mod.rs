@@ -27,9 +27,11 @@ mod accounts;
 mod attention;
 pub mod bots;
 pub mod invites;
+mod files;
 mod messages;
 mod moderation;
 mod operations;
+pub mod previews;
 mod profile;
 pub mod push;
 mod reactions;
@@ -79,6 +81,10 @@ pub enum AppError {
     /// The client was too slow sending its request.
     #[error("{0}")]
     Timeout(String),
+    /// The uploader's storage quota would be passed: `forbidden`, with
+    /// `reason: "quota_exceeded"` beside the code.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -102,6 +108,7 @@ impl AppError {
             AppError::TooLarge(_) => ErrorCode::TooLarge,
             AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             AppError::Timeout(_) => ErrorCode::Timeout,
+            AppError::QuotaExceeded(_) => ErrorCode::Forbidden,
             AppError::Auth(AuthError::BadToken | AuthError::BadCredentials) => {
                 ErrorCode::Unauthorized
             }
@@ -188,6 +195,8 @@ pub struct SendInput {
     /// The message replied to, and whether the reply also shows in the room.
     pub reply_to: Option<Id>,
     pub also_in_room: bool,
+    /// `false`: no link previews for this message.
+    pub previews: bool,
 }
 
 /// A friend as listed to the user and the operator.
@@ -233,6 +242,10 @@ pub struct App {
     search: std::sync::OnceLock<crate::search::Search>,
     /// Wakes the indexer after commits that change messages.
     search_poke: crate::search::Poke,
+    /// Uploads being received (`uploads.max_concurrent_files`).
+    file_slots: tokio::sync::Semaphore,
+    /// Link previews: the queue of messages waiting for theirs.
+    pub previews: previews::Previews,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -332,6 +345,8 @@ impl App {
         let auth = Auth::new(&config.auth, &secret)?;
         let limits = crate::limits::Limiters::new(&config);
         let notifier = push::Notifier::new(&config, push_wake);
+        let config_files = config.uploads.max_concurrent_files.max(1);
+        let previews_queue = previews::Previews::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -350,6 +365,8 @@ impl App {
             notifier,
             search: std::sync::OnceLock::new(),
             search_poke,
+            file_slots: tokio::sync::Semaphore::new(config_files),
+            previews: previews_queue,
         }))
     }
 

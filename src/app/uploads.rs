@@ -15,13 +15,23 @@ impl App {
     /// Judges, cleans, thumbnails and keeps an image; returns the
     /// attachment that messages can carry.
     pub async fn upload(self: &Arc<Self>, user: &User, data: Vec<u8>) -> Result<UploadRecord> {
+        self.upload_image(user, String::new(), data).await
+    }
+
+    /// `upload`, keeping the image's (sanitised) file name.
+    pub async fn upload_image(
+        self: &Arc<Self>,
+        user: &User,
+        name: String,
+        data: Vec<u8>,
+    ) -> Result<UploadRecord> {
         self.limits
             .uploads
             .take(&user.id)
             .map_err(|retry| throttled("too many uploads", retry))?;
         let quota = self.config.uploads.quota_bytes_per_user;
         if self.store.read()?.uploaded_bytes(user.id)? >= quota {
-            return Err(AppError::Forbidden(format!(
+            return Err(AppError::QuotaExceeded(format!(
                 "upload quota of {} MiB reached",
                 quota / (1024 * 1024)
             )));
@@ -73,6 +83,8 @@ impl App {
             size: processed.bytes.len() as u64,
             created_at: crate::domain::now_ms(),
             refs: 0,
+            name,
+            kind: "image".into(),
         };
         // `put` skips a file already on disk, which may be one whose last
         // record is going away: the record is written only if, on the

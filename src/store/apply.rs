@@ -231,7 +231,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         }
         Command::InsertUpload(rec) => {
             if let Some(present) = &local.file_present
-                && !(present(&rec.file) && present(&rec.thumb))
+                && !(present(&rec.file) && (rec.thumb.is_empty() || present(&rec.thumb)))
             {
                 return Ok(Flag(false));
             }
@@ -356,6 +356,12 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::Unpin { by, message, entry } => {
             Flag(super::reactions::unpin(tx, by, message, entry)?)
         }
+        Command::SetPreviews {
+            message,
+            previews,
+            cache,
+            images,
+        } => Flag(tx.set_previews(message, previews, &cache, &images)?),
     })
 }
 

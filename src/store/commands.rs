@@ -232,6 +232,14 @@ pub enum Command {
         message: Id,
         entry: Option<AuditEntry>,
     },
+    /// Link previews fetched for a message, the pages' cache rows and the
+    /// preview images stored meanwhile.
+    SetPreviews {
+        message: Id,
+        previews: Vec<crate::domain::LinkPreview>,
+        cache: Vec<super::previews::PreviewCache>,
+        images: Vec<super::previews::PreviewImage>,
+    },
 }
 
 impl Command {
@@ -277,6 +285,7 @@ impl Command {
             Command::Unreact { .. } => "unreact",
             Command::Pin { .. } => "pin",
             Command::Unpin { .. } => "unpin",
+            Command::SetPreviews { .. } => "set_previews",
         }
     }
 }

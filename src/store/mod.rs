@@ -28,6 +28,7 @@ pub mod commands;
 pub mod engine;
 pub mod integrations;
 mod journal;
+pub mod previews;
 pub mod push;
 mod reactions;
 mod read;
@@ -184,18 +185,44 @@ pub struct UploadRecord {
     pub created_at: i64,
     #[serde(default)]
     pub refs: u64,
+    /// The sanitised file name; `""` for older images.
+    #[serde(default)]
+    pub name: String,
+    /// `""` (an image, as before kinds existed), `image`, `audio`, `video`
+    /// or `file`.
+    #[serde(default)]
+    pub kind: String,
 }
 
 impl UploadRecord {
+    pub fn kind(&self) -> &str {
+        if self.kind.is_empty() {
+            "image"
+        } else {
+            &self.kind
+        }
+    }
+
+    pub fn is_image(&self) -> bool {
+        self.kind() == "image"
+    }
+
     pub fn attachment(&self) -> crate::domain::Attachment {
         crate::domain::Attachment {
             id: self.id.clone(),
             url: format!("/uploads/{}", self.id),
-            thumb_url: format!("/uploads/{}/thumb", self.id),
+            // Only images have thumbnails.
+            thumb_url: if self.is_image() {
+                format!("/uploads/{}/thumb", self.id)
+            } else {
+                String::new()
+            },
             mime: self.mime.clone(),
             width: self.width,
             height: self.height,
             size: self.size,
+            name: self.name.clone(),
+            kind: self.kind().to_string(),
         }
     }
 }
@@ -262,6 +289,8 @@ struct MessageRecord {
     last_reply_at: Option<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     also_in_room: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    previews: Vec<crate::domain::LinkPreview>,
 }
 
 fn is_zero(n: &u64) -> bool {

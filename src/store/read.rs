@@ -191,6 +191,7 @@ impl<'a, T: ReadableTable<u128, &'static [u8]>> SenderCache<'a, T> {
             also_in_room: rec.also_in_room,
             reactions: Vec::new(),
             pinned: false,
+            previews: rec.previews,
         })
     }
 }

@@ -139,6 +139,12 @@ pub(super) const ROOM_ROOT_USER_TO_FOLLOW: TableDefinition<(u128, u128, u128), &
 /// The threads a user follows, (user, room, root), for listing them.
 pub(super) const USER_ROOM_ROOT_TO_FOLLOWING: TableDefinition<(u128, u128, u128), ()> =
     TableDefinition::new("user_room_root_to_following");
+/// Link previews by page URL: what the page said, until it expires.
+pub(super) const PREVIEW_URL_TO_CACHE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("preview_url_to_cache");
+/// Preview images confab serves (`/previews/{hash}`), with their type.
+pub(super) const PREVIEW_IMAGE_TO_MIME: TableDefinition<&str, &str> =
+    TableDefinition::new("preview_image_to_mime");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -296,7 +302,9 @@ macro_rules! all_tables {
             ROOM_ROOT_USER_TO_FOLLOW,
             USER_ROOM_ROOT_TO_FOLLOWING,
             MESSAGE_EMOJI_USER_TO_AT,
-            ROOM_MESSAGE_TO_PIN
+            ROOM_MESSAGE_TO_PIN,
+            PREVIEW_URL_TO_CACHE,
+            PREVIEW_IMAGE_TO_MIME
         )
     };
 }

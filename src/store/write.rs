@@ -468,6 +468,7 @@ impl Tx {
             reply_count: 0,
             last_reply_at: None,
             also_in_room: new.reply_to.is_some() && new.also_in_room,
+            previews: Vec::new(),
         };
         // A reply kept to its thread counts in the thread, not the room.
         let thread_only = rec.reply_to.is_some() && !rec.also_in_room;
@@ -505,6 +506,7 @@ impl Tx {
             also_in_room: rec.also_in_room,
             reactions: Vec::new(),
             pinned: false,
+            previews: Vec::new(),
         };
         self.journal([msg.id])?;
         self.emit(Change::MessageCreated(msg.clone()));
@@ -537,6 +539,7 @@ impl Tx {
             reply_count: msg.reply_count,
             last_reply_at: msg.last_reply_at,
             also_in_room: msg.also_in_room,
+            previews: msg.previews.clone(),
         };
         self.txn
             .open_table(ROOM_SEQ_TO_MESSAGE)?
@@ -589,6 +592,7 @@ impl Tx {
         self.index_mentions(msg.room, msg.seq, &[], &mentioned)?;
         msg.text = String::new();
         msg.attachments.clear();
+        msg.previews.clear();
         msg.deleted = true;
         self.put_message(&msg)?;
         self.strip_message(&msg)?;
@@ -617,7 +621,10 @@ impl Tx {
             .open_table(UPLOADER_UPLOAD_TO_SIZE)?
             .insert((rec.uploader.0, rec.id.as_str()), rec.size)?;
         let mut refs = self.txn.open_table(FILE_TO_REFS)?;
-        for hash in [&rec.file, &rec.thumb] {
+        for hash in [&rec.file, &rec.thumb]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
             refs.insert(hash.as_str(), n + 1)?;
         }
@@ -650,7 +657,10 @@ impl Tx {
             .remove((rec.uploader.0, id))?;
         let mut refs = self.txn.open_table(FILE_TO_REFS)?;
         let mut orphaned = Vec::new();
-        for hash in [&rec.file, &rec.thumb] {
+        for hash in [&rec.file, &rec.thumb]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             let n = refs.get(hash.as_str())?.map(|v| v.value()).unwrap_or(0);
             if n <= 1 {
                 refs.remove(hash.as_str())?;

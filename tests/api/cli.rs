@@ -299,6 +299,7 @@ async fn upload_commands_list_delete_and_collect() {
     let dir = t.dir.path();
     let list = ok(confab(dir, &["upload", "list", "--user", "pat"], "").await);
     assert!(list.contains(&ids[0]) && list.contains("40x30"), "{list}");
+    assert!(list.contains("bytes of the upload quota used"), "{list}");
     ok(confab(dir, &["upload", "delete", &ids[0]], "").await);
     let list: Value =
         serde_json::from_str(&ok(confab(dir, &["upload", "list", "--json"], "").await)).unwrap();

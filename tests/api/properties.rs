@@ -117,6 +117,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             client_msg_id: None,
                             reply_to: None,
                             also_in_room: false,
+                            previews: true,
                         },
                     )
                     .await

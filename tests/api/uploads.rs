@@ -703,6 +703,7 @@ async fn collection_never_removes_a_file_an_upload_was_told_is_stored() {
                         client_msg_id: None,
                         reply_to: None,
                         also_in_room: false,
+                        previews: true,
                     },
                 )
                 .await;
