@@ -330,6 +330,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
         Command::Push(c) => super::push::apply(tx, c)?,
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
+        Command::Webhook(c) => super::webhooks::apply(tx, c)?,
     })
 }
 

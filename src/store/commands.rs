@@ -198,6 +198,8 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// Outgoing webhooks: endpoints, claims and results of deliveries.
+    Webhook(super::webhooks::WebhookCommand),
 }
 
 impl Command {
@@ -237,6 +239,7 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::Webhook(_) => "webhook",
         }
     }
 }

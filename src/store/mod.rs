@@ -30,6 +30,7 @@ mod journal;
 pub mod push;
 mod read;
 mod tables;
+pub mod webhooks;
 mod write;
 mod writer;
 
@@ -347,6 +348,11 @@ pub enum Change {
         user: Id,
         room: Option<Id>,
     },
+    /// Webhook events were queued or a queue moved on: a node's delivery
+    /// task looks at the queues.
+    WebhookQueued,
+    /// A new account (`user.registered` for webhooks).
+    UserRegistered(User),
 }
 
 /// Why a user's tokens were ended.

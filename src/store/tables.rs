@@ -107,6 +107,17 @@ pub(super) const USER_ROOM_SEQ_TO_MENTION: TableDefinition<(u128, u128, u64), ()
 /// kept; a follower further behind rebuilds from the messages themselves.
 pub(super) const REV_TO_MESSAGE: TableDefinition<u64, u128> =
     TableDefinition::new("rev_to_message");
+// Outgoing webhooks (store/webhooks.rs): the endpoints, the outbox of
+// events by their seq, each endpoint's queue by (endpoint, room, seq) so a
+// room's head is the first row of its range, and the attempts made.
+pub(super) const WEBHOOK_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("webhook_to_record");
+pub(super) const WEBHOOK_EVENT_SEQ_TO_EVENT: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("webhook_event_seq_to_event");
+pub(super) const WEBHOOK_ROOM_SEQ_TO_PENDING: TableDefinition<(u128, u128, u64), &[u8]> =
+    TableDefinition::new("webhook_room_seq_to_pending");
+pub(super) const WEBHOOK_N_TO_ATTEMPT: TableDefinition<(u128, u64), &[u8]> =
+    TableDefinition::new("webhook_n_to_attempt");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -256,7 +267,11 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            WEBHOOK_TO_RECORD,
+            WEBHOOK_EVENT_SEQ_TO_EVENT,
+            WEBHOOK_ROOM_SEQ_TO_PENDING,
+            WEBHOOK_N_TO_ATTEMPT
         )
     };
 }
