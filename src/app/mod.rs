@@ -34,6 +34,7 @@ mod rooms;
 mod search;
 mod social;
 mod uploads;
+pub mod webhooks;
 
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
 use uploads::kib;
@@ -221,6 +222,8 @@ pub struct App {
     search: std::sync::OnceLock<crate::search::Search>,
     /// Wakes the indexer after commits that change messages.
     search_poke: crate::search::Poke,
+    /// Outgoing webhooks: the delivery task's state.
+    pub webhooks: webhooks::Deliverer,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -279,6 +282,8 @@ impl App {
         let listener_hub = hub.clone();
         let push_wake = Arc::new(tokio::sync::Notify::new());
         let listener_wake = push_wake.clone();
+        let hooks_wake = Arc::new(tokio::sync::Notify::new());
+        let listener_hooks = hooks_wake.clone();
         let search_poke = crate::search::Poke::default();
         let poke = search_poke.clone();
         let observed = metrics.clone();
@@ -300,6 +305,9 @@ impl App {
                 if changes.iter().any(|c| matches!(c, Change::PushQueued)) {
                     listener_wake.notify_one();
                 }
+                if changes.iter().any(|c| matches!(c, Change::WebhookQueued)) {
+                    listener_hooks.notify_one();
+                }
                 if changes.iter().any(changes_messages) {
                     poke.poke();
                 }
@@ -320,6 +328,7 @@ impl App {
         let auth = Auth::new(&config.auth, &secret)?;
         let limits = crate::limits::Limiters::new(&config);
         let notifier = push::Notifier::new(&config, push_wake);
+        let webhooks = webhooks::Deliverer::new(&config, hooks_wake);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -336,6 +345,7 @@ impl App {
             limits,
             peers,
             notifier,
+            webhooks,
             search: std::sync::OnceLock::new(),
             search_poke,
         }))
