@@ -159,6 +159,34 @@ pub enum Request {
         )]
         keep_last: Option<Option<u64>>,
     },
+    /// Outgoing webhooks: add one (its secret is in the answer, and
+    /// nowhere else ever).
+    WebhookAdd {
+        url: String,
+        events: Vec<String>,
+        /// A room name or id: only its events.
+        room: Option<String>,
+    },
+    WebhookList,
+    WebhookRemove {
+        id: String,
+    },
+    WebhookRotate {
+        id: String,
+    },
+    WebhookEnable {
+        id: String,
+        enabled: bool,
+    },
+    WebhookDeliveries {
+        id: String,
+        limit: Option<usize>,
+    },
+    WebhookReplay {
+        id: String,
+        /// A seq, an RFC 3339 time or a duration ago (`1h`).
+        since: String,
+    },
 }
 
 /// A field that is there, even as `null`, is `Some`; only an absent one
@@ -583,6 +611,28 @@ async fn run(
                 keep_last: keep_last.unwrap_or(current.keep_last),
             };
             json!({ "room": app.set_retention(&room, r).await?, "retention": r })
+        }
+        Request::WebhookAdd { url, events, room } => {
+            let (view, secret) = app.webhook_add(&op, &url, &events, room.as_deref()).await?;
+            App::webhook_with_secret(&view, &secret)
+        }
+        Request::WebhookList => json!({ "webhooks": app.webhook_list()? }),
+        Request::WebhookRemove { id } => {
+            app.webhook_remove(&op, &id).await?;
+            json!({ "removed": id })
+        }
+        Request::WebhookRotate { id } => {
+            let (view, secret) = app.webhook_rotate(&op, &id).await?;
+            App::webhook_with_secret(&view, &secret)
+        }
+        Request::WebhookEnable { id, enabled } => {
+            json!({ "webhook": app.webhook_set_enabled(&op, &id, enabled).await? })
+        }
+        Request::WebhookDeliveries { id, limit } => {
+            json!({ "deliveries": app.webhook_deliveries(&id, limit.unwrap_or(50))? })
+        }
+        Request::WebhookReplay { id, since } => {
+            json!({ "queued": app.webhook_replay(&op, &id, &since).await? })
         }
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);

@@ -201,7 +201,9 @@ impl Metrics {
 
     /// A webhook delivery's outcome: `delivered`, `retry` or `disabled`.
     pub fn webhook(&self, outcome: &'static str) {
-        self.webhooks.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.webhooks
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     pub fn reject(&self, reason: &'static str) {

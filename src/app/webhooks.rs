@@ -157,8 +157,7 @@ fn parse_since(s: &str) -> Result<(Option<u64>, Option<i64>)> {
     if let Ok(seq) = s.parse::<u64>() {
         return Ok((Some(seq), None));
     }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-    {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok((None, Some((t.unix_timestamp_nanos() / 1_000_000) as i64)));
     }
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
@@ -293,8 +292,9 @@ impl App {
         let id = self.webhook_id(id)?;
         let h = self.webhook_get(id)?;
         let secret = new_secret()?;
-        let old_until = now_ms()
-            .saturating_add((self.config.webhooks.rotation_overlap_secs as i64).saturating_mul(1000));
+        let old_until = now_ms().saturating_add(
+            (self.config.webhooks.rotation_overlap_secs as i64).saturating_mul(1000),
+        );
         self.store
             .run::<()>(Command::Webhook(WebhookCommand::Rotate {
                 id,

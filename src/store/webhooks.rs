@@ -496,7 +496,9 @@ pub(super) fn apply(tx: &mut Tx, cmd: WebhookCommand) -> Result<Outcome> {
             let key = (webhook.0, room.0, seq);
             match settled {
                 Settled::Delivered => {
-                    tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?.remove(key)?;
+                    tx.txn
+                        .open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?
+                        .remove(key)?;
                     tx.emit(Change::WebhookQueued);
                 }
                 Settled::Retry { due } => {
