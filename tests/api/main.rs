@@ -29,3 +29,4 @@ mod socketio;
 mod tls;
 mod uploads;
 mod web;
+mod webhooks;
