@@ -687,6 +687,7 @@ fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
             last.iter().sum::<f64>() / last.len() as f64
         }
     };
+    let hooks = app.webhook_list()?;
     let audit: Vec<Value> = app
         .audit_log(None, Some(20))?
         .into_iter()
@@ -704,6 +705,9 @@ fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
             "messages_per_sec": recent(|s| s.messages),
             "deliveries_per_sec": recent(|s| s.deliveries),
             "memory_bytes": crate::metrics::resident_memory().unwrap_or(0),
+            "webhooks": hooks.len(),
+            "webhooks_disabled": hooks.iter().filter(|h| !h.enabled).count(),
+            "webhooks_pending": hooks.iter().map(|h| h.pending).sum::<u64>(),
         },
         "rooms": rooms,
         "users": users,

@@ -422,7 +422,7 @@ fn scan(
         let p = &head.pending;
         let mut fire = p.due;
         if !super::push::preferred(app, head.webhook) {
-            fire = fire.max(now - 1) + FALLBACK_MS;
+            fire += FALLBACK_MS;
         }
         if let Some(c) = &p.claim
             && c.until > now

@@ -84,13 +84,25 @@ pub struct WebhookEvent {
 pub struct Pending {
     /// Failed attempts so far.
     pub attempt: u32,
-    /// Not before this time (ms); 0: at once.
+    /// Not before this time (ms).
     pub due: i64,
     /// When the first failed attempt of this event was (ms).
     #[serde(default)]
     pub first_failure: Option<i64>,
     #[serde(default)]
     pub claim: Option<Claim>,
+}
+
+impl Pending {
+    /// A newly queued event, due at once (`now`: the command's time, from
+    /// which a node that is not the endpoint's preferred one counts its
+    /// wait).
+    pub fn fresh(now: i64) -> Pending {
+        Pending {
+            due: now,
+            ..Pending::default()
+        }
+    }
 }
 
 /// A queue row as the delivery task reads it.
@@ -181,6 +193,8 @@ pub const EVENTS_KEEP: u64 = 100_000;
 pub const ATTEMPTS_KEEP: u64 = 200;
 /// Bytes of an answer's body kept with an attempt.
 pub const ANSWER_KEEP: usize = 256;
+/// Where counting an endpoint's waiting events stops.
+pub const BACKLOG_COUNT_MAX: u64 = 100_000;
 const NEXT_EVENT: &str = "webhook_next_event";
 
 /// The events a change stands for, as (dotted name, room, data). This is
@@ -276,7 +290,7 @@ pub(super) fn on_changes(tx: &mut Tx, from: usize) -> Result<()> {
             .open_table(WEBHOOK_EVENT_SEQ_TO_EVENT)?
             .insert(seq, encode(&ev).as_slice())?;
         let mut q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
-        let fresh = encode(&Pending::default());
+        let fresh = encode(&Pending::fresh(tx.now()));
         for h in wanting {
             q.insert((h.0, room.map(|r| r.0).unwrap_or(0), seq), fresh.as_slice())?;
         }
@@ -417,7 +431,7 @@ pub(super) fn apply(tx: &mut Tx, cmd: WebhookCommand) -> Result<Outcome> {
             if enabled && !was {
                 // What waited starts over, at once.
                 let mut q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
-                let fresh = encode(&Pending::default());
+                let fresh = encode(&Pending::fresh(tx.now()));
                 let keys: Vec<(u128, u128, u64)> = q
                     .range((id.0, 0, 0)..=(id.0, u128::MAX, u64::MAX))?
                     .map(|r| r.map(|(k, _)| k.value()))
@@ -545,7 +559,7 @@ pub(super) fn apply(tx: &mut Tx, cmd: WebhookCommand) -> Result<Outcome> {
                 }
             }
             let mut q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
-            let fresh = encode(&Pending::default());
+            let fresh = encode(&Pending::fresh(tx.now()));
             let mut n = 0;
             for (room, seq) in picked {
                 if q.get((id.0, room, seq))?.is_none() {
@@ -620,11 +634,13 @@ impl Rx {
         Ok(out)
     }
 
-    /// How many events wait for an endpoint.
+    /// How many events wait for an endpoint, counted up to
+    /// `BACKLOG_COUNT_MAX` (the console asks every second).
     pub fn webhook_backlog(&self, id: Id) -> Result<u64> {
         let q = self.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
         let mut n = 0;
-        for row in q.range((id.0, 0, 0)..=(id.0, u128::MAX, u64::MAX))? {
+        let rows = q.range((id.0, 0, 0)..=(id.0, u128::MAX, u64::MAX))?;
+        for row in rows.take(BACKLOG_COUNT_MAX as usize) {
             row?;
             n += 1;
         }

@@ -603,6 +603,7 @@ async fn the_cli_adds_lists_and_shows_deliveries() {
     let cli = |args: Vec<String>| {
         let dir = dir.clone();
         async move {
+            let shown = args.join(" ");
             let out = tokio::task::spawn_blocking(move || {
                 std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
                     .args(&args)
@@ -615,7 +616,7 @@ async fn the_cli_adds_lists_and_shows_deliveries() {
             .expect("joined");
             assert!(
                 out.status.success(),
-                "confab {args:?}: {}",
+                "confab {shown}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             String::from_utf8_lossy(&out.stdout).to_string()
