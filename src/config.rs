@@ -266,6 +266,11 @@ pub struct ServerConfig {
     pub body_timeout_ms: u64,
     /// ...and be complete this long after it starts.
     pub body_deadline_ms: u64,
+    /// Hosts (names or addresses, optionally `host:port`) that fetches of
+    /// URLs someone gave (push endpoints, link previews, webhooks, JWKS,
+    /// OpenID providers) may reach although they are not public or not
+    /// https: a private deployment's own services, or a test's local site.
+    pub fetch_allowed_hosts: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -360,6 +365,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
             body_deadline_ms: 120_000,
+            fetch_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -620,6 +626,14 @@ impl Config {
         if self.store.max_batch == 0 {
             return Err(invalid("store.max_batch", "must be positive"));
         }
+        for host in &self.server.fetch_allowed_hosts {
+            if host.trim().is_empty() || host.contains('/') || host.contains('@') {
+                return Err(invalid(
+                    "server.fetch_allowed_hosts",
+                    &format!("{host:?} must be a host name or address, optionally with :port"),
+                ));
+            }
+        }
         for origin in &self.server.cors_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(invalid(
@@ -763,9 +777,17 @@ mod tests {
                 ("CONFAB_PUSH_COALESCE_MS", "500"),
                 ("CONFAB_OUTBOUND_ALLOW", "127.0.0.1,10.0.0.0/8"),
                 ("CONFAB_OUTBOUND_ALLOW_HTTP", "true"),
+                (
+                    "CONFAB_SERVER_FETCH_ALLOWED_HOSTS",
+                    "localhost, 127.0.0.1:8443",
+                ),
             ]),
         )
         .unwrap();
+        assert_eq!(
+            c.server.fetch_allowed_hosts,
+            vec!["localhost", "127.0.0.1:8443"]
+        );
         assert_eq!(c.push.content, "none");
         assert_eq!(c.push.coalesce_ms, 500);
         assert_eq!(c.outbound.allow, vec!["127.0.0.1", "10.0.0.0/8"]);

@@ -867,7 +867,10 @@ async fn push_api(app: &Arc<App>, req: &Request, segs: &[&str], body: Vec<u8>) -
         }
         (&Method::POST, ["api", "push", "subscriptions"]) => {
             let input: SubscribeBody = parse(&body)?;
-            created(json!({ "subscription": app.push_subscribe(&user, input).await? }))
+            let sub = app.push_subscribe(&user, input).await?;
+            // `id` at the top is the contract's shape; `subscription` the
+            // whole record for clients that show it.
+            created(json!({ "id": sub.id, "subscription": sub }))
         }
         (&Method::DELETE, ["api", "push", "subscriptions", ..]) => {
             let mut input: Unsubscribe = if body.iter().all(u8::is_ascii_whitespace) {

@@ -12,6 +12,9 @@
 //!   `outbound.allow` exempts addresses or ranges (tests use 127.0.0.1);
 //! - https unless the caller allows http, and then only to an allowlisted
 //!   address with `outbound.allow_http` on;
+//! - `server.fetch_allowed_hosts` names hosts exempt from both rules: an
+//!   operator's own services by name, where listing their addresses would
+//!   be brittle;
 //! - no redirect is followed (a 3xx is the caller's answer);
 //! - short connect and total timeouts; a response body is read up to a
 //!   small limit and the rest dropped with the connection;
@@ -241,6 +244,8 @@ pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body was longer than the cap and was cut there.
+    pub truncated: bool,
 }
 
 /// The outbound client: cheap to clone.
@@ -251,6 +256,8 @@ pub struct Outbound {
 
 struct Inner {
     allow: Vec<Cidr>,
+    /// `host` or `host:port`, lower case.
+    allow_hosts: Vec<String>,
     allow_http: bool,
     connect_timeout: Duration,
     timeout: Duration,
@@ -259,7 +266,12 @@ struct Inner {
 }
 
 impl Outbound {
-    pub fn new(cfg: &OutboundConfig) -> Result<Outbound, String> {
+    /// The client the server's configuration describes.
+    pub fn from_config(config: &crate::config::Config) -> Result<Outbound, String> {
+        Outbound::new(&config.outbound, &config.server.fetch_allowed_hosts)
+    }
+
+    pub fn new(cfg: &OutboundConfig, allow_hosts: &[String]) -> Result<Outbound, String> {
         let allow = cfg
             .allow
             .iter()
@@ -283,6 +295,11 @@ impl Outbound {
         Ok(Outbound {
             inner: Arc::new(Inner {
                 allow,
+                allow_hosts: allow_hosts
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
                 allow_http: cfg.allow_http,
                 connect_timeout: Duration::from_millis(cfg.connect_timeout_ms.max(1)),
                 timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
@@ -294,6 +311,19 @@ impl Outbound {
 
     fn allowed(&self, ip: IpAddr) -> bool {
         self.inner.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// The URL's host is one the operator named as reachable whatever it
+    /// resolves to, by name alone or with this port.
+    fn host_allowed(&self, target: &Target) -> bool {
+        let with_port = format!("{}:{}", target.host, target.port);
+        let bracketed = format!("[{}]:{}", target.host, target.port);
+        self.inner.allow_hosts.iter().any(|h| {
+            h == &target.host
+                || h.trim_start_matches('[').trim_end_matches(']') == target.host
+                || *h == with_port
+                || *h == bracketed
+        })
     }
 
     /// Parses `url` and resolves its host to the addresses a request may
@@ -319,6 +349,9 @@ impl Outbound {
         };
         if addrs.is_empty() {
             return Err(OutboundError::Dns("no address".into()));
+        }
+        if self.host_allowed(&target) {
+            return Ok((target, addrs));
         }
         for a in &addrs {
             let ip = a.ip();
@@ -348,9 +381,27 @@ impl Outbound {
         headers: Vec<(&'static str, String)>,
         body: Bytes,
     ) -> Result<Response, OutboundError> {
+        let cap = self.inner.max_body;
+        self.send_capped(method, url, https_only, headers, body, cap)
+            .await
+    }
+
+    /// `send`, reading at most `max_body` bytes of the answer instead of
+    /// the configured default: a page or an image needs more than a push
+    /// service's reply. `Response::truncated` tells whether more came.
+    pub async fn send_capped(
+        &self,
+        method: Method,
+        url: &str,
+        https_only: bool,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Response, OutboundError> {
         let work = async {
             let (target, addrs) = self.vet(url, https_only).await?;
-            self.exchange(&target, &addrs, method, headers, body).await
+            self.exchange(&target, &addrs, method, headers, body, max_body)
+                .await
         };
         tokio::time::timeout(self.inner.timeout, work)
             .await
@@ -364,6 +415,7 @@ impl Outbound {
         method: Method,
         headers: Vec<(&'static str, String)>,
         body: Bytes,
+        max_body: usize,
     ) -> Result<Response, OutboundError> {
         let mut last = OutboundError::Connect("no address".into());
         let mut tcp = None;
@@ -402,9 +454,9 @@ impl Outbound {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| OutboundError::Tls(e.to_string()))?;
-            self.roundtrip(tls, req).await
+            self.roundtrip(tls, req, max_body).await
         } else {
-            self.roundtrip(tcp, req).await
+            self.roundtrip(tcp, req, max_body).await
         }
     }
 
@@ -412,6 +464,7 @@ impl Outbound {
         &self,
         io: S,
         req: Request<Full<Bytes>>,
+        max_body: usize,
     ) -> Result<Response, OutboundError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -431,12 +484,18 @@ impl Outbound {
             let headers = resp.headers().clone();
             let mut body = resp.into_body();
             let mut buf = Vec::new();
-            while buf.len() < self.inner.max_body {
+            let mut truncated = false;
+            loop {
                 match body.frame().await {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
-                            let room = self.inner.max_body - buf.len();
-                            buf.extend_from_slice(&d[..d.len().min(room)]);
+                            let room = max_body - buf.len();
+                            if d.len() > room {
+                                buf.extend_from_slice(&d[..room]);
+                                truncated = true;
+                                break;
+                            }
+                            buf.extend_from_slice(d);
                         }
                     }
                     Some(Err(e)) => return Err(http(e)),
@@ -447,6 +506,7 @@ impl Outbound {
                 status,
                 headers,
                 body: Bytes::from(buf),
+                truncated,
             })
         }
         .await;
@@ -540,12 +600,58 @@ mod tests {
     }
 
     fn client(allow: &[&str], allow_http: bool) -> Outbound {
-        Outbound::new(&OutboundConfig {
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-            allow_http,
-            ..OutboundConfig::default()
-        })
+        Outbound::new(
+            &OutboundConfig {
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                allow_http,
+                ..OutboundConfig::default()
+            },
+            &[],
+        )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn allowed_hosts_are_exempt_from_both_rules_by_name_and_port() {
+        let hosts = ["localhost".to_string(), "127.0.0.2:8443".to_string()];
+        let c = Outbound::new(&OutboundConfig::default(), &hosts).unwrap();
+        assert!(c.vet("http://localhost:9/", true).await.is_ok());
+        assert!(c.vet("http://LOCALHOST/x", true).await.is_ok());
+        assert!(c.vet("http://127.0.0.2:8443/", true).await.is_ok());
+        // The same address by another port, or another loopback name, is
+        // still refused.
+        assert!(c.vet("http://127.0.0.2:8444/", true).await.is_err());
+        assert!(c.vet("https://127.0.0.1/", true).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_cap_is_cut_and_marked() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = vec![b'x'; 100_000];
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        let c = client(&["127.0.0.1"], true);
+        let url = format!("http://127.0.0.1:{port}/");
+        let r = c
+            .send_capped(Method::GET, &url, false, vec![], Bytes::new(), 1000)
+            .await
+            .unwrap();
+        assert_eq!((r.body.len(), r.truncated), (1000, true));
+        let r = c
+            .send_capped(Method::GET, &url, false, vec![], Bytes::new(), 200_000)
+            .await
+            .unwrap();
+        assert_eq!((r.body.len(), r.truncated), (100_000, false));
     }
 
     #[tokio::test]

@@ -48,7 +48,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub(super) fn new(config: &crate::config::Config, wake: Arc<tokio::sync::Notify>) -> Notifier {
-        let outbound = match Outbound::new(&config.outbound) {
+        let outbound = match Outbound::from_config(config) {
             Ok(o) => Some(o),
             Err(e) => {
                 tracing::error!(error = %e, "outbound HTTP unavailable: no pushes will be sent");

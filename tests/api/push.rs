@@ -1,5 +1,5 @@
 //! Push notifications end to end: a real push service (plain HTTP on
-//! 127.0.0.1, which the config allowlists together with `allow_http`)
+//! 127.0.0.1, which `server.fetch_allowed_hosts` exempts)
 //! receives what confab sends, and `push_check.py` (PyPI `http_ece` and
 //! `cryptography`, not confab's code) checks the VAPID token against the
 //! public key and decrypts the body.
@@ -188,6 +188,8 @@ impl Browser {
             .post("/api/push/subscriptions", token, self.subscription())
             .await;
         assert_eq!(status, 201, "{body}");
+        assert!(body["id"].is_string(), "{body}");
+        assert_eq!(body["id"], body["subscription"]["id"], "{body}");
         body["subscription"].clone()
     }
 
@@ -234,8 +236,7 @@ fn base64_url(b: &[u8]) -> String {
 }
 
 fn allow_local(c: &mut confab::config::Config) {
-    c.outbound.allow = vec!["127.0.0.1".into()];
-    c.outbound.allow_http = true;
+    c.server.fetch_allowed_hosts = vec!["127.0.0.1".into()];
     c.push.coalesce_ms = 300;
     c.push.retry_base_ms = 200;
 }
