@@ -28,6 +28,8 @@ use crate::store::webhooks::{
     ANSWER_KEEP, Attempt, EVENT_NAMES, Head, Settled, Webhook, WebhookCommand, WebhookEvent,
 };
 
+/// Bytes of an answer read at most (of which `ANSWER_KEEP` are kept).
+const ANSWER_READ: usize = 4096;
 /// How long a node holds a claimed head: well past one delivery.
 const LEASE_MS: i64 = 120_000;
 /// How long a node that is not an endpoint's preferred one waits before it
@@ -46,7 +48,7 @@ impl Deliverer {
     pub(super) fn new(config: &crate::config::Config, wake: Arc<tokio::sync::Notify>) -> Self {
         Deliverer {
             wake,
-            outbound: Outbound::new(&config.outbound).ok(),
+            outbound: Outbound::from_config(config).ok(),
             node: if config.cluster.enabled() {
                 config.cluster.node()
             } else {
@@ -532,12 +534,13 @@ async fn deliver(app: &Arc<App>, hook: Webhook, head: Head) -> Result<()> {
     let cfg = &app.config.webhooks;
     let sent = tokio::time::timeout(
         Duration::from_millis(cfg.timeout_ms),
-        outbound.send(
+        outbound.send_capped(
             hyper::Method::POST,
             &hook.url,
             true,
             headers,
             Bytes::from(body),
+            ANSWER_READ,
         ),
     )
     .await;

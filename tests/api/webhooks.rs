@@ -1,5 +1,5 @@
 //! Outgoing webhooks end to end: a receiver in the test (plain HTTP on
-//! 127.0.0.1, which the config allowlists together with `allow_http`)
+//! 127.0.0.1, which `server.fetch_allowed_hosts` exempts)
 //! records what confab POSTs, and `webhook_check.py` verifies every
 //! signature with PyPI's `standardwebhooks`, the Standard Webhooks
 //! reference library, never with confab's own code.
@@ -196,8 +196,7 @@ impl Receiver {
 }
 
 fn fast(c: &mut confab::config::Config) {
-    c.outbound.allow = vec!["127.0.0.1".into()];
-    c.outbound.allow_http = true;
+    c.server.fetch_allowed_hosts = vec!["127.0.0.1".into()];
     c.webhooks.retry_base_ms = 50;
     c.webhooks.retry_max_ms = 200;
 }
@@ -680,8 +679,7 @@ async fn a_kill_mid_delivery_loses_and_reorders_nothing() {
     *rx.hold.lock().unwrap() = Some(6);
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [
-        ("CONFAB_OUTBOUND_ALLOW", "127.0.0.1"),
-        ("CONFAB_OUTBOUND_ALLOW_HTTP", "true"),
+        ("CONFAB_SERVER_FETCH_ALLOWED_HOSTS", "127.0.0.1"),
         ("CONFAB_WEBHOOKS_RETRY_BASE_MS", "50"),
     ];
     let (mut child, url) = spawn_child(dir.path(), &env);
