@@ -62,10 +62,6 @@ impl Got {
     fn header(&self, name: &str) -> String {
         self.headers.get(name).cloned().unwrap_or_default()
     }
-
-    fn payload(&self) -> Value {
-        serde_json::from_str(&self.body).expect("a JSON body")
-    }
 }
 
 /// A webhook receiver: records every request and answers from a script of
