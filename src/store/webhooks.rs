@@ -366,13 +366,15 @@ fn put_hook(tx: &mut Tx, h: &Webhook) -> Result<()> {
     Ok(())
 }
 
-/// The queue rows of one endpoint.
-fn queue_of(tx: &Tx, webhook: Id) -> Result<Vec<((u128, u128, u64), Pending)>> {
+/// A queue key: (endpoint, room, seq).
+type QueueKey = (u128, u128, u64);
+
+/// The keys of one endpoint's queue rows.
+fn queue_of(tx: &Tx, webhook: Id) -> Result<Vec<QueueKey>> {
     let q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
     let mut out = Vec::new();
     for row in q.range((webhook.0, 0, 0)..=(webhook.0, u128::MAX, u64::MAX))? {
-        let (k, v) = row?;
-        out.push((k.value(), decode("webhook_room_seq_to_pending", v.value())?));
+        out.push(row?.0.value());
     }
     Ok(out)
 }
@@ -405,7 +407,7 @@ pub(super) fn apply(tx: &mut Tx, cmd: WebhookCommand) -> Result<Outcome> {
         WebhookCommand::Remove { id } => {
             hook(tx, id)?;
             tx.txn.open_table(WEBHOOK_TO_RECORD)?.remove(id.0)?;
-            for (k, _) in queue_of(tx, id)? {
+            for k in queue_of(tx, id)? {
                 tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?.remove(k)?;
             }
             let mut a = tx.txn.open_table(WEBHOOK_N_TO_ATTEMPT)?;
@@ -430,12 +432,9 @@ pub(super) fn apply(tx: &mut Tx, cmd: WebhookCommand) -> Result<Outcome> {
             put_hook(tx, &h)?;
             if enabled && !was {
                 // What waited starts over, at once.
-                let mut q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
                 let fresh = encode(&Pending::fresh(tx.now()));
-                let keys: Vec<(u128, u128, u64)> = q
-                    .range((id.0, 0, 0)..=(id.0, u128::MAX, u64::MAX))?
-                    .map(|r| r.map(|(k, _)| k.value()))
-                    .collect::<std::result::Result<_, _>>()?;
+                let keys = queue_of(tx, id)?;
+                let mut q = tx.txn.open_table(WEBHOOK_ROOM_SEQ_TO_PENDING)?;
                 for k in keys {
                     q.insert(k, fresh.as_slice())?;
                 }
