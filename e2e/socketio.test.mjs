@@ -20,7 +20,8 @@ import {
 const WAIT = 10_000;
 
 /** The server's settings: startPages adds the front-end's origin. */
-const ENV = { ...SERVER_ENV };
+// Recovery is opt-in, as in Socket.IO's own server.
+const ENV = { ...SERVER_ENV, CONFAB_SOCKETIO_RECOVERY: 'true' };
 
 let server;
 let base;

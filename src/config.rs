@@ -43,6 +43,7 @@ pub struct Config {
     pub push: PushConfig,
     pub outbound: OutboundConfig,
     pub search: SearchConfig,
+    pub socketio: SocketIoConfig,
     pub webhooks: WebhooksConfig,
 }
 
@@ -154,6 +155,18 @@ impl Default for OutboundConfig {
             max_response_bytes: 8192,
         }
     }
+}
+
+/// The Socket.IO endpoint (`/socket.io/`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Connection state recovery, as Socket.IO's own server offers it with
+    /// `connectionStateRecovery`: the CONNECT answer carries a `pid` and
+    /// each event a second argument, the offset a reconnecting client
+    /// sends back. Off, as there, so every event has its `data` as
+    /// its one argument.
+    pub recovery: bool,
 }
 
 /// The message search index (`<data_dir>/search/`).

@@ -91,10 +91,19 @@ pub fn validate_new_room(
     Ok((name, vis, topic))
 }
 
+/// `null` read as the field's default, as clients send for "none".
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 pub struct MessageBody {
     pub text: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<String>,
     pub client_msg_id: Option<String>,
 }

@@ -104,7 +104,9 @@ impl AppError {
             AppError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             AppError::Store(StoreError::Forbidden(_)) => ErrorCode::Forbidden,
             AppError::Store(StoreError::Invalid(_)) => ErrorCode::BadRequest,
-            AppError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            AppError::Store(StoreError::Unavailable(_) | StoreError::WriterGone) => {
+                ErrorCode::Unavailable
+            }
             AppError::Upload(UploadError::Unsupported | UploadError::Corrupt(_)) => {
                 ErrorCode::UnsupportedMediaType
             }
@@ -478,9 +480,8 @@ mod tests {
         assert_eq!(e.code().as_str(), "unavailable");
         assert_eq!(e.code().status(), 503);
         assert_eq!(e.client_message(), why);
-        // The store's own faults stay internal, their details in the log.
+        // A writer that is gone stored nothing either.
         let e = AppError::Store(StoreError::WriterGone);
-        assert_eq!(e.code(), ErrorCode::Internal);
-        assert_eq!(e.client_message(), "internal error");
+        assert_eq!(e.code(), ErrorCode::Unavailable);
     }
 }

@@ -199,10 +199,17 @@ impl App {
             .outbound
             .as_ref()
             .ok_or_else(|| unavailable("outbound HTTP is unavailable"))?;
-        outbound
-            .vet(&body.endpoint, true)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("endpoint: {e}")))?;
+        // A URL that is malformed or points somewhere refused is refused
+        // now. One whose name does not resolve at this moment is taken:
+        // every send vets it again, and a push service briefly out of
+        // reach is no reason to lose the subscription.
+        match outbound.vet(&body.endpoint, true).await {
+            Err(e @ (OutboundError::BadUrl(_) | OutboundError::Refused(_))) => {
+                return Err(AppError::BadRequest(format!("endpoint: {e}")));
+            }
+            Err(e) => tracing::info!(error = %e, "push endpoint not reachable now; kept"),
+            Ok(_) => {}
+        }
         let sub = PushSubscription {
             id: Id::new(),
             user: user.id,

@@ -54,6 +54,11 @@ impl App {
         let Some(index) = self.search.get() else {
             return Err(AppError::Internal("search is not running".into()));
         };
+        // What was sent before the search is found by it: the indexer
+        // commits early for a waiting search. Bounded, so a search during
+        // a rebuild answers from what is indexed.
+        let rev = self.store.read()?.message_rev()?;
+        index.wait_indexed(rev, std::time::Duration::from_secs(2));
         let mut analyzer = search::analyzer::analyzer();
         let parsed = search::query::parse(&mut analyzer, &input.q)
             .map_err(|e| AppError::BadRequest(e.to_string()))?;

@@ -46,6 +46,8 @@ impl Indexer {
                 Ok(Step::Busy) => None,
                 Ok(Step::Idle(d)) => Some(d),
                 Err(e) => {
+                    // A waiting search is not helped by spinning on the error.
+                    self.shared.lock().hurry = false;
                     tracing::warn!(error = %e, "search indexer: retrying");
                     Some(RETRY)
                 }
@@ -67,7 +69,7 @@ impl Indexer {
                 s = self
                     .shared
                     .cv
-                    .wait_timeout_while(s, d, |s| !s.poked && !s.stop)
+                    .wait_timeout_while(s, d, |s| !s.poked && !s.stop && !s.hurry)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -107,12 +109,16 @@ impl Indexer {
         drop(rx);
         if self.rev != *committed {
             let since = last_commit.elapsed();
-            if since < self.settings.commit_interval {
+            let hurry = self.shared.lock().hurry;
+            if since < self.settings.commit_interval && !hurry {
                 return Ok(Step::Idle(self.settings.commit_interval - since));
             }
             self.commit()?;
             *committed = self.rev;
             *last_commit = Instant::now();
+        } else {
+            // Everything is visible already.
+            self.shared.lock().hurry = false;
         }
         Ok(Step::Idle(IDLE_CHECK))
     }
@@ -145,6 +151,7 @@ impl Indexer {
         let mut s = self.shared.lock();
         s.visible = rev;
         s.ready = true;
+        s.hurry = false;
         self.shared.cv.notify_all();
         Ok(())
     }

@@ -123,6 +123,9 @@ pub struct Filter {
 struct State {
     poked: bool,
     stop: bool,
+    /// A search waits for what is written but not yet committed to the
+    /// index: commit now rather than at the interval.
+    hurry: bool,
     /// The revision the readers see (committed and reloaded).
     visible: u64,
     /// Whether that is at least a first full build.
@@ -213,9 +216,16 @@ impl Search {
         (s.visible, s.ready)
     }
 
-    /// Waits until the index shows revision `rev` or `timeout` passes.
+    /// Waits until the index shows revision `rev` or `timeout` passes,
+    /// asking the indexer to commit what it holds without waiting for its
+    /// interval: a search sees the messages sent before it.
     pub fn wait_indexed(&self, rev: u64, timeout: Duration) -> bool {
-        let s = self.shared.lock();
+        let mut s = self.shared.lock();
+        let shown = s.ready && s.visible >= rev;
+        if !shown && !s.hurry {
+            s.hurry = true;
+            self.shared.cv.notify_all();
+        }
         let (s, _) = self
             .shared
             .cv

@@ -9,7 +9,8 @@
 //! confab's frames; a connection that used one reads `message`, `join`
 //! and `left` in their shape from then on (docs/socketio.md).
 //!
-//! Connection state recovery: every event ends with an offset that names
+//! Connection state recovery (`socketio.recovery`): every event ends with
+//! an offset that names
 //! the last message delivered (`<dialect><created_at>.<room>.<seq>`).
 //! A client that reconnects with its `pid` and that offset is sent what it
 //! missed from the store's history, so recovery needs no memory of the
@@ -187,11 +188,14 @@ impl Service for Chat {
 
         // Recovery: the same id, and what was missed, before the CONNECT
         // answer (the order Node's server keeps).
+        let recovery = app.config.socketio.recovery;
         let recovering = match (
             auth.get("pid").and_then(Value::as_str),
             auth.get("offset").and_then(Value::as_str),
         ) {
-            (Some(pid), Some(offset)) => sid_of(user.id, pid).zip(Offset::parse(offset)),
+            (Some(pid), Some(offset)) if recovery => {
+                sid_of(user.id, pid).zip(Offset::parse(offset))
+            }
             _ => None,
         };
         let mut recovered = None;
@@ -221,6 +225,7 @@ impl Service for Chat {
                 at: crate::domain::now_ms(),
                 last: None,
             },
+            recovery,
         };
         let sid = match recovered {
             Some((sid, offset, msgs)) => {
@@ -233,7 +238,12 @@ impl Service for Chat {
             }
             None => super::engine::new_id(),
         };
-        out.connected(&json!({ "sid": sid, "pid": pid_for(user.id, &sid) }).to_string());
+        let answer = if recovery {
+            json!({ "sid": sid, "pid": pid_for(user.id, &sid) })
+        } else {
+            json!({ "sid": sid })
+        };
+        out.connected(&answer.to_string());
         match crate::ws::hello(app, &user, connected.session, None) {
             Ok(frames) => {
                 for f in frames {
@@ -277,6 +287,8 @@ struct ChatNsp {
     /// The answer being worked out, and the ack it goes to.
     inflight: Option<(Pending, Option<u64>)>,
     offset: Offset,
+    /// `socketio.recovery`: events end with the offset.
+    recovery: bool,
 }
 
 /// A server frame's type and its `data`, as serialized by
@@ -314,30 +326,32 @@ fn quoted(s: &str) -> String {
 
 impl ChatNsp {
     /// Emits one server frame as the event of its type, in the dialect the
-    /// connection speaks, with the offset after it.
+    /// connection speaks; with recovery on, with the offset after it (on
+    /// every event, so a client that saw no message yet still has one to
+    /// come back with).
     fn emit_frame(&mut self, f: &Frame, out: &mut Emit<'_>) {
         let Some((kind, data)) = split_frame(f) else {
             return;
         };
-        if kind == "message"
-            && let Ok(k) = serde_json::from_str::<MessageKey>(data)
-        {
-            self.offset.at = k.message.created_at;
-            self.offset.last = Some((k.message.room, k.message.seq));
+        let mut offset = String::new();
+        if self.recovery {
+            if kind == "message"
+                && let Ok(k) = serde_json::from_str::<MessageKey>(data)
+            {
+                self.offset.at = k.message.created_at;
+                self.offset.last = Some((k.message.room, k.message.seq));
+            }
+            offset = format!(",{}", quoted(&self.offset.render()));
         }
-        let offset = quoted(&self.offset.render());
         if self.offset.legacy
             && let Some((name, legacy)) = legacy_event(kind, data)
         {
-            out.event(&format!(r#"["{name}",{legacy},{offset}]"#), Vec::new());
+            out.event(&format!(r#"["{name}",{legacy}{offset}]"#), Vec::new());
             if name == "message" {
                 return;
             }
         }
-        out.event(
-            &format!(r#"[{},{data},{offset}]"#, quoted(kind)),
-            Vec::new(),
-        );
+        out.event(&format!(r#"[{},{data}{offset}]"#, quoted(kind)), Vec::new());
     }
 
     /// Emits what the answer to a client event says: its ack, or (with
@@ -367,6 +381,9 @@ impl ChatNsp {
                 );
                 self.emit_frame(&f, out);
             }
+            // `pong` is an event of its own in the contract, asked for with
+            // an ack or not.
+            (None, "pong") => self.emit_frame(&f, out),
             (None, _) => {}
         }
     }

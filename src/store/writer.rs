@@ -29,8 +29,13 @@ pub(super) fn finish_commit(listener: &Listener, (changes, completions, outcome)
             }
         }
         Err(msg) => {
+            // The cause (a full disk, an I/O error) is the operator's to
+            // read; the client learns that nothing was stored.
+            tracing::error!(error = %msg, "a commit failed: nothing of it was stored");
             for done in completions {
-                done(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
+                done(Err(StoreError::Unavailable(
+                    "the store cannot write now; nothing was stored".into(),
+                )));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Faults: a store that cannot write must fail sends with `internal`,
+//! Faults: a store that cannot write must fail sends with `unavailable`,
 //! never acknowledge one falsely, and keep serving.
 
 use std::io::Write;
@@ -65,7 +65,7 @@ async fn a_full_disk_fails_sends_and_acks_nothing_it_lost() {
         if answer["type"] == "ack" {
             acked.push(body);
         } else {
-            assert_eq!(answer["data"]["code"], "internal", "{answer}");
+            assert_eq!(answer["data"]["code"], "unavailable", "{answer}");
             failed += 1;
             if failed == 3 {
                 break;

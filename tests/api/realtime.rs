@@ -1145,3 +1145,27 @@ async fn shutdown_tells_clients_1001() {
     assert_eq!(a.closed().await, Closed::Code(1001));
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn attachments_null_is_read_as_none() {
+    let t = TestApp::spawn().await;
+    let (token, _) = t.register("nulls").await;
+    let room = t.create_room(&token, "nulls", "public").await;
+    let room = room["id"].as_str().unwrap().to_string();
+    let (status, body) = t
+        .post(
+            &format!("/api/rooms/{room}/messages"),
+            &token,
+            json!({"text": "over http", "attachments": null}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = t.ws(&token).await;
+    let data = ws
+        .ok(
+            "send_message",
+            json!({"room": room, "text": "over ws", "attachments": null}),
+        )
+        .await;
+    assert_eq!(data["message"]["attachments"], json!([]), "{data}");
+}

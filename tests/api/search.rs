@@ -490,21 +490,23 @@ async fn the_index_catches_up_after_a_kill_between_commit_and_index() {
             .unwrap();
         assert_eq!(resp.status(), 201);
     }
-    // The index has nothing committed past its empty start.
-    let body: Value = http
-        .get(format!("{url}/api/search?q=crash"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["results"].as_array().unwrap().len(), 0, "{body}");
+    // No search here: a search asks the indexer to commit.
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
+    // The revision the index's last commit covers, from tantivy's own
+    // meta.json (the payload confab writes with each commit).
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("search/meta.json")).unwrap())
+            .unwrap();
+    let payload: Value = serde_json::from_str(meta["payload"].as_str().unwrap_or("{}")).unwrap();
+    let committed = payload["rev"].as_u64().unwrap_or(0);
 
     let t = TestApp::spawn_in(dir, fast).await;
+    let head = t.app().store.read().unwrap().message_rev().unwrap();
+    assert!(
+        committed < head,
+        "the index was behind the store at the kill ({committed} < {head})"
+    );
     indexed(&t).await;
     let token = t.login("crash").await;
     let (_, body) = search(&t, &token, &[("q", "crash"), ("limit", "50")]).await;
@@ -557,4 +559,20 @@ async fn confab_reindex_rebuilds_and_a_broken_index_is_rebuilt_at_start() {
     indexed(&t).await;
     let (_, body) = search(&t, &token, &[("q", "rebuilt"), ("limit", "50")]).await;
     assert_eq!(body["results"].as_array().unwrap().len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_right_after_a_send_finds_it() {
+    // An interval far longer than the test: only the search's own request
+    // to commit can make the message findable in time.
+    let t = TestApp::spawn_with(|c| c.search.commit_interval_ms = 600_000).await;
+    let (token, _) = t.register("alice").await;
+    let room = t.create_room(&token, "lobby", "public").await;
+    indexed(&t).await;
+    for i in 0..3 {
+        let text = format!("kumquat number{i}");
+        send_message(&t, &token, &id(&room), &text).await;
+        let found = texts(&t, &token, &format!("number{i}")).await;
+        assert_eq!(found, vec![text]);
+    }
 }

@@ -151,8 +151,10 @@ async fn socketio_and_ws_clients_share_a_room() {
 
     app.sync().await;
     let (mut sio, reply) = Sio::connect(&app.next_url(), &alice).await;
+    // Recovery is off by default, as in Socket.IO's own server: no pid,
+    // and every event has its data as its one argument.
     assert!(
-        reply["sid"].is_string() && reply["pid"].is_string(),
+        reply["sid"].is_string() && reply["pid"].is_null(),
         "{reply}"
     );
     let hello = sio.event("authenticated").await;
@@ -176,7 +178,7 @@ async fn socketio_and_ws_clients_share_a_room() {
     let mut seen_by_sio = Vec::new();
     for _ in 0..2 {
         let args = sio.event("message").await;
-        assert!(args[1].is_string(), "an offset follows: {args:?}");
+        assert_eq!(args.len(), 1, "{args:?}");
         let m = &args[0]["message"];
         seen_by_sio.push((m["seq"].clone(), m["text"].clone()));
     }
@@ -219,4 +221,29 @@ async fn a_flood_of_events_is_answered_rate_limited() {
         }
     }
     assert!(limited, "six events at once passed a burst of three");
+}
+
+#[tokio::test]
+async fn with_recovery_on_the_answer_has_a_pid_and_events_an_offset() {
+    let app = TestApp::spawn_with(|c| c.socketio.recovery = true).await;
+    let (alice, _) = app.register("alice").await;
+    let (mut sio, reply) = Sio::connect(&app.next_url(), &alice).await;
+    assert!(
+        reply["sid"].is_string() && reply["pid"].is_string(),
+        "{reply}"
+    );
+    let hello = sio.event("authenticated").await;
+    assert_eq!(hello[0]["user"]["username"], "alice");
+    assert!(hello[1].is_string(), "an offset follows: {hello:?}");
+}
+
+#[tokio::test]
+async fn a_ping_without_an_ack_is_answered_by_a_pong_event() {
+    let app = TestApp::spawn().await;
+    let (alice, _) = app.register("alice").await;
+    let (mut sio, _) = Sio::connect(&app.next_url(), &alice).await;
+    sio.event("authenticated").await;
+    sio.send(&format!("42{}", json!(["ping", {}]))).await;
+    let pong = sio.event("pong").await;
+    assert_eq!(pong.len(), 1, "{pong:?}");
 }
