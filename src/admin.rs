@@ -194,6 +194,34 @@ pub enum Request {
     HookRemove {
         id: String,
     },
+    /// Outgoing webhooks: add one (its secret is in the answer, and
+    /// nowhere else ever).
+    WebhookAdd {
+        url: String,
+        events: Vec<String>,
+        /// A room name or id: only its events.
+        room: Option<String>,
+    },
+    WebhookList,
+    WebhookRemove {
+        id: String,
+    },
+    WebhookRotate {
+        id: String,
+    },
+    WebhookEnable {
+        id: String,
+        enabled: bool,
+    },
+    WebhookDeliveries {
+        id: String,
+        limit: Option<usize>,
+    },
+    WebhookReplay {
+        id: String,
+        /// A seq, an RFC 3339 time or a duration ago (`1h`).
+        since: String,
+    },
 }
 
 /// A field that is there, even as `null`, is `Some`; only an absent one
@@ -668,6 +696,28 @@ async fn run(
             app.remove_hook(&id).await?;
             json!({ "removed": id })
         }
+        Request::WebhookAdd { url, events, room } => {
+            let (view, secret) = app.webhook_add(&op, &url, &events, room.as_deref()).await?;
+            App::webhook_with_secret(&view, &secret)
+        }
+        Request::WebhookList => json!({ "webhooks": app.webhook_list()? }),
+        Request::WebhookRemove { id } => {
+            app.webhook_remove(&op, &id).await?;
+            json!({ "removed": id })
+        }
+        Request::WebhookRotate { id } => {
+            let (view, secret) = app.webhook_rotate(&op, &id).await?;
+            App::webhook_with_secret(&view, &secret)
+        }
+        Request::WebhookEnable { id, enabled } => {
+            json!({ "webhook": app.webhook_set_enabled(&op, &id, enabled).await? })
+        }
+        Request::WebhookDeliveries { id, limit } => {
+            json!({ "deliveries": app.webhook_deliveries(&id, limit.unwrap_or(50))? })
+        }
+        Request::WebhookReplay { id, since } => {
+            json!({ "queued": app.webhook_replay(&op, &id, &since).await? })
+        }
         Request::UploadGc { grace_secs } => {
             let grace = grace_secs.unwrap_or(app.config.uploads.gc_grace_secs);
             let (removed, swept) = app.gc_uploads(grace).await?;
@@ -721,6 +771,7 @@ fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
             last.iter().sum::<f64>() / last.len() as f64
         }
     };
+    let hooks = app.webhook_list()?;
     let audit: Vec<Value> = app
         .audit_log(None, Some(20))?
         .into_iter()
@@ -738,6 +789,9 @@ fn snapshot(app: &Arc<App>, events_after: u64) -> Result<Value, AppError> {
             "messages_per_sec": recent(|s| s.messages),
             "deliveries_per_sec": recent(|s| s.deliveries),
             "memory_bytes": crate::metrics::resident_memory().unwrap_or(0),
+            "webhooks": hooks.len(),
+            "webhooks_disabled": hooks.iter().filter(|h| !h.enabled).count(),
+            "webhooks_pending": hooks.iter().map(|h| h.pending).sum::<u64>(),
         },
         "rooms": rooms,
         "users": users,

@@ -134,6 +134,50 @@ pub enum Command {
     /// Cluster mode: the nodes and the NATS JetStream engine they share.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Outgoing webhooks: endpoints that get chat events, signed as
+    /// Standard Webhooks.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCmd {
+    /// Add an endpoint; prints its id and its secret (shown only now).
+    Add {
+        /// Where events are POSTed (https; a private address only if
+        /// allowlisted).
+        url: String,
+        /// Comma-separated event names, e.g. message.created,member.joined
+        /// (`*` for every event).
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// Only this room's events (name or id).
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// List endpoints with their state and backlog.
+    List,
+    /// Remove an endpoint with its queue and attempts.
+    Remove { id: String },
+    /// A new secret (printed now); the old one also signs for a day.
+    Rotate { id: String },
+    /// Start delivering again (also after it was disabled for failing).
+    Enable { id: String },
+    /// Stop delivering; no events are queued for it while disabled.
+    Disable { id: String },
+    /// The latest delivery attempts: status, answer, time.
+    Deliveries {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Send the outbox's events again from a seq, a time (RFC 3339) or a
+    /// duration ago (e.g. 1h).
+    Replay {
+        id: String,
+        #[arg(long)]
+        since: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -686,6 +730,22 @@ async fn command(cli: Cli) -> Result<(), CliError> {
         }
         Command::Console => console(&cli.global).await,
         Command::Cluster(ClusterCmd::Status) => cluster_status(&cli.global).await,
+        Command::Webhook(cmd) => {
+            let req = match cmd {
+                WebhookCmd::Add { url, events, room } => Request::WebhookAdd { url, events, room },
+                WebhookCmd::List => Request::WebhookList,
+                WebhookCmd::Remove { id } => Request::WebhookRemove { id },
+                WebhookCmd::Rotate { id } => Request::WebhookRotate { id },
+                WebhookCmd::Enable { id } => Request::WebhookEnable { id, enabled: true },
+                WebhookCmd::Disable { id } => Request::WebhookEnable { id, enabled: false },
+                WebhookCmd::Deliveries { id, limit } => Request::WebhookDeliveries {
+                    id,
+                    limit: Some(limit),
+                },
+                WebhookCmd::Replay { id, since } => Request::WebhookReplay { id, since },
+            };
+            operator(&cli.global, req).await
+        }
     }
 }
 
@@ -885,7 +945,9 @@ fn writes(req: &Request) -> bool {
         | Request::Backup { .. }
         | Request::Export { .. }
         | Request::BotList
-        | Request::HookList { .. } => false,
+        | Request::HookList { .. }
+        | Request::WebhookList
+        | Request::WebhookDeliveries { .. } => false,
         Request::UserAdd { .. }
         | Request::UserPasswd { .. }
         | Request::UserRole { .. }
@@ -908,7 +970,12 @@ fn writes(req: &Request) -> bool {
         | Request::BotTokenRevoke { .. }
         | Request::BotRemove { .. }
         | Request::HookAdd { .. }
-        | Request::HookRemove { .. } => true,
+        | Request::HookRemove { .. }
+        | Request::WebhookAdd { .. }
+        | Request::WebhookRemove { .. }
+        | Request::WebhookRotate { .. }
+        | Request::WebhookEnable { .. }
+        | Request::WebhookReplay { .. } => true,
     }
 }
 
@@ -1629,6 +1696,79 @@ fn print(req: &Request, v: &Value, json: bool) -> Result<(), CliError> {
             s(&v["uploads"]),
             s(&v["files_copied"]),
             escape(&path.display().to_string())
+        ),
+        Request::WebhookAdd { .. } | Request::WebhookRotate { .. } => {
+            say!("id      {}", s(&v["id"]))?;
+            say!("secret  {}", s(&v["secret"]))?;
+            say!("(the secret is shown only now: keep it where the receiver can read it)")
+        }
+        Request::WebhookList => table(
+            &["id", "url", "events", "room", "state", "pending", "created"],
+            v["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    let events: Vec<String> = w["events"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    let state = if w["enabled"].as_bool().unwrap_or(false) {
+                        "enabled".to_string()
+                    } else {
+                        format!("disabled: {}", s(&w["disabled_reason"]))
+                    };
+                    vec![
+                        s(&w["id"]),
+                        s(&w["url"]),
+                        events.join(","),
+                        if w["room"].is_null() {
+                            "-".into()
+                        } else {
+                            s(&w["room"])
+                        },
+                        state,
+                        s(&w["pending"]),
+                        time(&w["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::WebhookRemove { id } => say!("removed webhook {}", escape(id)),
+        Request::WebhookEnable { id, enabled } => say!(
+            "{} webhook {}",
+            if *enabled { "enabled" } else { "disabled" },
+            escape(id)
+        ),
+        Request::WebhookDeliveries { .. } => table(
+            &["n", "time", "seq", "event", "status", "ms", "answer"],
+            v["deliveries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    vec![
+                        s(&a["n"]),
+                        time(&a["at"]),
+                        s(&a["seq"]),
+                        s(&a["type"]),
+                        if a["status"].is_null() {
+                            "-".into()
+                        } else {
+                            s(&a["status"])
+                        },
+                        s(&a["ms"]),
+                        s(&a["answer"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::WebhookReplay { id, .. } => say!(
+            "queued {} events again for webhook {}",
+            s(&v["queued"]),
+            escape(id)
         ),
         Request::Export { .. } | Request::Snapshot { .. } | Request::Status => {
             say!("{}", pretty(v))

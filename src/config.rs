@@ -47,6 +47,7 @@ pub struct Config {
     pub search: SearchConfig,
     pub socketio: SocketIoConfig,
     pub previews: PreviewsConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Link previews (docs/protocol.md, "Link previews and files").
@@ -83,6 +84,41 @@ impl Default for PreviewsConfig {
             max_concurrent: 4,
             max_redirects: 3,
             queue: 256,
+        }
+    }
+}
+
+/// Outgoing webhooks (docs/protocol.md, "Webhooks").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Off: events are still written to the outbox of any endpoint, but
+    /// this node sends nothing.
+    pub enabled: bool,
+    /// One delivery's whole time (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Deliveries in flight at once on one node.
+    pub max_concurrent: usize,
+    /// The first retry's delay; each further one doubles it, up to
+    /// `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long an event is retried before its endpoint is disabled.
+    pub retry_window_secs: u64,
+    /// How long the secret before a rotation still signs deliveries.
+    pub rotation_overlap_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            enabled: true,
+            timeout_ms: 10_000,
+            max_concurrent: 8,
+            retry_base_ms: 5_000,
+            retry_max_ms: 3_600_000,
+            retry_window_secs: 86_400,
+            rotation_overlap_secs: 86_400,
         }
     }
 }
@@ -647,6 +683,15 @@ impl Config {
         }
         if self.uploads.thumb_size < 16 {
             return Err(invalid("uploads.thumb_size", "must be at least 16"));
+        }
+        if self.webhooks.max_concurrent == 0 {
+            return Err(invalid("webhooks.max_concurrent", "must be positive"));
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.retry_base_ms == 0 {
+            return Err(invalid(
+                "webhooks.timeout_ms",
+                "timeout_ms and retry_base_ms must be positive",
+            ));
         }
         if self.store.max_batch == 0 {
             return Err(invalid("store.max_batch", "must be positive"));

@@ -643,6 +643,7 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (_, ["ws"]) => Err(AppError::BadRequest(
             "expected a WebSocket upgrade request".into(),
         )),
+        (_, ["api", "admin", "webhooks", ..]) => webhooks_api(app, req, &segs, body).await,
         _ => Err(AppError::NotFound("route")),
     }
 }
@@ -1078,6 +1079,66 @@ async fn reactions_api(
         (&Method::GET, ["api", "rooms", id, "pins"]) => {
             let (messages, pins) = app.pins(&Actor::User(user), room_id(id)?)?;
             ok(json!({ "messages": messages, "pins": pins }))
+        }
+        _ => Err(AppError::NotFound("route")),
+    }
+}
+
+/// Outgoing webhooks, for admins (docs/protocol.md, "Webhooks").
+async fn webhooks_api(
+    app: &Arc<App>,
+    req: &Request,
+    segs: &[&str],
+    body: Vec<u8>,
+) -> Result<Response> {
+    #[derive(Deserialize)]
+    struct AddBody {
+        url: String,
+        events: Vec<String>,
+        #[serde(default)]
+        room: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ReplayBody {
+        since: String,
+    }
+    let user = authed(app, req)?;
+    if user.role != crate::domain::Role::Admin {
+        return Err(AppError::Forbidden(
+            "only admins may manage webhooks".into(),
+        ));
+    }
+    let actor = Actor::User(user);
+    match (&req.method, segs) {
+        (&Method::GET, [_, _, _]) => ok(json!({ "webhooks": app.webhook_list()? })),
+        (&Method::POST, [_, _, _]) => {
+            let input: AddBody = parse(&body)?;
+            let (view, secret) = app
+                .webhook_add(&actor, &input.url, &input.events, input.room.as_deref())
+                .await?;
+            created(App::webhook_with_secret(&view, &secret))
+        }
+        (&Method::DELETE, [_, _, _, id]) => {
+            app.webhook_remove(&actor, id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, [_, _, _, id, "rotate"]) => {
+            let (view, secret) = app.webhook_rotate(&actor, id).await?;
+            ok(App::webhook_with_secret(&view, &secret))
+        }
+        (&Method::POST, [_, _, _, id, action @ ("enable" | "disable")]) => {
+            let view = app
+                .webhook_set_enabled(&actor, id, *action == "enable")
+                .await?;
+            ok(json!({ "webhook": view }))
+        }
+        (&Method::GET, [_, _, _, id, "deliveries"]) => {
+            let limit = req.query.get("limit").and_then(|v| v.parse().ok());
+            ok(json!({ "deliveries": app.webhook_deliveries(id, limit.unwrap_or(50))? }))
+        }
+        (&Method::POST, [_, _, _, id, "replay"]) => {
+            let input: ReplayBody = parse(&body)?;
+            ok(json!({ "queued": app.webhook_replay(&actor, id, &input.since).await? }))
         }
         _ => Err(AppError::NotFound("route")),
     }

@@ -736,6 +736,7 @@ impl Hub {
     fn apply_one(&self, change: &Change) {
         match change {
             Change::PushQueued => {}
+            Change::WebhookQueued | Change::UserRegistered(_) => {}
             Change::MessageCreated(m) => {
                 self.metrics.room_message(m.room);
                 // A reply kept to its thread is not a room message: clients

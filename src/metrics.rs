@@ -66,6 +66,8 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     /// Push requests by outcome (app::push).
     pub pushes: Family<Labels, Counter>,
+    /// Webhook deliveries by outcome (app::webhooks).
+    pub webhooks: Family<Labels, Counter>,
     pub memory_bytes: Gauge,
     started: Instant,
     events: Mutex<VecDeque<Event>>,
@@ -104,6 +106,7 @@ impl Metrics {
             uploads: Counter::default(),
             upload_bytes: Counter::default(),
             pushes: Family::default(),
+            webhooks: Family::default(),
             memory_bytes: Gauge::default(),
             started: Instant::now(),
             events: Mutex::new(VecDeque::with_capacity(EVENTS_KEPT)),
@@ -178,6 +181,11 @@ impl Metrics {
         );
         registry.register("pushes", "Push notifications, by outcome", m.pushes.clone());
         registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries, by outcome",
+            m.webhooks.clone(),
+        );
+        registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the server",
             m.memory_bytes.clone(),
@@ -189,6 +197,13 @@ impl Metrics {
     /// `dropped` for a queued push not sent (read, active, unwanted).
     pub fn push(&self, outcome: &'static str) {
         self.pushes.get_or_create(&vec![("outcome", outcome)]).inc();
+    }
+
+    /// A webhook delivery's outcome: `delivered`, `retry` or `disabled`.
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     pub fn reject(&self, reason: &'static str) {

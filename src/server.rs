@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         app.push_init().await?;
         crate::app::push::spawn_delivery(app.clone(), stopped.clone());
     }
+    crate::app::webhooks::spawn_delivery(app.clone(), stopped.clone());
     let admin_listener =
         crate::admin::bind(&app.config.socket_path()).map_err(ServeError::Admin)?;
     let scheme = match (&app.config.server.tls_cert, &app.config.server.tls_key) {

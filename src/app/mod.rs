@@ -40,6 +40,7 @@ mod search;
 mod social;
 mod threads;
 mod uploads;
+pub mod webhooks;
 
 pub use reactions::PinInfo;
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchInput, SearchPage};
@@ -246,6 +247,8 @@ pub struct App {
     file_slots: tokio::sync::Semaphore,
     /// Link previews: the queue of messages waiting for theirs.
     pub previews: previews::Previews,
+    /// Outgoing webhooks: the delivery task's state.
+    pub webhooks: webhooks::Deliverer,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -304,6 +307,8 @@ impl App {
         let listener_hub = hub.clone();
         let push_wake = Arc::new(tokio::sync::Notify::new());
         let listener_wake = push_wake.clone();
+        let hooks_wake = Arc::new(tokio::sync::Notify::new());
+        let listener_hooks = hooks_wake.clone();
         let search_poke = crate::search::Poke::default();
         let poke = search_poke.clone();
         let observed = metrics.clone();
@@ -324,6 +329,9 @@ impl App {
                 listener_hub.apply(changes);
                 if changes.iter().any(|c| matches!(c, Change::PushQueued)) {
                     listener_wake.notify_one();
+                }
+                if changes.iter().any(|c| matches!(c, Change::WebhookQueued)) {
+                    listener_hooks.notify_one();
                 }
                 if changes.iter().any(changes_messages) {
                     poke.poke();
@@ -347,6 +355,7 @@ impl App {
         let notifier = push::Notifier::new(&config, push_wake);
         let config_files = config.uploads.max_concurrent_files.max(1);
         let previews_queue = previews::Previews::new(&config);
+        let webhooks = webhooks::Deliverer::new(&config, hooks_wake);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -363,6 +372,7 @@ impl App {
             limits,
             peers,
             notifier,
+            webhooks,
             search: std::sync::OnceLock::new(),
             search_poke,
             file_slots: tokio::sync::Semaphore::new(config_files),

@@ -468,7 +468,7 @@ const FALLBACK_MS: i64 = 10_000;
 
 /// Whether this node is the one that normally sends `user`'s pushes: the
 /// live nodes (this one and those heard from), sorted, picked by the id.
-fn preferred(app: &App, user: Id) -> bool {
+pub(super) fn preferred(app: &App, user: Id) -> bool {
     let n = &app.notifier;
     let remote = n.remote.lock().unwrap_or_else(|e| e.into_inner());
     if remote.is_empty() {

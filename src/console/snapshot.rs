@@ -52,6 +52,13 @@ pub struct ServerTotals {
     pub deliveries_per_sec: f64,
     #[serde(deserialize_with = "lenient")]
     pub memory_bytes: u64,
+    /// Outgoing webhook endpoints, those disabled, and events waiting.
+    #[serde(deserialize_with = "lenient")]
+    pub webhooks: u64,
+    #[serde(deserialize_with = "lenient")]
+    pub webhooks_disabled: u64,
+    #[serde(deserialize_with = "lenient")]
+    pub webhooks_pending: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -111,7 +111,7 @@ fn draw_header(state: &State, frame: &mut Frame, area: Rect) {
         }
     };
     // In order of importance: what does not fit is left off the end.
-    let items: [(&str, String); 8] = [
+    let mut items: Vec<(&str, String)> = vec![
         ("up", short_duration(s.uptime_secs)),
         ("conns", s.connections.to_string()),
         ("online", s.online_users.to_string()),
@@ -121,6 +121,18 @@ fn draw_header(state: &State, frame: &mut Frame, area: Rect) {
         ("users", s.users.to_string()),
         ("rooms", s.rooms.to_string()),
     ];
+    // Outgoing webhooks, only where there are any: how many, how many
+    // disabled (failing for their whole retry window), events waiting.
+    if s.webhooks > 0 {
+        let mut v = s.webhooks.to_string();
+        if s.webhooks_disabled > 0 {
+            v.push_str(&format!(" ({} off)", s.webhooks_disabled));
+        }
+        if s.webhooks_pending > 0 {
+            v.push_str(&format!(" {} queued", s.webhooks_pending));
+        }
+        items.push(("hooks", v));
+    }
     let mut spans = vec![Span::styled(" confab ", Style::new().bold()), status];
     let mut width: usize = spans.iter().map(Span::width).sum();
     for (label, value) in items {

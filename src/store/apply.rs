@@ -362,6 +362,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
             cache,
             images,
         } => Flag(tx.set_previews(message, previews, &cache, &images)?),
+        Command::Webhook(c) => super::webhooks::apply(tx, c)?,
     })
 }
 

@@ -240,6 +240,8 @@ pub enum Command {
         cache: Vec<super::previews::PreviewCache>,
         images: Vec<super::previews::PreviewImage>,
     },
+    /// Outgoing webhooks: endpoints, claims and results of deliveries.
+    Webhook(super::webhooks::WebhookCommand),
 }
 
 impl Command {
@@ -286,6 +288,7 @@ impl Command {
             Command::Pin { .. } => "pin",
             Command::Unpin { .. } => "unpin",
             Command::SetPreviews { .. } => "set_previews",
+            Command::Webhook(_) => "webhook",
         }
     }
 }

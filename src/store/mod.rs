@@ -34,6 +34,7 @@ mod reactions;
 mod read;
 mod tables;
 mod threads;
+pub mod webhooks;
 mod write;
 mod writer;
 
@@ -439,6 +440,11 @@ pub enum Change {
         message: Id,
         by: Option<User>,
     },
+    /// Webhook events were queued or a queue moved on: a node's delivery
+    /// task looks at the queues.
+    WebhookQueued,
+    /// A new account (`user.registered` for webhooks).
+    UserRegistered(User),
 }
 
 /// Why a user's tokens were ended.

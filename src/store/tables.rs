@@ -145,6 +145,17 @@ pub(super) const PREVIEW_URL_TO_CACHE: TableDefinition<&str, &[u8]> =
 /// Preview images confab serves (`/previews/{hash}`), with their type.
 pub(super) const PREVIEW_IMAGE_TO_MIME: TableDefinition<&str, &str> =
     TableDefinition::new("preview_image_to_mime");
+// Outgoing webhooks (store/webhooks.rs): the endpoints, the outbox of
+// events by their seq, each endpoint's queue by (endpoint, room, seq) so a
+// room's head is the first row of its range, and the attempts made.
+pub(super) const WEBHOOK_TO_RECORD: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("webhook_to_record");
+pub(super) const WEBHOOK_EVENT_SEQ_TO_EVENT: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("webhook_event_seq_to_event");
+pub(super) const WEBHOOK_ROOM_SEQ_TO_PENDING: TableDefinition<(u128, u128, u64), &[u8]> =
+    TableDefinition::new("webhook_room_seq_to_pending");
+pub(super) const WEBHOOK_N_TO_ATTEMPT: TableDefinition<(u128, u64), &[u8]> =
+    TableDefinition::new("webhook_n_to_attempt");
 
 /// One step forward in the store's format: from schema `from` to `from + 1`.
 pub struct Migration {
@@ -304,7 +315,11 @@ macro_rules! all_tables {
             MESSAGE_EMOJI_USER_TO_AT,
             ROOM_MESSAGE_TO_PIN,
             PREVIEW_URL_TO_CACHE,
-            PREVIEW_IMAGE_TO_MIME
+            PREVIEW_IMAGE_TO_MIME,
+            WEBHOOK_TO_RECORD,
+            WEBHOOK_EVENT_SEQ_TO_EVENT,
+            WEBHOOK_ROOM_SEQ_TO_PENDING,
+            WEBHOOK_N_TO_ATTEMPT
         )
     };
 }

@@ -69,7 +69,14 @@ impl Tx {
     ) -> Result<T> {
         self.now = at;
         let mark = self.changes.len();
-        let result = op(self);
+        let mut result = op(self);
+        // The webhook events of what the operation changed, in its own
+        // transaction: an outbox that cannot miss a change or run ahead of it.
+        if result.is_ok()
+            && let Err(e) = super::webhooks::on_changes(self, mark)
+        {
+            result = Err(e);
+        }
         if result.is_err() {
             self.changes.truncate(mark);
         }
@@ -125,6 +132,8 @@ impl Tx {
         self.txn
             .open_table(USER_TO_RECORD)?
             .insert(rec.id.0, encode(&rec).as_slice())?;
+        drop(names);
+        self.emit(Change::UserRegistered(rec.public()));
         Ok(rec)
     }
 

@@ -35,3 +35,4 @@ mod threads;
 mod tls;
 mod uploads;
 mod web;
+mod webhooks;
