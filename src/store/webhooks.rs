@@ -224,6 +224,40 @@ pub fn events_of(change: &Change) -> Vec<(&'static str, Option<Id>, Value)> {
         Change::RoomUpdated(room) => one("room.updated", room.id, json!({ "room": room })),
         Change::RoomDeleted { room, .. } => one("room.deleted", room.id, json!({ "room": room })),
         Change::UserRegistered(user) => vec![("user.registered", None, json!({ "user": user }))],
+        Change::ReactionAdded {
+            room,
+            message,
+            emoji,
+            user,
+            count,
+            ..
+        } => one(
+            "reaction.added",
+            *room,
+            json!({ "room": room, "message_id": message, "emoji": emoji, "user": user, "count": count }),
+        ),
+        Change::ReactionRemoved {
+            room,
+            message,
+            emoji,
+            user,
+            count,
+            ..
+        } => one(
+            "reaction.removed",
+            *room,
+            json!({ "room": room, "message_id": message, "emoji": emoji, "user": user, "count": count }),
+        ),
+        Change::MessagePinned { message, by } => one(
+            "message.pinned",
+            message.room,
+            json!({ "room": message.room, "message_id": message.id, "by": by, "message": message }),
+        ),
+        Change::MessageUnpinned { room, message, by } => one(
+            "message.unpinned",
+            *room,
+            json!({ "room": room, "message_id": message, "by": by }),
+        ),
         _ => Vec::new(),
     }
 }
@@ -240,6 +274,10 @@ pub const EVENT_NAMES: &[&str] = &[
     "room.updated",
     "room.deleted",
     "user.registered",
+    "reaction.added",
+    "reaction.removed",
+    "message.pinned",
+    "message.unpinned",
 ];
 
 /// Writes the events of the changes emitted since `from` into the outbox,
