@@ -68,6 +68,11 @@ pub fn routes(
                     empty(StatusCode::NO_CONTENT)
                 } else {
                     let limit = app.config.limits.max_body_bytes;
+                    // A token of the operator's app may need its keys or
+                    // its account first (app::external).
+                    if let Some(token) = bearer(&req.headers) {
+                        app.admit(token).await;
+                    }
                     match read_body(body, limit, Pace::new(&app)).await {
                         Ok(bytes) => match dispatch(&app, &req, bytes).await {
                             Ok(resp) => resp,
@@ -119,6 +124,7 @@ where
 {
     let token =
         bearer(headers).ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+    app.admit(token).await;
     let user = app.authenticate(token)?;
     let max = app.config.uploads.max_bytes;
     // Room for the multipart framing around the file.

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod edge;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod limits;
 pub mod metrics;
 pub mod natsctl;

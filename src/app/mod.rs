@@ -25,6 +25,7 @@ use crate::uploads::{FileStore, UploadError};
 
 mod accounts;
 mod attention;
+pub mod external;
 mod messages;
 mod moderation;
 mod operations;
@@ -221,6 +222,8 @@ pub struct App {
     search: std::sync::OnceLock<crate::search::Search>,
     /// Wakes the indexer after commits that change messages.
     search_poke: crate::search::Poke,
+    /// Tokens of the operator's app and sign-in providers.
+    identities: external::Identities,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -320,6 +323,7 @@ impl App {
         let auth = Auth::new(&config.auth, &secret)?;
         let limits = crate::limits::Limiters::new(&config);
         let notifier = push::Notifier::new(&config, push_wake);
+        let identities = external::Identities::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -338,6 +342,7 @@ impl App {
             notifier,
             search: std::sync::OnceLock::new(),
             search_poke,
+            identities,
         }))
     }
 

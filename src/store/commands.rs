@@ -198,6 +198,8 @@ pub enum Command {
         user: Id,
         upload: Option<String>,
     },
+    /// Accounts linked to an identity at another issuer.
+    External(super::external::ExternalCommand),
 }
 
 impl Command {
@@ -237,6 +239,7 @@ impl Command {
             Command::PruneRevokedTokens { .. } => "prune_revoked_tokens",
             Command::Push(_) => "push",
             Command::SetAvatar { .. } => "set_avatar",
+            Command::External(_) => "external",
         }
     }
 }

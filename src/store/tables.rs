@@ -76,6 +76,12 @@ pub(super) const PUSH_SUB_TO_RECORD: TableDefinition<u128, &[u8]> =
     TableDefinition::new("push_sub_to_record");
 pub(super) const PUSH_ENDPOINT_TO_SUB: TableDefinition<&str, u128> =
     TableDefinition::new("push_endpoint_to_sub");
+/// Accounts linked to an identity elsewhere (store/external.rs), by
+/// (issuer, subject), and the link of each such account.
+pub(super) const EXTERNAL_SUBJECT_TO_USER: TableDefinition<(&str, &str), u128> =
+    TableDefinition::new("external_subject_to_user");
+pub(super) const USER_TO_EXTERNAL: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_external");
 pub(super) const USER_SUB_TO_CREATED: TableDefinition<(u128, u128), i64> =
     TableDefinition::new("user_sub_to_created");
 pub(super) const USER_TO_NOTIFY: TableDefinition<u128, &[u8]> =
@@ -256,7 +262,9 @@ macro_rules! all_tables {
             USER_ROOM_TO_PUSH,
             PUSH_DUE,
             USER_TO_PUSH_RATE,
-            REV_TO_MESSAGE
+            REV_TO_MESSAGE,
+            EXTERNAL_SUBJECT_TO_USER,
+            USER_TO_EXTERNAL
         )
     };
 }
