@@ -26,6 +26,7 @@ use crate::uploads::{FileStore, UploadError};
 mod accounts;
 mod attention;
 pub mod external;
+pub mod oidc;
 mod messages;
 mod moderation;
 mod operations;
@@ -224,6 +225,8 @@ pub struct App {
     search_poke: crate::search::Poke,
     /// Tokens of the operator's app and sign-in providers.
     identities: external::Identities,
+    /// OpenID Connect providers, as discovered.
+    providers: oidc::Providers,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -343,6 +346,7 @@ impl App {
             search: std::sync::OnceLock::new(),
             search_poke,
             identities,
+            providers: oidc::Providers::default(),
         }))
     }
 

@@ -13,6 +13,7 @@ mod community;
 mod console;
 mod durability;
 mod engine;
+mod external_auth;
 mod faults;
 mod friends;
 mod hardening;
