@@ -907,6 +907,36 @@ mod tests {
     }
 
     #[test]
+    fn external_auth_comes_from_the_environment_and_is_checked() {
+        let c = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_AUTH_EXTERNAL_ISSUER", "https://app.example"),
+                ("CONFAB_AUTH_EXTERNAL_AUDIENCE", "confab"),
+                ("CONFAB_AUTH_EXTERNAL_HS256_SECRET", "0123456789abcdef0123"),
+                ("CONFAB_AUTH_LOCAL_PASSWORDS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.external.issuer, "https://app.example");
+        assert_eq!(c.auth.external.hs256_secret, "0123456789abcdef0123");
+        assert!(!c.auth.local_passwords);
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+        let both = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_AUTH_EXTERNAL_ISSUER", "https://app.example"),
+                ("CONFAB_AUTH_EXTERNAL_AUDIENCE", "confab"),
+                ("CONFAB_AUTH_EXTERNAL_HS256_SECRET", "0123456789abcdef0123"),
+                ("CONFAB_AUTH_EXTERNAL_JWKS_URL", "https://app.example/jwks"),
+            ]),
+        );
+        assert!(both.is_err());
+    }
+
+    #[test]
     fn push_and_outbound_settings_come_from_the_environment_and_are_checked() {
         let c = Config::load_with_env(
             None,
