@@ -108,24 +108,16 @@ describe('OpenID Connect sign-in', { timeout: 120_000 }, () => {
     await page.goto(confab.url);
     const button = page.getByRole('link', { name: 'Sign in with Acme ID' });
     await button.waitFor({ timeout: WAIT });
-    // Follow the flow as far as the provider's redirect back, then change
-    // the state on the way in.
-    let callback = null;
-    await page.route(`${confab.url}/api/auth/oidc/acme/callback**`, async (route) => {
-      const u = new URL(route.request().url());
-      callback = u.toString();
-      u.searchParams.set('state', `${u.searchParams.get('state')}x`);
-      await route.continue({ url: u.toString() });
-    });
+    // A sign-in started (the state cookie set, the provider's login page
+    // open), then a callback that carries another state than the one
+    // sent to the provider: refused before any code is exchanged.
     await button.click();
-    await page.locator('input[name="login"]').fill('eve');
-    await page.locator('input[name="password"]').fill('anything');
-    await page.locator('button[type="submit"]').click();
-    const consent = page.getByRole('button', { name: 'Continue' });
-    await consent.waitFor({ timeout: WAIT });
-    await consent.click();
-    await page.locator('#login-error').filter({ hasText: 'state' }).waitFor({ timeout: WAIT });
-    assert.ok(callback, 'the provider redirected back');
+    await page.locator('input[name="login"]').waitFor({ timeout: WAIT });
+    const sent = new URL(page.url());
+    assert.ok(sent.toString().startsWith(provider.issuer), sent.toString());
+    await page.goto(`${confab.url}/api/auth/oidc/acme/callback?code=stolen-code&state=forged-state`);
+    await page.locator('#login-error').filter({ hasText: 'state does not match' }).waitFor({ timeout: WAIT });
+    assert.ok(!page.url().includes('oidc_'), page.url());
     assert.equal(await page.locator('#chat').isHidden(), true);
     const stored = await page.evaluate(() => localStorage.getItem('confab.token'));
     assert.equal(stored, null);

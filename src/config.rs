@@ -301,7 +301,11 @@ impl std::fmt::Debug for ExternalAuthConfig {
         f.debug_struct("ExternalAuthConfig")
             .field(
                 "hs256_secret",
-                &if self.hs256_secret.is_empty() { "" } else { "<redacted>" },
+                &if self.hs256_secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
             )
             .field("jwks_url", &self.jwks_url)
             .field("issuer", &self.issuer)
@@ -358,7 +362,11 @@ impl std::fmt::Debug for OidcProviderConfig {
             .field("client_id", &self.client_id)
             .field(
                 "client_secret",
-                &if self.client_secret.is_empty() { "" } else { "<redacted>" },
+                &if self.client_secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
             )
             .finish()
     }
@@ -745,8 +753,7 @@ impl Config {
         for p in &self.auth.oidc {
             let ok_name = !p.name.is_empty()
                 && p.name.len() <= 32
-                && p
-                    .name
+                && p.name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
             if !ok_name {
@@ -756,7 +763,10 @@ impl Config {
                 ));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(invalid("auth.oidc.name", &format!("{:?} is given twice", p.name)));
+                return Err(invalid(
+                    "auth.oidc.name",
+                    &format!("{:?} is given twice", p.name),
+                ));
             }
             if p.issuer.is_empty() || p.client_id.is_empty() {
                 return Err(invalid(

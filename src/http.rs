@@ -947,7 +947,10 @@ async fn oidc_start(app: &Arc<App>, req: &Request, name: &str) -> Result<Respons
         "{}={state}; Path=/api/auth/oidc/; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
         crate::app::oidc::STATE_COOKIE
     );
-    if let (Ok(l), Ok(c)) = (HeaderValue::from_str(&location), HeaderValue::from_str(&cookie)) {
+    if let (Ok(l), Ok(c)) = (
+        HeaderValue::from_str(&location),
+        HeaderValue::from_str(&cookie),
+    ) {
         resp.headers_mut().insert(header::LOCATION, l);
         resp.headers_mut().insert(header::SET_COOKIE, c);
         resp.headers_mut()

@@ -48,7 +48,12 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    pub fn new(url: String, outbound: Outbound, min_interval: Duration, refresh: Duration) -> KeySet {
+    pub fn new(
+        url: String,
+        outbound: Outbound,
+        min_interval: Duration,
+        refresh: Duration,
+    ) -> KeySet {
         KeySet {
             url,
             outbound,

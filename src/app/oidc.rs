@@ -168,7 +168,11 @@ impl App {
             .oidc
             .iter()
             .map(|p| {
-                let label = if p.label.is_empty() { &p.name } else { &p.label };
+                let label = if p.label.is_empty() {
+                    &p.name
+                } else {
+                    &p.label
+                };
                 (p.name.clone(), label.clone())
             })
             .collect()
@@ -209,7 +213,11 @@ impl App {
             ("code_challenge", &challenge),
             ("code_challenge_method", "S256"),
         ]);
-        let sep = if d.authorization_endpoint.contains('?') { '&' } else { '?' };
+        let sep = if d.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let location = format!("{}{sep}{query}", d.authorization_endpoint);
         let cookie = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -231,7 +239,8 @@ impl App {
         cookie: Option<&str>,
     ) -> Result<(String, User)> {
         let p = self.oidc_provider(name)?;
-        let cookie = cookie.ok_or_else(|| refused("the sign-in was not started here, or took too long"))?;
+        let cookie =
+            cookie.ok_or_else(|| refused("the sign-in was not started here, or took too long"))?;
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.required_spec_claims = ["exp".to_string()].into_iter().collect();
@@ -261,7 +270,10 @@ impl App {
             ("code_verifier", st.v.as_str()),
         ];
         let mut headers = vec![
-            ("content-type", "application/x-www-form-urlencoded".to_string()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
             ("accept", "application/json".to_string()),
         ];
         if p.client_secret.is_empty() {

@@ -58,7 +58,11 @@ pub(super) fn apply(tx: &mut Tx, cmd: ExternalCommand) -> Result<Outcome> {
                 id,
                 username: name,
                 // Tokens never grant admin, whatever the submitter says.
-                role: if role == Role::Admin { Role::User } else { role },
+                role: if role == Role::Admin {
+                    Role::User
+                } else {
+                    role
+                },
                 // No hash: no password can ever match it.
                 password_hash: String::new(),
             })?;

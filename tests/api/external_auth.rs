@@ -132,7 +132,11 @@ async fn an_apps_token_makes_an_account_once_and_works_everywhere() {
     assert_ne!(body["user"]["id"], local["id"]);
 
     // Roles: moderator at most, whatever the token asks for.
-    let (_, body) = me(&t, &hs256(&claims("u-300", json!({"roles": ["moderator"]})))).await;
+    let (_, body) = me(
+        &t,
+        &hs256(&claims("u-300", json!({"roles": ["moderator"]}))),
+    )
+    .await;
     assert_eq!(body["user"]["role"], "moderator", "{body}");
     let (_, body) = me(&t, &hs256(&claims("u-400", json!({"roles": "admin"})))).await;
     assert_eq!(body["user"]["role"], "user", "{body}");
@@ -189,10 +193,22 @@ async fn every_kind_of_bad_token_is_refused() {
         ("HS384 with the secret", hs384),
         ("another secret", other_secret),
         ("tampered payload", tampered_body),
-        ("wrong issuer", sign(&claims("u-1", json!({"iss": "https://evil.example"})))),
-        ("wrong audience", sign(&claims("u-1", json!({"aud": "someone-else"})))),
-        ("expired", sign(&claims("u-1", json!({"exp": now() - 3600})))),
-        ("not yet valid", sign(&claims("u-1", json!({"nbf": now() + 3600})))),
+        (
+            "wrong issuer",
+            sign(&claims("u-1", json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "wrong audience",
+            sign(&claims("u-1", json!({"aud": "someone-else"}))),
+        ),
+        (
+            "expired",
+            sign(&claims("u-1", json!({"exp": now() - 3600}))),
+        ),
+        (
+            "not yet valid",
+            sign(&claims("u-1", json!({"nbf": now() + 3600}))),
+        ),
         ("no subject", sign(&no_sub)),
     ];
     for (what, token) in cases {
@@ -203,9 +219,7 @@ async fn every_kind_of_bad_token_is_refused() {
     }
     // None of them made an account.
     assert_eq!(me(&t, &good).await.0, 200);
-    let (status, body) = t
-        .get("/api/users/u-2", &good)
-        .await;
+    let (status, body) = t.get("/api/users/u-2", &good).await;
     assert_eq!(status, 404, "{body}");
 }
 
@@ -231,14 +245,23 @@ async fn bans_and_logouts_end_the_apps_tokens_too() {
     let fresh = hs256(&claims("u-9", json!({"name": "mallory", "jti": "c"})));
     assert_eq!(me(&t, &fresh).await.0, 403);
     let (status, body) = t
-        .post("/api/moderation/unban", &moderator, json!({"username": "mallory"}))
+        .post(
+            "/api/moderation/unban",
+            &moderator,
+            json!({"username": "mallory"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(me(&t, &first).await.0, 200);
 
     // Logging out ends that token alone.
     let (status, _) = t
-        .call(reqwest::Method::POST, "/api/auth/logout", Some(&first), None)
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/logout",
+            Some(&first),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     assert_eq!(me(&t, &first).await.0, 401);
@@ -272,7 +295,12 @@ async fn local_passwords_can_be_switched_off() {
         )
         .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("switched off"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("switched off")
+    );
     let (status, _) = t
         .call(
             reqwest::Method::POST,
