@@ -367,17 +367,17 @@ async fn authenticate(
                         token: String,
                     }
                     match f.data::<AuthData>() {
-                        Ok(d) => match {
+                        Ok(d) => {
                             app.admit(&d.token).await;
-                            app.authenticate_token(&d.token)
-                        } {
-                            Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
-                            Err(e) => {
-                                let mut req = refusal(&e);
-                                req.last_frame = Some(refusal_frame(f.id.as_deref(), &e));
-                                return Err(Exit::Close(req));
+                            match app.authenticate_token(&d.token) {
+                                Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
+                                Err(e) => {
+                                    let mut req = refusal(&e);
+                                    req.last_frame = Some(refusal_frame(f.id.as_deref(), &e));
+                                    return Err(Exit::Close(req));
+                                }
                             }
-                        },
+                        }
                         Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
                     }
                 }
