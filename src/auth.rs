@@ -60,6 +60,10 @@ pub struct Auth {
     /// A hash of a random password, verified against when the user does not
     /// exist, so a login for an unknown name costs the same time.
     dummy_hash: String,
+    /// A key of its own for signing short-lived sign-in state (OpenID
+    /// Connect), derived from the token secret so every node of a cluster
+    /// has it, and never able to sign a token.
+    state_key: [u8; 32],
 }
 
 impl Auth {
@@ -88,6 +92,13 @@ impl Auth {
             params,
             ttl_secs: config.token_ttl_secs,
             dummy_hash: String::new(),
+            state_key: {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(b"confab sign-in state\0");
+                h.update(secret);
+                h.finalize().into()
+            },
         };
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| AuthError::Hash(e.to_string()))?;
@@ -141,6 +152,11 @@ impl Auth {
             &self.encoding,
         )
         .unwrap_or_default()
+    }
+
+    /// The key for signing sign-in state (not tokens).
+    pub fn state_key(&self) -> &[u8; 32] {
+        &self.state_key
     }
 
     /// What a validly signed, unexpired token says.

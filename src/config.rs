@@ -337,6 +337,134 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// Off: no password login or registration (accounts come from
+    /// `[auth.external]` tokens or OpenID Connect only).
+    pub local_passwords: bool,
+    /// Tokens signed by the operator's own app (docs/integrations.md).
+    pub external: ExternalAuthConfig,
+    /// OpenID Connect providers offered on the web client's sign-in page.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+/// `[auth.external]`: JWTs from the operator's app. On when `issuer` is set.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalAuthConfig {
+    /// The shared HS256 secret (the app's `JWT_SECRET`), or empty.
+    pub hs256_secret: String,
+    /// Where the app publishes its public keys (RS256, ES256, EdDSA), or empty.
+    pub jwks_url: String,
+    /// Required `iss` of every token.
+    pub issuer: String,
+    /// Required `aud` of every token.
+    pub audience: String,
+    /// The claim whose value becomes the username when the account is made.
+    pub username_claim: String,
+    /// A claim whose value `moderator` (or a list holding it) makes the
+    /// account a moderator; empty: tokens never set roles.
+    pub role_claim: String,
+    /// The key set is fetched again this often.
+    pub jwks_refresh_secs: u64,
+    /// A token naming an unknown `kid` fetches the keys again, at most
+    /// this often.
+    pub jwks_min_interval_secs: u64,
+}
+
+impl Default for ExternalAuthConfig {
+    fn default() -> Self {
+        ExternalAuthConfig {
+            hs256_secret: String::new(),
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            username_claim: "sub".into(),
+            role_claim: String::new(),
+            jwks_refresh_secs: 3600,
+            jwks_min_interval_secs: 30,
+        }
+    }
+}
+
+impl ExternalAuthConfig {
+    pub fn enabled(&self) -> bool {
+        !self.issuer.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ExternalAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAuthConfig")
+            .field(
+                "hs256_secret",
+                &if self.hs256_secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("jwks_url", &self.jwks_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("username_claim", &self.username_claim)
+            .field("role_claim", &self.role_claim)
+            .finish()
+    }
+}
+
+/// `[[auth.oidc]]`: one OpenID Connect provider.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// In URLs: `/api/auth/oidc/{name}/start`.
+    pub name: String,
+    /// The button's text.
+    pub label: String,
+    /// The provider's issuer; `{issuer}/.well-known/openid-configuration`
+    /// is read for the rest.
+    pub issuer: String,
+    pub client_id: String,
+    /// Empty: a public client (PKCE alone).
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    /// The ID token claim whose value becomes the username when the
+    /// account is made (falls back to `sub`).
+    pub username_claim: String,
+    /// The redirect URI registered at the provider; empty: this server's
+    /// own `/api/auth/oidc/{name}/callback` as the request reached it.
+    pub redirect_url: String,
+}
+
+impl Default for OidcProviderConfig {
+    fn default() -> Self {
+        OidcProviderConfig {
+            name: String::new(),
+            label: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["openid".into(), "profile".into()],
+            username_claim: "preferred_username".into(),
+            redirect_url: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderConfig")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &if self.client_secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 // The secret must never reach a log line, even through `{:?}` of the config.
@@ -356,6 +484,9 @@ impl std::fmt::Debug for AuthConfig {
             .field("argon2_memory_kib", &self.argon2_memory_kib)
             .field("argon2_iterations", &self.argon2_iterations)
             .field("argon2_parallelism", &self.argon2_parallelism)
+            .field("local_passwords", &self.local_passwords)
+            .field("external", &self.external)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -434,6 +565,9 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            local_passwords: true,
+            external: ExternalAuthConfig::default(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -704,12 +838,73 @@ impl Config {
                 ));
             }
         }
+        self.validate_external_auth()?;
         for origin in &self.server.cors_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(invalid(
                     "server.cors_origins",
                     &format!("{origin:?} must start with http:// or https://"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_external_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let x = &self.auth.external;
+        if x.enabled() {
+            if x.hs256_secret.is_empty() == x.jwks_url.is_empty() {
+                return Err(invalid(
+                    "auth.external.hs256_secret",
+                    "set exactly one of hs256_secret and jwks_url",
+                ));
+            }
+            if !x.hs256_secret.is_empty() && x.hs256_secret.len() < 16 {
+                return Err(invalid(
+                    "auth.external.hs256_secret",
+                    "must be at least 16 characters",
+                ));
+            }
+            if x.audience.is_empty() {
+                return Err(invalid("auth.external.audience", "is required"));
+            }
+            if x.username_claim.is_empty() {
+                return Err(invalid("auth.external.username_claim", "must not be empty"));
+            }
+        } else if !x.hs256_secret.is_empty() || !x.jwks_url.is_empty() {
+            return Err(invalid("auth.external.issuer", "is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.auth.oidc {
+            let ok_name = !p.name.is_empty()
+                && p.name.len() <= 32
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
+            if !ok_name {
+                return Err(invalid(
+                    "auth.oidc.name",
+                    "must be 1 to 32 characters of a-z, 0-9, '_' and '-'",
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    "auth.oidc.name",
+                    &format!("{:?} is given twice", p.name),
+                ));
+            }
+            if p.issuer.is_empty() || p.client_id.is_empty() {
+                return Err(invalid(
+                    "auth.oidc.issuer",
+                    &format!("provider {:?}: issuer and client_id are required", p.name),
+                ));
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return Err(invalid("auth.oidc.scopes", "must include \"openid\""));
             }
         }
         Ok(())
@@ -778,6 +973,19 @@ fn apply_env(
                 target = Some((table, key.to_string()));
                 break;
             }
+            // One level deeper: CONFAB_AUTH_EXTERNAL_ISSUER sets
+            // auth.external.issuer.
+            let nested = table.iter_mut().find_map(|(sub, v)| {
+                let toml::Value::Table(inner) = v else {
+                    return None;
+                };
+                let k = key.strip_prefix(sub.as_str())?.strip_prefix('_')?;
+                inner.contains_key(k).then(|| (inner, k.to_string()))
+            });
+            if let Some(found) = nested {
+                target = Some(found);
+                break;
+            }
         }
         let Some((table, key)) = target else {
             // Variables the server does not know (CONFAB_URL for scripts, …)
@@ -835,6 +1043,36 @@ mod tests {
         let example: toml::Table = text.parse().unwrap();
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         assert_eq!(example, defaults);
+    }
+
+    #[test]
+    fn external_auth_comes_from_the_environment_and_is_checked() {
+        let c = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_AUTH_EXTERNAL_ISSUER", "https://app.example"),
+                ("CONFAB_AUTH_EXTERNAL_AUDIENCE", "confab"),
+                ("CONFAB_AUTH_EXTERNAL_HS256_SECRET", "0123456789abcdef0123"),
+                ("CONFAB_AUTH_LOCAL_PASSWORDS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.external.issuer, "https://app.example");
+        assert_eq!(c.auth.external.hs256_secret, "0123456789abcdef0123");
+        assert!(!c.auth.local_passwords);
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+        let both = Config::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("CONFAB_AUTH_EXTERNAL_ISSUER", "https://app.example"),
+                ("CONFAB_AUTH_EXTERNAL_AUDIENCE", "confab"),
+                ("CONFAB_AUTH_EXTERNAL_HS256_SECRET", "0123456789abcdef0123"),
+                ("CONFAB_AUTH_EXTERNAL_JWKS_URL", "https://app.example/jwks"),
+            ]),
+        );
+        assert!(both.is_err());
     }
 
     #[test]

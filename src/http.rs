@@ -71,6 +71,11 @@ pub fn routes(
                     empty(StatusCode::NO_CONTENT)
                 } else {
                     let limit = app.config.limits.max_body_bytes;
+                    // A token of the operator's app may need its keys or
+                    // its account first (app::external).
+                    if let Some(token) = bearer(&req.headers) {
+                        app.admit(token).await;
+                    }
                     match read_body(body, limit, Pace::new(&app)).await {
                         Ok(bytes) => match dispatch(&app, &req, bytes).await {
                             Ok(resp) => resp,
@@ -125,6 +130,7 @@ where
     if App::is_bot_token(token) {
         return Err(AppError::Forbidden("a bot token cannot do this".into()));
     }
+    app.admit(token).await;
     let user = app.authenticate(token)?;
     // Bodies wait for a slot before they are read: each is held in memory
     // until it is stored.
@@ -640,6 +646,18 @@ async fn dispatch(app: &Arc<App>, req: &Request, body: Vec<u8>) -> Result<Respon
         (&Method::GET | &Method::HEAD, ["assets", name]) if app.config.server.web_client => {
             crate::web::asset(&req.headers, name)
         }
+        (&Method::GET, ["api", "auth", "providers"]) => ok(json!({
+            "local_passwords": app.config.auth.local_passwords,
+            "oidc": app.oidc_providers().into_iter().map(|(name, label)| json!({
+                "name": name,
+                "label": label,
+                "start_url": format!("/api/auth/oidc/{name}/start"),
+            })).collect::<Vec<_>>(),
+        })),
+        (&Method::GET, ["api", "auth", "oidc", name, "start"]) => oidc_start(app, req, name).await,
+        (&Method::GET, ["api", "auth", "oidc", name, "callback"]) => {
+            Ok(oidc_callback(app, req, name).await)
+        }
         (_, ["ws"]) => Err(AppError::BadRequest(
             "expected a WebSocket upgrade request".into(),
         )),
@@ -1142,4 +1160,88 @@ async fn webhooks_api(
         }
         _ => Err(AppError::NotFound("route")),
     }
+}
+
+/// `GET /api/auth/oidc/{name}/start`: to the provider, with the flow's
+/// state in a signed cookie that only the callback path receives.
+async fn oidc_start(app: &Arc<App>, req: &Request, name: &str) -> Result<Response> {
+    let scheme = if app.config.server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let own = format!("{scheme}://{host}/api/auth/oidc/{name}/callback");
+    let (location, state) = app.oidc_start(name, own).await?;
+    let mut resp = empty(StatusCode::FOUND);
+    let secure = if scheme == "https" { "; Secure" } else { "" };
+    let cookie = format!(
+        "{}={state}; Path=/api/auth/oidc/; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
+        crate::app::oidc::STATE_COOKIE
+    );
+    if let (Ok(l), Ok(c)) = (
+        HeaderValue::from_str(&location),
+        HeaderValue::from_str(&cookie),
+    ) {
+        resp.headers_mut().insert(header::LOCATION, l);
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    } else {
+        Err(AppError::Internal("bad sign-in redirect".into()))
+    }
+}
+
+/// `GET /api/auth/oidc/{name}/callback`: back to the web client either
+/// way. The token travels in the URL's fragment, which browsers never send
+/// to a server (so no access log holds it), and the client removes it from
+/// the address bar and history at once.
+async fn oidc_callback(app: &Arc<App>, req: &Request, name: &str) -> Response {
+    let cookie = req
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == crate::app::oidc::STATE_COOKIE)
+        .map(|(_, v)| v.to_string());
+    let q = |k: &str| req.query.get(k).map(String::as_str).unwrap_or("");
+    let fragment = if !q("error").is_empty() {
+        format!(
+            "oidc_error={}",
+            crate::app::oidc::form_escape(&format!("the provider said: {}", q("error")))
+        )
+    } else {
+        match app
+            .oidc_callback(name, q("code"), q("state"), cookie.as_deref())
+            .await
+        {
+            Ok((token, _)) => format!("oidc_token={token}"),
+            Err(e) => format!(
+                "oidc_error={}",
+                crate::app::oidc::form_escape(&e.client_message())
+            ),
+        }
+    };
+    let mut resp = empty(StatusCode::FOUND);
+    let clear = format!(
+        "{}=; Path=/api/auth/oidc/; HttpOnly; SameSite=Lax; Max-Age=0",
+        crate::app::oidc::STATE_COOKIE
+    );
+    if let (Ok(l), Ok(c)) = (
+        HeaderValue::from_str(&format!("/#{fragment}")),
+        HeaderValue::from_str(&clear),
+    ) {
+        resp.headers_mut().insert(header::LOCATION, l);
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }

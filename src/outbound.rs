@@ -30,7 +30,16 @@ use hyper::{HeaderMap, Method, Request, Uri};
 
 use crate::config::OutboundConfig;
 
-pub const USER_AGENT: &str = concat!("confab/", env!("CARGO_PKG_VERSION"), " (+push)");
+/// Answers read whole as JSON documents (a key set, a provider's
+/// discovery document, a token response): far above what they are, far
+/// below what would hurt.
+pub const JSON_CAP: usize = 256 * 1024;
+
+pub const USER_AGENT: &str = concat!(
+    "confab/",
+    env!("CARGO_PKG_VERSION"),
+    " (chat server)"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {

@@ -342,6 +342,7 @@ async fn authenticate(
     token: Option<String>,
 ) -> Result<(User, String, u128, Option<String>), Exit> {
     if let Some(token) = token {
+        app.admit(&token).await;
         return match app.authenticate_token(&token) {
             Ok((u, v)) => Ok((u, token, v.token, None)),
             Err(e) => Err(Exit::Close(refusal(&e))),
@@ -377,14 +378,17 @@ async fn authenticate(
                         token: String,
                     }
                     match f.data::<AuthData>() {
-                        Ok(d) => match app.authenticate_token(&d.token) {
-                            Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
-                            Err(e) => {
-                                let mut req = refusal(&e);
-                                req.last_frame = Some(refusal_frame(f.id.as_deref(), &e));
-                                return Err(Exit::Close(req));
+                        Ok(d) => {
+                            app.admit(&d.token).await;
+                            match app.authenticate_token(&d.token) {
+                                Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
+                                Err(e) => {
+                                    let mut req = refusal(&e);
+                                    req.last_frame = Some(refusal_frame(f.id.as_deref(), &e));
+                                    return Err(Exit::Close(req));
+                                }
                             }
-                        },
+                        }
                         Err(e) => error_frame(f.id.as_deref(), ErrorCode::BadRequest, &e),
                     }
                 }
@@ -776,7 +780,9 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
                 token: String,
             }
             let d = data!(AuthData);
-            let r = app.authenticate(&d.token).and_then(|u| {
+            later!(async move {
+                app.admit(&d.token).await;
+                let u = app.authenticate(&d.token)?;
                 if u.id == user.id {
                     Ok(json!({ "user": u }))
                 } else {
@@ -784,8 +790,7 @@ pub(crate) fn handle_frame(ctx: &Ctx, f: ClientFrame) -> Answer {
                         "this connection is signed in as another user".into(),
                     ))
                 }
-            });
-            Answer::Now(answer(id.as_deref(), r))
+            })
         }
         "join_room" => {
             let d = data!(RoomRef);

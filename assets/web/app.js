@@ -2765,6 +2765,49 @@
     }
   }
 
+  // The sign-in page's provider buttons, and no password form where the
+  // server has passwords switched off.
+  async function loadProviders() {
+    try {
+      const resp = await fetch('/api/auth/providers');
+      if (!resp.ok) return;
+      const body = await resp.json();
+      const box = $('login-providers');
+      box.replaceChildren(...(body.oidc || []).map((p) => {
+        const a = document.createElement('a');
+        a.className = 'button';
+        a.href = p.start_url;
+        a.textContent = `Sign in with ${p.label}`;
+        return a;
+      }));
+      box.hidden = !(body.oidc || []).length;
+      if (body.local_passwords === false) {
+        for (const id of ['login-username', 'login-password', 'login-submit', 'register-submit']) {
+          $(id).hidden = true;
+          const label = document.querySelector(`label[for="${id}"]`);
+          if (label) label.hidden = true;
+        }
+      }
+    } catch { /* the password form stays */ }
+  }
+
+  async function finishProviderSignIn(token) {
+    try {
+      const resp = await fetch('/api/me', { headers: { authorization: `Bearer ${token}` } });
+      const body = await resp.json().catch(() => null);
+      if (!resp.ok || !body || !body.user) {
+        showLogin((body && body.error && body.error.message) || 'Sign-in failed.');
+        return;
+      }
+      S.token = token;
+      storage.set(TOKEN_KEY, token);
+      storage.set(USER_KEY, JSON.stringify(body.user));
+      startChat(body.user);
+    } catch {
+      showLogin('The server cannot be reached.');
+    }
+  }
+
   function startChat(user) {
     S.me = user;
     S.signingOut = false;
@@ -3569,6 +3612,20 @@
     setConn('offline');
     S.invite = inviteInPath();
     if (S.invite) previewInvite(S.invite);
+    loadProviders();
+    // Back from an OpenID provider: the token (or why not) is in the
+    // fragment, which no server saw; it leaves the address bar at once.
+    const back = new URLSearchParams(location.hash.slice(1));
+    if (back.has('oidc_token') || back.has('oidc_error')) {
+      history.replaceState(null, '', location.pathname + location.search);
+      if (back.has('oidc_token')) {
+        finishProviderSignIn(back.get('oidc_token'));
+        return;
+      }
+      S.token = null;
+      showLogin(back.get('oidc_error'));
+      return;
+    }
     S.token = storage.get(TOKEN_KEY);
     const user = storage.json(USER_KEY, null);
     if (S.token && user && typeof user.id === 'string') startChat(user);

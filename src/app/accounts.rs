@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// `auth.local_passwords = false`: accounts sign in through the operator's
+/// app or an OpenID provider only.
+fn passwords_on(config: &Config) -> Result<()> {
+    if config.auth.local_passwords {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "password sign-in is switched off on this server".into(),
+        ))
+    }
+}
+
 impl App {
     pub(super) async fn hash(self: &Arc<Self>, pw: Password) -> Result<String> {
         let app = self.clone();
@@ -40,6 +52,7 @@ impl App {
         password: Password,
         ip: Option<IpAddr>,
     ) -> Result<(String, User)> {
+        passwords_on(&self.config)?;
         match self.config.auth.registration {
             Registration::Closed => {
                 return Err(AppError::Forbidden("registration is closed".into()));
@@ -75,6 +88,7 @@ impl App {
         password: String,
         ip: Option<IpAddr>,
     ) -> Result<(String, User)> {
+        passwords_on(&self.config)?;
         if let Some(ip) = ip {
             self.limits
                 .auth_by_ip
@@ -123,7 +137,13 @@ impl App {
         if Self::is_bot_token(token) {
             return self.authenticate_bot(token);
         }
-        let v = self.auth.verify(token)?;
+        let v = match self.auth.verify(token) {
+            Ok(v) => v,
+            Err(_) if self.identities.external.is_some() => {
+                return self.authenticate_external(token);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let rx = self.store.read()?;
         let rec = rx
             .user(v.user)?
@@ -145,6 +165,7 @@ impl App {
     pub async fn logout(&self, token: &str, everywhere: bool) -> Result<()> {
         let (user, v) = self.authenticate_token(token)?;
         if everywhere {
+            self.end_external_tokens(user.id).await?;
             self.store
                 .run::<()>(Command::RevokeTokens {
                     user: user.id,

@@ -26,10 +26,12 @@ use crate::uploads::{FileStore, UploadError};
 mod accounts;
 mod attention;
 pub mod bots;
-pub mod invites;
+pub mod external;
 mod files;
+pub mod invites;
 mod messages;
 mod moderation;
+pub mod oidc;
 mod operations;
 pub mod previews;
 mod profile;
@@ -249,6 +251,10 @@ pub struct App {
     pub previews: previews::Previews,
     /// Outgoing webhooks: the delivery task's state.
     pub webhooks: webhooks::Deliverer,
+    /// Tokens of the operator's app and sign-in providers.
+    identities: external::Identities,
+    /// OpenID Connect providers, as discovered.
+    providers: oidc::Providers,
 }
 
 /// What a node of a cluster tells the others directly, not through the
@@ -356,6 +362,7 @@ impl App {
         let config_files = config.uploads.max_concurrent_files.max(1);
         let previews_queue = previews::Previews::new(&config);
         let webhooks = webhooks::Deliverer::new(&config, hooks_wake);
+        let identities = external::Identities::new(&config);
         let decode_slots = tokio::sync::Semaphore::new(config.uploads.max_concurrent);
         let decode_budget =
             tokio::sync::Semaphore::new(kib(config.uploads.decode_budget_bytes) as usize);
@@ -377,6 +384,8 @@ impl App {
             search_poke,
             file_slots: tokio::sync::Semaphore::new(config_files),
             previews: previews_queue,
+            identities,
+            providers: oidc::Providers::default(),
         }))
     }
 

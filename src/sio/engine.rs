@@ -151,6 +151,12 @@ pub struct ConnInfo {
 /// Makes a session's handler.
 pub type Factory = Box<dyn Fn(&ConnInfo) -> Box<dyn Handler> + Send + Sync>;
 
+/// Work to wait for before a text packet is handled (the handler itself
+/// runs synchronously): e.g. making the account of a token in CONNECT.
+pub type Prepare = Box<
+    dyn Fn(&str) -> Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>> + Send + Sync,
+>;
+
 /// Something the session holds for its life (a slot in the connection
 /// limits).
 pub type Keep = Box<dyn std::any::Any + Send>;
@@ -185,6 +191,7 @@ pub struct Engine {
     cfg: EngineConfig,
     polling: Mutex<HashMap<Arc<str>, mpsc::Sender<Cmd>>>,
     factory: Factory,
+    prepare: Option<Prepare>,
 }
 
 impl Engine {
@@ -193,7 +200,24 @@ impl Engine {
             cfg,
             polling: Mutex::default(),
             factory,
+            prepare: None,
         })
+    }
+
+    /// `new`, with work each text packet waits for first.
+    pub fn with_prepare(cfg: EngineConfig, factory: Factory, prepare: Prepare) -> Arc<Engine> {
+        Arc::new(Engine {
+            cfg,
+            polling: Mutex::default(),
+            factory,
+            prepare: Some(prepare),
+        })
+    }
+
+    async fn prepare(&self, text: &str) {
+        if let Some(fut) = self.prepare.as_ref().and_then(|p| p(text)) {
+            fut.await;
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -259,6 +283,13 @@ impl Engine {
         let Some(tx) = self.sender(sid) else {
             return Reply::bad("Session ID unknown");
         };
+        if self.prepare.is_some()
+            && let Ok(text) = std::str::from_utf8(&body)
+        {
+            for part in text.split('\x1e') {
+                self.prepare(part).await;
+            }
+        }
         let (reply, rx) = oneshot::channel();
         if tx.send(Cmd::Post(body, reply)).await.is_err() {
             return Reply::bad("Session ID unknown");
@@ -582,6 +613,7 @@ impl Task {
                     };
                     match msg {
                         Msg::Text(t) => {
+                            self.engine.clone().prepare(&t).await;
                             if let Err(e) = self.on_text(&t) {
                                 return e;
                             }

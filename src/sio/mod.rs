@@ -49,7 +49,15 @@ pub fn engine_for(app: &Arc<App>) -> Arc<Engine> {
     };
     let service: Arc<dyn socket::Service> = Arc::new(chat::Chat::new(app.clone()));
     let connect_timeout = std::time::Duration::from_millis(c.ws.auth_timeout_ms);
-    Engine::new(
+    let admitting = app.clone();
+    // A CONNECT's token of the operator's app gets its account first
+    // (app::external), as on `/ws`.
+    let prepare: engine::Prepare = Box::new(move |text: &str| {
+        let token = connect_token(text)?;
+        let app = admitting.clone();
+        Some(Box::pin(async move { app.admit(&token).await }))
+    });
+    Engine::with_prepare(
         cfg,
         Box::new(move |info: &ConnInfo| {
             Box::new(socket::Socket::new(
@@ -58,7 +66,20 @@ pub fn engine_for(app: &Arc<App>) -> Arc<Engine> {
                 connect_timeout,
             ))
         }),
+        prepare,
     )
+}
+
+/// The `auth.token` of an Engine.IO message carrying a Socket.IO CONNECT.
+fn connect_token(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("40")?;
+    let json = if rest.starts_with('/') {
+        rest.split_once(',')?.1
+    } else {
+        rest
+    };
+    let auth: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some(auth.get("token")?.as_str()?.to_string())
 }
 
 /// `/<segment>/`: every Engine.IO request (handshake, polls, posts,

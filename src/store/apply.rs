@@ -332,6 +332,7 @@ pub fn apply(tx: &mut Tx, cmd: Command, local: &Local) -> Result<Outcome> {
         } => Count(tx.prune_room(room, before, up_to, max)?),
         Command::PruneRevokedTokens { now_secs } => Count(tx.prune_revoked_tokens(now_secs)?),
         Command::Push(c) => super::push::apply(tx, c)?,
+        Command::External(c) => super::external::apply(tx, c)?,
         Command::SetAvatar { user, upload } => User(tx.set_avatar(user, upload)?),
         Command::Integration(c) => super::integrations::apply(tx, c)?,
         Command::Thread(c) => super::threads::apply(tx, c)?,

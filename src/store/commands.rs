@@ -242,6 +242,8 @@ pub enum Command {
     },
     /// Outgoing webhooks: endpoints, claims and results of deliveries.
     Webhook(super::webhooks::WebhookCommand),
+    /// Accounts linked to an identity at another issuer.
+    External(super::external::ExternalCommand),
 }
 
 impl Command {
@@ -289,6 +291,7 @@ impl Command {
             Command::Unpin { .. } => "unpin",
             Command::SetPreviews { .. } => "set_previews",
             Command::Webhook(_) => "webhook",
+            Command::External(_) => "external",
         }
     }
 }

@@ -26,6 +26,7 @@ mod attention;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod external;
 pub mod integrations;
 mod journal;
 pub mod previews;

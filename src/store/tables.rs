@@ -76,6 +76,12 @@ pub(super) const PUSH_SUB_TO_RECORD: TableDefinition<u128, &[u8]> =
     TableDefinition::new("push_sub_to_record");
 pub(super) const PUSH_ENDPOINT_TO_SUB: TableDefinition<&str, u128> =
     TableDefinition::new("push_endpoint_to_sub");
+/// Accounts linked to an identity elsewhere (store/external.rs), by
+/// (issuer, subject), and the link of each such account.
+pub(super) const EXTERNAL_SUBJECT_TO_USER: TableDefinition<(&str, &str), u128> =
+    TableDefinition::new("external_subject_to_user");
+pub(super) const USER_TO_EXTERNAL: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("user_to_external");
 pub(super) const USER_SUB_TO_CREATED: TableDefinition<(u128, u128), i64> =
     TableDefinition::new("user_sub_to_created");
 pub(super) const USER_TO_NOTIFY: TableDefinition<u128, &[u8]> =
@@ -319,7 +325,9 @@ macro_rules! all_tables {
             WEBHOOK_TO_RECORD,
             WEBHOOK_EVENT_SEQ_TO_EVENT,
             WEBHOOK_ROOM_SEQ_TO_PENDING,
-            WEBHOOK_N_TO_ATTEMPT
+            WEBHOOK_N_TO_ATTEMPT,
+            EXTERNAL_SUBJECT_TO_USER,
+            USER_TO_EXTERNAL
         )
     };
 }

@@ -14,6 +14,7 @@ mod community;
 mod console;
 mod durability;
 mod engine;
+mod external_auth;
 mod faults;
 mod files;
 mod friends;
