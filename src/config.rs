@@ -325,6 +325,10 @@ pub struct ServerConfig {
     /// OpenID providers) may reach although they are not public or not
     /// https: a private deployment's own services, or a test's local site.
     pub fetch_allowed_hosts: Vec<String>,
+    /// Who may register over HTTP: "open", "closed" or "invite" (the
+    /// contract's name for `auth.registration`, which it overrides when
+    /// not "open"; the two always read the same after loading).
+    pub registration: Registration,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -551,6 +555,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             body_deadline_ms: 120_000,
             fetch_allowed_hosts: Vec::new(),
+            registration: Registration::Open,
         }
     }
 }
@@ -728,6 +733,10 @@ impl Config {
         if let Some(bind) = &overrides.bind {
             config.server.bind = bind.clone();
         }
+        if config.server.registration != Registration::Open {
+            config.auth.registration = config.server.registration.clone();
+        }
+        config.server.registration = config.auth.registration.clone();
         config.validate()?;
         Ok(config)
     }
@@ -1073,6 +1082,18 @@ mod tests {
             ]),
         );
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn server_registration_is_the_same_setting_as_auth_registration() {
+        for (k, v) in [
+            ("CONFAB_SERVER_REGISTRATION", "invite"),
+            ("CONFAB_AUTH_REGISTRATION", "invite"),
+        ] {
+            let c = Config::load_with_env(None, &Overrides::default(), env(&[(k, v)])).unwrap();
+            assert_eq!(c.auth.registration, Registration::Invite, "{k}");
+            assert_eq!(c.server.registration, Registration::Invite, "{k}");
+        }
     }
 
     #[test]

@@ -35,11 +35,7 @@ use crate::config::OutboundConfig;
 /// below what would hurt.
 pub const JSON_CAP: usize = 256 * 1024;
 
-pub const USER_AGENT: &str = concat!(
-    "confab/",
-    env!("CARGO_PKG_VERSION"),
-    " (chat server)"
-);
+pub const USER_AGENT: &str = concat!("confab/", env!("CARGO_PKG_VERSION"), " (chat server)");
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
