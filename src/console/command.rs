@@ -33,6 +33,10 @@ pub fn parse_command(
             no_more(&verb, rest)?;
             return Ok(Some(Command::Restrictions));
         }
+        "webhooks" => {
+            no_more(&verb, rest)?;
+            Request::WebhookList
+        }
         "kick" => {
             let (username, rest) = user_arg(&verb, rest)?;
             Request::Kick {
@@ -328,6 +332,10 @@ mod tests {
         assert!(matches!(parse("quit"), Ok(Some(Command::Quit))));
         assert!(matches!(parse("bans"), Ok(Some(Command::Restrictions))));
         assert!(matches!(parse("mutes"), Ok(Some(Command::Restrictions))));
+        assert!(matches!(
+            parse("webhooks"),
+            Ok(Some(Command::Send(Request::WebhookList)))
+        ));
         assert!(matches!(parse("   "), Ok(None)));
     }
 

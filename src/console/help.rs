@@ -30,7 +30,7 @@ const HELP_KEYS: [(&str, &str); 16] = [
     ("q / Ctrl-C", "quit (asks whether to stop a server it runs)"),
 ];
 
-const HELP_COMMANDS: [(&str, &str); 10] = [
+const HELP_COMMANDS: [(&str, &str); 11] = [
     ("kick USER [reason…]", "close the user's connections"),
     (
         "ban USER [DURATION] [reason…]",
@@ -48,6 +48,7 @@ const HELP_COMMANDS: [(&str, &str); 10] = [
     ),
     ("announce [#ROOM] TEXT…", "no room: to everyone"),
     ("bans", "the bans and mutes view (as B)"),
+    ("webhooks", "list the outgoing webhooks in the event log"),
     ("close ROOM", "delete a room and its history"),
     ("quit", ""),
 ];

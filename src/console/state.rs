@@ -725,6 +725,16 @@ impl State {
             }
             return None;
         }
+        if let (Request::WebhookList, Ok(v)) = (&request, &result) {
+            let lines = webhook_lines(v);
+            let text = format!("{} webhook(s)", lines.len());
+            for line in lines {
+                self.push_log("info", line);
+            }
+            self.refresh_log();
+            self.flash = Some(Flash { text, error: false });
+            return None;
+        }
         let (text, error) = match result {
             Ok(_) => (outcome(&request), false),
             Err(e) => (
@@ -1434,6 +1444,40 @@ fn where_(room: &Option<String>) -> String {
 }
 
 /// The request in a few words (no reason), for "sending …" and errors.
+/// One event-log line per outgoing webhook of a `WebhookList` answer:
+/// its id, state, what it asks for and where it goes.
+pub fn webhook_lines(v: &Value) -> Vec<String> {
+    let Some(list) = v.get("webhooks").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|w| {
+            let s = |k: &str| w.get(k).and_then(Value::as_str).unwrap_or("");
+            let events: Vec<&str> = w
+                .get("events")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let state = if w.get("enabled").and_then(Value::as_bool) == Some(false) {
+                "off"
+            } else {
+                "on"
+            };
+            let room = match s("room") {
+                "" => String::new(),
+                r => format!(" room {r}"),
+            };
+            let pending = w.get("pending").and_then(Value::as_u64).unwrap_or(0);
+            format!(
+                "webhook {} [{state}] {} -> {}{room}, {pending} queued",
+                s("id"),
+                events.join(","),
+                s("url")
+            )
+        })
+        .collect()
+}
+
 pub fn summary(req: &Request) -> String {
     match req {
         Request::Kick { username, .. } => format!("kick {username}"),

@@ -1517,3 +1517,21 @@ fn narrow_tables_drop_columns_before_names() {
     assert_shows(&screen, "bartholomew_long");
     assert_shows(&screen, "#general-discussi");
 }
+
+#[test]
+fn the_webhooks_command_lists_each_webhook_in_the_log() {
+    let v = serde_json::json!({"webhooks": [
+        {"id": "W1", "url": "https://hooks.example/a", "events": ["message.created", "member.joined"],
+         "room": null, "enabled": true, "pending": 2},
+        {"id": "W2", "url": "https://hooks.example/b", "events": ["*"],
+         "room": "R1", "enabled": false, "pending": 0},
+    ]});
+    let lines = crate::console::state::webhook_lines(&v);
+    assert_eq!(
+        lines,
+        vec![
+            "webhook W1 [on] message.created,member.joined -> https://hooks.example/a, 2 queued",
+            "webhook W2 [off] * -> https://hooks.example/b room R1, 0 queued",
+        ]
+    );
+}
