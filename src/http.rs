@@ -218,6 +218,45 @@ async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result
     } else {
         (&rec.file, &rec.mime)
     };
+    // Only re-encoded images are shown inline; any other file is a
+    // download under its own (sanitised) name.
+    let disposition = if rec.is_image() {
+        HeaderValue::from_static("inline")
+    } else {
+        let name = if rec.name.is_empty() {
+            "file"
+        } else {
+            &rec.name
+        };
+        HeaderValue::from_str(&crate::files::content_disposition(name))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+    };
+    serve_stored(app, req, hash, mime, disposition, "upload").await
+}
+
+/// A link preview's image, re-encoded by confab: immutable and inert
+/// like an upload. Only hashes recorded as preview images are served.
+async fn serve_preview_image(app: &App, req: &Request, hash: &str) -> Result<Response> {
+    let mime = app
+        .store
+        .read()?
+        .preview_image(hash)?
+        .ok_or(AppError::NotFound("preview image"))?;
+    let inline = HeaderValue::from_static("inline");
+    serve_stored(app, req, hash, &mime, inline, "preview image").await
+}
+
+/// A content-addressed file: its hash is its ETag and it never changes,
+/// so it is cached for good; the sandbox CSP keeps it from running as a
+/// page whatever it holds.
+async fn serve_stored(
+    app: &App,
+    req: &Request,
+    hash: &str,
+    mime: &str,
+    disposition: HeaderValue,
+    what: &'static str,
+) -> Result<Response> {
     let etag = format!("\"{hash}\"");
     let mut resp = if req
         .headers
@@ -230,7 +269,7 @@ async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result
         let path = app.stored_file(hash).await?;
         let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|_| AppError::NotFound("upload"))?;
+            .map_err(|_| AppError::NotFound(what))?;
         let mut r = Response::new(bytes.into());
         if let Ok(v) = HeaderValue::from_str(mime) {
             r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -249,66 +288,7 @@ async fn serve_upload(app: &App, req: &Request, id: &str, thumb: bool) -> Result
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; sandbox"),
     );
-    // Only re-encoded images are shown inline; any other file is a
-    // download under its own (sanitised) name.
-    let disposition = if rec.is_image() {
-        HeaderValue::from_static("inline")
-    } else {
-        let name = if rec.name.is_empty() {
-            "file"
-        } else {
-            &rec.name
-        };
-        HeaderValue::from_str(&crate::files::content_disposition(name))
-            .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
-    };
     h.insert(header::CONTENT_DISPOSITION, disposition);
-    Ok(resp)
-}
-
-/// A link preview's image, re-encoded by confab: immutable and inert
-/// like an upload. Only hashes recorded as preview images are served.
-async fn serve_preview_image(app: &App, req: &Request, hash: &str) -> Result<Response> {
-    let mime = app
-        .store
-        .read()?
-        .preview_image(hash)?
-        .ok_or(AppError::NotFound("preview image"))?;
-    let etag = format!("\"{hash}\"");
-    let mut resp = if req
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-    {
-        empty(StatusCode::NOT_MODIFIED)
-    } else {
-        let path = app.stored_file(hash).await?;
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|_| AppError::NotFound("preview image"))?;
-        let mut r = Response::new(bytes.into());
-        if let Ok(v) = HeaderValue::from_str(&mime) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        r
-    };
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; sandbox"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("inline"),
-    );
     Ok(resp)
 }
 

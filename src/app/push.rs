@@ -368,24 +368,49 @@ fn room_json(room: Id, p: &RoomNotify, kind: RoomKind) -> serde_json::Value {
 
 /// Runs the delivery task until `stop`: it wakes when an entry falls due
 /// or a new one is queued.
-pub fn spawn_delivery(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_delivery(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
     if !app.config.push.enabled || app.notifier.outbound.is_none() {
         return;
     }
+    let wake = app.notifier.wake.clone();
+    run_due(app, "push", CONCURRENT, 10, wake, stop, scan);
+}
+
+/// The loop of a background sender (pushes, webhook deliveries): `scan`
+/// starts what is due, up to `concurrency` at once, and says when the
+/// next thing is; the loop sleeps until then (at least `min_wait_ms`, at
+/// most 5 s), or until `wake` is notified of new work, until `stop`.
+pub(super) fn run_due<F>(
+    app: Arc<App>,
+    what: &'static str,
+    concurrency: usize,
+    min_wait_ms: i64,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    scan: F,
+) where
+    F: Fn(
+            &Arc<App>,
+            &Arc<tokio::sync::Semaphore>,
+            &tokio::sync::watch::Receiver<bool>,
+        ) -> Result<i64>
+        + Send
+        + 'static,
+{
     tokio::spawn(async move {
-        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
         loop {
             let next = match scan(&app, &slots, &stop) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "push: reading the queue failed");
+                    tracing::warn!(error = %e, what, "reading the queue failed");
                     now_ms() + 1000
                 }
             };
-            let wait = Duration::from_millis((next - now_ms()).clamp(10, 5000) as u64);
+            let wait = Duration::from_millis((next - now_ms()).clamp(min_wait_ms, 5000) as u64);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = app.notifier.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }

@@ -375,30 +375,13 @@ impl App {
 }
 
 /// Runs the delivery task until `stop`.
-pub fn spawn_delivery(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_delivery(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
     if !app.config.webhooks.enabled || app.webhooks.outbound.is_none() {
         return;
     }
-    tokio::spawn(async move {
-        let slots = Arc::new(tokio::sync::Semaphore::new(
-            app.config.webhooks.max_concurrent,
-        ));
-        loop {
-            let next = match scan(&app, &slots, &stop) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhooks: reading the queue failed");
-                    now_ms() + 1000
-                }
-            };
-            let wait = Duration::from_millis((next - now_ms()).clamp(5, 5000) as u64);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = app.webhooks.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => break,
-            }
-        }
-    });
+    let wake = app.webhooks.wake.clone();
+    let concurrency = app.config.webhooks.max_concurrent;
+    super::push::run_due(app, "webhooks", concurrency, 5, wake, stop, scan);
 }
 
 /// Starts the heads that are due; returns when the next one is.
