@@ -43,7 +43,7 @@ pub struct Notifier {
     remote: Mutex<HashMap<String, HashMap<Id, usize>>>,
     outbound: Option<Outbound>,
     node: String,
-    inflight: Mutex<HashSet<(Id, Id)>>,
+    inflight: InFlight,
 }
 
 impl Notifier {
@@ -65,7 +65,7 @@ impl Notifier {
             } else {
                 "local".into()
             },
-            inflight: Mutex::default(),
+            inflight: Default::default(),
         }
     }
 }
@@ -376,6 +376,44 @@ pub fn spawn_delivery(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
     run_due(app, "push", CONCURRENT, 10, wake, stop, scan);
 }
 
+/// The (owner, room) pairs whose send is under way, so a background
+/// sender never starts a second one for the same pair.
+#[derive(Default)]
+pub(super) struct InFlight(Mutex<HashSet<(Id, Id)>>);
+
+pub(super) enum Start {
+    /// That pair is being sent already.
+    Busy,
+    /// Every slot is taken: stop scanning for now.
+    Full,
+    Go(tokio::sync::OwnedSemaphorePermit),
+}
+
+impl InFlight {
+    /// Marks `key` as under way and takes a slot for it, or says why not
+    /// (and then leaves no mark).
+    pub(super) fn start(&self, slots: &Arc<tokio::sync::Semaphore>, key: (Id, Id)) -> Start {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(key) {
+            return Start::Busy;
+        }
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Start::Go(permit),
+            Err(_) => {
+                set.remove(&key);
+                Start::Full
+            }
+        }
+    }
+
+    pub(super) fn finish(&self, key: (Id, Id)) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+}
+
 /// The loop of a background sender (pushes, webhook deliveries): `scan`
 /// starts what is due, up to `concurrency` at once, and says when the
 /// next thing is; the loop sleeps until then (at least `min_wait_ms`, at
@@ -449,23 +487,13 @@ fn scan(
             continue;
         }
         let key = (p.user, p.room);
-        if !app
-            .notifier
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
-        {
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            app.notifier
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            next = now + 50;
-            break;
+        let permit = match app.notifier.inflight.start(slots, key) {
+            super::push::Start::Busy => continue,
+            super::push::Start::Full => {
+                next = now + 50;
+                break;
+            }
+            super::push::Start::Go(permit) => permit,
         };
         let (app, mut stop) = (app.clone(), stop.clone());
         tokio::spawn(async move {
@@ -475,11 +503,7 @@ fn scan(
                 },
                 _ = stop.wait_for(|s| *s) => {}
             }
-            app.notifier
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            app.notifier.inflight.finish(key);
             drop(permit);
             app.notifier.wake.notify_one();
         });

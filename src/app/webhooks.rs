@@ -10,8 +10,7 @@
 //! here runs in the writer or in a request: a slow endpoint holds one of
 //! `webhooks.max_concurrent` slots for at most `webhooks.timeout_ms`.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -41,7 +40,7 @@ pub struct Deliverer {
     pub(super) wake: Arc<tokio::sync::Notify>,
     outbound: Option<Outbound>,
     node: String,
-    inflight: Mutex<HashSet<(Id, Id)>>,
+    inflight: super::push::InFlight,
 }
 
 impl Deliverer {
@@ -54,7 +53,7 @@ impl Deliverer {
             } else {
                 "local".into()
             },
-            inflight: Mutex::default(),
+            inflight: Default::default(),
         }
     }
 }
@@ -420,23 +419,13 @@ fn scan(
             continue;
         }
         let key = (head.webhook, head.room);
-        if !app
-            .webhooks
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
-        {
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            app.webhooks
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            next = now + 50;
-            break;
+        let permit = match app.webhooks.inflight.start(slots, key) {
+            super::push::Start::Busy => continue,
+            super::push::Start::Full => {
+                next = now + 50;
+                break;
+            }
+            super::push::Start::Go(permit) => permit,
         };
         let (app, mut stop, hook) = (app.clone(), stop.clone(), h.clone());
         tokio::spawn(async move {
@@ -446,11 +435,7 @@ fn scan(
                 },
                 _ = stop.wait_for(|s| *s) => {}
             }
-            app.webhooks
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            app.webhooks.inflight.finish(key);
             drop(permit);
             app.webhooks.wake.notify_one();
         });
