@@ -257,12 +257,18 @@ pub struct Step {
     pub latency: Pcts,
     pub ack_latency: Pcts,
     pub rss_peak: Option<u64>,
-    /// The server's CPU time (user + system) over the step, in µs, and
-    /// per delivery (with --server-pid).
+    /// The server's CPU time (user + system, every thread) over the
+    /// measured window only (not setup, not warm-up), in µs, and per
+    /// delivery, per acknowledged message and per operation of that
+    /// window (with --server-pid).
     #[serde(default)]
     pub cpu_us: Option<u64>,
     #[serde(default)]
     pub cpu_us_per_delivery: Option<f64>,
+    #[serde(default)]
+    pub cpu_us_per_acked: Option<f64>,
+    #[serde(default)]
+    pub cpu_us_per_op: Option<f64>,
     pub passed: bool,
     pub why: Vec<String>,
     pub first_error: Option<String>,
@@ -935,9 +941,22 @@ impl Session {
         };
         let target_rate = target.rate_per_sender;
         let limit = Duration::from_millis(span) + Duration::from_secs(60);
+        // The workers count the window from start + warm-up to its end:
+        // the server's CPU is read at those two moments, so ramp-up and
+        // drain are not charged to the window's deliveries.
+        let window_start = target.start_us + target.warmup_ms * 1000;
+        let window_end = window_start + target.duration_ms * 1000;
         self.workers.send(|_| cmd.clone()).await?;
         let pid = self.pid;
-        let cpu_before = pid.and_then(net::cpu_us);
+        let cpu_window = pid.map(|pid| {
+            tokio::spawn(async move {
+                let until = |at: u64| Duration::from_micros(at.saturating_sub(unix_us()));
+                tokio::time::sleep(until(window_start)).await;
+                let before = net::cpu_us(pid)?;
+                tokio::time::sleep(until(window_end)).await;
+                Some(net::cpu_us(pid)?.saturating_sub(before))
+            })
+        });
         let mut peak: Option<u64> = None;
         let evs = self
             .workers
@@ -947,9 +966,10 @@ impl Session {
                 }
             })
             .await?;
-        let cpu_us = cpu_before
-            .zip(pid.and_then(net::cpu_us))
-            .map(|(b, a)| a.saturating_sub(b));
+        let cpu_us = match cpu_window {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        };
         let mut latency = stats::histogram();
         let mut ack_latency = stats::histogram();
         let mut counts = Vec::new();
@@ -998,6 +1018,8 @@ impl Session {
             rss_peak: peak,
             cpu_us,
             cpu_us_per_delivery: None,
+            cpu_us_per_acked: None,
+            cpu_us_per_op: None,
             passed: true,
             why: Vec::new(),
             first_error,
@@ -1031,9 +1053,10 @@ impl Session {
         if now.foreign > 0 {
             why.push(format!("{} deliveries from unknown senders", now.foreign));
         }
-        step.cpu_us_per_delivery = cpu_us
-            .filter(|_| step.delivered > 0)
-            .map(|c| c as f64 / step.delivered as f64);
+        let per = |n: u64| cpu_us.filter(|_| n > 0).map(|c| c as f64 / n as f64);
+        step.cpu_us_per_delivery = per(d(|c| c.window_delivered));
+        step.cpu_us_per_acked = per(d(|c| c.window_acked));
+        step.cpu_us_per_op = per(d(|c| c.window_ops));
         step.passed = why.is_empty();
         step.why = why;
         Ok(step)
@@ -1585,8 +1608,18 @@ fn print_table(o: &Outcome) {
             line(r);
         }
         for s in &o.steps {
-            if let Some(cpu) = s.cpu_us_per_delivery {
-                say!("{}: server CPU {:.2} µs per delivery", s.label, cpu);
+            let mut per = Vec::new();
+            for (v, what) in [
+                (s.cpu_us_per_delivery, "delivery"),
+                (s.cpu_us_per_acked, "acked message"),
+                (s.cpu_us_per_op, "operation"),
+            ] {
+                if let Some(v) = v {
+                    per.push(format!("{v:.2} µs per {what}"));
+                }
+            }
+            if !per.is_empty() {
+                say!("{}: server CPU {}", s.label, per.join(", "));
             }
         }
         if let Some(m) = &o.mentions {
