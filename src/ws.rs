@@ -228,12 +228,11 @@ async fn connection(
     slot: Held,
 ) {
     let grace = Duration::from_millis(app.config.ws.close_grace_ms);
-    let (user, token, token_id, auth_id) = match Box::pin(authenticate(&app, &mut ws, token)).await
-    {
+    let (user, token, token_id, auth_id) = match authenticate(&app, &mut ws, token).await {
         Ok(v) => v,
         Err(exit) => {
             drop(slot);
-            Box::pin(finish(&mut ws, exit, grace)).await;
+            finish(&mut ws, exit, grace).await;
             return;
         }
     };
@@ -241,7 +240,7 @@ async fn connection(
         app.metrics.reject("connection_limit");
         let req = close_req(close::POLICY, "too many connections for this account");
         drop(slot);
-        Box::pin(send_close(&mut ws, req, grace)).await;
+        send_close(&mut ws, req, grace).await;
         return;
     }
     // The session names its token from the start: a revocation the hub
@@ -255,12 +254,7 @@ async fn connection(
         Err(e) => {
             tracing::error!(error = %e, "cannot load rooms and friends for a new connection");
             drop(slot);
-            Box::pin(send_close(
-                &mut ws,
-                close_req(1011, "internal error"),
-                grace,
-            ))
-            .await;
+            send_close(&mut ws, close_req(1011, "internal error"), grace).await;
             return;
         }
     };
@@ -273,7 +267,7 @@ async fn connection(
     if let Err(e) = app.authenticate_token(&token) {
         drop(registered);
         drop(slot);
-        Box::pin(send_close(&mut ws, refusal(&e), grace)).await;
+        send_close(&mut ws, refusal(&e), grace).await;
         return;
     }
     let scopes = match app.scopes_of(&token) {
@@ -281,14 +275,14 @@ async fn connection(
         Err(e) => {
             drop(registered);
             drop(slot);
-            Box::pin(send_close(&mut ws, refusal(&e), grace)).await;
+            send_close(&mut ws, refusal(&e), grace).await;
             return;
         }
     };
     let exit = run(&app, &mut ws, &user, auth_id, connected, scopes).await;
     drop(registered);
     drop(slot);
-    Box::pin(finish(&mut ws, exit, grace)).await;
+    finish(&mut ws, exit, grace).await;
 }
 
 /// Ends the socket the way the exit calls for.
@@ -348,8 +342,7 @@ async fn authenticate(
     token: Option<String>,
 ) -> Result<(User, String, u128, Option<String>), Exit> {
     if let Some(token) = token {
-        // Boxed: a key-set fetch is a large state, rarely needed.
-        Box::pin(app.admit(&token)).await;
+        app.admit(&token).await;
         return match app.authenticate_token(&token) {
             Ok((u, v)) => Ok((u, token, v.token, None)),
             Err(e) => Err(Exit::Close(refusal(&e))),
@@ -386,7 +379,7 @@ async fn authenticate(
                     }
                     match f.data::<AuthData>() {
                         Ok(d) => {
-                            Box::pin(app.admit(&d.token)).await;
+                            app.admit(&d.token).await;
                             match app.authenticate_token(&d.token) {
                                 Ok((user, v)) => return Ok((user, d.token, v.token, f.id)),
                                 Err(e) => {
@@ -1009,13 +1002,14 @@ mod tests {
 
     /// A connection's task is allocated once for the connection's whole
     /// life at the size of its largest state, idle or not: rare, large
-    /// states (signing in with a key set to fetch, closing) are boxed
-    /// while they run so that every idle connection does not pay for them.
+    /// states (an external token's key-set fetch and account linking in
+    /// `App::admit`, the timed wait on a full socket) are boxed while they
+    /// run so that every idle connection does not pay for them.
     #[test]
     fn a_connection_task_stays_small() {
         let size = future_size(connection);
-        // 7.3 KiB before the key-set fetch, the closing and the blocked
-        // write were boxed; about 1.4 KiB after (debug build).
+        // 7.3 KiB before those were boxed; about 1.5 KiB after (debug
+        // build).
         assert!(size <= 2048, "the connection future is {size} bytes");
     }
 

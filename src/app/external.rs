@@ -129,7 +129,11 @@ impl App {
         if self.auth.verify(token).is_ok() {
             return;
         }
-        verifier.prepare(token).await;
+        // The key-set fetch and the account's linking are boxed: large
+        // states, awaited only for external tokens, which would otherwise
+        // size the future of every caller (a WebSocket connection's task
+        // keeps its largest state for the connection's life).
+        Box::pin(verifier.prepare(token)).await;
         let claims = match verifier.verify(token) {
             Ok(c) => c,
             Err(e) => {
@@ -147,7 +151,7 @@ impl App {
             username: username_from(claim_str(&claims, &x.username_claim).unwrap_or(subject)),
             role: role_from(&claims, &x.role_claim),
         };
-        if let Err(e) = self.link_identity(identity).await {
+        if let Err(e) = Box::pin(self.link_identity(identity)).await {
             tracing::warn!(error = %e, "cannot link an external account");
         }
     }
