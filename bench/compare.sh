@@ -59,24 +59,6 @@ chmod -R u+w "$WORK/peer"
 PIN_GEN=()
 command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]] && PIN_GEN=(taskset -c 1)
 
-# start_limit [taskset-cpu] → sets LIMIT_PID and LIMIT_URL.
-start_limit() {
-    local pin=() port
-    if [[ -n ${1:-} ]] && command -v taskset >/dev/null; then pin=(taskset -c "$1"); fi
-    port=$(free_port)
-    "${pin[@]}" "$LIMIT_BIN" "$port" >"$WORK/limit.log" 2>&1 &
-    LIMIT_PID=$!
-    LIMIT_URL=http://127.0.0.1:$port
-    for _ in $(seq 1 100); do
-        curl -sf -o /dev/null "$LIMIT_URL/healthz" && return 0
-        kill -0 "$LIMIT_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "rust-limit did not start:" >&2
-    cat "$WORK/limit.log" >&2
-    return 1
-}
-
 # bench NAME SERVER ARGS…: one scenario against one fresh server. SERVER
 # is confab, peer, limit or before (the BEFORE binary), each on core 0
 # with the generator on core 1, or with a suffix -2c: server and
@@ -92,7 +74,7 @@ bench() {
         [[ $kind == before ]] && bin=$BEFORE
         start_confab "$bin" "$WORK/confab-$name" "$cpu"
         url=$CONFAB_URL pid=$CONFAB_PID ;;
-    limit) start_limit "$cpu"; url=$LIMIT_URL pid=$LIMIT_PID ;;
+    limit) start_limit "$LIMIT_BIN" "$WORK/limit.log" "$cpu"; url=$LIMIT_URL pid=$LIMIT_PID ;;
     *) start_peer "$WORK/peer" "$cpu"; url=$PEER_URL pid=$PEER_PID ;;
     esac
     echo "== $name on $server ($url, pid $pid)"

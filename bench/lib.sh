@@ -1,4 +1,4 @@
-# Shared by smoke.sh and compare.sh: start and stop throwaway servers on
+# Shared by the bench scripts: start and stop throwaway servers on
 # loopback. Every wait below is bounded.
 
 # start_confab BIN DATA_DIR [taskset-cpu] → sets CONFAB_PID and CONFAB_URL.
@@ -14,14 +14,29 @@ start_confab() {
     ) >"$dir.log" 2>&1 &
     CONFAB_PID=$!
     CONFAB_URL=
+    CONFAB_LOG=$dir.log
+    await_start confab "$CONFAB_PID" "$dir.log" confab_listening
+}
+
+# confab_listening: sets CONFAB_URL once CONFAB_LOG names the address.
+confab_listening() {
+    CONFAB_URL=$(sed -n 's/^confab listening on \(http:\/\/127\.0\.0\.1:[0-9]*\)$/\1/p' "$CONFAB_LOG" | head -n1)
+    [[ -n $CONFAB_URL ]]
+}
+
+# await_start NAME PID LOG CHECK…: runs CHECK every 0.1 s until it
+# succeeds (at most 10 s), giving up early if PID exits; on failure the
+# server's LOG is shown.
+await_start() {
+    local name=$1 pid=$2 log=$3
+    shift 3
     for _ in $(seq 1 100); do
-        CONFAB_URL=$(sed -n 's/^confab listening on \(http:\/\/127\.0\.0\.1:[0-9]*\)$/\1/p' "$dir.log" | head -n1)
-        [[ -n $CONFAB_URL ]] && return 0
-        kill -0 "$CONFAB_PID" 2>/dev/null || break
+        "$@" && return 0
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    echo "confab did not start:" >&2
-    cat "$dir.log" >&2
+    echo "$name did not start:" >&2
+    cat "$log" >&2
     return 1
 }
 
@@ -42,14 +57,20 @@ start_peer() {
     (cd "$dir" && exec "${pin[@]}" node server.js --port "$port" --bcrypt-cost 4) >"$dir/peer.log" 2>&1 &
     PEER_PID=$!
     PEER_URL=http://127.0.0.1:$port
-    for _ in $(seq 1 100); do
-        grep -q listening "$dir/peer.log" 2>/dev/null && return 0
-        kill -0 "$PEER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "the Node.js peer did not start:" >&2
-    cat "$dir/peer.log" >&2
-    return 1
+    await_start "the Node.js peer" "$PEER_PID" "$dir/peer.log" grep -q listening "$dir/peer.log"
+}
+
+# start_limit BIN LOG [taskset-cpu] → sets LIMIT_PID and LIMIT_URL (BIN:
+# the rust-limit peer's binary).
+start_limit() {
+    local bin=$1 log=$2 cpu=${3:-}
+    local pin=() port
+    if [[ -n $cpu ]] && command -v taskset >/dev/null; then pin=(taskset -c "$cpu"); fi
+    port=$(free_port)
+    "${pin[@]}" "$bin" "$port" >"$log" 2>&1 &
+    LIMIT_PID=$!
+    LIMIT_URL=http://127.0.0.1:$port
+    await_start rust-limit "$LIMIT_PID" "$log" curl -sf -o /dev/null "$LIMIT_URL/healthz"
 }
 
 # stop_pid PID: SIGTERM, then SIGKILL after 10 s.
