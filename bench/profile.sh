@@ -7,12 +7,16 @@
 #
 #   bash bench/profile.sh                  # writes target/profile/{perf.data,flame.svg,report.txt}
 #
-# Environment: ROOMS, MEMBERS, RATE (default 100, 100, 850), DURATION
-# (seconds recorded, default 10), OUT.
+#   SCENARIO=durable bash bench/profile.sh # the closed loop of acknowledged sends instead
+#
+# Environment: SCENARIO (fanout or durable), ROOMS, MEMBERS, RATE (fan-out:
+# default 100, 100, 850), DURABLE_N (durable: default 500 senders in rooms
+# of 10), DURATION (seconds recorded, default 10), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
+SCENARIO=${SCENARIO:-fanout}; DURABLE_N=${DURABLE_N:-500}
 ROOMS=${ROOMS:-100}; MEMBERS=${MEMBERS:-100}; RATE=${RATE:-850}; DURATION=${DURATION:-10}
 OUT=${OUT:-$(pwd)/target/profile}
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
@@ -25,8 +29,13 @@ cleanup() { stop_pid "$CONFAB_PID"; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 start_confab "$BIN" "$WORK/data" 0
-taskset -c 1 "$BIN" bench fanout --url "$CONFAB_URL" --server-pid "$CONFAB_PID" --rooms "$ROOMS" \
-    --members "$MEMBERS" --rate "$RATE" --duration "$((DURATION + 2))s" --warmup 3s --out "$OUT/fanout.json" &
+case "$SCENARIO" in
+    fanout) ARGS=(fanout --rooms "$ROOMS" --members "$MEMBERS" --rate "$RATE") ;;
+    durable) ARGS=(durable -n "$DURABLE_N" --members 10) ;;
+    *) echo "SCENARIO is fanout or durable" >&2; exit 2 ;;
+esac
+taskset -c 1 "$BIN" bench "${ARGS[@]}" --url "$CONFAB_URL" --server-pid "$CONFAB_PID" \
+    --duration "$((DURATION + 2))s" --warmup 3s --out "$OUT/$SCENARIO.json" &
 GEN_PID=$!
 # Setup and warm-up first: record the steady state only.
 sleep "${SETTLE:-12}"

@@ -71,7 +71,8 @@ struct Outbox {
     since: Option<Instant>,
     /// The heartbeat asks for a ping.
     ping: bool,
-    close: Option<CloseRequest>,
+    /// Boxed: rare, and inline it would cost every session its size.
+    close: Option<Box<CloseRequest>>,
     /// Set once the connection is gone: nothing more is queued.
     ended: bool,
 }
@@ -100,7 +101,7 @@ impl SessionControl {
     pub fn close(&self, req: CloseRequest) {
         let mut o = self.outbox();
         if o.close.is_none() {
-            o.close = Some(req);
+            o.close = Some(Box::new(req));
         }
         drop(o);
         self.waker.wake();
@@ -116,7 +117,7 @@ impl SessionControl {
         if o.frames.len() >= limit {
             let first = o.close.is_none();
             if first {
-                o.close = Some(too_slow());
+                o.close = Some(Box::new(too_slow()));
             }
             drop(o);
             self.waker.wake();
@@ -146,7 +147,7 @@ impl SessionControl {
         self.waker.register(cx.waker());
         let mut o = self.outbox();
         if let Some(req) = o.close.take() {
-            return std::task::Poll::Ready(Wake::Close(req));
+            return std::task::Poll::Ready(Wake::Close(*req));
         }
         if !o.frames.is_empty() || o.ping {
             return std::task::Poll::Ready(Wake::Out(Out {
@@ -163,7 +164,7 @@ impl SessionControl {
         std::future::poll_fn(|cx| {
             self.waker.register(cx.waker());
             match self.outbox().close.take() {
-                Some(req) => std::task::Poll::Ready(req),
+                Some(req) => std::task::Poll::Ready(*req),
                 None => std::task::Poll::Pending,
             }
         })
@@ -226,18 +227,77 @@ struct Online {
     sessions: Vec<(SessionId, Arc<SessionControl>)>,
     /// The rooms this user is a member of, so presence and fan-out need no
     /// store read.
-    rooms: HashSet<Id>,
+    rooms: IdSet,
     /// This user's friends, online or not: presence reaches them with no
     /// room in common.
-    friends: HashSet<Id>,
+    friends: IdSet,
     /// Users who block this one: their presence is kept from this user.
-    blocked_by: HashSet<Id>,
+    blocked_by: IdSet,
     since: i64,
     /// Other nodes of a cluster where this user is connected, with how
     /// many connections each. A user is online while connected anywhere:
     /// with no session here, the entry stays for presence and routing, and
     /// fan-out finds no one to send to.
     elsewhere: HashMap<Arc<str>, usize>,
+}
+
+/// A small set of ids, sorted in one allocation: a user's rooms, friends
+/// and blockers are read far more often than changed, and a hash set's
+/// table costs an online user with one room about 100 bytes where this
+/// costs 16.
+#[derive(Default)]
+struct IdSet(Vec<Id>);
+
+impl IdSet {
+    fn insert(&mut self, id: Id) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, id);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &Id) -> bool {
+        match self.0.binary_search(id) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn contains(&self, id: &Id) -> bool {
+        self.0.binary_search(id).is_ok()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Id> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<Id> for IdSet {
+    fn from_iter<I: IntoIterator<Item = Id>>(ids: I) -> Self {
+        let mut v: Vec<Id> = ids.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        v.shrink_to_fit();
+        IdSet(v)
+    }
+}
+
+impl<'a> IntoIterator for &'a IdSet {
+    type Item = &'a Id;
+    type IntoIter = std::slice::Iter<'a, Id>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// What a user's first connection loads from the store: everything the
@@ -256,8 +316,10 @@ struct State {
     metrics: Arc<Metrics>,
     /// Frames a session may have waiting before it is closed as too slow.
     queue_len: usize,
-    sessions: HashMap<SessionId, Session>,
-    users: HashMap<Id, Online>,
+    // Boxed: a table keeps room for a quarter to a half more entries than
+    // it holds, and these are large; a box per entry costs a pointer.
+    sessions: HashMap<SessionId, Box<Session>>,
+    users: HashMap<Id, Box<Online>>,
     /// Online members of each room.
     rooms: HashMap<Id, HashSet<Id>>,
     /// (room, user) → generation of the latest typing_start.
@@ -345,12 +407,12 @@ impl Hub {
         }
         st.sessions.insert(
             session,
-            Session {
+            Box::new(Session {
                 user: user.id,
                 ctl: ctl.clone(),
                 addr,
                 token,
-            },
+            }),
         );
         self.metrics.connections.set(st.sessions.len() as i64);
         self.metrics.online_users.set(st.users.len() as i64);
@@ -1030,7 +1092,7 @@ impl Hub {
 /// Takes in a user who was offline everywhere, with what routes their
 /// presence, and tells those who see them.
 fn go_online(st: &mut State, user: User, ties: Ties, elsewhere: HashMap<Arc<str>, usize>) {
-    let rooms: HashSet<Id> = ties.rooms.into_iter().collect();
+    let rooms: IdSet = ties.rooms.into_iter().collect();
     for room in &rooms {
         st.rooms.entry(*room).or_default().insert(user.id);
     }
@@ -1038,15 +1100,16 @@ fn go_online(st: &mut State, user: User, ties: Ties, elsewhere: HashMap<Arc<str>
     let id = user.id;
     st.users.insert(
         id,
-        Online {
+        Box::new(Online {
             user,
-            sessions: Vec::new(),
+            // Most users keep one connection.
+            sessions: Vec::with_capacity(1),
             rooms,
             friends: ties.friends.into_iter().collect(),
             blocked_by: ties.blocked_by.into_iter().collect(),
             since: now_ms(),
             elsewhere,
-        },
+        }),
     );
     let audience = audience_of(st, id);
     send_to_users(st, audience.iter(), &f, None);

@@ -4,6 +4,9 @@ use confab::cli::{self, Cli, Command};
 /// Under load the server allocates and frees small buffers at a high rate
 /// from several threads (frames, fan-out, the store writer); glibc's
 /// malloc spent about a fifth of a core on it. See docs/benchmarks.md.
+/// `--features system-alloc` leaves it out, for heap profilers that see
+/// only the C allocator (valgrind's DHAT: bench/heap.sh).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,7 +1,7 @@
 //! WebSocket connections: the upgrade filter and one task per connection.
 //!
-//! The task is a single `select!` loop (no separate reader and writer
-//! tasks, which would double an idle connection's cost). It reads client
+//! The task is a single loop over three sources (no separate reader and
+//! writer tasks, which would double an idle connection's cost). It reads client
 //! frames one at a time: a frame that needs the store runs as the one
 //! "in-flight" future while the loop keeps delivering fan-out and
 //! heartbeats, and the next frame is read once it is answered.
@@ -75,22 +75,13 @@ pub fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::
                 let (Some(on_upgrade), Some(accept)) = (on_upgrade, accept_key(&headers)) else {
                     return error_response(&AppError::BadRequest("not a WebSocket upgrade".into()));
                 };
-                let app = app.clone();
-                let max = app.config.limits.max_frame_bytes;
-                let token = query.get("token").cloned();
-                let peer = ip.map(|ip| SocketAddr::new(ip, addr.map(|a| a.port()).unwrap_or(0)));
-                tokio::spawn(async move {
-                    let upgraded = match on_upgrade.await {
-                        Ok(u) => u,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "WebSocket upgrade failed");
-                            return;
-                        }
-                    };
-                    // hyper replays bytes it read past the request itself.
-                    let socket = WsConn::new(hyper_util::rt::TokioIo::new(upgraded), &[], max);
-                    connection(app, socket, token, peer, slot).await
-                });
+                tokio::spawn(connection(Box::new(Opening {
+                    app: app.clone(),
+                    on_upgrade,
+                    token: query.get("token").cloned(),
+                    peer: ip.map(|ip| SocketAddr::new(ip, addr.map(|a| a.port()).unwrap_or(0))),
+                    slot,
+                })));
                 let mut r = Response::default();
                 *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 let h = r.headers_mut();
@@ -216,73 +207,145 @@ fn close_for(e: &WsError, metrics: &crate::metrics::Metrics) -> Exit {
     }
 }
 
-/// `slot` is held for the connection's life (from its accept on) and given
-/// back however it ends; it goes just before the closing handshake, which may wait up to
-/// the grace period for a client that never answers, so that such a
-/// client's slot is free at once, as before the handshake waited.
-async fn connection(
+/// What a connection starts from, in one box: an async fn's arguments
+/// stay in its task for the connection's whole life, even once used up.
+struct Opening {
     app: Arc<App>,
-    mut ws: WebSocket,
+    on_upgrade: OnUpgrade,
+    token: Option<String>,
+    peer: Option<SocketAddr>,
+    slot: Held,
+}
+
+/// A connection's task. It is allocated once, at the size of its largest
+/// state, for the connection's whole life, so the rare large states
+/// (the upgrade, signing in, the closing handshake) run boxed and are
+/// freed once done: an idle connection keeps the socket, [`Live`] and the
+/// wait for its next event, little else.
+async fn connection(start: Box<Opening>) {
+    let grace = Duration::from_millis(start.app.config.ws.close_grace_ms);
+    // No socket: the upgrade itself failed.
+    let Some(mut conn) = Box::pin(open(start)).await else {
+        return;
+    };
+    let conn = &mut *conn;
+    let exit = match &mut conn.live {
+        Ok(live) => run(&mut conn.ws, live).await,
+        Err(exit) => std::mem::replace(exit, Exit::Gone),
+    };
+    // Out of the hub and the limits before the closing handshake.
+    conn.live = Err(Exit::Gone);
+    Box::pin(finish(&mut conn.ws, exit, grace)).await;
+}
+
+/// An upgraded connection, on the heap (the task keeps a pointer): the
+/// signed-in state, or how to close a refused one.
+struct Conn {
+    ws: WebSocket,
+    live: Result<Live, Exit>,
+}
+
+/// What a signed-in connection holds for its whole life. `_slot` is held
+/// from the accept on and given back however the connection ends, just
+/// before the closing handshake, which may wait up to the grace period for
+/// a client that never answers: such a client's slot is free at once.
+struct Live {
+    ctx: Ctx,
+    bucket: Bucket,
+    /// Leaves the hub however the task ends, a panic included, so no
+    /// session outlives its connection.
+    _registered: Registered,
+    _slot: Held,
+}
+
+/// The upgraded socket and the signed-in connection, or how to close it
+/// (its slot and hub session already let go); `None` if the upgrade failed.
+async fn open(start: Box<Opening>) -> Option<Box<Conn>> {
+    let Opening {
+        app,
+        on_upgrade,
+        token,
+        peer,
+        slot,
+    } = *start;
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return None;
+        }
+    };
+    // hyper replays bytes it read past the request itself.
+    let mut ws = WsConn::new(
+        hyper_util::rt::TokioIo::new(upgraded),
+        &[],
+        app.config.limits.max_frame_bytes,
+    );
+    let live = sign_in(&app, &mut ws, token, peer, slot).await;
+    Some(Box::new(Conn { ws, live }))
+}
+
+/// Authenticates, registers the session with the hub and sends the
+/// greeting.
+async fn sign_in(
+    app: &Arc<App>,
+    ws: &mut WebSocket,
     token: Option<String>,
     addr: Option<SocketAddr>,
     slot: Held,
-) {
-    let grace = Duration::from_millis(app.config.ws.close_grace_ms);
-    let (user, token, token_id, auth_id) = match authenticate(&app, &mut ws, token).await {
-        Ok(v) => v,
-        Err(exit) => {
-            drop(slot);
-            finish(&mut ws, exit, grace).await;
-            return;
-        }
-    };
+) -> Result<Live, Exit> {
+    let (user, token, token_id, auth_id) = authenticate(app, ws, token).await?;
     if app.hub.sessions_of(user.id) >= app.config.limits.max_connections_per_user {
         app.metrics.reject("connection_limit");
-        let req = close_req(close::POLICY, "too many connections for this account");
-        drop(slot);
-        send_close(&mut ws, req, grace).await;
-        return;
+        return Err(Exit::Close(close_req(
+            close::POLICY,
+            "too many connections for this account",
+        )));
     }
     // The session names its token from the start: a revocation the hub
     // applies from now on finds it; one applied before could not, but its
     // commit came first, so the check below sees it.
     let connected = app
         .hub
-        .connect(user.clone(), addr, Some(token_id), || app.ties(user.id));
-    let connected = match connected {
-        Ok(c) => c,
-        Err(e) => {
+        .connect(user.clone(), addr, Some(token_id), || app.ties(user.id))
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot load rooms and friends for a new connection");
-            drop(slot);
-            send_close(&mut ws, close_req(1011, "internal error"), grace).await;
-            return;
-        }
-    };
-    // Leaves the hub however this task ends, a panic included, so no
-    // session outlives its connection.
+            Exit::Close(close_req(1011, "internal error"))
+        })?;
     let registered = Registered {
-        hub: &app.hub,
+        hub: app.hub.clone(),
         session: connected.session,
     };
-    if let Err(e) = app.authenticate_token(&token) {
-        drop(registered);
-        drop(slot);
-        send_close(&mut ws, refusal(&e), grace).await;
-        return;
+    app.authenticate_token(&token)
+        .map_err(|e| Exit::Close(refusal(&e)))?;
+    let scopes = app
+        .scopes_of(&token)
+        .map_err(|e| Exit::Close(refusal(&e)))?;
+    let frames = hello(app, &user, connected.session, auth_id).map_err(|e| {
+        tracing::error!(error = %e, "cannot build the authenticated frame");
+        Exit::Close(close_req(1011, "internal error"))
+    })?;
+    for f in frames {
+        ws.queue_text(&f);
     }
-    let scopes = match app.scopes_of(&token) {
-        Ok(s) => s,
-        Err(e) => {
-            drop(registered);
-            drop(slot);
-            send_close(&mut ws, refusal(&e), grace).await;
-            return;
-        }
-    };
-    let exit = run(&app, &mut ws, &user, auth_id, connected, scopes).await;
-    drop(registered);
-    drop(slot);
-    finish(&mut ws, exit, grace).await;
+    flush(ws, &connected.ctl, send_timeout(app)).await?;
+    let limits = &app.config.limits;
+    Ok(Live {
+        bucket: Bucket::new(limits.frames_per_sec, limits.frames_burst),
+        ctx: Ctx {
+            app: app.clone(),
+            user,
+            ctl: connected.ctl,
+            scopes: scopes.map(Box::new),
+        },
+        _registered: registered,
+        _slot: slot,
+    })
+}
+
+/// How long a write may wait on a client that does not read.
+fn send_timeout(app: &App) -> Duration {
+    Duration::from_millis(app.config.ws.heartbeat_timeout_ms.max(1000))
 }
 
 /// Ends the socket the way the exit calls for.
@@ -296,12 +359,12 @@ async fn finish(ws: &mut WebSocket, exit: Exit, grace: Duration) {
     }
 }
 
-struct Registered<'a> {
-    hub: &'a crate::hub::Hub,
+struct Registered {
+    hub: Arc<crate::hub::Hub>,
     session: SessionId,
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
         self.hub.disconnect(self.session);
     }
@@ -469,69 +532,73 @@ impl Bucket {
     }
 }
 
-async fn run(
-    app: &Arc<App>,
+/// What the loop waits for next.
+enum Event {
+    Wake(Wake),
+    Answer(Option<Frame>),
+    Incoming(Option<Result<Msg, WsError>>),
+}
+
+/// Polls the three sources in order: the hub's requests (a close, fan-out)
+/// first, then the frame in flight, then the socket, read only once that
+/// frame is answered. Polled by hand rather than through `select!`, which
+/// would keep a future per source in every idle connection's task.
+fn poll_event(
+    cx: &mut std::task::Context<'_>,
     ws: &mut WebSocket,
-    user: &User,
-    auth_id: Option<String>,
-    connected: crate::hub::Connected,
-    scopes: Option<crate::store::integrations::Scopes>,
-) -> Exit {
-    let crate::hub::Connected { session, ctl } = connected;
-    let hello = match hello(app, user, session, auth_id) {
-        Ok(frames) => frames,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the authenticated frame");
-            return Exit::Close(close_req(1011, "internal error"));
-        }
-    };
-    let send_timeout = Duration::from_millis(app.config.ws.heartbeat_timeout_ms.max(1000));
-    for f in hello {
-        ws.queue_text(&f);
+    ctl: &crate::hub::SessionControl,
+    inflight: &mut Option<Pending>,
+) -> std::task::Poll<Event> {
+    use std::task::Poll;
+    if let Poll::Ready(w) = ctl.poll_next(cx) {
+        return Poll::Ready(Event::Wake(w));
     }
-    if let Err(exit) = flush(ws, &ctl, send_timeout).await {
-        return exit;
+    if let Some(fut) = inflight {
+        return match fut.as_mut().poll(cx) {
+            Poll::Ready(a) => {
+                *inflight = None;
+                Poll::Ready(Event::Answer(a))
+            }
+            Poll::Pending => Poll::Pending,
+        };
     }
-    let cfg = &app.config;
-    let mut bucket = Bucket::new(cfg.limits.frames_per_sec, cfg.limits.frames_burst);
-    let ctx = Ctx {
-        app: app.clone(),
-        user: user.clone(),
-        ctl: ctl.clone(),
-        scopes,
-    };
-    let metrics = &app.metrics;
+    ws.poll_next(cx).map(Event::Incoming)
+}
+
+async fn run(ws: &mut WebSocket, live: &mut Live) -> Exit {
     let mut inflight: Option<Pending> = None;
     // Each turn queues what is ready, then writes it all at once.
     loop {
-        tokio::select! {
-            biased;
-            wake = ctl.next() => match wake {
-                Wake::Close(req) => return Exit::Close(req),
-                // Everything queued goes out in one write.
-                Wake::Out(out) => {
-                    let mut bytes = 0;
-                    for f in &out.frames {
-                        ws.queue_text(f);
-                        bytes += f.len();
-                    }
-                    if out.ping {
-                        ws.queue_ping();
-                    }
-                    if let Some(since) = out.since {
-                        metrics.delivery_seconds.observe(since.elapsed().as_secs_f64());
-                    }
-                    metrics.bytes_out.inc_by(bytes as u64);
+        let event =
+            std::future::poll_fn(|cx| poll_event(cx, ws, &live.ctx.ctl, &mut inflight)).await;
+        let app = &live.ctx.app;
+        let metrics = &app.metrics;
+        match event {
+            Event::Wake(Wake::Close(req)) => return Exit::Close(req),
+            // Everything queued goes out in one write.
+            Event::Wake(Wake::Out(out)) => {
+                let mut bytes = 0;
+                for f in &out.frames {
+                    ws.queue_text(f);
+                    bytes += f.len();
                 }
-            },
-            answer = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                inflight = None;
+                if out.ping {
+                    ws.queue_ping();
+                }
+                if let Some(since) = out.since {
+                    metrics
+                        .delivery_seconds
+                        .observe(since.elapsed().as_secs_f64());
+                }
+                metrics.bytes_out.inc_by(bytes as u64);
+            }
+            Event::Answer(answer) => {
                 if let Some(f) = answer {
                     ws.queue_text(&f);
                 }
             }
-            incoming = ws.next(), if inflight.is_none() => {
-                ctl.seen();
+            Event::Incoming(incoming) => {
+                live.ctx.ctl.seen();
                 let msg = match incoming {
                     None => return Exit::Gone,
                     Some(Ok(m)) => m,
@@ -546,30 +613,45 @@ async fn run(
                 };
                 if let Some(text) = text {
                     metrics.frames_in.inc();
-                    metrics.bytes_in.inc_by(text.as_ref().map_or_else(|n| *n, String::len) as u64);
-                    if !bucket.take() {
+                    metrics
+                        .bytes_in
+                        .inc_by(text.as_ref().map_or_else(|n| *n, String::len) as u64);
+                    let limits = &app.config.limits;
+                    if !live.bucket.take() {
                         metrics.reject("rate_limited");
-                        if bucket.refused > cfg.limits.frames_burst.max(10) {
+                        if live.bucket.refused > limits.frames_burst.max(10) {
                             metrics.reject("flooding");
                             return Exit::Close(close_req(close::POLICY, "flooding"));
                         }
-                        let id = text.as_ref().ok().and_then(|t| ClientFrame::parse(t).ok()).and_then(|f| f.id);
-                        ws.queue_text(&error_frame(id.as_deref(), ErrorCode::RateLimited, "slow down"));
+                        let id = text
+                            .as_ref()
+                            .ok()
+                            .and_then(|t| ClientFrame::parse(t).ok())
+                            .and_then(|f| f.id);
+                        ws.queue_text(&error_frame(
+                            id.as_deref(),
+                            ErrorCode::RateLimited,
+                            "slow down",
+                        ));
                     } else {
                         match text {
-                            Ok(t) => match handle(&ctx, &t) {
+                            Ok(t) => match handle(&live.ctx, &t) {
                                 Answer::Now(Some(f)) => ws.queue_text(&f),
                                 Answer::Now(None) => {}
                                 Answer::Later(fut) => inflight = Some(fut),
                             },
-                            Err(_) => ws.queue_text(&error_frame(None, ErrorCode::BadRequest, "frames must be UTF-8 JSON text")),
+                            Err(_) => ws.queue_text(&error_frame(
+                                None,
+                                ErrorCode::BadRequest,
+                                "frames must be UTF-8 JSON text",
+                            )),
                         }
                     }
                 }
             }
         }
         if ws.unwritten() > 0
-            && let Err(exit) = flush(ws, &ctl, send_timeout).await
+            && let Err(exit) = flush(ws, &live.ctx.ctl, send_timeout(&live.ctx.app)).await
         {
             return exit;
         }
@@ -657,7 +739,7 @@ pub(crate) struct Ctx {
     pub(crate) ctl: Arc<crate::hub::SessionControl>,
     /// A bot token's scopes: each frame is checked against them
     /// (src/gate.rs). `None` for people.
-    pub(crate) scopes: Option<crate::store::integrations::Scopes>,
+    pub(crate) scopes: Option<Box<crate::store::integrations::Scopes>>,
 }
 
 #[derive(Deserialize)]
@@ -996,21 +1078,24 @@ mod tests {
     use super::*;
 
     /// The size of the future an async fn returns, without calling it.
-    fn future_size<A, B, C, D, E, F: Future>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
+    fn future_size<A, F: Future>(_: impl Fn(A) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
     /// A connection's task is allocated once for the connection's whole
-    /// life at the size of its largest state, idle or not: rare, large
-    /// states (an external token's key-set fetch and account linking in
-    /// `App::admit`, the timed wait on a full socket) are boxed while they
-    /// run so that every idle connection does not pay for them.
+    /// life at the size of its largest state, idle or not: the rare, large
+    /// states (the upgrade, signing in with an external token's key-set
+    /// fetch, the timed wait on a full socket, the closing handshake) are
+    /// boxed while they run so that every idle connection does not pay for
+    /// them, and the socket and session live in one box beside it.
     #[test]
     fn a_connection_task_stays_small() {
         let size = future_size(connection);
-        // 7.3 KiB before those were boxed; about 1.5 KiB after (debug
-        // build).
-        assert!(size <= 2048, "the connection future is {size} bytes");
+        // 7.3 KiB before any of this; 1.5 KiB with the key-set fetch
+        // boxed; 240 bytes with the task split (debug build).
+        assert!(size <= 512, "the connection future is {size} bytes");
+        let conn = std::mem::size_of::<Conn>();
+        assert!(conn <= 384, "a connection's state is {conn} bytes");
     }
 
     /// A panic inside a connection's task still takes its session out of
@@ -1035,7 +1120,7 @@ mod tests {
         let session = conn.session;
         let joined = tokio::spawn(async move {
             let _registered = Registered {
-                hub: &task_hub,
+                hub: task_hub,
                 session,
             };
             panic!("a bug in one connection");

@@ -98,7 +98,8 @@ pub struct WsConn<S> {
     /// Received bytes not yet parsed (an incomplete frame); empty and
     /// unallocated between frames.
     rbuf: Vec<u8>,
-    partial: Option<Partial>,
+    /// Boxed: rare, and inline it would cost every connection its size.
+    partial: Option<Box<Partial>>,
     /// Frames queued for the client; `wbuf[wpos..]` is still unwritten.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -223,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
                         data: payload,
                     };
                     if !head.is_final {
-                        self.partial = Some(p);
+                        self.partial = Some(Box::new(p));
                         continue;
                     }
                     p
@@ -237,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
                         self.partial = Some(p);
                         continue;
                     }
-                    p
+                    *p
                 }
             };
             return if done.text {

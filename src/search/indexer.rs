@@ -34,6 +34,8 @@ enum Step {
     Busy,
     /// Caught up: wait for a poke, or until this long.
     Idle(Duration),
+    /// Wait this long whatever pokes come, unless a search hurries.
+    Defer(Duration),
 }
 
 impl Indexer {
@@ -42,14 +44,15 @@ impl Indexer {
         let mut last_commit = Instant::now();
         loop {
             let step = self.step(&mut committed, &mut last_commit);
-            let wait = match step {
-                Ok(Step::Busy) => None,
-                Ok(Step::Idle(d)) => Some(d),
+            let (wait, pokes_wake) = match step {
+                Ok(Step::Busy) => (None, true),
+                Ok(Step::Idle(d)) => (Some(d), true),
+                Ok(Step::Defer(d)) => (Some(d), false),
                 Err(e) => {
                     // A waiting search is not helped by spinning on the error.
                     self.shared.lock().hurry = false;
                     tracing::warn!(error = %e, "search indexer: retrying");
-                    Some(RETRY)
+                    (Some(RETRY), true)
                 }
             };
             let mut s = self.shared.lock();
@@ -64,12 +67,12 @@ impl Indexer {
                 return;
             }
             if let Some(d) = wait
-                && !s.poked
+                && (!s.poked || !pokes_wake)
             {
                 s = self
                     .shared
                     .cv
-                    .wait_timeout_while(s, d, |s| !s.poked && !s.stop && !s.hurry)
+                    .wait_timeout_while(s, d, |s| (!s.poked || !pokes_wake) && !s.stop && !s.hurry)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -78,6 +81,18 @@ impl Indexer {
     }
 
     fn step(&mut self, committed: &mut Option<u64>, last_commit: &mut Instant) -> Result<Step> {
+        // What is applied becomes visible at the index's next commit only,
+        // so under a steady stream of messages they are applied just
+        // before it, all at once: applying each store commit as it came
+        // woke this thread and tantivy's once per commit, a read
+        // transaction and two context switches for every message sent.
+        // A search in a hurry, or a first message after a quiet spell,
+        // goes through at once.
+        let since = last_commit.elapsed();
+        if self.rev.is_some() && since < self.settings.commit_interval && !self.shared.lock().hurry
+        {
+            return Ok(Step::Defer(self.settings.commit_interval - since));
+        }
         let rx = self.store.read()?;
         let head = rx.message_rev()?;
         let behind = match self.rev {

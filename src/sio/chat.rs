@@ -211,7 +211,7 @@ impl Service for Chat {
                 app: app.clone(),
                 user: user.clone(),
                 ctl: connected.ctl.clone(),
-                scopes: app.scopes_of(token).map_err(|e| refused(&e))?,
+                scopes: app.scopes_of(token).map_err(|e| refused(&e))?.map(Box::new),
             },
             ctl: connected.ctl,
             _registered: registered,
