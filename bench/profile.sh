@@ -39,7 +39,7 @@ taskset -c 1 "$BIN" bench "${ARGS[@]}" --url "$CONFAB_URL" --server-pid "$CONFAB
 GEN_PID=$!
 # Setup and warm-up first: record the steady state only.
 sleep "${SETTLE:-12}"
-perf record -F 499 -g --call-graph dwarf,16384 -p "$CONFAB_PID" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null
+perf record -F 499 -g --call-graph dwarf,16384 -p "$CONFAB_PID" -o "$OUT/perf.data" -- sleep "$DURATION" || echo "perf record failed: $?" >&2
 wait "$GEN_PID" || true
 perf report -i "$OUT/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null | grep -v '^$' | head -n 200 >"$OUT/report.txt"
 if command -v inferno-collapse-perf >/dev/null; then

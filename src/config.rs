@@ -224,7 +224,7 @@ pub struct SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
-            commit_interval_ms: 500,
+            commit_interval_ms: 5000,
             writer_mib: 32,
         }
     }

@@ -16,6 +16,11 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How often the journal is looked at without being poked: retention
 /// removes messages without a change for the hub, so nothing pokes then.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Under a steady stream of messages, the journal is read at most this
+/// often (or at the commit interval, if shorter). Well inside the
+/// journal's window (`JOURNAL_KEEP` rows) at any rate one node sustains,
+/// so the index never falls out of it between two reads.
+const APPLY_EVERY: Duration = Duration::from_millis(500);
 
 pub(super) struct Indexer {
     pub(super) writer: IndexWriter<TantivyDocument>,
@@ -42,8 +47,10 @@ impl Indexer {
     pub(super) fn run(mut self) {
         let mut committed = self.rev;
         let mut last_commit = Instant::now();
+        // Long ago: the first poke is applied at once.
+        let mut applied = None;
         loop {
-            let step = self.step(&mut committed, &mut last_commit);
+            let step = self.step(&mut committed, &mut last_commit, &mut applied);
             let (wait, pokes_wake) = match step {
                 Ok(Step::Busy) => (None, true),
                 Ok(Step::Idle(d)) => (Some(d), true),
@@ -80,18 +87,25 @@ impl Indexer {
         }
     }
 
-    fn step(&mut self, committed: &mut Option<u64>, last_commit: &mut Instant) -> Result<Step> {
+    fn step(
+        &mut self,
+        committed: &mut Option<u64>,
+        last_commit: &mut Instant,
+        applied: &mut Option<Instant>,
+    ) -> Result<Step> {
         // What is applied becomes visible at the index's next commit only,
-        // so under a steady stream of messages they are applied just
-        // before it, all at once: applying each store commit as it came
-        // woke this thread and tantivy's once per commit, a read
-        // transaction and two context switches for every message sent.
-        // A search in a hurry, or a first message after a quiet spell,
-        // goes through at once.
-        let since = last_commit.elapsed();
-        if self.rev.is_some() && since < self.settings.commit_interval && !self.shared.lock().hurry
+        // so under a steady stream of messages it is applied in batches:
+        // applying each store commit as it came woke this thread and
+        // tantivy's once per commit, a read transaction and two context
+        // switches for every message sent. A search in a hurry, or a
+        // first message after a quiet spell, goes through at once.
+        let every = APPLY_EVERY.min(self.settings.commit_interval);
+        if let Some(at) = *applied
+            && self.rev.is_some()
+            && at.elapsed() < every
+            && !self.shared.lock().hurry
         {
-            return Ok(Step::Defer(self.settings.commit_interval - since));
+            return Ok(Step::Defer(every.saturating_sub(at.elapsed())));
         }
         let rx = self.store.read()?;
         let head = rx.message_rev()?;
@@ -117,6 +131,7 @@ impl Indexer {
                 self.apply(&rx, id)?;
                 self.rev = Some(at);
             }
+            *applied = Some(Instant::now());
             if rows.len() == BATCH {
                 return Ok(Step::Busy);
             }
