@@ -287,7 +287,8 @@ pass() {
     c=$(j confab-idle .idle.rss_per_connection)
     target_row "idle: server RSS per connection, KiB (the cost-of-work target)" "≤ 2" "$([[ -n $c ]] && kib "$c")" "" 2 lower 2
     p99_l=$(j limit-cpu '.steps[0].latency.p99_ms')
-    [[ -n $p99_l ]] && target_row "fixed rate: delivery p99 ms, against rust-limit's $(num "$p99_l" 1) + 5" "≤ $(num "$(awk "BEGIN{print $p99_l + 5}")" 1)" \
+    rate_c=$(j confab-cpu '.steps[0].deliveries_per_sec')
+    [[ -n $p99_l ]] && target_row "fixed rate, $(num "$rate_c" 0) deliveries/s (the issue asks at 85,000): delivery p99 ms, against rust-limit's $(num "$p99_l" 1) + 5" "≤ $(num "$(awk "BEGIN{print $p99_l + 5}")" 1)" \
         "$(j confab-cpu '.steps[0].latency.p99_ms')" "" 1 lower "$(awk "BEGIN{print $p99_l + 5}")"
     if [[ -f $OUT/before-durable.json ]]; then
         target_row "durable: acked/s against the BEFORE binary's" "≥ 1.5" \
