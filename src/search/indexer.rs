@@ -32,6 +32,9 @@ pub(super) struct Indexer {
     /// The revision the writer holds (committed or not); `None`: the
     /// index must be rebuilt first.
     pub(super) rev: Option<u64>,
+    /// Messages added since the last commit: the only ones, besides those
+    /// the last commit holds, that a change must delete first.
+    pub(super) pending: std::collections::HashSet<u128>,
 }
 
 enum Step {
@@ -127,8 +130,10 @@ impl Indexer {
         let rev = self.rev.unwrap_or(0);
         if rev < head {
             let rows = rx.journal_after(rev, BATCH)?;
+            // The last commit's documents (reloaded at each commit).
+            let searcher = self.reader.searcher();
             for &(at, id) in &rows {
-                self.apply(&rx, id)?;
+                self.apply(&rx, &searcher, id)?;
                 self.rev = Some(at);
             }
             *applied = Some(Instant::now());
@@ -155,13 +160,19 @@ impl Indexer {
 
     /// Brings one message's document in line with the store: replaced if
     /// it is there, gone if it was blanked or removed.
-    fn apply(&mut self, rx: &Rx, id: Id) -> Result<()> {
-        self.writer
-            .delete_term(Term::from_field_bytes(self.fields.id, &id.0.to_be_bytes()));
+    fn apply(&mut self, rx: &Rx, searcher: &tantivy::Searcher, id: Id) -> Result<()> {
+        let term = Term::from_field_bytes(self.fields.id, &id.0.to_be_bytes());
+        // Most changes are new messages, in no segment yet: a delete costs
+        // every segment a postings lookup at the next commit, so it is
+        // asked only for a message the index may hold.
+        if self.pending.contains(&id.0) || searcher.doc_freq(&term)? > 0 {
+            self.writer.delete_term(term);
+        }
         if let Some(m) = rx.message(id)?
             && !m.deleted
         {
             self.writer.add_document(document(&self.fields, &m))?;
+            self.pending.insert(id.0);
         }
         Ok(())
     }
@@ -178,6 +189,8 @@ impl Indexer {
         );
         prepared.commit()?;
         self.reader.reload()?;
+        // Only once the searcher shows them.
+        self.pending.clear();
         let mut s = self.shared.lock();
         s.visible = rev;
         s.ready = true;

@@ -197,6 +197,7 @@ impl Search {
             shared: shared.clone(),
             settings,
             rev,
+            pending: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("confab-search-indexer".into())
@@ -410,6 +411,7 @@ pub fn rebuild(data_dir: &Path, store: Reader, writer_bytes: usize) -> Result<u6
             writer_bytes,
         },
         rev: None,
+        pending: Default::default(),
     };
     let rx = worker.store.read()?;
     worker.rebuild(&rx)
@@ -474,6 +476,10 @@ mod tests {
 
     impl Fixture {
         async fn send(&self, text: &str) -> Message {
+            self.send_reply(text, None).await
+        }
+
+        async fn send_reply(&self, text: &str, reply_to: Option<Id>) -> Message {
             self.store
                 .run(Command::SendMessage {
                     sender: self.user.clone(),
@@ -485,7 +491,7 @@ mod tests {
                     dm_room: Id::new(),
                     dm_policy: DmPolicy::Anyone,
                     here: vec![],
-                    reply_to: None,
+                    reply_to,
                     also_in_room: false,
                 })
                 .await
@@ -573,6 +579,33 @@ mod tests {
         f.caught_up(&search);
         assert!(f.ids(&search, "plums").is_empty());
         assert_eq!(f.ids(&search, "pears"), [c.id]);
+    }
+
+    /// A thread's root is rewritten (and journaled) by every reply, with
+    /// no edit: the index deletes only what it may hold, so each such
+    /// change must still replace the document, never add a second one,
+    /// whether the root is in the last commit or only added since.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_changed_again_and_again_is_found_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture(dir.path()).await;
+        let search = f.search(dir.path());
+        // Root and a reply before any commit: added, then replaced.
+        let root = f.send("quinces").await;
+        f.send_reply("one", Some(root.id)).await;
+        f.caught_up(&search);
+        assert_eq!(f.ids(&search, "quinces"), [root.id]);
+        // The root is in the last commit now: replaced twice.
+        f.send_reply("two", Some(root.id)).await;
+        f.send_reply("three", Some(root.id)).await;
+        f.caught_up(&search);
+        assert_eq!(f.ids(&search, "quinces"), [root.id]);
+        drop(search);
+        // A restart reads the committed index from disk.
+        let search = f.search(dir.path());
+        f.send_reply("four", Some(root.id)).await;
+        f.caught_up(&search);
+        assert_eq!(f.ids(&search, "quinces"), [root.id]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
