@@ -43,7 +43,8 @@ perf record -F 499 -g --call-graph dwarf,16384 -p "$CONFAB_PID" -o "$OUT/perf.da
 wait "$GEN_PID" || true
 perf report -i "$OUT/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null | grep -v '^$' | head -n 200 >"$OUT/report.txt"
 if command -v inferno-collapse-perf >/dev/null; then
-    perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$OUT/flame.svg"
+    perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | python3 bench/fold_names.py |
+        inferno-flamegraph --minwidth 0.3 --title "confab, $SCENARIO" >"$OUT/flame.svg"
     echo "flame graph: $OUT/flame.svg"
 fi
 echo "report: $OUT/report.txt"

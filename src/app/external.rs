@@ -107,6 +107,10 @@ fn role_from(claims: &Map<String, Value>, claim: &str) -> Option<Role> {
     })
 }
 
+/// How long a node waits to apply the log before judging a token made
+/// elsewhere.
+const ACCOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A token's own id, for ending it by itself: from the token's bytes.
 fn token_id(token: &str) -> u128 {
     use sha2::Digest;
@@ -117,12 +121,44 @@ fn token_id(token: &str) -> u128 {
 }
 
 impl App {
+    /// A token made on another node (a registration, a login, a password
+    /// change there) can reach this node before the change that makes it
+    /// valid has been applied here: a client that registers through one
+    /// node and connects through the next would be refused. When the
+    /// account is unknown here or older than the token, this waits for
+    /// the node to apply the log as far as it reaches now (at most
+    /// `ACCOUNT_WAIT`); `authenticate_token` then judges the token.
+    async fn await_account(&self, link: &crate::store::cluster::Link, v: &crate::auth::Verified) {
+        let behind = match self.store.read().and_then(|rx| rx.user(v.user)) {
+            Ok(Some(rec)) => rec.token_gen < v.generation,
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !behind {
+            return;
+        }
+        let caught_up = async {
+            if let Ok(target) = link.engine().last_position().await {
+                link.wait_applied(target).await;
+            }
+        };
+        let _ = tokio::time::timeout(ACCOUNT_WAIT, Box::pin(caught_up)).await;
+    }
+
     /// Gets an external token ready for `authenticate_token`: its keys
     /// fetched and its account made (or its role brought up to date).
     /// Does nothing for confab's own tokens or when external tokens are
     /// off; a token that does not verify is left for `authenticate_token`
     /// to refuse.
+    /// In a cluster, also waits (briefly) for this node to apply the
+    /// change that made one of confab's own tokens valid, if it has not.
     pub async fn admit(&self, token: &str) {
+        if let Some(link) = self.store.link()
+            && let Ok(v) = self.auth.verify(token)
+        {
+            self.await_account(link, &v).await;
+            return;
+        }
         let Some(verifier) = &self.identities.external else {
             return;
         };

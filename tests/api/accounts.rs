@@ -269,3 +269,37 @@ async fn user_lookup_by_name() {
     assert_eq!(status, 200);
     assert_eq!(body["user"]["username"], "bob");
 }
+
+/// In a cluster, a client may register through one node and go straight
+/// to the next (a round-robin balancer): that node must not refuse the
+/// token for an account it has not applied yet. Requests go straight to
+/// each node here, without the harness's wait for the nodes to agree.
+/// (One node alone: trivially so.)
+#[tokio::test]
+async fn a_token_made_on_one_node_works_at_once_on_the_others() {
+    let t = TestApp::spawn().await;
+    let mut urls = vec![t.url.clone()];
+    urls.extend(t.others.iter().map(|(r, _)| r.url()));
+    for i in 0..20 {
+        let resp = t
+            .http
+            .post(format!("{}/api/auth/register", t.url))
+            .json(&json!({"username": format!("hop{i}"), "password": "password-hop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let token = body["token"].as_str().unwrap().to_string();
+        for url in urls.iter().rev() {
+            let resp = t
+                .http
+                .get(format!("{url}/api/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "hop{i} at {url}");
+        }
+    }
+}
