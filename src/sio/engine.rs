@@ -589,8 +589,14 @@ impl Task {
                 },
                 _ = self.beat.as_mut() => Ev::Beat,
                 m = next_of(ws) => Ev::Ws(m),
-                c = recv(self.cmds.as_mut()) => Ev::Cmd(c),
+                // The probe before the polls: a client that sent "2probe"
+                // and "5" and then polls must find the upgrade done (and
+                // its poll refused), which a poll handled first, held,
+                // then answered with a noop would not show it. The
+                // frames reach the socket before a new HTTP request is
+                // parsed, so they are read first when both are ready.
                 m = next_of(self.probe.as_deref_mut()) => Ev::Probe(m),
+                c = recv(self.cmds.as_mut()) => Ev::Cmd(c),
                 _ = poll_closed(get) => Ev::PollGone,
                 _ = until(noop_at) => Ev::Noop,
             };
