@@ -137,12 +137,8 @@ impl SessionControl {
     }
 
     /// Everything queued (taken whole), or a close request, which comes
-    /// first.
-    pub async fn next(&self) -> Wake {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// `next` for a connection that polls by hand.
+    /// first. Polled by hand: a connection's task waits on it beside its
+    /// socket without keeping a future for it.
     pub fn poll_next(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Wake> {
         self.waker.register(cx.waker());
         let mut o = self.outbox();

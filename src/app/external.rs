@@ -150,6 +150,7 @@ impl App {
     /// Does nothing for confab's own tokens or when external tokens are
     /// off; a token that does not verify is left for `authenticate_token`
     /// to refuse.
+    ///
     /// In a cluster, also waits (briefly) for this node to apply the
     /// change that made one of confab's own tokens valid, if it has not.
     pub async fn admit(&self, token: &str) {

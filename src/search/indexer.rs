@@ -103,12 +103,13 @@ impl Indexer {
         // switches for every message sent. A search in a hurry, or a
         // first message after a quiet spell, goes through at once.
         let every = APPLY_EVERY.min(self.settings.commit_interval);
-        if let Some(at) = *applied
+        let since_applied = applied.map(|at| at.elapsed());
+        if let Some(since) = since_applied
             && self.rev.is_some()
-            && at.elapsed() < every
+            && since < every
             && !self.shared.lock().hurry
         {
-            return Ok(Step::Defer(every.saturating_sub(at.elapsed())));
+            return Ok(Step::Defer(every - since));
         }
         let rx = self.store.read()?;
         let head = rx.message_rev()?;
