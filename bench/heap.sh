@@ -35,9 +35,8 @@ mkdir -p "$WORK/data"
 ) >"$WORK/data.log" 2>&1 &
 CONFAB_PID=$!
 CONFAB_LOG=$WORK/data.log
-# valgrind starts slowly: wait up to a minute for the address.
-for _ in $(seq 600); do confab_listening && break; sleep 0.1; done
-confab_listening || { cat "$WORK/data.log" >&2; exit 1; }
+# valgrind starts slowly: a minute for the address.
+START_WAIT=60 await_start confab "$CONFAB_PID" "$CONFAB_LOG" confab_listening
 target/release/confab bench idle -n "$N" --members "$MEMBERS" --steps 1 --url "$CONFAB_URL" \
     --out "$OUT/idle.json" >/dev/null
 # DHAT writes its file when the server exits.

@@ -25,12 +25,12 @@ confab_listening() {
 }
 
 # await_start NAME PID LOG CHECK…: runs CHECK every 0.1 s until it
-# succeeds (at most 10 s), giving up early if PID exits; on failure the
-# server's LOG is shown.
+# succeeds (at most START_WAIT seconds, default 10), giving up early if
+# PID exits; on failure the server's LOG is shown.
 await_start() {
     local name=$1 pid=$2 log=$3
     shift 3
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 "$((${START_WAIT:-10} * 10))"); do
         "$@" && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
